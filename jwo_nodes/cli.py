@@ -1,0 +1,34 @@
+"""The `jwo` command: one entry point, a subcommand per tool.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their subcommand runs, so
+`jwo --help` stays fast and a broken tool cannot break the others.
+"""
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    'launch': ('jwo_nodes.launcher', 'start the node set of a store (the ros2 launch stand-in)'),
+    'demo': ('jwo_nodes.demo', 'run a simulated store end to end and print receipts against the ground truth'),
+}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='jwo', description='jwo checkout-free store tools')
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
+    for name, (module_name, summary) in SUBCOMMANDS.items():
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(module_name=module_name)
+        # Arguments are added lazily below, once we know which subcommand runs.
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith('-')), None)
+    if chosen in SUBCOMMANDS:
+        module = importlib.import_module(SUBCOMMANDS[chosen][0])
+        module.add_arguments(commands.choices[chosen])
+    args = parser.parse_args(argv)
+    return importlib.import_module(args.module_name).run(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Per-store configuration: products, shelves and bins, gates and cameras.
+
+Loaded from ``config/stores/<store>.yaml`` and validated completely before any node
+starts; every problem is reported as ``<file>: <key>: <problem>``. No rclpy here.
+"""
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+
+class ConfigError(Exception):
+    """A configuration problem, naming the file, the key and what is wrong."""
+
+    def __init__(self, file: str, key: str, problem: str):
+        super().__init__(f'{file}: {key}: {problem}')
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class Product:
+    sku: str
+    name: str
+    unit_grams: float
+    tolerance_grams: float
+    price_cents: int
+
+
+@dataclass(frozen=True)
+class Bin:
+    id: str
+    shelf_id: str
+    sku: str
+    # Where a shopper stands to reach this bin, on the floor plane (metres).
+    x: float
+    y: float
+    # Units on the bin when the store opens (the simulator starts from it).
+    initial_units: int
+
+
+@dataclass(frozen=True)
+class Shelf:
+    id: str
+    bins: tuple
+
+
+@dataclass(frozen=True)
+class Gate:
+    id: str
+    x: float
+    y: float
+    # A shopper within this distance of the gate point is passing the gate.
+    radius_m: float
+
+
+@dataclass(frozen=True)
+class Camera:
+    id: str
+    # 'sim', a device index ('0'), a video file path or an rtsp:// URL.
+    source: str
+    width: int
+    height: int
+    fps: float
+    # 3x3 homography from image pixels to floor metres, row-major.
+    homography: tuple
+    # Shelves this camera sees (review clips come from these cameras).
+    sees_shelves: tuple
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: str
+    store_id: str
+    name: str
+    currency: str
+    # Sales tax in basis points (825 = 8.25 %), applied to the subtotal.
+    tax_rate_bp: int
+    products: dict
+    shelves: dict
+    gates: dict
+    cameras: dict
+
+    def bin(self, bin_id: str) -> Optional[Bin]:
+        return self._bins.get(bin_id)
+
+    @property
+    def bins(self) -> dict:
+        return self._bins
+
+    def __post_init__(self):
+        object.__setattr__(self, '_bins', {
+            b.id: b for shelf in self.shelves.values() for b in shelf.bins})
+
+
+def load_store_config(path) -> StoreConfig:
+    """Reads and validates a store YAML file; raises ConfigError on the first problem."""
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise ConfigError(path, '<file>', f'cannot read: {error.strerror}')
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, 'problem_mark', None)
+        where = f'line {mark.line + 1}, column {mark.column + 1}' if mark else '<yaml>'
+        raise ConfigError(path, where, f'malformed YAML: {getattr(error, "problem", error)}')
+    return parse_store_config(document, path)
+
+
+def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
+    reader = _Reader(path)
+    root = reader.mapping(document, '')
+    store = reader.mapping(reader.field(root, 'store', ''), 'store')
+    store_id = reader.ros_token(store, 'id', 'store')
+    products = {}
+    for i, raw in enumerate(reader.sequence(reader.field(root, 'products', ''), 'products')):
+        key = f'products[{i}]'
+        item = reader.mapping(raw, key)
+        sku = reader.identifier(item, 'sku', key)
+        if sku in products:
+            raise ConfigError(path, f'{key}.sku', f'duplicate SKU {sku!r}')
+        products[sku] = Product(
+            sku=sku,
+            name=reader.string(item, 'name', key),
+            unit_grams=reader.number(item, 'unit_grams', key, minimum=0.0, exclusive=True),
+            tolerance_grams=reader.number(item, 'tolerance_grams', key, minimum=0.0, exclusive=True),
+            price_cents=reader.integer(item, 'price_cents', key, minimum=0))
+    shelves = {}
+    bin_ids = set()
+    for i, raw in enumerate(reader.sequence(reader.field(root, 'shelves', ''), 'shelves')):
+        key = f'shelves[{i}]'
+        item = reader.mapping(raw, key)
+        shelf_id = reader.ros_token(item, 'id', key)
+        if shelf_id in shelves:
+            raise ConfigError(path, f'{key}.id', f'duplicate shelf id {shelf_id!r}')
+        bins = []
+        for j, raw_bin in enumerate(reader.sequence(reader.field(item, 'bins', key), f'{key}.bins')):
+            bin_key = f'{key}.bins[{j}]'
+            bin_item = reader.mapping(raw_bin, bin_key)
+            bin_id = reader.identifier(bin_item, 'id', bin_key)
+            if bin_id in bin_ids:
+                raise ConfigError(path, f'{bin_key}.id', f'duplicate bin id {bin_id!r}')
+            bin_ids.add(bin_id)
+            sku = reader.string(bin_item, 'sku', bin_key)
+            if sku not in products:
+                raise ConfigError(path, f'{bin_key}.sku', f'unknown SKU {sku!r} (not under products)')
+            x, y = reader.point(bin_item, 'position', bin_key)
+            bins.append(Bin(id=bin_id, shelf_id=shelf_id, sku=sku, x=x, y=y,
+                            initial_units=reader.integer(bin_item, 'initial_units', bin_key, minimum=0)))
+        shelves[shelf_id] = Shelf(id=shelf_id, bins=tuple(bins))
+    gates = {}
+    for i, raw in enumerate(reader.sequence(reader.field(root, 'gates', ''), 'gates')):
+        key = f'gates[{i}]'
+        item = reader.mapping(raw, key)
+        gate_id = reader.ros_token(item, 'id', key)
+        if gate_id in gates:
+            raise ConfigError(path, f'{key}.id', f'duplicate gate id {gate_id!r}')
+        x, y = reader.point(item, 'position', key)
+        gates[gate_id] = Gate(id=gate_id, x=x, y=y,
+                              radius_m=reader.number(item, 'radius_m', key, minimum=0.0, exclusive=True))
+    cameras = {}
+    for i, raw in enumerate(reader.sequence(root.get('cameras', []), 'cameras', allow_empty=True)):
+        key = f'cameras[{i}]'
+        item = reader.mapping(raw, key)
+        camera_id = reader.ros_token(item, 'id', key)
+        if camera_id in cameras:
+            raise ConfigError(path, f'{key}.id', f'duplicate camera id {camera_id!r}')
+        source = item.get('source')
+        if source is None or str(source).strip() == '':
+            raise ConfigError(path, f'{key}.source', 'missing camera source '
+                              "('sim', a device index, a video file or an rtsp:// URL)")
+        sees = tuple(reader.string_list(item, 'sees_shelves', key))
+        for shelf_id in sees:
+            if shelf_id not in shelves:
+                raise ConfigError(path, f'{key}.sees_shelves', f'unknown shelf {shelf_id!r}')
+        cameras[camera_id] = Camera(
+            id=camera_id, source=str(source),
+            width=reader.integer(item, 'width', key, minimum=1),
+            height=reader.integer(item, 'height', key, minimum=1),
+            fps=reader.number(item, 'fps', key, minimum=0.0, exclusive=True),
+            homography=reader.homography(item, 'homography', key),
+            sees_shelves=sees)
+    return StoreConfig(
+        path=path, store_id=store_id,
+        name=reader.string(store, 'name', 'store'),
+        currency=reader.string(store, 'currency', 'store'),
+        tax_rate_bp=reader.integer(store, 'tax_rate_bp', 'store', minimum=0, maximum=10000),
+        products=products, shelves=shelves, gates=gates, cameras=cameras)
+
+
+class _Reader:
+    """Typed access to parsed YAML that raises ConfigError with the full key path."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _key(self, parent: str, name: str) -> str:
+        return f'{parent}.{name}' if parent else name
+
+    def field(self, mapping: dict, name: str, parent: str):
+        if name not in mapping or mapping[name] is None:
+            raise ConfigError(self.path, self._key(parent, name), 'missing')
+        return mapping[name]
+
+    def mapping(self, value, key: str) -> dict:
+        if not isinstance(value, dict):
+            raise ConfigError(self.path, key or '<root>', f'expected a mapping, got {_kind(value)}')
+        return value
+
+    def sequence(self, value, key: str, allow_empty: bool = False) -> list:
+        if not isinstance(value, list):
+            raise ConfigError(self.path, key, f'expected a list, got {_kind(value)}')
+        if not value and not allow_empty:
+            raise ConfigError(self.path, key, 'must not be empty')
+        return value
+
+    def string(self, mapping: dict, name: str, parent: str) -> str:
+        value = self.field(mapping, name, parent)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(self.path, self._key(parent, name), f'expected a non-empty string, got {value!r}')
+        return value
+
+    def identifier(self, mapping: dict, name: str, parent: str) -> str:
+        value = self.string(mapping, name, parent)
+        if not all(c.isascii() and (c.isalnum() or c in '_-') for c in value):
+            raise ConfigError(self.path, self._key(parent, name),
+                              f'{value!r} may hold only letters, digits, "_" and "-"')
+        return value
+
+    def ros_token(self, mapping: dict, name: str, parent: str) -> str:
+        """An id that becomes part of ROS topic names (shelves, gates, cameras)."""
+        value = self.string(mapping, name, parent)
+        if not (value[0].isascii() and value[0].isalpha()
+                and all(c.isascii() and (c.isalnum() or c == '_') for c in value)):
+            raise ConfigError(self.path, self._key(parent, name),
+                              f'{value!r} must start with a letter and hold only letters, '
+                              'digits and "_" (it is part of ROS topic names)')
+        return value
+
+    def string_list(self, mapping: dict, name: str, parent: str) -> list:
+        value = mapping.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.path, self._key(parent, name), 'expected a list of strings')
+        return value
+
+    def number(self, mapping: dict, name: str, parent: str, minimum=None, exclusive=False) -> float:
+        value = self.field(mapping, name, parent)
+        key = self._key(parent, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(self.path, key, f'expected a number, got {value!r}')
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            sign = '>' if exclusive else '>='
+            raise ConfigError(self.path, key, f'must be {sign} {minimum}, got {value}')
+        return float(value)
+
+    def integer(self, mapping: dict, name: str, parent: str, minimum=None, maximum=None) -> int:
+        value = self.field(mapping, name, parent)
+        key = self._key(parent, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.path, key, f'expected an integer, got {value!r}')
+        if minimum is not None and value < minimum:
+            raise ConfigError(self.path, key, f'must be >= {minimum}, got {value}')
+        if maximum is not None and value > maximum:
+            raise ConfigError(self.path, key, f'must be <= {maximum}, got {value}')
+        return value
+
+    def point(self, mapping: dict, name: str, parent: str) -> tuple:
+        value = self.field(mapping, name, parent)
+        key = self._key(parent, name)
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                           for v in value)):
+            raise ConfigError(self.path, key, f'expected [x, y] in metres, got {value!r}')
+        return float(value[0]), float(value[1])
+
+    def homography(self, mapping: dict, name: str, parent: str) -> tuple:
+        value = self.field(mapping, name, parent)
+        key = self._key(parent, name)
+        rows = value if isinstance(value, list) else []
+        if (len(rows) != 3 or not all(isinstance(r, list) and len(r) == 3 for r in rows)
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in rows for v in r)):
+            raise ConfigError(self.path, key, 'expected a 3x3 matrix (image pixels to floor metres)')
+        return tuple(float(v) for r in rows for v in r)
+
+
+def _kind(value) -> str:
+    return 'nothing' if value is None else type(value).__name__

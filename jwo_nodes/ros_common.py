@@ -1,0 +1,175 @@
+"""What every jwo node shares: QoS per kind of topic, declared parameters, counters
+published as diagnostics, stamp conversion and the one start/shutdown pattern.
+
+This is the only module besides jwo_nodes.nodes that imports rclpy.
+"""
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+from jwo_nodes.core.config import ConfigError
+
+# Raw sensor streams: the newest sample matters, a lost one does not.
+SENSOR_QOS = qos_profile_sensor_data
+# Events that change carts and receipts: never dropped while the reader keeps up.
+EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                       reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.VOLATILE)
+# State a late joiner needs at once (layout, configuration).
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+REQUIRED = object()
+"""Default of a parameter that has none: a per-store value must be given."""
+
+_TYPES = {
+    bool: ParameterType.PARAMETER_BOOL,
+    int: ParameterType.PARAMETER_INTEGER,
+    float: ParameterType.PARAMETER_DOUBLE,
+    str: ParameterType.PARAMETER_STRING,
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One node parameter: declared once, with type, description and range."""
+
+    name: str
+    type: type
+    description: str
+    default: Any = REQUIRED
+    min: Optional[float] = None
+    max: Optional[float] = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        descriptor = ParameterDescriptor(name=self.name, type=_TYPES[self.type],
+                                         description=self.description)
+        if self.min is not None and self.max is not None:
+            if self.type is int:
+                descriptor.integer_range = [IntegerRange(
+                    from_value=int(self.min), to_value=int(self.max), step=0)]
+            elif self.type is float:
+                descriptor.floating_point_range = [FloatingPointRange(
+                    from_value=float(self.min), to_value=float(self.max), step=0.0)]
+        return descriptor
+
+
+class Params:
+    """Parameter values by attribute: ``params.rate_hz``."""
+
+    def __init__(self, values: dict):
+        self.__dict__.update(values)
+
+
+def declare_params(node: Node, specs: list) -> Params:
+    """Declares every spec on the node and returns the values.
+
+    A missing required parameter or a value out of range raises ConfigError naming
+    the node and the parameter, so start-up fails with one clear line.
+    """
+    values = {}
+    where = f'node {node.get_fully_qualified_name()}'
+    for spec in specs:
+        try:
+            if spec.default is REQUIRED:
+                node.declare_parameter(spec.name, _parameter_type(spec.type), spec.descriptor())
+            else:
+                node.declare_parameter(spec.name, spec.default, spec.descriptor())
+            value = node.get_parameter(spec.name).value
+        except rclpy.exceptions.ParameterUninitializedException:
+            raise ConfigError(where, spec.name, f'required parameter is not set ({spec.description})')
+        except (rclpy.exceptions.InvalidParameterValueException,
+                rclpy.exceptions.InvalidParameterTypeException) as error:
+            raise ConfigError(where, spec.name, f'invalid value: {error}')
+        if value is None:
+            raise ConfigError(where, spec.name, f'required parameter is not set ({spec.description})')
+        if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
+            raise ConfigError(where, spec.name,
+                              f'{value} is out of range [{spec.min}, {spec.max}]')
+        values[spec.name] = value
+    return Params(values)
+
+
+def _parameter_type(python_type: type) -> Parameter.Type:
+    return {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
+            float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}[python_type]
+
+
+def to_ns(stamp: Time) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def to_stamp(ns: int) -> Time:
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+class Counters:
+    """Counts what a node saw (bad input above all) and publishes the counts on
+    /diagnostics once a second, so an operator sees a misbehaving device."""
+
+    def __init__(self, node: Node, hardware_id: str, names: tuple):
+        self._node = node
+        self._hardware_id = hardware_id
+        self.values = {name: 0 for name in names}
+        self._bad_inputs = set()
+        self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', EVENT_QOS)
+        self._timer = node.create_timer(1.0, self.publish)
+
+    def count(self, name: str, amount: int = 1) -> None:
+        self.values[name] = self.values.get(name, 0) + amount
+
+    def warn(self, name: str, message: str) -> None:
+        """Counts a bad input and logs it, throttled so a flood cannot drown the log."""
+        self.count(name)
+        self._bad_inputs.add(name)
+        self._node.get_logger().warning(f'{name}: {message} (total {self.values[name]})',
+                                        throttle_duration_sec=1.0)
+
+    def publish(self) -> None:
+        problems = sum(self.values[name] for name in self._bad_inputs)
+        status = DiagnosticStatus(
+            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
+            name=self._node.get_fully_qualified_name(),
+            message=f'{problems} bad inputs' if problems else 'ok',
+            hardware_id=self._hardware_id,
+            values=[KeyValue(key=k, value=str(v)) for k, v in sorted(self.values.items())])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self._node.get_clock().now().to_msg()
+        self._publisher.publish(array)
+
+
+def run_node(node_factory: Callable[[], Node], args=None) -> None:
+    """The one start/shutdown pattern of every jwo executable.
+
+    Exits 2 with one line on stderr when the node cannot start (bad config), 0 after
+    Ctrl-C or SIGTERM, after destroying the node cleanly.
+    """
+    rclpy.init(args=args)
+    try:
+        node = node_factory()
+    except ConfigError as error:
+        print(f'error: {error}', file=sys.stderr, flush=True)
+        rclpy.try_shutdown()
+        sys.exit(2)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.remove_node(node)
+        node.destroy_node()
+        rclpy.try_shutdown()
