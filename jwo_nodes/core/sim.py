@@ -1,0 +1,487 @@
+"""The store simulator: a seeded scenario turned into a timeline of ground truth.
+
+A scenario (YAML, see README "Scenario format") lists parties of shoppers with an
+entry time, a gate, a credential and a script per person. ``Timeline`` plays the
+scripts against the store's bins and yields what each simulated device needs (true
+grams per bin, gate lines, floor positions) and what a scorer needs (the items each
+party left with, every weight event). Pure and deterministic: no rclpy, no clocks.
+"""
+import bisect
+import math
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import yaml
+
+from jwo_nodes.core.config import ConfigError, StoreConfig
+from jwo_nodes.core.money import tax_cents
+
+NS = 1_000_000_000
+CREDENTIAL_KINDS = ('qr', 'badge', 'card')
+
+# Body timing of one reach into a bin, seconds.
+_DWELL_BEFORE_S = 0.6
+_PRESS_S = 0.25
+_RAMP_S = 0.45
+_DWELL_AFTER_S = 0.6
+# Group members pass the gate one after another, this far apart.
+_GROUP_STAGGER_S = 0.5
+# A person stays visible at the gate this long after the exit line fires.
+_EXIT_VISIBLE_S = 0.3
+
+
+@dataclass(frozen=True)
+class Noise:
+    loadcell_sigma_g: float = 1.0
+    spike_rate_hz: float = 0.0
+    spike_g: float = 40.0
+    drift_g_per_15min: float = 0.0
+    # Hand pressing on the shelf before a reach, grams (0 = none).
+    press_g: float = 30.0
+    dropped_messages: float = 0.0
+    clock_jitter_ms: float = 0.0
+    tracker_sigma_m: float = 0.05
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str            # walk_to, take, put_back, hand_to, linger, wait_until, leave
+    bin: str = ''
+    sku: str = ''
+    n: int = 1
+    person: int = 0      # hand_to: index of the companion in the party
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Party:
+    id: str
+    gate: str
+    enter_at_ns: int
+    credential_kind: str
+    credential_token: str
+    tap_out: bool
+    scripts: tuple       # one tuple of Actions per person; person 0 pays
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    name: str
+    seed: int
+    noise: Noise
+    parties: tuple
+    walking_speed_mps: float = 1.0
+
+
+@dataclass(frozen=True)
+class SimPerson:
+    person_id: str
+    party_id: str
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class WeightEvent:
+    """A true change of weight on one bin: what a perfect detector would report."""
+
+    bin_id: str
+    shelf_id: str
+    start_ns: int        # hand starts pressing
+    ramp_start_ns: int   # item starts leaving (or arriving)
+    end_ns: int          # settled
+    delta_grams: float
+    press_grams: float
+    party_id: str
+    person_id: str
+    sku: str
+    n: int
+
+
+@dataclass
+class _Person:
+    id: str
+    party: Party
+    index: int
+    script: tuple
+    t_ns: int
+    x: float
+    y: float
+    keyframes: list = field(default_factory=list)   # (t_ns, x, y)
+    hand: list = field(default_factory=list)        # (sku, grams)
+    cursor: int = 0
+    # Walked to the place of the action at cursor; it happens when its turn comes.
+    arrived: bool = False
+    exit_ns: Optional[int] = None
+
+
+def load_scenario(path, store: StoreConfig) -> Scenario:
+    path = str(path)
+    try:
+        document = yaml.safe_load(Path(path).read_text())
+    except OSError as error:
+        raise ConfigError(path, '<file>', f'cannot read: {error.strerror}')
+    except yaml.YAMLError as error:
+        raise ConfigError(path, '<yaml>', f'malformed YAML: {error}')
+    return parse_scenario(document, store, path)
+
+
+def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scenario:
+    def fail(key, problem):
+        raise ConfigError(path, key, problem)
+
+    if not isinstance(document, dict):
+        fail('<root>', 'expected a mapping')
+    seed = document.get('seed', 0)
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        fail('seed', f'expected an integer, got {seed!r}')
+    noise_doc = document.get('noise', {}) or {}
+    if not isinstance(noise_doc, dict):
+        fail('noise', 'expected a mapping')
+    known = Noise.__dataclass_fields__
+    for key, value in noise_doc.items():
+        if key not in known:
+            fail(f'noise.{key}', f'unknown noise knob (known: {", ".join(known)})')
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+            fail(f'noise.{key}', f'expected a number >= 0, got {value!r}')
+    noise = Noise(**{k: float(v) for k, v in noise_doc.items()})
+    parties_doc = document.get('parties')
+    if not isinstance(parties_doc, list) or not parties_doc:
+        fail('parties', 'expected a non-empty list of parties')
+    parties = []
+    seen = set()
+    for i, raw in enumerate(parties_doc):
+        key = f'parties[{i}]'
+        if not isinstance(raw, dict):
+            fail(key, 'expected a mapping')
+        party_id = str(raw.get('id', ''))
+        if not party_id or party_id in seen:
+            fail(f'{key}.id', f'missing or duplicate party id {party_id!r}')
+        seen.add(party_id)
+        gate = raw.get('gate')
+        if gate not in store.gates:
+            fail(f'{key}.gate', f'unknown gate {gate!r}')
+        enter_at = raw.get('enter_at_s')
+        if isinstance(enter_at, bool) or not isinstance(enter_at, (int, float)) or enter_at < 0:
+            fail(f'{key}.enter_at_s', f'expected seconds >= 0, got {enter_at!r}')
+        credential = raw.get('credential', {})
+        kind = credential.get('kind') if isinstance(credential, dict) else None
+        token = credential.get('token') if isinstance(credential, dict) else None
+        if kind not in CREDENTIAL_KINDS:
+            fail(f'{key}.credential.kind', f'expected one of {CREDENTIAL_KINDS}, got {kind!r}')
+        if not isinstance(token, str) or not token or any(c.isspace() for c in token):
+            fail(f'{key}.credential.token', 'expected a token without spaces')
+        if 'scripts' in raw:
+            scripts_doc = raw['scripts']
+            if not isinstance(scripts_doc, list) or not scripts_doc:
+                fail(f'{key}.scripts', 'expected a list with one script per person')
+        else:
+            scripts_doc = [raw.get('script')]
+        scripts = tuple(
+            _parse_script(s, store, f'{key}.scripts[{p}]' if 'scripts' in raw else f'{key}.script',
+                          len(scripts_doc), fail)
+            for p, s in enumerate(scripts_doc))
+        if len(scripts) > 20:
+            fail(f'{key}.scripts', 'a party has at most 20 people')
+        parties.append(Party(id=party_id, gate=gate, enter_at_ns=int(round(enter_at * NS)),
+                             credential_kind=kind, credential_token=token,
+                             tap_out=bool(raw.get('tap_out', False)), scripts=scripts))
+    speed = document.get('walking_speed_mps', 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, (int, float)) or speed <= 0:
+        fail('walking_speed_mps', f'expected a speed > 0, got {speed!r}')
+    return Scenario(path=path, name=str(document.get('name', Path(path).stem)), seed=seed,
+                    noise=noise, parties=tuple(parties), walking_speed_mps=float(speed))
+
+
+def _parse_script(raw, store: StoreConfig, key: str, people: int, fail) -> tuple:
+    if not isinstance(raw, list):
+        fail(key, 'expected a list of actions')
+    actions = []
+    for j, step in enumerate(raw):
+        step_key = f'{key}[{j}]'
+        if step == 'leave':
+            actions.append(Action('leave'))
+            continue
+        if not isinstance(step, dict) or len(step) != 1:
+            fail(step_key, 'expected one action: walk_to, take, put_back, hand_to, linger, wait_until or leave')
+        kind, args = next(iter(step.items()))
+        akey = f'{step_key}.{kind}'
+        if kind == 'walk_to':
+            actions.append(Action('walk_to', bin=_bin(args, store, akey, fail)))
+        elif kind in ('take', 'put_back'):
+            if not isinstance(args, dict):
+                fail(akey, 'expected a mapping (bin, n, sku)')
+            bin_id = _bin(args.get('bin'), store, f'{akey}.bin', fail)
+            n = args.get('n', 1)
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                fail(f'{akey}.n', f'expected a count >= 1, got {n!r}')
+            sku = args.get('sku', store.bin(bin_id).sku if kind == 'take' else None)
+            if sku not in store.products:
+                fail(f'{akey}.sku', f'unknown SKU {sku!r}')
+            actions.append(Action(kind, bin=bin_id, sku=sku, n=n))
+        elif kind == 'hand_to':
+            if not isinstance(args, dict):
+                fail(akey, 'expected a mapping (person, sku, n)')
+            person = args.get('person')
+            if not isinstance(person, int) or not 0 <= person < people:
+                fail(f'{akey}.person', f'expected a companion index in this party (0..{people - 1})')
+            sku = args.get('sku')
+            if sku not in store.products:
+                fail(f'{akey}.sku', f'unknown SKU {sku!r}')
+            actions.append(Action('hand_to', sku=sku, n=int(args.get('n', 1)), person=person))
+        elif kind in ('linger', 'wait_until'):
+            spec = args if isinstance(args, dict) else {'s': args}
+            seconds = spec.get('s')
+            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
+                fail(f'{akey}.s', f'expected seconds >= 0, got {seconds!r}')
+            bin_id = _bin(spec['at'], store, f'{akey}.at', fail) if 'at' in spec else ''
+            actions.append(Action(kind, bin=bin_id, seconds=float(seconds)))
+        else:
+            fail(step_key, f'unknown action {kind!r}')
+    if not actions or actions[-1].kind != 'leave':
+        actions.append(Action('leave'))
+    return tuple(actions)
+
+
+def _bin(value, store: StoreConfig, key: str, fail) -> str:
+    if store.bin(str(value)) is None:
+        fail(key, f'unknown bin {value!r}')
+    return str(value)
+
+
+def stable_seed(*parts) -> int:
+    """A seed that depends only on its parts (Python's hash() changes per process)."""
+    return zlib.crc32('/'.join(str(p) for p in parts).encode())
+
+
+class Timeline:
+    """Everything that happens in a scenario, with true weights and positions over time."""
+
+    def __init__(self, scenario: Scenario, store: StoreConfig):
+        self.scenario = scenario
+        self.store = store
+        rng = np.random.default_rng(stable_seed('timeline', scenario.seed))
+        self._bin_items = {}
+        for bin_ in store.bins.values():
+            product = store.products[bin_.sku]
+            self._bin_items[bin_.id] = [
+                (bin_.sku, _unit_weight(product, rng)) for _ in range(bin_.initial_units)]
+        self._base_grams = {b: sum(w for _, w in items) for b, items in self._bin_items.items()}
+        self.weight_events = []
+        self._gate_lines = {gate_id: [] for gate_id in store.gates}
+        self.exits = []
+        self._persons = self._play(rng)
+        self._events_by_bin = {b: [] for b in store.bins}
+        for event in self.weight_events:
+            self._events_by_bin[event.bin_id].append(event)
+        for events in self._events_by_bin.values():
+            events.sort(key=lambda e: e.start_ns)
+        self._settled = {b: ([e.end_ns for e in events],
+                             [float(c) for c in np.cumsum([e.delta_grams for e in events])])
+                         for b, events in self._events_by_bin.items()}
+        for lines in self._gate_lines.values():
+            lines.sort()
+        self.duration_ns = max([p.exit_ns for p in self._persons] + [0]) + NS
+
+    # -- what the simulated devices read -------------------------------------------
+
+    def bin_grams(self, shelf_id: str, t_ns: int) -> list:
+        return [self._grams(b.id, t_ns) for b in self.store.shelves[shelf_id].bins]
+
+    def gate_lines(self, gate_id: str) -> list:
+        return list(self._gate_lines[gate_id])
+
+    def positions(self, t_ns: int) -> list:
+        people = []
+        for person in self._persons:
+            frames = person.keyframes
+            if t_ns < frames[0][0] or t_ns > person.exit_ns + int(_EXIT_VISIBLE_S * NS):
+                continue
+            x, y = _interpolate(frames, t_ns)
+            people.append(SimPerson(person.id, person.party.id, x, y))
+        return people
+
+    # -- what a scorer reads ---------------------------------------------------------
+
+    def expected_items(self) -> dict:
+        """party id -> Counter of SKUs the party walked out with."""
+        items = {party.id: Counter() for party in self.scenario.parties}
+        for person in self._persons:
+            items[person.party.id].update(sku for sku, _ in person.hand)
+        return items
+
+    def expected_receipt(self, party_id: str) -> dict:
+        """The receipt a perfect system issues for a party (integer cents)."""
+        counts = self.expected_items()[party_id]
+        lines = []
+        for sku in sorted(counts):
+            if counts[sku] <= 0:
+                continue
+            product = self.store.products[sku]
+            lines.append({'sku': sku, 'name': product.name, 'quantity': counts[sku],
+                          'unit_price_cents': product.price_cents,
+                          'line_total_cents': counts[sku] * product.price_cents})
+        subtotal = sum(line['line_total_cents'] for line in lines)
+        tax = tax_cents(subtotal, self.store.tax_rate_bp)
+        return {'party_id': party_id, 'lines': lines, 'subtotal_cents': subtotal,
+                'tax_cents': tax, 'total_cents': subtotal + tax}
+
+    def party_at_entry(self, gate_id: str, t_ns: int, tolerance_ns: int = NS // 1000) -> Optional[str]:
+        """The party whose ENTRY line fired at this gate at this scenario time."""
+        for party in self.scenario.parties:
+            if party.gate == gate_id and abs(party.enter_at_ns - t_ns) <= tolerance_ns:
+                return party.id
+        return None
+
+    # -- the play ----------------------------------------------------------------------
+
+    def _grams(self, bin_id: str, t_ns: int) -> float:
+        ends, cumulative = self._settled[bin_id]
+        settled = bisect.bisect_right(ends, t_ns)
+        grams = self._base_grams[bin_id] + (cumulative[settled - 1] if settled else 0.0)
+        for event in self._events_by_bin[bin_id][settled:]:
+            if event.start_ns > t_ns:
+                break
+            if t_ns < event.ramp_start_ns:
+                grams += event.press_grams
+            else:
+                grams += event.delta_grams * (t_ns - event.ramp_start_ns) / (event.end_ns - event.ramp_start_ns)
+        return grams
+
+    def _play(self, rng) -> list:
+        persons = []
+        for party in self.scenario.parties:
+            gate = self.store.gates[party.gate]
+            line = f'ENTRY {party.credential_kind} {party.credential_token} {len(party.scripts)}'
+            self._gate_lines[party.gate].append((party.enter_at_ns, line))
+            for index, script in enumerate(party.scripts):
+                person_id = party.id if len(party.scripts) == 1 else f'{party.id}#{index + 1}'
+                t = party.enter_at_ns + int(index * _GROUP_STAGGER_S * NS)
+                person = _Person(id=person_id, party=party, index=index, script=script,
+                                 t_ns=t, x=gate.x, y=gate.y)
+                person.keyframes.append((t, gate.x, gate.y))
+                persons.append(person)
+        by_party = {}
+        for person in persons:
+            by_party.setdefault(person.party.id, []).append(person)
+        # Play actions in global time order (walking first, then the action at the time
+        # it happens) so shared bins and hand-offs see everything in turn.
+        while True:
+            active = [p for p in persons if p.exit_ns is None]
+            if not active:
+                break
+            person = min(active, key=lambda p: (p.t_ns, p.id))
+            action = person.script[person.cursor]
+            if not person.arrived:
+                self._walk_for(person, action)
+                person.arrived = True
+                continue
+            person.cursor += 1
+            person.arrived = False
+            self._act(person, action, by_party[person.party.id], rng)
+        return persons
+
+    def _walk_for(self, person: _Person, action: Action) -> None:
+        if action.bin and action.kind in ('walk_to', 'take', 'put_back', 'linger'):
+            target = self.store.bin(action.bin)
+        elif action.kind == 'leave':
+            target = self.store.gates[person.party.gate]
+        else:
+            return
+        self._walk(person, target.x, target.y, self.scenario.walking_speed_mps)
+
+    def _act(self, person: _Person, action: Action, party_people: list, rng) -> None:
+        store = self.store
+        where = f'person {person.index}'
+        if action.kind in ('take', 'put_back'):
+            bin_ = store.bin(action.bin)
+            items = self._bin_items[bin_.id]
+            if action.kind == 'take':
+                chosen = [i for i, (sku, _) in enumerate(items) if sku == action.sku][-action.n:]
+                if len(chosen) < action.n:
+                    raise ConfigError(self.scenario.path, f'party {person.party.id}',
+                                      f'takes {action.n} {action.sku} from {bin_.id}, which holds fewer')
+                moved = [items[i] for i in chosen]
+                for i in reversed(chosen):
+                    del items[i]
+                person.hand.extend(moved)
+                delta = -sum(w for _, w in moved)
+            else:
+                held = [i for i, (sku, _) in enumerate(person.hand) if sku == action.sku][:action.n]
+                if len(held) < action.n:
+                    raise ConfigError(self.scenario.path, f'party {person.party.id}',
+                                      f'{where} puts back {action.n} {action.sku} but holds fewer')
+                moved = [person.hand[i] for i in held]
+                for i in reversed(held):
+                    del person.hand[i]
+                items.extend(moved)
+                delta = sum(w for _, w in moved)
+            start = person.t_ns + int(_DWELL_BEFORE_S * NS)
+            ramp = start + int(_PRESS_S * NS)
+            end = ramp + int(_RAMP_S * NS)
+            press = float(self.scenario.noise.press_g * rng.uniform(0.5, 1.5))
+            self.weight_events.append(WeightEvent(
+                bin_id=bin_.id, shelf_id=bin_.shelf_id, start_ns=start, ramp_start_ns=ramp,
+                end_ns=end, delta_grams=delta, press_grams=press, party_id=person.party.id,
+                person_id=person.id, sku=action.sku, n=action.n))
+            self._stay(person, end + int(_DWELL_AFTER_S * NS), rng)
+        elif action.kind == 'hand_to':
+            companion = party_people[action.person]
+            held = [i for i, (sku, _) in enumerate(person.hand) if sku == action.sku][:action.n]
+            if len(held) < action.n:
+                raise ConfigError(self.scenario.path, f'party {person.party.id}',
+                                  f'{where} hands over {action.n} {action.sku} but holds fewer')
+            for i in reversed(held):
+                companion.hand.append(person.hand.pop(i))
+        elif action.kind == 'linger':
+            self._stay(person, person.t_ns + int(action.seconds * NS), rng)
+        elif action.kind == 'wait_until':
+            self._stay(person, max(person.t_ns, int(action.seconds * NS)), rng)
+        elif action.kind == 'leave':
+            person.exit_ns = person.t_ns
+            tap = person.party.tap_out and person.index == 0
+            line = f'EXIT {person.party.credential_kind} {person.party.credential_token}' if tap else 'EXIT'
+            self._gate_lines[person.party.gate].append((person.t_ns, line))
+            self.exits.append((person.t_ns, person.party.gate, person.party.id, person.id))
+
+    @staticmethod
+    def _walk(person: _Person, x: float, y: float, speed: float) -> None:
+        distance = math.hypot(x - person.x, y - person.y)
+        if distance < 1e-6:
+            return
+        person.t_ns += int(distance / speed * NS)
+        person.x, person.y = x, y
+        person.keyframes.append((person.t_ns, x, y))
+
+    def _stay(self, person: _Person, until_ns: int, rng) -> None:
+        """Stands still (with a little sway) until a time."""
+        sigma = self.scenario.noise.tracker_sigma_m
+        t = person.t_ns
+        while t + NS // 2 < until_ns:
+            t += NS // 2
+            person.keyframes.append((t, person.x + float(rng.normal(0, sigma)),
+                                     person.y + float(rng.normal(0, sigma))))
+        person.t_ns = max(person.t_ns, until_ns)
+        person.keyframes.append((person.t_ns, person.x, person.y))
+
+
+def _unit_weight(product, rng) -> float:
+    # Real units spread within the catalogue tolerance.
+    return float(product.unit_grams + rng.uniform(-0.6, 0.6) * product.tolerance_grams)
+
+
+def _interpolate(frames: list, t_ns: int) -> tuple:
+    times = [f[0] for f in frames]
+    i = bisect.bisect_right(times, t_ns)
+    if i == 0:
+        return frames[0][1], frames[0][2]
+    if i == len(frames):
+        return frames[-1][1], frames[-1][2]
+    (t0, x0, y0), (t1, x1, y1) = frames[i - 1], frames[i]
+    a = (t_ns - t0) / (t1 - t0) if t1 > t0 else 1.0
+    return x0 + a * (x1 - x0), y0 + a * (y1 - y0)
