@@ -20,7 +20,7 @@ def store(repo=None):
     return load_store_config(Path(__file__).resolve().parent.parent / STORE)
 
 
-def run_timeline(store, timeline, shuffle_seed=None):
+def run_timeline(store, timeline, detector_lag_ns=NS // 2):
     """Feeds a timeline to FusionCore the way the nodes would; returns receipts by party."""
     core = FusionCore(store)
     visit_of_party, party_of_visit = {}, {}
@@ -40,7 +40,7 @@ def run_timeline(store, timeline, shuffle_seed=None):
                                 if p.credential_token == words[2])
                 inputs.append((t, 'gate', GateInput(f'{gate_id}/{i}', gate_id, t, False, code, 1)))
     for i, event in enumerate(timeline.weight_events):
-        inputs.append((event.end_ns + NS // 2, 'change', ChangeInput(
+        inputs.append((event.end_ns + detector_lag_ns, 'change', ChangeInput(
             f'{event.shelf_id}/{i}', event.shelf_id, (event.bin_id,), (event.delta_grams,),
             event.start_ns, event.end_ns, 1.5)))
     for t in range(0, timeline.duration_ns + 3 * NS, NS // 10):
@@ -61,7 +61,7 @@ def run_timeline(store, timeline, shuffle_seed=None):
         elif kind == 'positions':
             out = core.on_positions(t, item, WALL)
         else:
-            out = core.on_shelf_status(item, t - NS // 2, WALL)
+            out = core.on_shelf_status(item, t - detector_lag_ns, WALL)
         for receipt in out.receipts:
             receipts[party_of_visit[receipt.visit_code]] = receipt
     return receipts, core
@@ -93,3 +93,198 @@ def test_totals_in_integer_cents(store):
         assert all(isinstance(line.line_total_cents, int) for line in receipt.lines)
         assert receipt.subtotal_cents == sum(line.line_total_cents for line in receipt.lines)
         assert receipt.total_cents == receipt.subtotal_cents + receipt.tax_cents
+
+
+class Store:
+    """Drives FusionCore by hand: shoppers placed on the floor, time advanced in
+    tracker frames with shelf heartbeats, gate events and weight changes in between."""
+
+    def __init__(self, store):
+        self.store = store
+        self.core = FusionCore(store)
+        self.t = 0
+        self.places = {}
+        self.receipts = {}
+        self.carts = []
+        self._ids = iter(range(10**6))
+
+    def _take(self, out):
+        self.carts.extend(out.carts)
+        for receipt in out.receipts:
+            self.receipts[receipt.visit_code] = receipt
+
+    def enter(self, code, group=1, gate='G1'):
+        self._take(self.core.on_gate_event(GateInput(f'g/{next(self._ids)}', gate, self.t, True, code, group), WALL))
+
+    def leave(self, code='', gate='G1', event_id=None):
+        self._take(self.core.on_gate_event(
+            GateInput(event_id or f'g/{next(self._ids)}', gate, self.t, False, code, 1), WALL))
+
+    def place(self, track, code, where):
+        if where is None:
+            self.places.pop(track, None)
+            return
+        if isinstance(where, str):
+            target = self.store.gates.get(where) or self.store.bin(where)
+            where = (target.x, target.y)
+        self.places[track] = (code, where)
+
+    def change(self, bin_id, delta, event_id=None):
+        shelf = self.store.bin(bin_id).shelf_id
+        self._take(self.core.on_weight_change(ChangeInput(
+            event_id or f'{shelf}/{next(self._ids)}', shelf, (bin_id,), (delta,), self.t - NS, self.t, 1.5), WALL))
+
+    def run(self, seconds):
+        end = self.t + int(seconds * NS)
+        while self.t < end:
+            self.t += NS // 10
+            tracks = [TrackInput(track, code, x, y) for track, (code, (x, y)) in self.places.items()]
+            self._take(self.core.on_positions(self.t, tracks, WALL))
+            for shelf_id in self.store.shelves:
+                self._take(self.core.on_shelf_status(shelf_id, self.t - NS // 4, WALL))
+
+
+def visit(s, code, track, *steps):
+    """A shopper entering, doing steps (bin, delta grams) at each bin, and leaving."""
+    s.place(track, code, 'G1')
+    s.enter(code)
+    s.run(1)
+    for bin_id, delta in steps:
+        s.place(track, code, bin_id)
+        s.run(2)
+        s.change(bin_id, delta)
+        s.run(1)
+    s.place(track, code, 'G1')
+    s.run(1)
+    s.leave()
+    s.run(0.2)
+    s.place(track, code, None)
+    s.run(2)
+
+
+def test_take_quantity_and_put_back(store):
+    s = Store(store)
+    visit(s, 'v1', 't1', ('S1-B1', -3 * 350.0 + 4), ('S1-B1', +351.0), ('S2-B3', -214.0))
+    receipt = s.receipts['v1']
+    assert receipt.status == FINAL
+    assert lines_of(receipt) == {'COLA-330': 2, 'NUTS-200': 1}
+    assert receipt.total_cents == 2 * 149 + 449
+    assert [c.revision for c in s.carts] == [1, 2, 3]
+
+
+def test_misplaced_item_is_known_to_the_next_shopper(store):
+    s = Store(store)
+    # v1 takes chips and leaves them on the water bin; v2 then takes them from there.
+    visit(s, 'v1', 't1', ('S2-B1', -165.0), ('S1-B2', +165.5))
+    visit(s, 'v2', 't2', ('S1-B2', -165.2))
+    assert s.receipts['v1'].lines == ()
+    assert s.receipts['v1'].status == FINAL
+    assert lines_of(s.receipts['v2']) == {'CHIPS-150': 1} and s.receipts['v2'].status == FINAL
+
+
+def test_same_weight_on_the_wrong_bin_is_sent_to_review_when_taken(store):
+    s = Store(store)
+    visit(s, 'v1', 't1', ('S3-B1', -135.0), ('S3-B2', +135.0))   # strawberry left on plain
+    visit(s, 'v2', 't2', ('S3-B2', -135.0))                      # which yogurt did v2 take?
+    assert s.receipts['v1'].status == FINAL and s.receipts['v1'].lines == ()
+    receipt = s.receipts['v2']
+    assert receipt.status == NEEDS_REVIEW
+    assert [r.code for r in receipt.reasons] == [AMBIGUOUS_PRODUCT]
+
+
+def test_two_shoppers_side_by_side_are_told_apart(store):
+    s = Store(store)
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(0.5)
+    s.place('t2', 'v2', 'G1'); s.enter('v2'); s.run(1)
+    s.place('t1', 'v1', 'S2-B1'); s.place('t2', 'v2', 'S2-B2'); s.run(2)
+    s.change('S2-B1', -165.0); s.change('S2-B2', -2 * 108.0)
+    s.run(1)
+    assert {c.visit_code: {l.sku: l.quantity for l in c.lines} for c in s.carts} == {
+        'v1': {'CHIPS-150': 1}, 'v2': {'CHOC-100': 2}}
+
+
+def test_two_shoppers_at_one_bin_go_to_review_with_both_candidates(store):
+    s = Store(store)
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(0.5)
+    s.place('t2', 'v2', 'G1'); s.enter('v2'); s.run(1)
+    bin_ = store.bin('S2-B2')
+    s.place('t1', 'v1', (bin_.x - 0.1, bin_.y)); s.place('t2', 'v2', (bin_.x + 0.15, bin_.y)); s.run(2)
+    s.change('S2-B2', -108.0)
+    s.run(1)
+    for track, code in (('t1', 'v1'), ('t2', 'v2')):
+        s.place(track, code, 'G1'); s.run(1); s.leave(); s.run(0.3); s.place(track, code, None)
+    s.run(2)
+    for code in ('v1', 'v2'):
+        receipt = s.receipts[code]
+        assert receipt.status == NEEDS_REVIEW
+        assert receipt.reasons[0].code == AMBIGUOUS_ATTRIBUTION
+        assert set(receipt.doubts[0].candidate_visits) == {'v1', 'v2'}
+
+
+def test_unidentified_weight_and_unmatched_put_back_are_never_silent(store):
+    s = Store(store)
+    visit(s, 'v1', 't1', ('S1-B3', -700.0), ('S2-B1', +400.0))
+    receipt = s.receipts['v1']
+    assert receipt.status == NEEDS_REVIEW
+    assert {r.code for r in receipt.reasons} == {UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK}
+
+
+def test_group_shares_one_cart_and_closes_when_all_have_left(store):
+    s = Store(store)
+    s.place('t1', 'v1', 'G1'); s.place('t2', 'v1', (store.gates['G1'].x + 0.3, 4.0))
+    s.enter('v1', group=2); s.run(1)
+    s.place('t1', 'v1', 'S1-B1'); s.place('t2', 'v1', 'S4-B2'); s.run(2)
+    s.change('S1-B1', -350.0); s.change('S4-B2', -180.0); s.run(1)
+    s.place('t1', 'v1', 'G1'); s.run(1); s.leave(); s.run(0.3); s.place('t1', 'v1', None); s.run(2)
+    assert 'v1' not in s.receipts                  # the companion is still inside
+    s.place('t2', 'v1', 'G1'); s.run(1); s.leave(); s.run(0.3); s.place('t2', 'v1', None); s.run(2)
+    assert lines_of(s.receipts['v1']) == {'COLA-330': 1, 'APPLE-1': 1}
+
+
+def test_tap_out_with_visit_code(store):
+    s = Store(store)
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+    s.place('t1', 'v1', 'S4-B3'); s.run(2); s.change('S4-B3', -64.0); s.run(1)
+    s.place('t1', 'v1', 'G1'); s.run(1); s.leave('v1'); s.run(2)
+    assert lines_of(s.receipts['v1']) == {'GUM-10': 2}
+
+
+def test_receipt_waits_for_every_shelf_to_report_past_the_exit(store):
+    s = Store(store)
+    visit(s, 'v1', 't1', ('S1-B1', -350.0))
+    assert 'v1' in s.receipts
+    s2 = Store(store)
+    s2.place('t1', 'v1', 'G1'); s2.enter('v1'); s2.run(1); s2.leave(); s2.run(0.2)
+    # Only the tracker moves on; the shelves are silent (but not yet stale).
+    s2.t += NS
+    s2._take(s2.core.on_positions(s2.t, [], WALL))
+    assert 'v1' not in s2.receipts or s2.receipts['v1'] is None
+
+
+def test_bad_input_is_counted_and_loses_nothing(store):
+    s = Store(store)
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+    s.enter('v1')                                           # duplicate entry
+    s.leave('v-never-entered'); s.run(1)                    # exit without entry
+    s.place('t1', 'v1', 'S1-B1'); s.run(2)
+    s.change('S1-B1', -350.0, event_id='S1/7')
+    s.change('S1-B1', -350.0, event_id='S1/7')              # duplicate change
+    s._take(s.core.on_weight_change(ChangeInput('X/1', 'X', ('X-1',), (-5.0,), s.t - NS, s.t, 1.0), WALL))
+    s._take(s.core.on_weight_change(ChangeInput('S1/8', 'S1', ('S1-B1',), (float('nan'),), s.t - NS, s.t, 1.0), WALL))
+    s._take(s.core.on_positions(s.t - NS, [], WALL))        # stamp going backwards
+    s.run(1)
+    s.place('t1', 'v1', 'G1'); s.run(1); s.leave(); s.run(0.3); s.place('t1', 'v1', None); s.run(2)
+    assert lines_of(s.receipts['v1']) == {'COLA-330': 1}
+    counted = Counter(name for name, _ in s.core.problems)
+    assert counted == Counter({'duplicate_gate_event': 1, 'exit_without_entry': 1, 'duplicate_weight_change': 1,
+                               'unknown_shelf': 1, 'malformed_weight_change': 1, 'out_of_order_positions': 1})
+
+
+def test_arrival_times_do_not_change_receipts(store):
+    """Decided from stamps: a detector that reports 3 s late gives the same receipts."""
+    timeline = Timeline(load_scenario('config/scenarios/demo.yaml', store), store)
+    prompt, _ = run_timeline(store, timeline, detector_lag_ns=NS // 2)
+    late, core = run_timeline(store, timeline, detector_lag_ns=3 * NS)
+    assert not core.problems
+    assert {p: (r.lines, r.status, r.exit_ns) for p, r in prompt.items()} == \
+        {p: (r.lines, r.status, r.exit_ns) for p, r in late.items()}

@@ -46,6 +46,8 @@ class Bin:
 class Shelf:
     id: str
     bins: tuple
+    # Load-cell board: a serial device path, or 'sim' for the simulator.
+    source: str
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Gate:
     y: float
     # A shopper within this distance of the gate point is passing the gate.
     radius_m: float
+    # Credential reader: a serial device path, 'stdin', or 'sim' for the simulator.
+    source: str
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,8 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
             x, y = reader.point(bin_item, 'position', bin_key)
             bins.append(Bin(id=bin_id, shelf_id=shelf_id, sku=sku, x=x, y=y,
                             initial_units=reader.integer(bin_item, 'initial_units', bin_key, minimum=0)))
-        shelves[shelf_id] = Shelf(id=shelf_id, bins=tuple(bins))
+        shelves[shelf_id] = Shelf(id=shelf_id, bins=tuple(bins),
+                                  source=reader.string(item, 'source', key))
     gates = {}
     for i, raw in enumerate(reader.sequence(reader.field(root, 'gates', ''), 'gates')):
         key = f'gates[{i}]'
@@ -162,7 +167,8 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
             raise ConfigError(path, f'{key}.id', f'duplicate gate id {gate_id!r}')
         x, y = reader.point(item, 'position', key)
         gates[gate_id] = Gate(id=gate_id, x=x, y=y,
-                              radius_m=reader.number(item, 'radius_m', key, minimum=0.0, exclusive=True))
+                              radius_m=reader.number(item, 'radius_m', key, minimum=0.0, exclusive=True),
+                              source=reader.string(item, 'source', key))
     cameras = {}
     for i, raw in enumerate(reader.sequence(root.get('cameras', []), 'cameras', allow_empty=True)):
         key = f'cameras[{i}]'

@@ -322,6 +322,8 @@ class FusionCore:
 
     def _nearest_track(self, x: float, y: float, stamp_ns: int, radius: float,
                        visit_code: Optional[str]) -> Optional[str]:
+        """The track with a visit standing nearest the point at the stamp (its sample
+        closest in time, within the window margin), if within radius."""
         best, best_distance = None, radius
         margin = int(self.settings.window_margin_s * NS)
         for track_id, history in self._track_history.items():
@@ -330,10 +332,21 @@ class FusionCore:
             code = self._track_visit.get(track_id)
             if not code or (visit_code is not None and code != visit_code):
                 continue
-            distance = self._min_distance(history, x, y, stamp_ns - margin, stamp_ns + margin)
-            if distance is not None and distance <= best_distance:
+            sample = self._sample_at(history, stamp_ns, margin)
+            if sample is None:
+                continue
+            distance = math.hypot(sample[1] - x, sample[2] - y)
+            if distance < best_distance or (distance == best_distance and best is None):
                 best, best_distance = track_id, distance
         return best
+
+    @staticmethod
+    def _sample_at(history, stamp_ns: int, margin_ns: int):
+        stamps = [s for s, _, _ in history]
+        i = bisect.bisect_left(stamps, stamp_ns)
+        nearby = [history[j] for j in (i - 1, i) if 0 <= j < len(history)]
+        nearby = [s for s in nearby if abs(s[0] - stamp_ns) <= margin_ns]
+        return min(nearby, key=lambda s: abs(s[0] - stamp_ns)) if nearby else None
 
     @staticmethod
     def _min_distance(history, x: float, y: float, start_ns: int, end_ns: int) -> Optional[float]:

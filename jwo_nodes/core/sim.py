@@ -35,6 +35,28 @@ _EXIT_VISIBLE_S = 0.3
 
 
 @dataclass(frozen=True)
+class SimClock:
+    """Maps scenario time to stamps and wall time: scenario time t is stamped
+    ``start_ns + t`` and happens at wall time ``start_ns + t / time_scale``."""
+
+    start_ns: int
+    time_scale: float = 1.0
+
+    def scenario_ns(self, wall_ns: int) -> int:
+        return int((wall_ns - self.start_ns) * self.time_scale)
+
+    def stamp_ns(self, t_ns: int) -> int:
+        return self.start_ns + t_ns
+
+    def due(self, rate_hz: float, published: int, wall_ns: int) -> range:
+        """Indices of the samples at ``rate_hz`` that are due by now, after ``published``."""
+        now = self.scenario_ns(wall_ns)
+        if now < 0:
+            return range(published, published)
+        return range(published, int(now * rate_hz // NS) + 1)
+
+
+@dataclass(frozen=True)
 class Noise:
     loadcell_sigma_g: float = 1.0
     spike_rate_hz: float = 0.0

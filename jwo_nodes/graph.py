@@ -1,0 +1,196 @@
+"""The node graph of a store: which jwo nodes run, under which names, with which
+parameters.
+
+The one place that knows it. Both front ends build their processes from
+``store_graph(...)``: the project's own launcher (``jwo launch``, jwo_nodes.launcher)
+and ``launch/store.launch.py`` for ``ros2 launch`` on a full ROS 2 install.
+Pure: no rclpy, no launch imports.
+"""
+import importlib.util
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from jwo_nodes.core.config import ConfigError, load_store_config
+
+PACKAGE = 'jwo_nodes'
+ROOT_NAMESPACE = '/jwo'
+
+# Seconds between `jwo launch` and scenario time 0 when no start time is given:
+# long enough for every node process to start and discover the others.
+DEFAULT_START_DELAY_S = 5.0
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process: what to run and the ROS arguments it gets."""
+
+    executable: str
+    name: str
+    namespace: str
+    # Per-instance parameter overrides (``-p name:=value``), in order.
+    parameters: dict = field(default_factory=dict)
+    # config/params/<executable>.yaml, or None when there is none.
+    params_file: Optional[str] = None
+    respawn: bool = True
+    package: str = PACKAGE
+
+    @property
+    def fqn(self) -> str:
+        """Fully qualified node name, e.g. ``/jwo/shelves/S1/weight_sensor_node``."""
+        return f'{self.namespace.rstrip("/")}/{self.name}'
+
+    def ros_args(self) -> list:
+        """The ``--ros-args ...`` argv that gives the node its name, namespace and
+        parameters (the params file first, so ``-p`` overrides win)."""
+        args = ['--ros-args', '-r', f'__node:={self.name}', '-r', f'__ns:={self.namespace}']
+        if self.params_file:
+            args += ['--params-file', str(self.params_file)]
+        for name, value in self.parameters.items():
+            args += ['-p', f'{name}:={format_param_value(value)}']
+        return args
+
+    def launch_parameters(self) -> list:
+        """``parameters=`` of a launch_ros Node: the params file, then the overrides."""
+        parameters = [str(self.params_file)] if self.params_file else []
+        if self.parameters:
+            parameters.append(dict(self.parameters))
+        return parameters
+
+
+# Words the ROS parameter parser (rcl_yaml_param_parser) reads as bool or null.
+_SPECIAL_WORDS = {'y', 'n', 'yes', 'no', 'true', 'false', 'on', 'off', 'null', '~', ''}
+_PLAIN = re.compile(r'[A-Za-z0-9_/.][A-Za-z0-9_/.@%+~-]*')
+
+
+def format_param_value(value) -> str:
+    """The text of ``-p name:=<text>`` that ROS parses back to ``value`` with its type.
+
+    bool -> true/false, int -> digits, float -> always with a '.' or exponent (an
+    integer-looking text would make a double parameter an integer one), str -> as is
+    when ROS would read it back as that string, otherwise YAML single-quoted.
+    Lists of one of these types are written as YAML flow sequences.
+    """
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return '.nan'
+        if math.isinf(value):
+            return '.inf' if value > 0 else '-.inf'
+        return repr(value)
+    if isinstance(value, str):
+        return value if _is_plain_string(value) else "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (list, tuple)):
+        return '[' + ', '.join(format_param_value(item) for item in value) + ']'
+    if isinstance(value, Path):
+        return format_param_value(str(value))
+    raise TypeError(f'cannot pass a {type(value).__name__} as a ROS parameter: {value!r}')
+
+
+def _is_plain_string(text: str) -> bool:
+    if not _PLAIN.fullmatch(text) or text.lower() in _SPECIAL_WORDS:
+        return False
+    for parse in (float, lambda t: int(t, 0)):
+        try:
+            parse(text)
+            return False
+        except ValueError:
+            pass
+    return not text.lower().lstrip('+-').startswith(('.inf', '.nan', 'inf', 'nan'))
+
+
+def default_params_dir() -> Optional[Path]:
+    """Where the per-executable params files are: the source checkout's
+    config/params (editable installs), else <prefix>/share/jwo_nodes/config/params."""
+    package_dir = Path(__file__).resolve().parent
+    candidates = [package_dir.parent / 'config' / 'params']
+    # site-packages/jwo_nodes -> <prefix>/lib/pythonX.Y/site-packages: prefix is 3 up.
+    candidates.append(package_dir.parents[3] / 'share' / PACKAGE / 'config' / 'params'
+                      if len(package_dir.parents) > 3 else None)
+    candidates.append(Path(sys.prefix) / 'share' / PACKAGE / 'config' / 'params')
+    for candidate in candidates:
+        if candidate is not None and candidate.is_dir():
+            return candidate
+    return None
+
+
+def _params_file(params_dir, executable: str) -> Optional[str]:
+    if params_dir is None:
+        return None
+    path = Path(params_dir) / f'{executable}.yaml'
+    return str(path.resolve()) if path.is_file() else None
+
+
+def _check_scenario(scenario: str, store) -> None:
+    """The scenario must be readable; validated fully when the simulator is there."""
+    path = Path(scenario)
+    if not path.is_file():
+        raise ConfigError(scenario, '<file>', 'cannot read: no such file')
+    _validate_scenario(scenario, store)
+
+
+def _validate_scenario(scenario: str, store) -> None:
+    if importlib.util.find_spec('jwo_nodes.core.sim') is not None:
+        from jwo_nodes.core.sim import load_scenario
+        load_scenario(scenario, store)
+
+
+def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional[int] = None,
+                time_scale: float = 1.0, with_cameras: bool = True) -> list:
+    """The NodeSpecs of a store, in start order.
+
+    fusion_node (/jwo) first so it listens before events flow, then with a scenario
+    the shopper_sim_node (/jwo), then one weight_sensor_node per shelf
+    (/jwo/shelves/<id>), one gate_node per gate (/jwo/gates/<id>) and, unless
+    with_cameras is false, one camera_node per camera (/jwo/cameras/<id>).
+
+    Every node gets ``store_config`` (absolute path) and its params file
+    ``<params_dir>/<executable>.yaml`` when that exists. With a scenario the sensor
+    nodes also get ``source: sim``, ``scenario``, ``sim_start_ns`` (default: now +
+    DEFAULT_START_DELAY_S) and ``time_scale``; the simulator gets the last three.
+
+    Raises ConfigError for a bad store config or scenario, ValueError for a
+    non-positive time_scale.
+    """
+    store = load_store_config(store_path)
+    store_config = str(Path(store_path).resolve())
+    sim = {}
+    if scenario is not None:
+        scenario = str(scenario)
+        if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
+            raise ValueError(f'time_scale must be a positive number, got {time_scale!r}')
+        _check_scenario(scenario, store)
+        if sim_start_ns is None:
+            sim_start_ns = time.time_ns() + int(DEFAULT_START_DELAY_S * 1e9)
+        sim = {'scenario': str(Path(scenario).resolve()), 'sim_start_ns': int(sim_start_ns),
+               'time_scale': float(time_scale)}
+    sensor_sim = {'source': 'sim', **sim} if sim else {}
+
+    def spec(executable: str, namespace: str, **parameters) -> NodeSpec:
+        return NodeSpec(executable=executable, name=executable, namespace=namespace,
+                        parameters={'store_config': store_config, **parameters},
+                        params_file=_params_file(params_dir, executable))
+
+    specs = [spec('fusion_node', ROOT_NAMESPACE)]
+    if sim:
+        specs.append(spec('shopper_sim_node', ROOT_NAMESPACE, **sim))
+    # Live, each device reads the source the store config names; a scenario replaces
+    # them all with the simulator.
+    for shelf_id, shelf in store.shelves.items():
+        specs.append(spec('weight_sensor_node', f'{ROOT_NAMESPACE}/shelves/{shelf_id}',
+                          shelf_id=shelf_id, **(sensor_sim or {'source': shelf.source})))
+    for gate_id, gate in store.gates.items():
+        specs.append(spec('gate_node', f'{ROOT_NAMESPACE}/gates/{gate_id}',
+                          gate_id=gate_id, **(sensor_sim or {'source': gate.source})))
+    if with_cameras:
+        for camera_id in store.cameras:
+            specs.append(spec('camera_node', f'{ROOT_NAMESPACE}/cameras/{camera_id}',
+                              camera_id=camera_id, **sensor_sim))
+    return specs

@@ -1,0 +1,68 @@
+"""ros2 launch front end of the jwo node graph (full ROS 2 installs).
+
+    ros2 launch jwo_nodes store.launch.py store:=config/stores/demo.yaml
+    ros2 launch jwo_nodes store.launch.py store:=<store.yaml> scenario:=<scenario.yaml> time_scale:=2.0
+
+The nodes, names, namespaces and parameters come from jwo_nodes.graph.store_graph,
+the function `jwo launch` (jwo_nodes.launcher) uses too; this file only turns its
+NodeSpecs into launch_ros Node actions. Without launch/launch_ros (the PyPI wheels)
+use `jwo launch` instead: same arguments, same graph.
+"""
+import os
+import time
+
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from jwo_nodes.graph import DEFAULT_START_DELAY_S, store_graph
+
+# launch_ros restarts with a fixed delay (jwo launch backs off exponentially).
+RESPAWN_DELAY_S = 2.0
+
+
+def _share(*parts: str) -> str:
+    return os.path.join(get_package_share_directory('jwo_nodes'), *parts)
+
+
+def _nodes(context, *args, **kwargs):
+    def arg(name: str) -> str:
+        return LaunchConfiguration(name).perform(context).strip()
+
+    scenario = arg('scenario') or None
+    sim_start_ns = None
+    if scenario:
+        sim_start_ns = time.time_ns() + int(float(arg('start_delay')) * 1e9)
+    specs = store_graph(
+        arg('store'),
+        params_dir=arg('params_dir') or None,
+        scenario=scenario,
+        sim_start_ns=sim_start_ns,
+        time_scale=float(arg('time_scale')),
+        with_cameras=arg('cameras').lower() in ('true', '1', 'yes', 'on'))
+    return [
+        Node(package=spec.package, executable=spec.executable, name=spec.name,
+             namespace=spec.namespace, parameters=spec.launch_parameters(),
+             respawn=spec.respawn, respawn_delay=RESPAWN_DELAY_S, output='screen')
+        for spec in specs
+    ]
+
+
+def generate_launch_description() -> LaunchDescription:
+    return LaunchDescription([
+        DeclareLaunchArgument('store', default_value=_share('config', 'stores', 'demo.yaml'),
+                              description='store config YAML'),
+        DeclareLaunchArgument('scenario', default_value='',
+                              description='scenario YAML: simulate the store (empty: live sensors)'),
+        DeclareLaunchArgument('time_scale', default_value='1.0',
+                              description='scenario seconds per wall second'),
+        DeclareLaunchArgument('start_delay', default_value=str(DEFAULT_START_DELAY_S),
+                              description='seconds from launch to scenario time 0'),
+        DeclareLaunchArgument('params_dir', default_value=_share('config', 'params'),
+                              description='directory of the <executable>.yaml params files'),
+        DeclareLaunchArgument('cameras', default_value='true',
+                              description='start the camera nodes'),
+        OpaqueFunction(function=_nodes),
+    ])
