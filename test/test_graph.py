@@ -280,5 +280,5 @@ def test_launch_file_compiles_and_uses_the_shared_graph(monkeypatch, tmp_path, p
 
     live = opaque[0].kwargs['function']({**context, 'scenario': '', 'cameras': 'true'})
     assert len(live) == 8
-    assert all('source' not in n.kwargs['parameters'][-1] for n in live)
+    assert all('scenario' not in n.kwargs['parameters'][-1] for n in live)
 
