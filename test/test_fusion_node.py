@@ -1,0 +1,116 @@
+"""fusion_node as a real process: typed messages in over DDS, carts and receipts out;
+bad input logged, counted on /diagnostics, and no cart loses an item."""
+import time
+
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from jwo_msgs.msg import (CartUpdate, GateEvent, Receipt, ShelfStatus, ShopperPosition,
+                          ShopperPositions, WeightChange)
+
+from conftest import wait_until
+from jwo_nodes.ros_common import EVENT_QOS, to_stamp
+
+NS = 1_000_000_000
+T0 = 1_700_000_000 * NS
+
+
+@pytest.fixture
+def graph(start_node, repo):
+    fusion = start_node('fusion_node', '-r', '__ns:=/jwo', '-p', f'store_config:={repo}/config/stores/demo.yaml',
+                        '--params-file', f'{repo}/config/params/fusion_node.yaml')
+    rclpy.init()
+    node = rclpy.create_node('fusion_test', namespace='/jwo')
+    got = {'carts': [], 'receipts': [], 'diagnostics': {}}
+    node.create_subscription(CartUpdate, 'cart/updates', got['carts'].append, EVENT_QOS)
+    node.create_subscription(Receipt, 'receipts', got['receipts'].append, EVENT_QOS)
+
+    def on_diagnostics(msg):
+        for status in msg.status:
+            if status.name == '/jwo/fusion_node':
+                got['diagnostics'] = {kv.key: int(kv.value) for kv in status.values}
+    node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, EVENT_QOS)
+    pubs = {
+        'gate': node.create_publisher(GateEvent, 'gates/G1/events', EVENT_QOS),
+        'change': node.create_publisher(WeightChange, 'shelves/S1/weight/changes', EVENT_QOS),
+        'positions': node.create_publisher(ShopperPositions, 'shoppers/positions', EVENT_QOS),
+        'status': {s: node.create_publisher(ShelfStatus, f'shelves/{s}/weight/status', EVENT_QOS)
+                   for s in ('S1', 'S2', 'S3', 'S4')},
+    }
+    assert wait_until(lambda: pubs['gate'].get_subscription_count() > 0
+                      and pubs['positions'].get_subscription_count() > 0, 20)
+
+    def spin(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.02)
+
+    yield node, pubs, got, spin, fusion
+    node.destroy_node()
+    rclpy.shutdown()
+
+
+def gate(event_id, t, direction, code, group=1):
+    msg = GateEvent(event_id=event_id, gate_id='G1', direction=direction, visit_code=code,
+                    credential_kind=GateEvent.CREDENTIAL_APP_QR, group_size=group)
+    msg.header.stamp = to_stamp(t)
+    return msg
+
+
+def change(event_id, shelf, bin_id, delta, t):
+    msg = WeightChange(event_id=event_id, shelf_id=shelf, bin_ids=[bin_id], delta_grams=[delta],
+                       start_stamp=to_stamp(t - NS), end_stamp=to_stamp(t), noise_grams=1.5)
+    msg.header.stamp = to_stamp(t)
+    return msg
+
+
+def test_receipt_over_dds_and_bad_input_counted(graph):
+    node, pubs, got, spin, fusion = graph
+    where = {'G1': (0.6, 4.0), 'S1-B1': (2.0, 1.2)}
+    place = ['G1']
+
+    def status_all(t):
+        for shelf, publisher in pubs['status'].items():
+            publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+
+    t = T0
+
+    def advance(seconds):
+        nonlocal t
+        for _ in range(int(seconds * 10)):
+            t += NS // 10
+            msg = ShopperPositions(shoppers=[ShopperPosition(track_id='track-1', visit_code='v-test',
+                                                             x=where[place[0]][0], y=where[place[0]][1])])
+            msg.header.stamp = to_stamp(t)
+            pubs['positions'].publish(msg)
+            status_all(t)
+            spin(0.01)
+
+    pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-test'))
+    advance(1)
+    pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-test'))          # duplicate event
+    pubs['gate'].publish(gate('G1/2', t, GateEvent.EXIT, 'v-nobody'))         # exit without entry
+    place[0] = 'S1-B1'
+    advance(2)
+    pubs['change'].publish(change('S1/1', 'S1', 'S1-B1', -700.5, t))          # two colas
+    pubs['change'].publish(change('S1/2', 'S9', 'S9-B1', -100.0, t))          # unknown shelf
+    pubs['change'].publish(change('S1/3', 'S1', 'S1-B1', float('nan'), t))    # NaN reading
+    stale = ShopperPositions()
+    stale.header.stamp = to_stamp(t - 5 * NS)                                 # stamp going back
+    pubs['positions'].publish(stale)
+    advance(1)
+    place[0] = 'G1'
+    advance(1)
+    pubs['gate'].publish(gate('G1/3', t, GateEvent.EXIT, ''))                 # walk-out
+    advance(2)
+    assert wait_until(lambda: (spin(0.1), got['receipts'])[1], 10)
+    receipt = got['receipts'][0]
+    assert receipt.visit_code == 'v-test' and receipt.status == Receipt.FINAL
+    assert [(l.sku, l.quantity, l.line_total_cents) for l in receipt.lines] == [('COLA-330', 2, 298)]
+    assert got['carts'][-1].total_cents == 298
+    assert wait_until(lambda: (spin(0.2), got['diagnostics'].get('malformed_weight_change', 0) >= 1)[1], 5)
+    counted = got['diagnostics']
+    for name in ('duplicate_gate_event', 'exit_without_entry', 'unknown_shelf',
+                 'malformed_weight_change', 'out_of_order_positions'):
+        assert counted.get(name) == 1, (name, counted)
+    assert fusion.process.poll() is None, fusion.log()
