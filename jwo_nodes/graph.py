@@ -6,7 +6,6 @@ The one place that knows it. Both front ends build their processes from
 and ``launch/store.launch.py`` for ``ros2 launch`` on a full ROS 2 install.
 Pure: no rclpy, no launch imports.
 """
-import importlib.util
 import math
 import re
 import sys
@@ -15,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.config import load_store_config
+from jwo_nodes.core.sim import load_scenario
 
 PACKAGE = 'jwo_nodes'
 ROOT_NAMESPACE = '/jwo'
@@ -128,20 +128,6 @@ def _params_file(params_dir, executable: str) -> Optional[str]:
     return str(path.resolve()) if path.is_file() else None
 
 
-def _check_scenario(scenario: str, store) -> None:
-    """The scenario must be readable; validated fully when the simulator is there."""
-    path = Path(scenario)
-    if not path.is_file():
-        raise ConfigError(scenario, '<file>', 'cannot read: no such file')
-    _validate_scenario(scenario, store)
-
-
-def _validate_scenario(scenario: str, store) -> None:
-    if importlib.util.find_spec('jwo_nodes.core.sim') is not None:
-        from jwo_nodes.core.sim import load_scenario
-        load_scenario(scenario, store)
-
-
 def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional[int] = None,
                 time_scale: float = 1.0, with_cameras: bool = True) -> list:
     """The NodeSpecs of a store, in start order.
@@ -166,7 +152,7 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
         scenario = str(scenario)
         if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
             raise ValueError(f'time_scale must be a positive number, got {time_scale!r}')
-        _check_scenario(scenario, store)
+        load_scenario(scenario, store)
         if sim_start_ns is None:
             sim_start_ns = time.time_ns() + int(DEFAULT_START_DELAY_S * 1e9)
         sim = {'scenario': str(Path(scenario).resolve()), 'sim_start_ns': int(sim_start_ns),

@@ -339,6 +339,6 @@ def test_jwo_launch_with_a_missing_store_or_scenario(tmp_path):
     assert result.stderr.startswith(f'error: {tmp_path / "nowhere.yaml"}: <file>: cannot read')
     result = jwo('launch', str(DEMO), '--scenario', str(tmp_path / 'nothing.yaml'))
     assert result.returncode == 2
-    assert result.stderr == f'error: {tmp_path / "nothing.yaml"}: <file>: cannot read: no such file\n'
+    assert result.stderr == f'error: {tmp_path / "nothing.yaml"}: <file>: cannot read: No such file or directory\n'
     result = jwo('launch', str(DEMO), '--params-dir', str(tmp_path / 'noparams'))
     assert result.returncode == 2 and result.stderr.count('\n') == 1
