@@ -21,6 +21,8 @@ from jwo_nodes.core.money import tax_cents
 
 NS = 1_000_000_000
 FINAL, NEEDS_REVIEW = 'FINAL', 'NEEDS_REVIEW'
+# A track first seen this recently is coming in, not leaving.
+_JUST_ENTERED_NS = 3 * NS
 
 # Review reason codes (the same strings as jwo_msgs/ReviewReason constants).
 AMBIGUOUS_ATTRIBUTION = 'ambiguous_attribution'
@@ -323,9 +325,10 @@ class FusionCore:
     def _nearest_track(self, x: float, y: float, stamp_ns: int, radius: float,
                        visit_code: Optional[str]) -> Optional[str]:
         """The track with a visit standing nearest the point at the stamp (its sample
-        closest in time, within the window margin), if within radius."""
-        best, best_distance = None, radius
+        closest in time, within the window margin), if within radius. Someone who has
+        just come in through the gate is taken only when nobody else is there."""
         margin = int(self.settings.window_margin_s * NS)
+        ranked = []
         for track_id, history in self._track_history.items():
             if track_id in self._exited_tracks:
                 continue
@@ -336,9 +339,10 @@ class FusionCore:
             if sample is None:
                 continue
             distance = math.hypot(sample[1] - x, sample[2] - y)
-            if distance < best_distance or (distance == best_distance and best is None):
-                best, best_distance = track_id, distance
-        return best
+            if distance <= radius:
+                just_entered = history[0][0] > stamp_ns - _JUST_ENTERED_NS
+                ranked.append((just_entered, distance, track_id))
+        return min(ranked)[2] if ranked else None
 
     @staticmethod
     def _sample_at(history, stamp_ns: int, margin_ns: int):
@@ -349,13 +353,18 @@ class FusionCore:
         return min(nearby, key=lambda s: abs(s[0] - stamp_ns)) if nearby else None
 
     @staticmethod
-    def _min_distance(history, x: float, y: float, start_ns: int, end_ns: int) -> Optional[float]:
+    def _reach_distance(history, x: float, y: float, start_ns: int, end_ns: int) -> Optional[float]:
+        """How far a track stood from a point while a change happened: its mean distance
+        over the window, or None if it was not seen then. A track that moved more than
+        half a metre meanwhile was walking past, not reaching: it counts as far away."""
         stamps = [s for s, _, _ in history]
-        first = bisect.bisect_left(stamps, start_ns)
-        last = bisect.bisect_right(stamps, end_ns)
-        if first >= last:
+        samples = list(itertools.islice(history, bisect.bisect_left(stamps, start_ns),
+                                        bisect.bisect_right(stamps, end_ns)))
+        if not samples:
             return None
-        return min(math.hypot(px - x, py - y) for _, px, py in itertools.islice(history, first, last))
+        distance = sum(math.hypot(px - x, py - y) for _, px, py in samples) / len(samples)
+        (_, x0, y0), (_, x1, y1) = samples[0], samples[-1]
+        return distance if math.hypot(x1 - x0, y1 - y0) <= 0.5 else distance + 1.0
 
     def _candidates(self, x: float, y: float, start_ns: int, end_ns: int) -> list:
         """(distance, visit code) of every visit with a track near the point, nearest first."""
@@ -365,7 +374,7 @@ class FusionCore:
             code = self._track_visit.get(track_id)
             if not code or code not in self._visits or self._visits[code].receipt_issued:
                 continue
-            distance = self._min_distance(history, x, y, start_ns - margin, end_ns + margin)
+            distance = self._reach_distance(history, x, y, start_ns - margin, end_ns + margin)
             if distance is not None and distance < nearest.get(code, math.inf):
                 nearest[code] = distance
         return sorted((d, code) for code, d in nearest.items())
@@ -448,8 +457,13 @@ class FusionCore:
         if len(skus) == 1:
             score, sku, quantity = matches[0]
             confidence, doubt = 0.99 - 0.2 * score, None
+        elif delta > 0 and bin_.sku in skus:
+            # Same weight, different products in the cart: an item put back on the bin
+            # of its own product is the likelier case, but not sure enough to charge
+            # without review at the default threshold.
+            _, sku, quantity = next(m for m in matches if m[1] == bin_.sku)
+            confidence, doubt = 0.7, None
         else:
-            # Same weight, different products: the bin's own product is the likelier.
             preferred = [m for m in matches if m[1] == bin_.sku] or matches
             _, sku, quantity = preferred[0]
             confidence, doubt = 0.4, AMBIGUOUS_PRODUCT

@@ -32,6 +32,8 @@ _DWELL_AFTER_S = 0.6
 _GROUP_STAGGER_S = 0.5
 # A person stays visible at the gate this long after the exit line fires.
 _EXIT_VISIBLE_S = 0.3
+# Waiting for a busy bin, a person stands this far back into the aisle.
+_WAIT_BACK_M = 1.2
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,9 @@ class _Person:
     cursor: int = 0
     # Walked to the place of the action at cursor; it happens when its turn comes.
     arrived: bool = False
+    # The bin whose standing point this person occupies, if any.
+    at_bin: str = ''
+    waiting: bool = False
     exit_ns: Optional[int] = None
 
 
@@ -288,6 +293,8 @@ class Timeline:
         self.scenario = scenario
         self.store = store
         rng = np.random.default_rng(stable_seed('timeline', scenario.seed))
+        # The aisle is towards the middle of the bins' standing points.
+        self.store_centre_y = float(np.mean([b.y for b in store.bins.values()]))
         self._bin_items = {}
         for bin_ in store.bins.values():
             product = store.products[bin_.sku]
@@ -400,6 +407,10 @@ class Timeline:
             person = min(active, key=lambda p: (p.t_ns, p.id))
             action = person.script[person.cursor]
             if not person.arrived:
+                occupant = self._occupant(persons, person, action)
+                if occupant is not None:
+                    self._wait_turn(person, action, occupant, rng)
+                    continue
                 self._walk_for(person, action)
                 person.arrived = True
                 continue
@@ -408,13 +419,36 @@ class Timeline:
             self._act(person, action, by_party[person.party.id], rng)
         return persons
 
+    @staticmethod
+    def _target_bin(action: Action) -> str:
+        return action.bin if action.kind in ('walk_to', 'take', 'put_back', 'linger') else ''
+
+    def _occupant(self, persons: list, person: _Person, action: Action) -> Optional[_Person]:
+        """Someone else standing at the bin this action needs (one shopper per bin)."""
+        target = self._target_bin(action)
+        if not target or person.at_bin == target:
+            return None
+        return next((o for o in persons if o is not person and o.exit_ns is None and o.at_bin == target), None)
+
+    def _wait_turn(self, person: _Person, action: Action, occupant: _Person, rng) -> None:
+        """Waits a step back into the aisle until the occupant has moved on."""
+        if not person.waiting:
+            bin_ = self.store.bin(action.bin)
+            back = bin_.y + (_WAIT_BACK_M if self.store_centre_y > bin_.y else -_WAIT_BACK_M)
+            self._walk(person, bin_.x, back, self.scenario.walking_speed_mps)
+            person.at_bin, person.waiting = '', True
+        self._stay(person, max(person.t_ns, occupant.t_ns) + 1, rng)
+
     def _walk_for(self, person: _Person, action: Action) -> None:
-        if action.bin and action.kind in ('walk_to', 'take', 'put_back', 'linger'):
-            target = self.store.bin(action.bin)
+        person.waiting = False
+        target_bin = self._target_bin(action)
+        if target_bin:
+            target = self.store.bin(target_bin)
         elif action.kind == 'leave':
             target = self.store.gates[person.party.gate]
         else:
             return
+        person.at_bin = target_bin
         self._walk(person, target.x, target.y, self.scenario.walking_speed_mps)
 
     def _act(self, person: _Person, action: Action, party_people: list, rng) -> None:

@@ -1,0 +1,150 @@
+"""Random scenarios from a seed, with presets `easy`, `medium` and `hard`.
+
+The output is a scenario document (the YAML format of jwo_nodes.core.sim), so a
+generated scenario can be written out, read, edited and replayed like a hand-written
+one. Pure: no rclpy, no clocks; the same (store, preset, seed) gives the same document.
+"""
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from jwo_nodes.core.config import StoreConfig
+from jwo_nodes.core.sim import stable_seed
+
+
+@dataclass(frozen=True)
+class Preset:
+    parties: int
+    entry_gap_s: tuple          # (min, max) seconds between entries: crowding
+    group_share: float          # share of parties with 2-3 people
+    steps: tuple                # (min, max) shelf actions per person
+    max_take: int
+    put_back_share: float       # share of takes later put back
+    wrong_bin_share: float      # of put-backs, share left on another bin
+    linger_share: float
+    meet_share: float           # share of takes staged beside another shopper
+    handoff_share: float        # of group members holding items, share who hand one over
+    noise: dict
+
+
+PRESETS = {
+    'easy': Preset(parties=6, entry_gap_s=(12.0, 18.0), group_share=0.0, steps=(1, 3), max_take=2,
+                   put_back_share=0.1, wrong_bin_share=0.0, linger_share=0.1, meet_share=0.0,
+                   handoff_share=0.0,
+                   noise=dict(loadcell_sigma_g=1.0, spike_rate_hz=0.0, spike_g=30.0,
+                              drift_g_per_15min=1.0, press_g=20.0, tracker_sigma_m=0.03)),
+    'medium': Preset(parties=10, entry_gap_s=(5.0, 10.0), group_share=0.2, steps=(1, 4), max_take=3,
+                     put_back_share=0.2, wrong_bin_share=0.5, linger_share=0.2, meet_share=0.15,
+                     handoff_share=0.5,
+                     noise=dict(loadcell_sigma_g=2.0, spike_rate_hz=0.05, spike_g=40.0,
+                                drift_g_per_15min=3.0, press_g=40.0, tracker_sigma_m=0.06)),
+    'hard': Preset(parties=14, entry_gap_s=(2.0, 6.0), group_share=0.3, steps=(2, 5), max_take=3,
+                   put_back_share=0.35, wrong_bin_share=0.6, linger_share=0.3, meet_share=0.3,
+                   handoff_share=0.7,
+                   noise=dict(loadcell_sigma_g=4.0, spike_rate_hz=0.2, spike_g=60.0,
+                              drift_g_per_15min=10.0, press_g=60.0, tracker_sigma_m=0.1)),
+}
+
+
+def generate(store: StoreConfig, preset: str, seed: int) -> dict:
+    """A scenario document for the store: parties with scripts, and the preset's noise."""
+    if preset not in PRESETS:
+        raise ValueError(f'unknown preset {preset!r} (known: {", ".join(PRESETS)})')
+    p = PRESETS[preset]
+    rng = np.random.default_rng(stable_seed('scenario', preset, seed))
+    bins = sorted(store.bins)
+    gates = sorted(store.gates)
+    stock = {b: store.bin(b).initial_units for b in bins}
+    parties = []
+    t = 1.0
+    for index in range(p.parties):
+        people = 1 if rng.random() >= p.group_share else int(rng.integers(2, 4))
+        scripts = [_script(store, p, rng, bins, stock) for _ in range(people)]
+        if people > 1:
+            _add_handoff(store, scripts, p, rng)
+        kind = ('qr', 'badge', 'card')[int(rng.integers(0, 3))]
+        party = {'id': f'p{index + 1:02d}', 'gate': gates[int(rng.integers(0, len(gates)))],
+                 'enter_at_s': round(t, 2),
+                 'credential': {'kind': kind, 'token': f'{kind}-{seed}-{index + 1}-{int(rng.integers(1e6))}'},
+                 'tap_out': bool(rng.random() < 0.2)}
+        if people == 1:
+            party['script'] = scripts[0]
+        else:
+            party['scripts'] = scripts
+        parties.append(party)
+        t += float(rng.uniform(*p.entry_gap_s))
+    _stage_meetings(parties, store, p, rng, stock)
+    return {'name': f'{preset}-{seed}', 'seed': int(seed), 'noise': dict(p.noise), 'parties': parties}
+
+
+def _script(store: StoreConfig, p: Preset, rng, bins: list, stock: dict) -> list:
+    script, held = [], []
+    for _ in range(int(rng.integers(p.steps[0], p.steps[1] + 1))):
+        bin_id = bins[int(rng.integers(0, len(bins)))]
+        if rng.random() < p.linger_share:
+            script.append({'linger': {'at': bin_id, 's': round(float(rng.uniform(2, 6)), 1)}})
+            continue
+        n = min(int(rng.integers(1, p.max_take + 1)), stock[bin_id])
+        if n < 1:
+            continue
+        stock[bin_id] -= n
+        script.append({'take': {'bin': bin_id, 'n': n}})
+        held.extend([store.bin(bin_id).sku] * n)
+    for sku in list(held):
+        if rng.random() >= p.put_back_share:
+            continue
+        home = [b for b in bins if store.bin(b).sku == sku]
+        target = home[0]
+        if rng.random() < p.wrong_bin_share:
+            target = _wrong_bin(store, sku, bins, rng)
+        script.append({'put_back': {'bin': target, 'sku': sku}})
+        held.remove(sku)
+    script.append('leave')
+    return script
+
+
+def _wrong_bin(store: StoreConfig, sku: str, bins: list, rng) -> str:
+    """Another bin; half the time one holding a product of the same weight, if any."""
+    weight = store.products[sku].unit_grams
+    others = [b for b in bins if store.bin(b).sku != sku]
+    twins = [b for b in others
+             if abs(store.products[store.bin(b).sku].unit_grams - weight) <= store.products[sku].tolerance_grams]
+    pool = twins if twins and rng.random() < 0.5 else others
+    return pool[int(rng.integers(0, len(pool)))]
+
+
+def _add_handoff(store: StoreConfig, scripts: list, p: Preset, rng) -> None:
+    """Some companions hand the payer one item they still hold, before leaving."""
+    for script in scripts[1:]:
+        held = Counter()
+        for step in script:
+            if isinstance(step, dict) and 'take' in step:
+                held[store.bin(step['take']['bin']).sku] += step['take']['n']
+            elif isinstance(step, dict) and 'put_back' in step:
+                held[step['put_back']['sku']] -= 1
+        kept = sorted(sku for sku, n in held.items() if n > 0)
+        if kept and rng.random() < p.handoff_share:
+            sku = kept[int(rng.integers(0, len(kept)))]
+            script.insert(len(script) - 1, {'hand_to': {'person': 0, 'sku': sku}})
+
+
+def _stage_meetings(parties: list, store: StoreConfig, p: Preset, rng, stock: dict) -> None:
+    """Some consecutive parties first meet at one shelf: each takes one item from
+    neighbouring bins at the same scenario time (two shoppers reaching side by side)."""
+    shelves = sorted(store.shelves)
+    for first, second in zip(parties, parties[1:]):
+        if rng.random() >= p.meet_share:
+            continue
+        shelf = store.shelves[shelves[int(rng.integers(0, len(shelves)))]]
+        ids = [b.id for b in shelf.bins]
+        i = int(rng.integers(0, len(ids) - 1))
+        pair = ids[i], ids[i + 1]
+        if any(stock[b] < 1 for b in pair):
+            continue
+        meet_at = round(second['enter_at_s'] + 12.0, 1)
+        for party, bin_id in zip((first, second), pair):
+            stock[bin_id] -= 1
+            script = party.get('script') or party['scripts'][0]
+            script[0:0] = [{'walk_to': bin_id}, {'wait_until': {'s': meet_at}},
+                           {'take': {'bin': bin_id, 'n': 1}}]
