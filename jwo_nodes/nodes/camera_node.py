@@ -1,0 +1,181 @@
+"""camera_node: one camera. Grabs frames from an OpenCV source (device, video file,
+rtsp:// stream) or renders the simulated store, and publishes them as JPEG
+sensor_msgs/CompressedImage on /jwo/cameras/<camera_id>/image/compressed."""
+import array
+import threading
+import time
+
+import cv2
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage
+
+from jwo_nodes.core import frame_source
+from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.ros_common import (SENSOR_QOS, Counters, Param, declare_params, run_node,
+                                  to_stamp)
+
+PARAMS = [
+    Param('store_config', str, 'store configuration YAML file'),
+    Param('camera_id', str, 'id of this camera in the store configuration'),
+    Param('source', str, "overrides the camera's source in the store config: 'sim', a "
+          "device index ('0'), a video file or an rtsp:// URL; empty: from the config", ''),
+    Param('jpeg_quality', int, 'JPEG quality of the published frames', 80, 1, 100),
+    Param('fps', float, "frames per second; 0: the camera's fps from the store config",
+          0.0, 0.0, 120.0),
+    Param('loop', bool, 'video file source: start again at its end (false: stop '
+          'publishing)', True),
+    Param('scenario', str, "scenario YAML file (source 'sim')", ''),
+    Param('sim_start_ns', int, "epoch ns of scenario time 0 (source 'sim'); 0: now", 0),
+    Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
+          1.0, 0.001, 1000.0),
+]
+
+COUNTER_NAMES = ('frames', 'grab_failed', 'frames_dropped', 'reconnects', 'encode_failed')
+
+
+class CameraNode(Node):
+
+    def __init__(self):
+        super().__init__('camera_node')
+        self._stop = threading.Event()
+        self._thread = None
+        self._source = None
+        self.params = p = declare_params(self, PARAMS)
+        where = f'node {self.get_fully_qualified_name()}'
+        self.store = load_store_config(p.store_config)
+        if p.camera_id not in self.store.cameras:
+            raise ConfigError(p.store_config, 'cameras',
+                              f'no camera {p.camera_id!r} (camera_id parameter of {where}); '
+                              f'known: {", ".join(sorted(self.store.cameras)) or "none"}')
+        self.camera = self.store.cameras[p.camera_id]
+        self.source_name = (p.source or self.camera.source).strip()
+        self.fps = p.fps or self.camera.fps
+        self.counters = Counters(self, f'camera/{self.camera.id}', COUNTER_NAMES)
+        self._pending = {}
+        self._pending_warnings = []
+        self._lock = threading.Lock()
+        if self.source_name == 'sim':
+            if not p.scenario:
+                raise ConfigError(where, 'scenario', "required with source 'sim'")
+            from jwo_nodes.core import sim  # the simulator is only needed in sim mode
+            self._timeline = sim.Timeline(sim.load_scenario(p.scenario, self.store), self.store)
+            self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
+        else:
+            try:
+                self._source = frame_source.FrameSource(
+                    self.source_name, loop=p.loop, size=(self.camera.width, self.camera.height))
+            except frame_source.FrameSourceError as error:
+                raise ConfigError(where if p.source else p.store_config,
+                                  'source' if p.source else f'cameras.{self.camera.id}.source',
+                                  str(error))
+        topic = ('image/compressed' if self.get_namespace() != '/'
+                 else f'/jwo/cameras/{self.camera.id}/image/compressed')
+        self.publisher = self.create_publisher(CompressedImage, topic, SENSOR_QOS)
+        self.create_timer(0.2, self._flush_counts)
+        # Grabbing may block (a stream reconnecting), so it runs beside the executor.
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        self.get_logger().info(f'camera {self.camera.id}: {frame_source.redact(self.source_name)} '
+                               f'at {self.fps:g} fps on {self.publisher.topic_name}')
+
+    # -- capture thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        period = 1.0 / self.fps
+        next_due = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < next_due:
+                self._stop.wait(next_due - now)
+                continue
+            behind = int((now - next_due) / period)
+            if behind:
+                self._count('frames_dropped', behind)
+                next_due += behind * period
+            next_due += period
+            try:
+                if not self._capture_once():
+                    return
+            except Exception as error:  # noqa: BLE001 - a frame must not end the camera
+                if self._stop.is_set():
+                    return
+                self._warn('grab_failed', f'{type(error).__name__}: {error}')
+
+    def _capture_once(self) -> bool:
+        """Grabs, encodes and publishes one frame; False when the source has ended."""
+        if self._source is None:
+            now_ns = self.get_clock().now().nanoseconds
+            t_ns = int((now_ns - self._sim_start_ns) * self.params.time_scale)
+            if t_ns < 0:
+                return True
+            frame = frame_source.render_sim_frame(self.store, self.camera,
+                                                  self._timeline.positions(t_ns))
+            stamp_ns = self._sim_start_ns + t_ns
+        else:
+            source = self._source
+            reconnects, failed = source.reconnects, source.failed_grabs
+            frame = source.read()
+            stamp_ns = self.get_clock().now().nanoseconds
+            if source.reconnects != reconnects:
+                self._count('reconnects')
+                self.get_logger().info(f'{frame_source.redact(self.source_name)} reconnected')
+            if frame is None:
+                if source.finished:
+                    self.get_logger().info(f'video {self.source_name} ended; no more frames')
+                    return False
+                if source.failed_grabs != failed:
+                    name = frame_source.redact(self.source_name)
+                    self._warn('grab_failed', f'no frame from {name}' + (
+                        '' if source.connected else '; reconnecting with backoff'))
+                else:  # disconnected, waiting to reconnect
+                    self._count('frames_dropped')
+                return True
+        ok, jpeg = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, self.params.jpeg_quality])
+        if not ok:
+            self._warn('encode_failed', 'JPEG encoding failed')
+            return True
+        msg = CompressedImage(format='jpeg')
+        msg.header.stamp = to_stamp(stamp_ns)
+        msg.header.frame_id = self.camera.id
+        data = array.array('B')
+        data.frombytes(jpeg.tobytes())
+        msg.data = data
+        if self._stop.is_set():
+            return False
+        self.publisher.publish(msg)
+        self._count('frames')
+        return True
+
+    # Counters belong to the executor thread: the capture thread hands counts over.
+    def _count(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._pending[name] = self._pending.get(name, 0) + amount
+
+    def _warn(self, name: str, message: str) -> None:
+        with self._lock:
+            self._pending_warnings.append((name, message))
+
+    def _flush_counts(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+            warnings, self._pending_warnings = self._pending_warnings, []
+        for name, amount in pending.items():
+            self.counters.count(name, amount)
+        for name, message in warnings:
+            self.counters.warn(name, message)
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3.0)
+        if self._source is not None and (self._thread is None or not self._thread.is_alive()):
+            self._source.close()
+        return super().destroy_node()
+
+
+def main(args=None):
+    run_node(lambda: CameraNode(), args)
+
+
+if __name__ == '__main__':
+    main()

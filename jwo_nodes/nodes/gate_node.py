@@ -1,0 +1,246 @@
+"""gate_node: one entry/exit gate. Reads the gate line protocol from the simulator,
+stdin or a serial reader and publishes anonymous jwo_msgs/GateEvent on
+/jwo/gates/<gate_id>/events. Credentials never leave this process (see
+jwo_nodes/core/gate_logic.py)."""
+import os
+import queue
+import threading
+import time
+
+from jwo_msgs.msg import GateEvent
+
+from jwo_nodes.core import gate_logic
+from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, Counters, Param, declare_params,
+                                  run_node, to_stamp)
+from rclpy.node import Node
+
+PARAMS = [
+    Param('store_config', str, 'store configuration YAML file'),
+    Param('gate_id', str, 'id of this gate in the store configuration'),
+    Param('source', str, "'sim' (scenario timeline), 'stdin', or a serial device path "
+          '(e.g. /dev/ttyUSB0) of the gate reader'),
+    Param('baud', int, 'serial baud rate', 9600, 50, 4_000_000),
+    Param('debounce_s', float, 'the same credential scanned again within this many '
+          'seconds (by stamp) is a double scan and ignored', 3.0, 0.0, 60.0),
+    Param('max_visit_s', float, 'an open visit is forgotten after this many seconds '
+          '(its shopper walked out without tapping out)', 14400.0, 60.0, 604800.0),
+    Param('salt', str, 'secret salt of the credential hashes (at least 16 characters); '
+          "empty: a random salt per start (recommended)", ''),
+    Param('scenario', str, "scenario YAML file (source 'sim')", ''),
+    Param('sim_start_ns', int, "epoch ns of scenario time 0 (source 'sim'); 0: now", 0),
+    Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
+          1.0, 0.001, 1000.0),
+]
+
+POLL_S = 0.01
+
+
+class GateNode(Node):
+
+    def __init__(self):
+        super().__init__('gate_node')
+        self._stop = threading.Event()
+        self._serial = None
+        self.params = p = declare_params(self, PARAMS)
+        where = f'node {self.get_fully_qualified_name()}'
+        self.store = load_store_config(p.store_config)
+        if p.gate_id not in self.store.gates:
+            raise ConfigError(p.store_config, 'gates',
+                              f'no gate {p.gate_id!r} (gate_id parameter of {where}); '
+                              f'known: {", ".join(sorted(self.store.gates))}')
+        if p.salt and len(p.salt) < 16:
+            raise ConfigError(where, 'salt', 'must be empty (random) or at least 16 characters')
+        self.gate_id = p.gate_id
+        self.counters = Counters(self, f'gate/{self.gate_id}', gate_logic.COUNTER_NAMES
+                                 + ('serial_errors', 'serial_reopens', 'clock_step_back'))
+        # Sim runs are deterministic (event ids from 1); a real gate numbers from its
+        # start time in ms, so event ids stay unique across restarts.
+        first_seq = 1 if p.source == 'sim' else time.time_ns() // 1_000_000
+        self.logic = gate_logic.GateLogic(
+            self.gate_id, debounce_ns=int(p.debounce_s * 1e9),
+            max_visit_ns=int(p.max_visit_s * 1e9),
+            salt=p.salt.encode('utf-8') if p.salt else None, first_seq=first_seq)
+        topic = 'events' if self.get_namespace() != '/' else f'/jwo/gates/{self.gate_id}/events'
+        self.publisher = self.create_publisher(GateEvent, topic, EVENT_QOS)
+        self._lines: 'queue.Queue[tuple]' = queue.Queue()
+        self._last_receipt_ns = 0
+        self._thread = None
+        if p.source == 'sim':
+            self._start_sim(where)
+        elif p.source == 'stdin':
+            self._thread = threading.Thread(target=self._read_stdin, daemon=True)
+        else:
+            self._serial = self._open_serial(where)
+            self._thread = threading.Thread(target=self._read_serial, daemon=True)
+        if self._thread is not None:
+            self.create_timer(POLL_S, self._drain)
+            self._thread.start()
+        self.get_logger().info(f'gate {self.gate_id} reading {p.source}, publishing on '
+                               f'{self.publisher.topic_name}')
+
+    # -- sources -------------------------------------------------------------------
+
+    def _start_sim(self, where: str) -> None:
+        p = self.params
+        if not p.scenario:
+            raise ConfigError(where, 'scenario', "required with source 'sim'")
+        from jwo_nodes.core import sim  # the simulator is only needed in sim mode
+        timeline = sim.Timeline(sim.load_scenario(p.scenario, self.store), self.store)
+        self._sim_lines = list(timeline.gate_lines(self.gate_id))
+        self._sim_next = 0
+        self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
+        self.create_timer(POLL_S, self._sim_tick)
+
+    def _sim_tick(self) -> None:
+        now = self.get_clock().now().nanoseconds
+        while self._sim_next < len(self._sim_lines):
+            t_ns, line = self._sim_lines[self._sim_next]
+            if self._sim_start_ns + t_ns / self.params.time_scale > now:
+                break
+            self._sim_next += 1
+            self._handle(line, self._sim_start_ns + int(t_ns))
+
+    def _receipt_stamp(self) -> int:
+        """Node clock at receipt, never going back (a system clock step would otherwise
+        make every following line out of order)."""
+        now = self.get_clock().now().nanoseconds
+        if now < self._last_receipt_ns:
+            self._queue_warning('clock_step_back', 'system clock stepped back; '
+                                'stamping with the last receipt time')
+            now = self._last_receipt_ns
+        self._last_receipt_ns = now
+        return now
+
+    def _read_stdin(self) -> None:
+        assembler = gate_logic.LineAssembler()
+        while not self._stop.is_set():
+            try:
+                data = os.read(0, 4096)
+            except OSError as error:
+                self.get_logger().warning(f'stdin: {error}')
+                return
+            if not data:
+                self.get_logger().info('stdin closed; no more gate lines')
+                return
+            self._queue_lines(assembler, data)
+
+    def _queue_lines(self, assembler, data: bytes) -> None:
+        for line in assembler.feed(data):
+            self._lines.put(('line', line, self._receipt_stamp()))
+
+    def _queue_warning(self, name: str, message: str) -> None:
+        # Counters belong to the executor thread: reader threads hand warnings over.
+        self._lines.put(('warn', name, message))
+
+    def _open_serial(self, where: str):
+        import serial
+        try:
+            return serial.Serial(self.params.source, self.params.baud, timeout=0.2)
+        except (serial.SerialException, OSError, ValueError) as error:
+            raise ConfigError(where, 'source', f'cannot open serial device '
+                              f'{self.params.source!r}: {error}')
+
+    def _read_serial(self) -> None:
+        """Reads the serial reader; reopens it with backoff when it drops out
+        (unplugged, power cycled)."""
+        import serial
+        backoff = 0.5
+        assembler = gate_logic.LineAssembler()
+        while not self._stop.is_set():
+            port = self._serial
+            if port is None:
+                try:
+                    port = serial.Serial(self.params.source, self.params.baud, timeout=0.2)
+                except (serial.SerialException, OSError) as error:
+                    self._queue_warning('serial_errors', f'cannot reopen {self.params.source}: '
+                                        f'{error}; retrying in {backoff:g} s')
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                self._serial = port
+                assembler = gate_logic.LineAssembler()
+                backoff = 0.5
+                self._lines.put(('info', 'serial_reopens',
+                                 f'serial device {self.params.source} reopened'))
+            try:
+                data = port.read(port.in_waiting or 1)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as error:
+                if self._stop.is_set():
+                    return
+                self._queue_warning('serial_errors', f'{self.params.source}: {error}')
+                self._close_serial()
+                self._stop.wait(backoff)
+                continue
+            if data:
+                self._queue_lines(assembler, data)
+
+    def _close_serial(self) -> None:
+        port, self._serial = getattr(self, '_serial', None), None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # noqa: BLE001 - closing a broken port may fail any way
+                pass
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                kind, first, second = self._lines.get_nowait()
+            except queue.Empty:
+                return
+            if kind == 'warn':
+                self.counters.warn(first, second)
+            elif kind == 'info':
+                self.counters.count(first)
+                self.get_logger().info(second)
+            else:
+                self._handle(first, second)
+
+    # -- lines to events -----------------------------------------------------------
+
+    def _handle(self, line, stamp_ns: int) -> None:
+        if line is None:
+            self.logic.counts['lines'] += 1
+            self.logic.counts[gate_logic.MALFORMED] += 1
+            self._warn(gate_logic.MALFORMED, 'line too long, dropped')
+            return
+        result = self.logic.feed(line, stamp_ns)
+        if result.outcome == gate_logic.EVENT:
+            self.publisher.publish(self._message(result.event))
+        elif result.outcome in (gate_logic.MALFORMED, gate_logic.OUT_OF_ORDER,
+                                gate_logic.EXIT_WITHOUT_ENTRY):
+            self._warn(result.outcome, result.problem)
+        elif result.outcome != gate_logic.BLANK:
+            self.get_logger().info(f'{result.outcome}: {result.problem}',
+                                   throttle_duration_sec=1.0)
+        self._sync_counts()
+
+    def _warn(self, name: str, problem: str) -> None:
+        # Counters.warn counts once; the logic already counted, so mirror after it.
+        self.counters.warn(name, problem)
+        self._sync_counts()
+
+    def _sync_counts(self) -> None:
+        self.counters.values.update(self.logic.counts)
+
+    def _message(self, event: gate_logic.GateEventData) -> GateEvent:
+        msg = GateEvent(event_id=event.event_id, gate_id=event.gate_id,
+                        direction=event.direction, visit_code=event.visit_code,
+                        credential_kind=event.credential_kind, group_size=event.group_size)
+        msg.header.stamp = to_stamp(event.stamp_ns)
+        msg.header.frame_id = event.gate_id
+        return msg
+
+    def destroy_node(self):
+        self._stop.set()
+        self._close_serial()
+        return super().destroy_node()
+
+
+def main(args=None):
+    run_node(lambda: GateNode(), args)
+
+
+if __name__ == '__main__':
+    main()
