@@ -1,0 +1,242 @@
+"""`jwo eval`: scenarios through the real nodes, scored against the ground truth.
+
+    jwo eval config/scenarios/demo.yaml test/scenarios/*.yaml
+    jwo eval --preset medium --seeds 0-4
+    jwo eval --suite test/scenarios --min-exact-not-flagged 0.99 --max-review-rate 0.3
+
+For each scenario a fresh node set runs it (separate processes over DDS). Reported per
+visit and overall: exact-receipt rate; line-item precision, recall and F1 (a hit needs
+product, quantity and visit right); share of visits flagged for review; exact-receipt
+rate among the visits not flagged; wrong charges; weight-event precision and recall;
+exit-to-receipt latency. Writes report.json and report.html (with plots) in the run
+folder. With thresholds, exits 1 when a threshold is not met.
+"""
+import html
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import rclpy
+import yaml
+
+from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.scenario_gen import PRESETS, generate
+from jwo_nodes.core.scoring import (percentiles, score_visits, score_weight_events,
+                                    threshold_sweep)
+from jwo_nodes.core.sim import NS, Timeline, load_scenario
+from jwo_nodes.runner import run_scenario
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('scenarios', nargs='*', help='scenario YAML files')
+    parser.add_argument('--suite', help='a folder of scenario YAML files (all *.yaml in it)')
+    parser.add_argument('--preset', choices=sorted(PRESETS), help='generate scenarios with this preset')
+    parser.add_argument('--seeds', default='0', help='seeds for --preset: "3", "0-4" or "1,5,9"')
+    parser.add_argument('--store', default='config/stores/demo.yaml', help='store config YAML')
+    parser.add_argument('--time-scale', type=float, default=4.0, help='scenario seconds per wall second')
+    parser.add_argument('--start-delay', type=float, default=4.0, help='wall seconds before scenario time 0')
+    parser.add_argument('--grace', type=float, default=20.0, help='wall seconds to wait for receipts after the end')
+    parser.add_argument('--cameras', action='store_true', help='also run the camera nodes')
+    parser.add_argument('--runs-dir', default='runs', help='where the run folder is created')
+    parser.add_argument('--out', help='run folder (default: <runs-dir>/eval-<date>)')
+    parser.add_argument('--min-exact-not-flagged', type=float, help='fail below this exact rate among not flagged')
+    parser.add_argument('--max-review-rate', type=float, help='fail above this share of visits flagged')
+    parser.add_argument('--max-wrong-charges', type=int, help='fail above this many wrongly charged items')
+
+
+def parse_seeds(text: str) -> list:
+    seeds = []
+    for part in text.split(','):
+        if '-' in part:
+            low, high = part.split('-', 1)
+            seeds.extend(range(int(low), int(high) + 1))
+        elif part.strip():
+            seeds.append(int(part))
+    return seeds
+
+
+def run(args) -> int:
+    try:
+        store = load_store_config(args.store)
+    except ConfigError as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.runs_dir) / time.strftime('eval-%Y%m%d-%H%M%S')
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in args.scenarios]
+    if args.suite:
+        paths.extend(sorted(Path(args.suite).glob('*.yaml')))
+    if args.preset:
+        try:
+            seeds = parse_seeds(args.seeds)
+        except ValueError:
+            print(f'error: --seeds {args.seeds!r}: expected "3", "0-4" or "1,5,9"', file=sys.stderr)
+            return 2
+        generated = out / 'scenarios'
+        generated.mkdir(exist_ok=True)
+        for seed in seeds:
+            path = generated / f'{args.preset}-{seed}.yaml'
+            path.write_text(yaml.safe_dump(generate(store, args.preset, seed), sort_keys=False))
+            paths.append(path)
+    if not paths:
+        print('error: no scenarios: give files, --suite or --preset', file=sys.stderr)
+        return 2
+    timelines = {}
+    for path in paths:
+        try:
+            timelines[path] = Timeline(load_scenario(path, store), store)
+        except ConfigError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 2
+    prices = {sku: p.price_cents for sku, p in store.products.items()}
+    results = []
+    rclpy.init()
+    try:
+        for index, path in enumerate(paths, 1):
+            timeline = timelines[path]
+            expected_wall = timeline.duration_ns / NS / args.time_scale + args.start_delay
+            print(f'[{index}/{len(paths)}] {path.name}: {len(timeline.scenario.parties)} parties, '
+                  f'{timeline.duration_ns / NS:.0f} s scenario (~{expected_wall:.0f} s wall) ...', flush=True)
+            result = run_scenario(store, args.store, str(path), timeline, time_scale=args.time_scale,
+                                  start_delay_s=args.start_delay, with_cameras=args.cameras,
+                                  log_path=out / f'{path.stem}.nodes.log', grace_s=args.grace)
+            expected = timeline.expected_items()
+            visits = score_visits(expected, result.receipts, prices)
+            events = score_weight_events(
+                [(e.bin_id, e.end_ns, e.delta_grams) for e in timeline.weight_events], result.changes)
+            entry = {'scenario': str(path), 'name': timeline.scenario.name, 'visits': visits,
+                     'weight_events': events, 'receipts': result.receipts,
+                     'exit_to_receipt_s': result.exit_to_receipt_s,
+                     'expected': {p: dict(+c) for p, c in expected.items()},
+                     'cart_latency_ms': percentiles(result.cart_latency_ms),
+                     'wall_s': round(result.wall_s, 1), 'failure': result.failure,
+                     'unmatched_receipts': len(result.unmatched)}
+            results.append(entry)
+            print(f'    exact {visits["exact_receipt_rate"]:.0%}, flagged {visits["review_rate"]:.0%}, '
+                  f'exact among not flagged {visits["exact_among_not_flagged"]:.0%}, '
+                  f'wrong charges {visits["wrong_charge_items"]}, missing {visits["missing_receipts"]}, '
+                  f'weight events P {events["precision"]:.2f} R {events["recall"]:.2f}, '
+                  f'{result.wall_s:.0f} s' + (f'  FAILURE: {result.failure}' if result.failure else ''),
+                  flush=True)
+    finally:
+        rclpy.try_shutdown()
+    report = build_report(results, store)
+    (out / 'report.json').write_text(json.dumps(report, indent=2, default=str) + '\n')
+    (out / 'report.html').write_text(render_html(report))
+    overall = report['overall']
+    print(f'\noverall ({overall["visits"]} visits in {len(results)} scenarios): '
+          f'exact {overall["exact_receipt_rate"]:.1%}, line F1 {overall["line_f1"]:.3f}, '
+          f'flagged {overall["review_rate"]:.1%}, exact among not flagged '
+          f'{overall["exact_among_not_flagged"]:.1%}, wrong charges {overall["wrong_charge_items"]} items '
+          f'({overall["wrong_charge_cents"]} cents), weight events P {overall["weight_precision"]:.3f} '
+          f'R {overall["weight_recall"]:.3f}')
+    latency = overall['exit_to_receipt_s']
+    if latency['count']:
+        print(f'exit -> receipt: p50 {latency["p50"]:.2f} s, p95 {latency["p95"]:.2f} s, p99 {latency["p99"]:.2f} s')
+    print(f'report: {out / "report.json"}, {out / "report.html"}')
+    failures = []
+    if args.min_exact_not_flagged is not None and overall['exact_among_not_flagged'] < args.min_exact_not_flagged:
+        failures.append(f'exact among not flagged {overall["exact_among_not_flagged"]:.3f} < {args.min_exact_not_flagged}')
+    if args.max_review_rate is not None and overall['review_rate'] > args.max_review_rate:
+        failures.append(f'review rate {overall["review_rate"]:.3f} > {args.max_review_rate}')
+    if args.max_wrong_charges is not None and overall['wrong_charge_items'] > args.max_wrong_charges:
+        failures.append(f'wrong charges {overall["wrong_charge_items"]} > {args.max_wrong_charges}')
+    if any(r['failure'] for r in results):
+        failures.append('a run failed: ' + '; '.join(r['failure'] for r in results if r['failure']))
+    for failure in failures:
+        print(f'THRESHOLD FAILED: {failure}')
+    return 1 if failures else 0
+
+
+def build_report(results: list, store) -> dict:
+    """Totals over all visits of all scenarios (each visit counts once)."""
+    prices = {sku: p.price_cents for sku, p in store.products.items()}
+    expected, receipts, latencies = {}, {}, []
+    weight = Counter()
+    for r in results:
+        for party, items in r['expected'].items():
+            key = f'{r["name"]}/{party}'
+            expected[key] = Counter(items)
+            if party in r['receipts']:
+                receipts[key] = r['receipts'][party]
+        latencies.extend(r['exit_to_receipt_s'].values())
+        for k in ('true', 'detected', 'matched'):
+            weight[k] += r['weight_events'][k]
+    overall = score_visits(expected, receipts, prices)
+    overall.pop('per_visit')
+    overall['exit_to_receipt_s'] = percentiles(latencies)
+    overall['weight_precision'] = weight['matched'] / weight['detected'] if weight['detected'] else 1.0
+    overall['weight_recall'] = weight['matched'] / weight['true'] if weight['true'] else 1.0
+    return {'overall': overall, 'sweep': threshold_sweep(expected, receipts),
+            'latencies_s': latencies, 'scenarios': results}
+
+
+def render_html(report: dict) -> str:
+    overall = report['overall']
+    rows = ''.join(
+        f'<tr><td>{html.escape(r["name"])}</td><td>{r["visits"]["visits"]}</td>'
+        f'<td>{r["visits"]["exact_receipt_rate"]:.0%}</td><td>{r["visits"]["review_rate"]:.0%}</td>'
+        f'<td>{r["visits"]["exact_among_not_flagged"]:.0%}</td><td>{r["visits"]["wrong_charge_items"]}</td>'
+        f'<td>{r["weight_events"]["precision"]:.2f} / {r["weight_events"]["recall"]:.2f}</td>'
+        f'<td>{html.escape(r["failure"] or "")}</td></tr>' for r in report['scenarios'])
+    figures = [('exact receipt rate', overall['exact_receipt_rate']),
+               ('line F1', overall['line_f1']), ('flagged for review', overall['review_rate']),
+               ('exact among not flagged', overall['exact_among_not_flagged'])]
+    cards = ''.join(f'<div class="card"><b>{v:.1%}</b><br>{k}</div>' for k, v in figures)
+    cards += f'<div class="card"><b>{overall["wrong_charge_items"]}</b><br>wrong charges (items)</div>'
+    latency = overall['exit_to_receipt_s']
+    if latency['count']:
+        cards += f'<div class="card"><b>{latency["p50"]:.2f} s / {latency["p99"]:.2f} s</b><br>exit to receipt p50 / p99</div>'
+    return f'''<!doctype html><html><head><meta charset="utf-8"><title>jwo eval</title>
+<style>body{{font-family:sans-serif;margin:2em;color:#222}} .card{{display:inline-block;border:1px solid #ccc;
+border-radius:6px;padding:.8em 1.2em;margin:.3em;text-align:center}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ddd;padding:.3em .6em}} svg{{border:1px solid #eee;margin:1em 1em 0 0}}</style></head>
+<body><h1>jwo eval</h1><p>{overall["visits"]} visits in {len(report["scenarios"])} scenarios.</p>{cards}
+<div>{_sweep_svg(report["sweep"])}{_histogram_svg(report["latencies_s"])}</div>
+<h2>Scenarios</h2><table><tr><th>scenario</th><th>visits</th><th>exact</th><th>flagged</th>
+<th>exact among not flagged</th><th>wrong charges</th><th>weight events P / R</th><th>failure</th></tr>{rows}</table>
+</body></html>
+'''
+
+
+def _sweep_svg(points: list, width: int = 420, height: int = 300) -> str:
+    """Exact among not flagged (y) against review rate (x) as the threshold sweeps."""
+    pad = 45
+
+    def xy(p):
+        return (pad + p['review_rate'] * (width - 2 * pad),
+                height - pad - p['exact_among_not_flagged'] * (height - 2 * pad))
+    path = ' '.join(f'{x:.1f},{y:.1f}' for x, y in map(xy, points))
+    dots = ''.join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>threshold {p["threshold"]}: '
+                   f'review {p["review_rate"]:.1%}, exact {p["exact_among_not_flagged"]:.1%}</title></circle>'
+                   for p, (x, y) in zip(points, map(xy, points)))
+    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<text x="{width / 2}" y="18" text-anchor="middle">exact among not flagged vs review rate</text>'
+            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
+            f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">review rate (0 to 1)</text>'
+            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">exact (0 to 1)</text>'
+            f'<polyline points="{path}" fill="none" stroke="#36c"/>{dots}</svg>')
+
+
+def _histogram_svg(values: list, width: int = 420, height: int = 300, bins: int = 20) -> str:
+    pad = 45
+    if not values:
+        return ''
+    top = max(values) or 1.0
+    counts = [0] * bins
+    for v in values:
+        counts[min(bins - 1, int(v / top * bins))] += 1
+    peak = max(counts)
+    bar = (width - 2 * pad) / bins
+    bars = ''.join(
+        f'<rect x="{pad + i * bar:.1f}" y="{height - pad - c / peak * (height - 2 * pad):.1f}" '
+        f'width="{bar - 1:.1f}" height="{c / peak * (height - 2 * pad):.1f}" fill="#6a4"/>'
+        for i, c in enumerate(counts))
+    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<text x="{width / 2}" y="18" text-anchor="middle">exit to receipt latency (n={len(values)})</text>'
+            f'{bars}<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
+            f'<text x="{pad}" y="{height - 25}">0 s</text>'
+            f'<text x="{width - pad}" y="{height - 25}" text-anchor="end">{top:.2f} s</text></svg>')
