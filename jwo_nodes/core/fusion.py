@@ -181,7 +181,10 @@ class FusionCore:
         self._started_wall = None
         self._pending = []            # heap of (stamp, order, seq, kind, item)
         self._seq = itertools.count()
+        # Items known to lie on a bin of another product, and items that may (a put-back
+        # of one of two products that weigh the same).
         self._foreign = {bin_id: Counter() for bin_id in store.bins}
+        self._maybe_foreign = {bin_id: Counter() for bin_id in store.bins}
         self._cameras_of_shelf = {
             shelf_id: tuple(c.id for c in store.cameras.values() if shelf_id in c.sees_shelves)
             for shelf_id in store.shelves}
@@ -434,7 +437,8 @@ class FusionCore:
         bin_ = self.store.bin(bin_id)
         grams = abs(delta)
         if delta < 0:
-            options = [bin_.sku] + [s for s, n in self._foreign[bin_id].items() if n > 0 and s != bin_.sku]
+            stray = self._foreign[bin_id] + self._maybe_foreign[bin_id]
+            options = [bin_.sku] + sorted(s for s, n in stray.items() if n > 0 and s != bin_.sku)
         else:
             options = [s for s, n in visit.quantities.items() if n > 0]
         matches = []
@@ -463,12 +467,19 @@ class FusionCore:
             # without review at the default threshold.
             _, sku, quantity = next(m for m in matches if m[1] == bin_.sku)
             confidence, doubt = 0.7, None
+            for _, other, n in matches:
+                if other != sku:
+                    self._maybe_foreign[bin_id][other] += n
         else:
             preferred = [m for m in matches if m[1] == bin_.sku] or matches
             _, sku, quantity = preferred[0]
             confidence, doubt = 0.4, AMBIGUOUS_PRODUCT
+        if delta < 0:
+            for _, matched, n in matches:
+                if self._maybe_foreign[bin_id][matched] > 0:
+                    self._maybe_foreign[bin_id][matched] -= n
         if delta < 0 and sku != bin_.sku:
-            self._foreign[bin_id][sku] -= quantity
+            self._foreign[bin_id][sku] = max(0, self._foreign[bin_id][sku] - quantity)
         elif delta > 0 and sku != bin_.sku:
             self._foreign[bin_id][sku] += quantity
         return sku, quantity, confidence, doubt
