@@ -38,12 +38,14 @@ PRESETS = {
                      put_back_share=0.2, wrong_bin_share=0.5, linger_share=0.2, meet_share=0.15,
                      handoff_share=0.5,
                      noise=dict(loadcell_sigma_g=2.0, spike_rate_hz=0.05, spike_g=40.0,
-                                drift_g_per_15min=3.0, press_g=40.0, tracker_sigma_m=0.06)),
+                                drift_g_per_15min=3.0, press_g=40.0, tracker_sigma_m=0.06,
+                                clock_jitter_ms=2.0)),
     'hard': Preset(parties=14, entry_gap_s=(2.0, 6.0), group_share=0.3, steps=(2, 5), max_take=3,
                    put_back_share=0.35, wrong_bin_share=0.6, linger_share=0.3, meet_share=0.3,
                    handoff_share=0.7,
                    noise=dict(loadcell_sigma_g=4.0, spike_rate_hz=0.2, spike_g=60.0,
-                              drift_g_per_15min=10.0, press_g=60.0, tracker_sigma_m=0.1)),
+                              drift_g_per_15min=10.0, press_g=60.0, tracker_sigma_m=0.1,
+                              dropped_messages=0.01, clock_jitter_ms=5.0)),
 }
 
 

@@ -6,11 +6,12 @@ entry gate as that gate's ENTRY event fires.
 """
 import time
 
+import numpy as np
 from jwo_msgs.msg import GateEvent, ShopperPosition, ShopperPositions
 from rclpy.node import Node
 
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.core.sim import NS, SimClock, Timeline, load_scenario
+from jwo_nodes.core.sim import NS, SimClock, Timeline, load_scenario, stable_seed
 from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, Counters, Param, declare_params,
                                   run_node, to_ns, to_stamp)
 
@@ -28,7 +29,11 @@ class ShopperSimNode(Node):
         super().__init__('shopper_sim_node')
         params = declare_params(self, PARAMS)
         store = load_store_config(params.store_config)
-        self._timeline = Timeline(load_scenario(params.scenario, store), store)
+        scenario = load_scenario(params.scenario, store)
+        self._timeline = Timeline(scenario, store)
+        self._noise = scenario.noise
+        # Tracker frames lost and stamps jittered as the scenario's noise knobs say.
+        self._rng = np.random.default_rng(stable_seed('tracker', scenario.seed))
         if params.sim_start_ns <= 0:
             raise ConfigError(f'node {self.get_fully_qualified_name()}', 'sim_start_ns', 'must be > 0')
         self._clock = SimClock(params.sim_start_ns, params.time_scale)
@@ -54,8 +59,15 @@ class ShopperSimNode(Node):
         self._counters.count('visits_assigned')
 
     def _tick(self) -> None:
+        period_ns = int(NS / self._rate_hz)
         for k in self._clock.due(self._rate_hz, self._published, time.time_ns()):
-            t = int(k * NS / self._rate_hz)
+            self._published = k + 1
+            dropped = self._rng.random() < self._noise.dropped_messages
+            jitter = float(self._rng.normal(0.0, self._noise.clock_jitter_ms * 1e6))
+            if dropped:
+                self._counters.count('frames_dropped_by_scenario')
+                continue
+            t = k * period_ns + int(max(-0.4 * period_ns, min(0.4 * period_ns, jitter)))
             msg = ShopperPositions()
             msg.header.stamp = to_stamp(self._clock.stamp_ns(t))
             msg.header.frame_id = 'floor'
@@ -66,7 +78,6 @@ class ShopperSimNode(Node):
                     track_id=track, visit_code=self._visit_of_party.get(person.party_id, ''),
                     x=person.x, y=person.y, confidence=1.0))
             self._publisher.publish(msg)
-            self._published = k + 1
             self._counters.count('frames')
 
 
