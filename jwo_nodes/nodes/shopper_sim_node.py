@@ -36,7 +36,7 @@ class ShopperSimNode(Node):
         self._rng = np.random.default_rng(stable_seed('tracker', scenario.seed))
         if params.sim_start_ns <= 0:
             raise ConfigError(f'node {self.get_fully_qualified_name()}', 'sim_start_ns', 'must be > 0')
-        self._clock = SimClock(params.sim_start_ns, params.time_scale)
+        self._sim_clock = SimClock(params.sim_start_ns, params.time_scale)
         self._rate_hz = params.rate_hz
         self._published = 0
         self._visit_of_party = {}
@@ -50,7 +50,7 @@ class ShopperSimNode(Node):
     def _on_gate(self, msg: GateEvent) -> None:
         if msg.direction != GateEvent.ENTRY:
             return
-        t = to_ns(msg.header.stamp) - self._clock.start_ns
+        t = to_ns(msg.header.stamp) - self._sim_clock.start_ns
         party = self._timeline.party_at_entry(msg.gate_id, t)
         if party is None:
             self._counters.warn('unknown_entry', f'{msg.event_id}: no simulated party entered then')
@@ -60,7 +60,7 @@ class ShopperSimNode(Node):
 
     def _tick(self) -> None:
         period_ns = int(NS / self._rate_hz)
-        for k in self._clock.due(self._rate_hz, self._published, time.time_ns()):
+        for k in self._sim_clock.due(self._rate_hz, self._published, time.time_ns()):
             self._published = k + 1
             dropped = self._rng.random() < self._noise.dropped_messages
             jitter = float(self._rng.normal(0.0, self._noise.clock_jitter_ms * 1e6))
@@ -69,7 +69,7 @@ class ShopperSimNode(Node):
                 continue
             t = k * period_ns + int(max(-0.4 * period_ns, min(0.4 * period_ns, jitter)))
             msg = ShopperPositions()
-            msg.header.stamp = to_stamp(self._clock.stamp_ns(t))
+            msg.header.stamp = to_stamp(self._sim_clock.stamp_ns(t))
             msg.header.frame_id = 'floor'
             for person in self._timeline.positions(t):
                 track = self._track_of_person.setdefault(

@@ -1,0 +1,347 @@
+"""weight_sensor_node: the load cells of one shelf.
+
+Reads samples (grams per bin) from the simulator or from the shelf's HX711 board on a
+serial port (protocol: jwo_nodes/core/hx711.py), detects settled weight changes per
+bin (jwo_nodes/core/weight_detect.py) and publishes, under /jwo/shelves/<shelf_id>:
+
+- ``weight/raw``     jwo_msgs/WeightReading, every sample (SENSOR_QOS);
+- ``weight/changes`` jwo_msgs/WeightChange, one per settled change of one bin
+  (EVENT_QOS, event_id ``<shelf_id>/<seq>``);
+- ``weight/status``  jwo_msgs/ShelfStatus at 5 Hz (EVENT_QOS): every change that
+  ended at or before ``processed_until`` has been published before it.
+
+Stamps: sim samples carry scenario time (``sim_start_ns + t``); serial samples the
+node clock when their line arrived. Bad lines and samples are counted on
+/diagnostics and dropped; the node keeps running.
+"""
+import math
+import queue
+import threading
+import time
+
+from jwo_msgs.msg import ShelfStatus, WeightChange, WeightReading
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+
+from jwo_nodes.core import hx711
+from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.weight_detect import STAMP_ORDER, BadSample, ChangeDetector, DetectorSettings
+from jwo_nodes.ros_common import (EVENT_QOS, SENSOR_QOS, Counters, Param, declare_params,
+                                  run_node, to_stamp)
+
+_DEFAULTS = DetectorSettings()
+
+PARAMS = [
+    Param('store_config', str, 'store configuration YAML file'),
+    Param('shelf_id', str, 'id of this shelf in the store configuration'),
+    Param('source', str, "'sim' (scenario timeline) or the serial device path of the "
+          "shelf's HX711 board (e.g. /dev/ttyUSB0)"),
+    Param('baud', int, 'serial baud rate', 115200, 1200, 4_000_000),
+    Param('rate_hz', int, 'samples per second of the board (sim: the simulated rate)',
+          50, 10, 80),
+    Param('max_gap', int, 'a sequence jump of more than this many lines is a board '
+          'restart, not lost lines', hx711.DEFAULT_MAX_GAP, 0, hx711.SEQ_MODULO // 2 - 1),
+    # Detection (jwo_nodes/core/weight_detect.py).
+    Param('settle_s', float, 'a new level must hold this long to be a change (s)',
+          _DEFAULTS.settle_s, 0.2, 5.0),
+    Param('trigger_k', float, 'a sample this many noise sigmas off the level starts a '
+          'change', _DEFAULTS.trigger_k, 2.0, 20.0),
+    Param('trigger_min_g', float, 'trigger band at least this wide (g)',
+          _DEFAULTS.trigger_min_g, 0.5, 1000.0),
+    Param('min_delta_g', float, 'smallest change reported (g)', _DEFAULTS.min_delta_g,
+          1.0, 10000.0),
+    Param('delta_k', float, 'smallest change reported, in noise sigmas',
+          _DEFAULTS.delta_k, 0.0, 20.0),
+    Param('settle_std_k', float, 'a settled window has a std of at most this many noise '
+          'sigmas', _DEFAULTS.settle_std_k, 1.0, 5.0),
+    Param('drift_tau_s', float, 'time constant of the level following slow drift (s)',
+          _DEFAULTS.drift_tau_s, 1.0, 3600.0),
+    Param('noise_window_s', float, 'the noise estimate looks back this far (s)',
+          _DEFAULTS.noise_window_s, 2.0, 600.0),
+    Param('max_unsettled_s', float, 'a bin between levels this long is settled by force '
+          '(s)', _DEFAULTS.max_unsettled_s, 2.0, 3600.0),
+    # Simulation.
+    Param('scenario', str, "scenario YAML file (source 'sim')", ''),
+    Param('sim_start_ns', int, "epoch ns of scenario time 0 (source 'sim'); 0: now", 0),
+    Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
+          1.0, 0.001, 1000.0),
+]
+
+# Calibration (serial source), one value per bin or one for all bins:
+# grams = (raw - offset) / scale.
+ARRAY_PARAMS = {
+    'calibration_offsets': ([0.0], 'HX711 raw count of each bin when empty (tare); one '
+                            'value per bin (shelf order) or one for all'),
+    'calibration_scales': ([1.0], 'HX711 counts per gram of each bin; one value per bin '
+                           '(shelf order) or one for all'),
+}
+
+COUNTERS = ('samples', 'changes', hx711.MALFORMED, hx711.BAD_CHECKSUM,
+            hx711.WRONG_BIN_COUNT, hx711.SATURATED, hx711.DUPLICATE, hx711.OUT_OF_ORDER,
+            'dropped_lines', 'board_restarts', 'serial_errors', 'clock_step_back',
+            'forced_settle')
+
+STATUS_PERIOD_S = 0.2
+POLL_S = 0.01
+# A late sim timer publishes at most this many scenario seconds per tick, so the
+# status heartbeat keeps going while it catches up.
+CATCH_UP_S = 2.0
+
+
+class WeightSensorNode(Node):
+
+    def __init__(self):
+        # Before anything can fail: destroy_node() runs on a half-built node too.
+        self._stop = threading.Event()
+        self._serial = None
+        super().__init__('weight_sensor_node')
+        self.params = p = declare_params(self, PARAMS)
+        where = f'node {self.get_fully_qualified_name()}'
+        self.store = load_store_config(p.store_config)
+        if p.shelf_id not in self.store.shelves:
+            raise ConfigError(p.store_config, 'shelves',
+                              f'no shelf {p.shelf_id!r} (shelf_id parameter of {where}); '
+                              f'known: {", ".join(sorted(self.store.shelves))}')
+        self.shelf_id = p.shelf_id
+        self.bin_ids = [b.id for b in self.store.shelves[p.shelf_id].bins]
+        try:
+            settings = DetectorSettings(
+                settle_s=p.settle_s, trigger_k=p.trigger_k, trigger_min_g=p.trigger_min_g,
+                min_delta_g=p.min_delta_g, delta_k=p.delta_k, settle_std_k=p.settle_std_k,
+                drift_tau_s=p.drift_tau_s, noise_window_s=p.noise_window_s,
+                max_unsettled_s=p.max_unsettled_s)
+            self.detector = ChangeDetector(self.bin_ids, p.rate_hz, settings)
+        except ValueError as error:
+            raise ConfigError(where, 'detection parameters', str(error))
+        self.counters = Counters(self, f'shelf/{self.shelf_id}', COUNTERS)
+
+        prefix = '' if self.get_namespace() != '/' else f'/jwo/shelves/{self.shelf_id}/'
+        self.raw_pub = self.create_publisher(WeightReading, f'{prefix}weight/raw', SENSOR_QOS)
+        self.change_pub = self.create_publisher(WeightChange, f'{prefix}weight/changes', EVENT_QOS)
+        self.status_pub = self.create_publisher(ShelfStatus, f'{prefix}weight/status', EVENT_QOS)
+        # Sim runs are deterministic (event ids from 1); a real shelf numbers from its
+        # start time in ms, so event ids stay unique across restarts.
+        self._next_event = 1 if p.source == 'sim' else time.time_ns() // 1_000_000
+        self._last_stamp = 0
+        self._thread = None
+        if p.source == 'sim':
+            self._start_sim(where)
+        else:
+            self._start_serial(where)
+        self.create_timer(STATUS_PERIOD_S, self._publish_status)
+        self.get_logger().info(
+            f'shelf {self.shelf_id} ({len(self.bin_ids)} bins, {p.rate_hz} Hz) reading '
+            f'{p.source}, publishing on {self.change_pub.topic_name}')
+
+    # -- samples to messages ---------------------------------------------------------
+
+    def _sample(self, stamp_ns: int, grams) -> None:
+        """One sample: detect, publish the reading and any settled changes."""
+        try:
+            changes = self.detector.feed(stamp_ns, grams)
+        except BadSample as error:
+            name = hx711.OUT_OF_ORDER if error.reason == STAMP_ORDER else hx711.MALFORMED
+            self.counters.warn(name, str(error))
+            return
+        self._last_stamp = stamp_ns
+        self.counters.count('samples')
+        reading = WeightReading(shelf_id=self.shelf_id, bin_ids=self.bin_ids,
+                                bin_grams=[float(g) for g in grams])
+        reading.header.stamp = to_stamp(stamp_ns)
+        reading.header.frame_id = self.shelf_id
+        self.raw_pub.publish(reading)
+        for change in changes:
+            self._publish_change(change)
+
+    def _publish_change(self, change) -> None:
+        if change.forced:
+            self.counters.warn('forced_settle', f'{change.bin_id} did not settle for '
+                               f'{self.params.max_unsettled_s:g} s; took its median level')
+        msg = WeightChange(event_id=f'{self.shelf_id}/{self._next_event}',
+                           shelf_id=self.shelf_id, bin_ids=[change.bin_id],
+                           delta_grams=[float(change.delta_grams)],
+                           start_stamp=to_stamp(change.start_ns),
+                           end_stamp=to_stamp(change.end_ns),
+                           noise_grams=float(change.noise_grams))
+        msg.header.stamp = to_stamp(change.end_ns)
+        msg.header.frame_id = self.shelf_id
+        self._next_event += 1
+        self.counters.count('changes')
+        self.change_pub.publish(msg)
+        self.get_logger().info(f'{msg.event_id}: {change.bin_id} {change.delta_grams:+.1f} g '
+                               f'(noise {change.noise_grams:.1f} g)')
+
+    def _publish_status(self) -> None:
+        msg = ShelfStatus(shelf_id=self.shelf_id,
+                          processed_until=to_stamp(max(0, self.detector.processed_until_ns)),
+                          changing=self.detector.changing)
+        msg.header.stamp = (to_stamp(self._last_stamp) if self._last_stamp
+                            else self.get_clock().now().to_msg())
+        msg.header.frame_id = self.shelf_id
+        self.status_pub.publish(msg)
+
+    # -- simulated load cells ------------------------------------------------------
+
+    def _start_sim(self, where: str) -> None:
+        p = self.params
+        if not p.scenario:
+            raise ConfigError(where, 'scenario', "required with source 'sim'")
+        from jwo_nodes.core import sim  # the simulator is only needed in sim mode
+        from jwo_nodes.core.loadcell_sim import LoadCellNoise, LoadCellSim
+        scenario = sim.load_scenario(p.scenario, self.store)
+        timeline = sim.Timeline(scenario, self.store)
+        shelf_id = self.shelf_id
+        self._loadcells = LoadCellSim(shelf_id, len(self.bin_ids), p.rate_hz,
+                                      lambda t_ns: timeline.bin_grams(shelf_id, t_ns),
+                                      seed=scenario.seed,
+                                      noise=LoadCellNoise.from_scenario(scenario.noise))
+        self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
+        self._pending = None
+        period = min(0.05, max(0.002, 1.0 / (p.rate_hz * p.time_scale)))
+        self.create_timer(period, self._sim_tick)
+
+    def _sim_tick(self) -> None:
+        """Publishes every sample that is due (none ahead of its time), catching up
+        when the timer was late."""
+        scale = self.params.time_scale
+        now = self.get_clock().now().nanoseconds
+        budget = int(CATCH_UP_S * self.params.rate_hz)
+        for _ in range(budget):
+            if self._pending is None:
+                self._pending = self._loadcells.next()
+            sample = self._pending
+            if self._sim_start_ns + sample.t_ns / scale > now:
+                return
+            self._pending = None
+            if sample.grams is None:
+                self.counters.count('dropped_lines')
+                continue
+            self._sample(self._sim_start_ns + sample.t_ns, sample.grams)
+
+    # -- HX711 board on a serial port ------------------------------------------------
+
+    def _start_serial(self, where: str) -> None:
+        offsets = self._array_param('calibration_offsets', where)
+        scales = self._array_param('calibration_scales', where)
+        try:
+            calibration = hx711.Calibration.per_bin(len(self.bin_ids), offsets, scales)
+        except ValueError as error:
+            raise ConfigError(where, 'calibration_offsets/calibration_scales', str(error))
+        self._decoder = hx711.Decoder(len(self.bin_ids), calibration, self.params.max_gap)
+        self._lines: 'queue.SimpleQueue[tuple]' = queue.SimpleQueue()
+        self._serial = self._open_serial(where)
+        self._thread = threading.Thread(target=self._read_serial, daemon=True,
+                                        name=f'hx711-{self.shelf_id}')
+        self.create_timer(POLL_S, self._drain)
+        self._thread.start()
+
+    def _array_param(self, name: str, where: str) -> list:
+        default, description = ARRAY_PARAMS[name]
+        value = self.declare_parameter(
+            name, default, ParameterDescriptor(description=description,
+                                               dynamic_typing=True)).value
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                 and math.isfinite(v) for v in values):
+            raise ConfigError(where, name, f'expected finite numbers ({description}), '
+                              f'got {value!r}')
+        return [float(v) for v in values]
+
+    def _open_serial(self, where: str):
+        import serial
+        try:
+            return serial.Serial(self.params.source, self.params.baud, timeout=0.2)
+        except (serial.SerialException, OSError, ValueError) as error:
+            raise ConfigError(where, 'source', f'cannot open serial device '
+                              f'{self.params.source!r}: {error}')
+
+    def _read_serial(self) -> None:
+        """Reads the board; stamps each line on arrival; reopens the port with backoff
+        when it drops out (unplugged, power cycled)."""
+        import serial
+        splitter = hx711.LineSplitter()
+        backoff = 0.5
+        while not self._stop.is_set():
+            port = self._serial
+            if port is None:
+                try:
+                    port = serial.Serial(self.params.source, self.params.baud, timeout=0.2)
+                except (serial.SerialException, OSError) as error:
+                    self.counters.warn('serial_errors', f'cannot reopen {self.params.source}: '
+                                       f'{error}; retrying in {backoff:g} s')
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                self._serial = port
+                splitter = hx711.LineSplitter()
+                backoff = 0.5
+                self.get_logger().info(f'serial device {self.params.source} reopened')
+            try:
+                data = port.read(port.in_waiting or 1)
+            except (serial.SerialException, OSError, TypeError, AttributeError) as error:
+                if self._stop.is_set():
+                    return
+                self.counters.warn('serial_errors', f'{self.params.source}: {error}')
+                self._close_serial()
+                self._stop.wait(backoff)
+                continue
+            if data:
+                for line in splitter.feed(data):
+                    self._lines.put((line, self.get_clock().now().nanoseconds))
+
+    def _close_serial(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
+            try:
+                port.close()
+            except Exception:  # noqa: BLE001 - closing a broken port may fail any way
+                pass
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                line, stamp_ns = self._lines.get_nowait()
+            except queue.Empty:
+                return
+            self._line(line, stamp_ns)
+
+    def _line(self, line, stamp_ns: int) -> None:
+        if line is None:
+            self.counters.warn(hx711.MALFORMED, f'line longer than {hx711.MAX_LINE_BYTES} '
+                               'bytes, dropped')
+            return
+        if not line.strip():
+            return
+        try:
+            frame = self._decoder.decode(line)
+        except hx711.ProtocolError as error:
+            self.counters.warn(error.reason, str(error))
+            return
+        if frame.dropped:
+            # warn() counts one; the counter counts lost lines.
+            self.counters.count('dropped_lines', frame.dropped - 1)
+            self.counters.warn('dropped_lines', f'{frame.dropped} lines lost before '
+                               f'sequence number {frame.seq}')
+        if frame.resync:
+            self.counters.warn('board_restarts', f'sequence jumped to {frame.seq}; '
+                               'the board restarted or was silent a long time')
+        # Receipt stamps never go back (a system clock step would otherwise make every
+        # following sample out of order).
+        if stamp_ns <= self._last_stamp:
+            if stamp_ns < self._last_stamp:
+                self.counters.count('clock_step_back')
+            stamp_ns = self._last_stamp + 1
+        self._sample(stamp_ns, frame.grams)
+
+    def destroy_node(self):
+        self._stop.set()
+        self._close_serial()
+        return super().destroy_node()
+
+
+def main(args=None):
+    run_node(lambda: WeightSensorNode(), args)
+
+
+if __name__ == '__main__':
+    main()
