@@ -11,6 +11,10 @@ import sys
 SUBCOMMANDS = {
     'launch': ('jwo_nodes.launcher', 'start the node set of a store (the ros2 launch stand-in)'),
     'demo': ('jwo_nodes.demo', 'run a simulated store end to end and print receipts against the ground truth'),
+    'record': ('jwo_nodes.bag.recorder', 'record topics into a rosbag2 (MCAP) bag that ros2 bag can open'),
+    'replay': ('jwo_nodes.bag.replayer', 'replay a rosbag2 (MCAP) bag with its timing and /clock'),
+    'eval': ('jwo_nodes.eval', 'run scenarios through the real nodes and score them against the ground truth'),
+    'scenario': ('jwo_nodes.scenario_cli', 'generate random scenarios from a seed (presets easy, medium, hard)'),
 }
 
 

@@ -209,6 +209,10 @@ def _sweep_svg(points: list, width: int = 420, height: int = 300) -> str:
         return (pad + p['review_rate'] * (width - 2 * pad),
                 height - pad - p['exact_among_not_flagged'] * (height - 2 * pad))
     path = ' '.join(f'{x:.1f},{y:.1f}' for x, y in map(xy, points))
+    ticks = ''.join(
+        f'<text x="{pad + v * (width - 2 * pad):.0f}" y="{height - pad + 15}" text-anchor="middle" font-size="11">{v:g}</text>'
+        f'<text x="{pad - 6}" y="{height - pad - v * (height - 2 * pad) + 4:.0f}" text-anchor="end" font-size="11">{v:g}</text>'
+        for v in (0, 0.25, 0.5, 0.75, 1))
     dots = ''.join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>threshold {p["threshold"]}: '
                    f'review {p["review_rate"]:.1%}, exact {p["exact_among_not_flagged"]:.1%}</title></circle>'
                    for p, (x, y) in zip(points, map(xy, points)))
@@ -218,7 +222,7 @@ def _sweep_svg(points: list, width: int = 420, height: int = 300) -> str:
             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
             f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">review rate (0 to 1)</text>'
             f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">exact (0 to 1)</text>'
-            f'<polyline points="{path}" fill="none" stroke="#36c"/>{dots}</svg>')
+            f'{ticks}<polyline points="{path}" fill="none" stroke="#36c"/>{dots}</svg>')
 
 
 def _histogram_svg(values: list, width: int = 420, height: int = 300, bins: int = 20) -> str:
