@@ -37,6 +37,7 @@ demo: setup
 	@$(VENV)/bin/jwo demo --store $(STORE) --scenario $(SCENARIO)
 
 test: setup
+	@tools/ensure_chromium.sh
 	@$(PY) -m pytest -q test
 
 clean:

@@ -7,7 +7,9 @@ package_name = 'jwo_nodes'
 setup(
     name=package_name,
     version='0.1.0',
-    packages=find_packages(include=['jwo_nodes', 'jwo_nodes.*']),
+    packages=find_packages(include=['jwo_nodes', 'jwo_nodes.*']) + ['jwo_cloud'],
+    # The cloud side lives in cloud/ (it runs without ROS); it ships in the same wheel.
+    package_dir={'jwo_cloud': 'cloud/jwo_cloud'},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),
@@ -30,6 +32,8 @@ setup(
             'gate_node = jwo_nodes.nodes.gate_node:main',
             'fusion_node = jwo_nodes.nodes.fusion_node:main',
             'shopper_sim_node = jwo_nodes.nodes.shopper_sim_node:main',
+            'uplink_node = jwo_nodes.nodes.uplink_node:main',
+            'jwo-cloud = jwo_cloud.cli:main',
         ],
     },
 )

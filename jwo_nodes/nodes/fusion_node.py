@@ -10,7 +10,8 @@ from rclpy.node import Node
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionCore, FusionSettings,
                                    GateInput, TrackInput)
-from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, Counters, Param, declare_params,
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, Counters, Param,
+                                  declare_params,
                                   run_node, to_ns, to_stamp)
 
 PARAMS = [
@@ -46,8 +47,8 @@ class FusionNode(Node):
             review_threshold=params.review_threshold, stale_after_s=params.stale_after_s))
         self._counters = Counters(self, 'fusion', COUNTERS)
         self._carts = self.create_publisher(CartUpdate, 'cart/updates', EVENT_QOS)
-        self._receipts = self.create_publisher(Receipt, 'receipts', EVENT_QOS)
-        self._reviews = self.create_publisher(ReviewRequest, 'review/requests', EVENT_QOS)
+        self._receipts = self.create_publisher(Receipt, 'receipts', DURABLE_EVENT_QOS)
+        self._reviews = self.create_publisher(ReviewRequest, 'review/requests', DURABLE_EVENT_QOS)
         for shelf_id in store.shelves:
             self.create_subscription(WeightChange, f'shelves/{shelf_id}/weight/changes',
                                      self._on_change, EVENT_QOS)

@@ -1,0 +1,5 @@
+import sys
+
+from jwo_cloud.cli import main
+
+sys.exit(main())

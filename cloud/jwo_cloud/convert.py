@@ -1,0 +1,89 @@
+"""ROS messages (jwo_msgs/Receipt, jwo_msgs/ReviewRequest) to uplink envelopes.
+
+Pure: it reads the messages' attributes and never imports rclpy, so it is tested with
+plain stand-in objects as well as real messages. Each message becomes outbox items
+``(item_id, visit_key, kind, payload)`` whose payload is a serialized Envelope; a review
+request also yields one clip item per clip it references, queued before it, so the
+review reaches the queue only after its clips are in the bucket.
+"""
+from jwo_cloud import wire
+from jwo_cloud.wire import pb
+
+# jwo_msgs/Receipt status constants.
+ROS_FINAL = 0
+ROS_NEEDS_REVIEW = 1
+
+
+def _ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def receipt_to_pb(msg, currency: str = '', tax_rate_bp: int = 0) -> pb.Receipt:
+    status = {ROS_FINAL: pb.FINAL, ROS_NEEDS_REVIEW: pb.NEEDS_REVIEW}.get(
+        int(msg.status), pb.RECEIPT_STATUS_UNSPECIFIED)
+    return pb.Receipt(
+        receipt_id=msg.receipt_id, store_id=msg.store_id, visit_code=msg.visit_code,
+        stamp_ns=_ns(msg.header.stamp), entry_ns=_ns(msg.entry_stamp),
+        exit_ns=_ns(msg.exit_stamp),
+        lines=[pb.CartLine(sku=line.sku, name=line.name, quantity=int(line.quantity),
+                           unit_price_cents=int(line.unit_price_cents),
+                           line_total_cents=int(line.line_total_cents),
+                           confidence=float(line.confidence)) for line in msg.lines],
+        subtotal_cents=int(msg.subtotal_cents), tax_cents=int(msg.tax_cents),
+        total_cents=int(msg.total_cents), status=status,
+        reasons=[pb.ReviewReason(code=r.code, event_id=r.event_id, detail=r.detail)
+                 for r in msg.reasons],
+        confidence=float(msg.confidence), currency=currency, tax_rate_bp=int(tax_rate_bp))
+
+
+def review_to_pb(msg) -> pb.ReviewRequest:
+    return pb.ReviewRequest(
+        receipt_id=msg.receipt_id, store_id=msg.store_id, visit_code=msg.visit_code,
+        stamp_ns=_ns(msg.header.stamp),
+        events=[pb.DoubtfulEvent(
+            event_id=e.event_id, reason_code=e.reason_code, shelf_id=e.shelf_id,
+            bin_ids=list(e.bin_ids), delta_grams=[float(g) for g in e.delta_grams],
+            window_start_ns=_ns(e.window_start), window_end_ns=_ns(e.window_end),
+            candidate_visits=list(e.candidate_visits),
+            candidate_scores=[float(s) for s in e.candidate_scores],
+            proposed_sku=e.proposed_sku, proposed_quantity=int(e.proposed_quantity),
+            camera_ids=list(e.camera_ids), clip_refs=list(e.clip_refs),
+            clip_ids=[wire.clip_id(ref) for ref in e.clip_refs]) for e in msg.events])
+
+
+def receipt_items(msg, store_id: str, now_ns: int, currency: str = '',
+                  tax_rate_bp: int = 0) -> list:
+    receipt = receipt_to_pb(msg, currency, tax_rate_bp)
+    receipt.store_id = receipt.store_id or store_id
+    visit = wire.visit_key(msg.visit_code, msg.receipt_id)
+    item = wire.item_id(wire.RECEIPT, msg.receipt_id)
+    envelope = wire.make_envelope(store_id, item, visit, now_ns, receipt=receipt)
+    return [(item, visit, wire.RECEIPT, envelope.SerializeToString())]
+
+
+def review_items(msg, store_id: str, now_ns: int, content_type_of=None) -> list:
+    """The clip items (one per distinct clip reference, in order of appearance) and
+    then the review item."""
+    review = review_to_pb(msg)
+    review.store_id = review.store_id or store_id
+    visit = wire.visit_key(msg.visit_code, msg.receipt_id)
+    items, seen = [], set()
+    for event in review.events:
+        for ref, clip in zip(event.clip_refs, event.clip_ids):
+            if clip in seen:
+                continue
+            seen.add(clip)
+            chunk = pb.ClipChunk(clip_id=clip, clip_ref=ref,
+                                 content_type=(content_type_of or _content_type)(ref))
+            envelope = wire.make_envelope(store_id, wire.item_id(wire.CLIP, clip), visit,
+                                          now_ns, clip_chunk=chunk)
+            items.append((envelope.item_id, visit, wire.CLIP, envelope.SerializeToString()))
+    item = wire.item_id(wire.REVIEW, msg.receipt_id)
+    envelope = wire.make_envelope(store_id, item, visit, now_ns, review_request=review)
+    items.append((item, visit, wire.REVIEW, envelope.SerializeToString()))
+    return items
+
+
+def _content_type(ref: str) -> str:
+    import mimetypes
+    return mimetypes.guess_type(ref)[0] or 'application/octet-stream'

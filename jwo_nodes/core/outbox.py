@@ -1,0 +1,216 @@
+"""The store's durable outbox: what must reach the cloud, kept on disk until the cloud
+acknowledged it. No rclpy, no network; plain values in and out.
+
+SQLite in WAL mode with ``synchronous=FULL``: ``add`` returns only after the WAL is
+fsync'd, so an item the caller was told about survives kill -9 and power loss. The file
+and its directory are fsync'd when created.
+
+Items are opaque payloads with an idempotency key (``item_id``, unique: adding it again
+is a no-op) and a ``visit_key``. Within a visit, items go out in the order they were
+added: ``due`` offers only the oldest unfinished item of each visit. The sender reports
+back with ``mark_done`` / ``mark_rejected`` / ``defer`` (retry later) / ``set_progress``
+(how far a streamed item got, so a restart resumes there).
+
+States: pending -> done (acknowledged) | rejected (the cloud refused it for good; kept
+for an operator, never retried, does not hold up its visit). Done items are kept for
+``retention_ns`` so a republished item is still recognised as a duplicate, then purged.
+"""
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+PENDING = 'pending'
+DONE = 'done'
+REJECTED = 'rejected'
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL UNIQUE,
+    visit_key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    progress INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ns INTEGER NOT NULL DEFAULT 0,
+    created_ns INTEGER NOT NULL,
+    finished_ns INTEGER,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS items_pending ON items (state, visit_key, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_VERSION = '1'
+
+
+@dataclass(frozen=True)
+class NewItem:
+    item_id: str
+    visit_key: str
+    kind: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Item:
+    seq: int
+    item_id: str
+    visit_key: str
+    kind: str
+    payload: bytes
+    state: str
+    progress: int
+    attempts: int
+    next_attempt_ns: int
+    created_ns: int
+    last_error: str
+
+
+class OutboxError(Exception):
+    pass
+
+
+class Outbox:
+    """One outbox file. Thread-safe: one connection, one lock (the uplink node adds from
+    its ROS callbacks while the sender thread reads and acknowledges)."""
+
+    def __init__(self, path, clock=time.time_ns):
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        created = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False,
+                                       isolation_level=None, timeout=30.0)
+            self._db.execute('PRAGMA journal_mode=WAL')
+            mode = self._db.execute('PRAGMA journal_mode').fetchone()[0]
+            if mode.lower() != 'wal':
+                raise OutboxError(f'{self.path}: cannot use WAL journal (got {mode})')
+            self._db.execute('PRAGMA synchronous=FULL')
+            # F_FULLFSYNC where the platform has it (macOS); Linux fsync is full already.
+            self._db.execute('PRAGMA fullfsync=ON')
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                             (_VERSION,))
+            version = self._db.execute(
+                "SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+            if version != _VERSION:
+                raise OutboxError(f'{self.path}: outbox schema {version}, expected {_VERSION}')
+        except sqlite3.DatabaseError as error:
+            raise OutboxError(f'{self.path}: {error}') from error
+        if created:
+            _fsync_dir(self.path.parent)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _write(self, statements) -> list:
+        """Runs (sql, args) pairs in one transaction; committed (and fsync'd) on return."""
+        with self._lock:
+            cursor = self._db.cursor()
+            cursor.execute('BEGIN IMMEDIATE')
+            try:
+                counts = []
+                for sql, args in statements:
+                    cursor.execute(sql, args)
+                    counts.append(cursor.rowcount)
+                cursor.execute('COMMIT')
+            except BaseException:
+                cursor.execute('ROLLBACK')
+                raise
+            return counts
+
+    def add(self, items: Iterable[NewItem]) -> int:
+        """Adds items in one transaction, durably, in the given order. An item whose
+        item_id is already in the outbox (pending, done or rejected) is skipped.
+        Returns how many were new."""
+        now = self._clock()
+        counts = self._write([(
+            'INSERT OR IGNORE INTO items (item_id, visit_key, kind, payload, created_ns) '
+            'VALUES (?, ?, ?, ?, ?)',
+            (item.item_id, item.visit_key, item.kind, sqlite3.Binary(item.payload), now))
+            for item in items])
+        return sum(counts)
+
+    def due(self, now_ns: int, busy_visits: Iterable[str] = (), limit: int = 64) -> list:
+        """The oldest pending item of each visit, when its retry time has come and its
+        visit is not busy (an item of it in flight), oldest first."""
+        busy = set(busy_visits)
+        with self._lock:
+            rows = self._db.execute(
+                'SELECT seq, item_id, visit_key, kind, payload, state, progress, attempts, '
+                'next_attempt_ns, created_ns, last_error FROM items '
+                "WHERE seq IN (SELECT MIN(seq) FROM items WHERE state='pending' "
+                'GROUP BY visit_key) AND next_attempt_ns <= ? ORDER BY seq LIMIT ?',
+                (now_ns, limit + len(busy))).fetchall()
+        items = [Item(*row[:4], bytes(row[4]), *row[5:]) for row in rows]
+        return [item for item in items if item.visit_key not in busy][:limit]
+
+    def get(self, item_id: str) -> Optional[Item]:
+        with self._lock:
+            row = self._db.execute(
+                'SELECT seq, item_id, visit_key, kind, payload, state, progress, attempts, '
+                'next_attempt_ns, created_ns, last_error FROM items WHERE item_id = ?',
+                (item_id,)).fetchone()
+        return None if row is None else Item(*row[:4], bytes(row[4]), *row[5:])
+
+    def mark_done(self, seq: int) -> None:
+        self._write([("UPDATE items SET state='done', finished_ns=?, last_error='' "
+                      "WHERE seq=? AND state='pending'", (self._clock(), seq))])
+
+    def mark_rejected(self, seq: int, error: str) -> None:
+        self._write([("UPDATE items SET state='rejected', finished_ns=?, last_error=? "
+                      "WHERE seq=? AND state='pending'", (self._clock(), error[:1000], seq))])
+
+    def defer(self, seq: int, next_attempt_ns: int, error: str) -> None:
+        """One more failed attempt; not offered again before next_attempt_ns."""
+        self._write([('UPDATE items SET attempts=attempts+1, next_attempt_ns=?, last_error=? '
+                      "WHERE seq=? AND state='pending'", (next_attempt_ns, error[:1000], seq))])
+
+    def retry_now(self) -> int:
+        """Makes every pending item due at once (the cloud is reachable again)."""
+        return self._write([("UPDATE items SET next_attempt_ns=0 "
+                             "WHERE state='pending' AND next_attempt_ns > 0", ())])[0]
+
+    def requeue_rejected(self) -> int:
+        """Makes rejected items pending again (an operator fixed the cause)."""
+        return self._write([("UPDATE items SET state='pending', attempts=0, next_attempt_ns=0, "
+                             "finished_ns=NULL WHERE state='rejected'", ())])[0]
+
+    def rejected(self, limit: int = 100) -> list:
+        """(item_id, last_error) of rejected items, oldest first."""
+        with self._lock:
+            return self._db.execute("SELECT item_id, last_error FROM items WHERE state='rejected' "
+                                    'ORDER BY seq LIMIT ?', (limit,)).fetchall()
+
+    def set_progress(self, seq: int, progress: int) -> None:
+        self._write([("UPDATE items SET progress=? WHERE seq=? AND state='pending'",
+                      (progress, seq))])
+
+    def counts(self) -> dict:
+        with self._lock:
+            rows = self._db.execute('SELECT state, COUNT(*) FROM items GROUP BY state').fetchall()
+        result = {PENDING: 0, DONE: 0, REJECTED: 0}
+        result.update(dict(rows))
+        return result
+
+    def purge(self, retention_ns: int) -> int:
+        """Deletes done items finished more than retention_ns ago."""
+        cutoff = self._clock() - retention_ns
+        return self._write([("DELETE FROM items WHERE state='done' AND finished_ns < ?",
+                             (cutoff,))])[0]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
