@@ -6,6 +6,9 @@ writes it as JSON under the run folder. Stops by itself once every party has its
 receipt; exits non-zero if a receipt is wrong or missing.
 """
 import json
+import signal
+import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +35,61 @@ def add_arguments(parser) -> None:
     parser.add_argument('--no-cameras', action='store_true', help='do not start camera nodes')
     parser.add_argument('--grace', type=float, default=30.0,
                         help='wall seconds to wait for receipts after the scenario ends')
+    parser.add_argument('--no-cloud', action='store_true',
+                        help='do not send receipts to a local cloud ingest and bucket')
+
+
+class LocalCloud:
+    """The cloud side on this machine, as `jwo-cloud` runs it: keys and a reviewer made
+    once under <runs>/cloud and <runs>/edge, an ingest on a free loopback port writing
+    to the directory bucket <runs>/cloud/bucket."""
+
+    def __init__(self, runs_dir: Path, log_path: Path):
+        self.home = runs_dir / 'cloud'
+        self.edge = runs_dir / 'edge'
+        self.bucket = self.home / 'bucket'
+        self._log = open(log_path, 'w')
+        self._ingest = None
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            self.endpoint = f'tcp://127.0.0.1:{probe.getsockname()[1]}'
+
+    def start(self, store_id: str) -> str:
+        cloud = str(Path(sys.executable).parent / 'jwo-cloud')
+        init = subprocess.run([cloud, 'init', '--home', str(self.home), '--edge-home', str(self.edge),
+                               '--store-id', store_id], capture_output=True, text=True, timeout=60)
+        if init.returncode != 0:
+            raise RuntimeError(f'jwo-cloud init failed: {init.stderr.strip()}')
+        self._ingest = subprocess.Popen(
+            [cloud, 'serve', '--home', str(self.home), '--no-ui', '--bind', self.endpoint],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        return init.stdout
+
+    def uplink_parameters(self) -> dict:
+        return {'ingest_endpoint': self.endpoint,
+                'outbox_path': str((self.edge / 'outbox.sqlite3').resolve()),
+                'store_secret_key_file': str((self.edge / 'keys' / 'store.key_secret').resolve()),
+                'ingest_public_key_file': str((self.edge / 'keys' / 'ingest.key').resolve()),
+                'clip_root': str((self.edge / 'clips').resolve())}
+
+    def wait_for(self, store_id: str, receipt_ids: list, timeout_s: float) -> list:
+        """Receipt ids whose objects are in the bucket, waiting up to the timeout."""
+        folder = self.bucket / 'stores' / store_id / 'receipts'
+        deadline = time.monotonic() + timeout_s
+        while True:
+            there = [r for r in receipt_ids if (folder / f'{r}.json').is_file()]
+            if len(there) == len(receipt_ids) or time.monotonic() > deadline:
+                return there
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self._ingest is not None and self._ingest.poll() is None:
+            self._ingest.send_signal(signal.SIGINT)
+            try:
+                self._ingest.wait(10)
+            except subprocess.TimeoutExpired:
+                self._ingest.kill()
+        self._log.close()
 
 
 def run(args) -> int:
@@ -58,15 +116,23 @@ def run(args) -> int:
                     'verdict': verdict, 'exit_to_receipt_s': round(exit_to_receipt_s, 3)}
         (run_dir / 'receipts' / f'{receipt["receipt_id"]}.json').write_text(json.dumps(document, indent=2) + '\n')
 
+    cloud = None if args.no_cloud else LocalCloud(Path(args.runs_dir), run_dir / 'cloud.log')
     rclpy.init()
     try:
+        if cloud:
+            print(cloud.start(store.store_id).rstrip(), flush=True)
         result = run_scenario(store, args.store, args.scenario, timeline, time_scale=args.time_scale,
                               start_delay_s=args.start_delay, with_cameras=not args.no_cameras,
-                              log_path=run_dir / 'nodes.log', grace_s=args.grace, on_receipt=on_receipt)
+                              log_path=run_dir / 'nodes.log', grace_s=args.grace, on_receipt=on_receipt,
+                              with_uplink=cloud is not None,
+                              overrides={'uplink_node': cloud.uplink_parameters()} if cloud else None,
+                              before_stop=(lambda r: _report_cloud(cloud, store.store_id, r)) if cloud else None)
     except KeyboardInterrupt:
         print('interrupted')
         return 130
     finally:
+        if cloud:
+            cloud.stop()
         rclpy.try_shutdown()
     if result.failure:
         print(f'error: {result.failure} (see {run_dir / "nodes.log"})', file=sys.stderr)
@@ -89,6 +155,23 @@ def run(args) -> int:
               f'wall time {result.wall_s:.1f} s')
     print(f'receipts, summary and node logs: {run_dir}')
     return 0 if counts[WRONG] == counts[MISSING] == 0 and not result.failure else 1
+
+
+def _report_cloud(cloud: LocalCloud, store_id: str, result) -> None:
+    """Waits for the receipts to reach the bucket and says where everything is."""
+    receipt_ids = [r['receipt_id'] for r in result.receipts.values()]
+    started = time.monotonic()
+    there = cloud.wait_for(store_id, receipt_ids, timeout_s=20.0)
+    flagged = sum(r['status'] == 'NEEDS_REVIEW' for r in result.receipts.values())
+    stores = cloud.bucket / 'stores' / store_id
+    print(f'\ncloud: {len(there)} of {len(receipt_ids)} receipts in the bucket '
+          f'({time.monotonic() - started:.1f} s after the last one was issued)')
+    print(f'    receipts:     {stores / "receipts"}/')
+    print(f'    review queue: {cloud.bucket / "review" / "pending" / store_id}/ ({flagged} from this run)')
+    print(f'    clips:        {stores / "clips"}/ (camera clips of doubtful events)')
+    print(f'    review UI:    {Path(sys.executable).parent / "jwo-cloud"} serve --home {cloud.home} '
+          f'-> http://127.0.0.1:8080/ (reviewer accounts in {cloud.home / "reviewers.json"}; '
+          f'jwo-cloud reviewer-add sets a password)')
 
 
 def _verdict(receipt: dict, expected: dict) -> str:

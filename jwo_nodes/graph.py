@@ -129,13 +129,16 @@ def _params_file(params_dir, executable: str) -> Optional[str]:
 
 
 def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional[int] = None,
-                time_scale: float = 1.0, with_cameras: bool = True) -> list:
+                time_scale: float = 1.0, with_cameras: bool = True,
+                with_uplink: bool = False) -> list:
     """The NodeSpecs of a store, in start order.
 
     fusion_node (/jwo) first so it listens before events flow, then with a scenario
     the shopper_sim_node (/jwo), then one weight_sensor_node per shelf
     (/jwo/shelves/<id>), one gate_node per gate (/jwo/gates/<id>) and, unless
-    with_cameras is false, one camera_node per camera (/jwo/cameras/<id>).
+    with_cameras is false, one camera_node per camera (/jwo/cameras/<id>), and, with
+    with_uplink, the uplink_node (/jwo) that sends receipts and review requests to the
+    cloud ingest (its keys and endpoint from config/params/uplink_node.yaml).
 
     Every node gets ``store_config`` (absolute path) and its params file
     ``<params_dir>/<executable>.yaml`` when that exists. With a scenario the sensor
@@ -179,4 +182,6 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
         for camera_id in store.cameras:
             specs.append(spec('camera_node', f'{ROOT_NAMESPACE}/cameras/{camera_id}',
                               camera_id=camera_id, **sensor_sim))
+    if with_uplink:
+        specs.append(spec('uplink_node', ROOT_NAMESPACE))
     return specs

@@ -460,6 +460,8 @@ def add_arguments(parser) -> None:
     parser.add_argument('--params-dir', metavar='DIR',
                         help='where <executable>.yaml params files are (default: config/params)')
     parser.add_argument('--no-cameras', action='store_true', help='start no camera nodes')
+    parser.add_argument('--uplink', action='store_true',
+                        help='also start uplink_node (receipts to the cloud ingest; see cloud/README.md)')
 
 
 def run(args) -> int:
@@ -474,7 +476,7 @@ def run(args) -> int:
     try:
         specs = store_graph(args.store, params_dir=params_dir, scenario=args.scenario,
                             sim_start_ns=sim_start_ns, time_scale=args.time_scale,
-                            with_cameras=not args.no_cameras)
+                            with_cameras=not args.no_cameras, with_uplink=args.uplink)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         return EXIT_CONFIG

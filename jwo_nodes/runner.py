@@ -88,12 +88,16 @@ class RunResult:
 
 def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_scale: float,
                  start_delay_s: float, with_cameras: bool, log_path: Path, grace_s: float,
-                 on_receipt: Callable = None, overrides: dict = None) -> RunResult:
+                 on_receipt: Callable = None, overrides: dict = None,
+                 with_uplink: bool = False, before_stop: Callable = None) -> RunResult:
     """Runs the scenario through a fresh node set; returns when every party has its
-    receipt, when the grace period after the scenario's end is over, or on failure."""
+    receipt, when the grace period after the scenario's end is over, or on failure.
+    ``before_stop(result)`` runs while the nodes are still up (e.g. to let the uplink
+    deliver)."""
     clock = SimClock(time.time_ns() + int(start_delay_s * NS), time_scale)
     specs = store_graph(store_path, params_dir=default_params_dir(), scenario=scenario_path,
-                        sim_start_ns=clock.start_ns, time_scale=time_scale, with_cameras=with_cameras)
+                        sim_start_ns=clock.start_ns, time_scale=time_scale, with_cameras=with_cameras,
+                        with_uplink=with_uplink)
     for spec in specs:
         spec.parameters.update((overrides or {}).get(spec.executable, {}))
     parties = {p.id for p in timeline.scenario.parties}
@@ -132,6 +136,8 @@ def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_s
                 result.exit_to_receipt_s[party] = (wall_ns - exit_wall) / NS
                 if on_receipt:
                     on_receipt(party, receipt, result.exit_to_receipt_s[party])
+        if before_stop and not result.failure:
+            before_stop(result)
     finally:
         supervisor.stop()
         executor.remove_node(monitor)

@@ -41,7 +41,8 @@ def _nodes(context, *args, **kwargs):
         scenario=scenario,
         sim_start_ns=sim_start_ns,
         time_scale=float(arg('time_scale')),
-        with_cameras=arg('cameras').lower() in ('true', '1', 'yes', 'on'))
+        with_cameras=arg('cameras').lower() in ('true', '1', 'yes', 'on'),
+        with_uplink=arg('uplink').lower() in ('true', '1', 'yes', 'on'))
     return [
         Node(package=spec.package, executable=spec.executable, name=spec.name,
              namespace=spec.namespace, parameters=spec.launch_parameters(),
@@ -64,5 +65,7 @@ def generate_launch_description() -> LaunchDescription:
                               description='directory of the <executable>.yaml params files'),
         DeclareLaunchArgument('cameras', default_value='true',
                               description='start the camera nodes'),
+        DeclareLaunchArgument('uplink', default_value='false',
+                              description='start the uplink to the cloud ingest'),
         OpaqueFunction(function=_nodes),
     ])
