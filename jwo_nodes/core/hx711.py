@@ -97,15 +97,17 @@ def parse_line(line: Union[bytes, str], n_bins: int) -> tuple:
         raise ProtocolError(MALFORMED, 'sequence number is not 0..65535')
     raw_fields = fields[2:]
     if len(raw_fields) != n_bins:
-        raise ProtocolError(WRONG_BIN_COUNT, f'{len(raw_fields)} readings, the shelf has {n_bins} bins')
+        raise ProtocolError(WRONG_BIN_COUNT,
+                            f'{len(raw_fields)} readings, the shelf has {n_bins} bins')
     raws = []
     for i, field in enumerate(raw_fields):
         if not _RAW.match(field):
             raise ProtocolError(MALFORMED, f'reading {i} is not a decimal integer')
         raw = int(field)
-        if raw <= RAW_MIN or raw >= RAW_MAX:
-            raise ProtocolError(SATURATED if raw in (RAW_MIN, RAW_MAX) else MALFORMED,
-                                f'reading {i} is {"the saturation code" if raw in (RAW_MIN, RAW_MAX) else "beyond 24 bits"}')
+        if raw in (RAW_MIN, RAW_MAX):
+            raise ProtocolError(SATURATED, f'reading {i} is the saturation code')
+        if not RAW_MIN < raw < RAW_MAX:
+            raise ProtocolError(MALFORMED, f'reading {i} is beyond 24 bits')
         raws.append(raw)
     return int(fields[1]), raws
 
@@ -118,14 +120,16 @@ class Calibration:
     scales: tuple
 
     @classmethod
-    def per_bin(cls, n_bins: int, offsets: Sequence[float], scales: Sequence[float]) -> 'Calibration':
+    def per_bin(cls, n_bins: int, offsets: Sequence[float],
+                scales: Sequence[float]) -> 'Calibration':
         """One value per bin, or one value for all; ValueError when that is not so."""
         def expand(name, values):
             values = [float(v) for v in values]
             if len(values) == 1:
                 values = values * n_bins
             if len(values) != n_bins:
-                raise ValueError(f'{name}: expected 1 or {n_bins} values (one per bin), got {len(values)}')
+                raise ValueError(f'{name}: expected 1 or {n_bins} values (one per bin), '
+                                 f'got {len(values)}')
             if not all(math.isfinite(v) for v in values):
                 raise ValueError(f'{name}: values must be finite')
             return tuple(values)

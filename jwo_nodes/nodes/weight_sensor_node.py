@@ -7,8 +7,9 @@ bin (jwo_nodes/core/weight_detect.py) and publishes, under /jwo/shelves/<shelf_i
 - ``weight/raw``     jwo_msgs/WeightReading, every sample (SENSOR_QOS);
 - ``weight/changes`` jwo_msgs/WeightChange, one per settled change of one bin
   (EVENT_QOS, event_id ``<shelf_id>/<seq>``);
-- ``weight/status``  jwo_msgs/ShelfStatus at 5 Hz (EVENT_QOS): every change that
-  ended at or before ``processed_until`` has been published before it.
+- ``weight/status``  jwo_msgs/ShelfStatus at 5 Hz from the first sample on
+  (EVENT_QOS; header.stamp: the newest sample): every change that ended at or
+  before ``processed_until`` has been published before it.
 
 Stamps: sim samples carry scenario time (``sim_start_ns + t``); serial samples the
 node clock when their line arrived. Bad lines and samples are counted on
@@ -52,8 +53,8 @@ PARAMS = [
           1.0, 10000.0),
     Param('delta_k', float, 'smallest change reported, in noise sigmas',
           _DEFAULTS.delta_k, 0.0, 20.0),
-    Param('settle_std_k', float, 'a settled window has a std of at most this many noise '
-          'sigmas', _DEFAULTS.settle_std_k, 1.0, 5.0),
+    Param('settle_z', float, 'a settled window is as steady as pure noise is with '
+          'the probability of a normal tail beyond this z', _DEFAULTS.settle_z, 1.0, 6.0),
     Param('drift_tau_s', float, 'time constant of the level following slow drift (s)',
           _DEFAULTS.drift_tau_s, 1.0, 3600.0),
     Param('noise_window_s', float, 'the noise estimate looks back this far (s)',
@@ -82,7 +83,10 @@ COUNTERS = ('samples', 'changes', hx711.MALFORMED, hx711.BAD_CHECKSUM,
             'forced_settle')
 
 STATUS_PERIOD_S = 0.2
-POLL_S = 0.01
+# Samples are handled in batches this often (sim: published up to this late; serial:
+# stamped on arrival by the reader thread). Each executor wake-up costs far more CPU
+# than a sample, and a store runs dozens of these nodes on a small box.
+BATCH_S = 0.05
 # A late sim timer publishes at most this many scenario seconds per tick, so the
 # status heartbeat keeps going while it catches up.
 CATCH_UP_S = 2.0
@@ -107,7 +111,7 @@ class WeightSensorNode(Node):
         try:
             settings = DetectorSettings(
                 settle_s=p.settle_s, trigger_k=p.trigger_k, trigger_min_g=p.trigger_min_g,
-                min_delta_g=p.min_delta_g, delta_k=p.delta_k, settle_std_k=p.settle_std_k,
+                min_delta_g=p.min_delta_g, delta_k=p.delta_k, settle_z=p.settle_z,
                 drift_tau_s=p.drift_tau_s, noise_window_s=p.noise_window_s,
                 max_unsettled_s=p.max_unsettled_s)
             self.detector = ChangeDetector(self.bin_ids, p.rate_hz, settings)
@@ -172,11 +176,14 @@ class WeightSensorNode(Node):
                                f'(noise {change.noise_grams:.1f} g)')
 
     def _publish_status(self) -> None:
+        # Nothing to say before the first sample (and a restarted node must not tell
+        # fusion that it knows less than it said before).
+        if not self._last_stamp:
+            return
         msg = ShelfStatus(shelf_id=self.shelf_id,
                           processed_until=to_stamp(max(0, self.detector.processed_until_ns)),
                           changing=self.detector.changing)
-        msg.header.stamp = (to_stamp(self._last_stamp) if self._last_stamp
-                            else self.get_clock().now().to_msg())
+        msg.header.stamp = to_stamp(self._last_stamp)
         msg.header.frame_id = self.shelf_id
         self.status_pub.publish(msg)
 
@@ -197,8 +204,7 @@ class WeightSensorNode(Node):
                                       noise=LoadCellNoise.from_scenario(scenario.noise))
         self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
         self._pending = None
-        period = min(0.05, max(0.002, 1.0 / (p.rate_hz * p.time_scale)))
-        self.create_timer(period, self._sim_tick)
+        self.create_timer(BATCH_S, self._sim_tick)
 
     def _sim_tick(self) -> None:
         """Publishes every sample that is due (none ahead of its time), catching up
@@ -232,7 +238,7 @@ class WeightSensorNode(Node):
         self._serial = self._open_serial(where)
         self._thread = threading.Thread(target=self._read_serial, daemon=True,
                                         name=f'hx711-{self.shelf_id}')
-        self.create_timer(POLL_S, self._drain)
+        self.create_timer(BATCH_S, self._drain)
         self._thread.start()
 
     def _array_param(self, name: str, where: str) -> list:

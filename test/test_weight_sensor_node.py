@@ -1,0 +1,273 @@
+"""weight_sensor_node as a process: an HX711 board on a pseudo-terminal (with garbage,
+NaN, bad checksums, lost and out-of-order lines), and the simulated shelf of the
+demo scenario; checked from a subscriber in this process."""
+import os
+import re
+import threading
+import time
+import tty
+
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from jwo_msgs.msg import ShelfStatus, WeightChange, WeightReading
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from jwo_nodes.core import hx711
+from jwo_nodes.ros_common import EVENT_QOS, SENSOR_QOS, to_ns
+
+NS = 1_000_000_000
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Listener:
+    """Subscribes to one shelf's topics and /diagnostics, spinning in a thread."""
+
+    def __init__(self, shelf_id: str):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = Node('weight_test_listener', context=self.context)
+        prefix = f'/jwo/shelves/{shelf_id}/weight'
+        self.topic = f'{prefix}/changes'
+        self.changes, self.status, self.raw, self.diagnostics = [], [], [], []
+        subscribe = self.node.create_subscription
+        subscribe(WeightChange, f'{prefix}/changes', self.changes.append, EVENT_QOS)
+        subscribe(ShelfStatus, f'{prefix}/status', self.status.append, EVENT_QOS)
+        subscribe(WeightReading, f'{prefix}/raw', self.raw.append, SENSOR_QOS)
+        subscribe(DiagnosticArray, '/diagnostics', self.diagnostics.append, EVENT_QOS)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutting down
+                return
+
+    def connected(self) -> bool:
+        return all(self.node.count_publishers(f'{self.topic.rsplit("/", 1)[0]}/{name}') > 0
+                   for name in ('changes', 'status', 'raw'))
+
+    def counters(self, hardware_id: str) -> dict:
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if status.hardware_id == hardware_id:
+                    return {kv.key: int(kv.value) for kv in status.values}
+        return {}
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+        self.thread.join(2)
+
+
+@pytest.fixture
+def listener_for():
+    made = []
+
+    def make(shelf_id):
+        made.append(Listener(shelf_id))
+        return made[-1]
+
+    yield make
+    for listener in made:
+        listener.close()
+
+
+def node_args(repo, shelf_id, *extra):
+    return ('-r', f'__ns:=/jwo/shelves/{shelf_id}',
+            '--params-file', str(repo / 'config/params/weight_sensor_node.yaml'),
+            '-p', f'store_config:={repo / "config/stores/demo.yaml"}',
+            '-p', f'shelf_id:={shelf_id}', *extra)
+
+
+# -- an HX711 board on a serial port ------------------------------------------------------
+
+OFFSETS = [8000.0, -5000.0, 100.0]
+SCALES = [2.0, 2.0, 4.0]
+
+
+class Board:
+    """Writes HX711 lines to the master side of a pseudo-terminal at a steady rate."""
+
+    def __init__(self, rate_hz: int):
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)          # no echo, no line editing before the node opens it
+        self.path = os.ttyname(self.slave)
+        self.rate_hz = rate_hz
+        self.calibration = hx711.Calibration.per_bin(3, OFFSETS, SCALES)
+        self.seq = 0
+        self.rng = np.random.default_rng(3)
+        self.next_at = time.monotonic()
+
+    def write(self, data: bytes):
+        os.write(self.master, data)
+
+    def sample(self, grams, skip: int = 0):
+        """One good line (noise 1 g); ``skip`` line numbers are lost before it."""
+        self.seq = (self.seq + skip) % hx711.SEQ_MODULO
+        noisy = [g + float(self.rng.normal(0, 1.0)) for g in grams]
+        self.write(hx711.encode(self.seq, self.calibration.to_raw(noisy)))
+        self.seq = (self.seq + 1) % hx711.SEQ_MODULO
+        self.next_at += 1.0 / self.rate_hz
+        delay = self.next_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+    def hold(self, grams, seconds: float):
+        for _ in range(int(seconds * self.rate_hz)):
+            self.sample(grams)
+
+    def ramp(self, start, end, seconds: float):
+        steps = max(1, int(seconds * self.rate_hz))
+        for k in range(1, steps + 1):
+            self.sample([a + (b - a) * k / steps for a, b in zip(start, end)])
+
+    def close(self):
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def with_checksum(payload: bytes) -> bytes:
+    return b'$%s*%02X\r\n' % (payload, hx711.checksum(payload))
+
+
+def test_serial_board_with_bad_lines(repo, start_node, listener_for):
+    rate = 40
+    board = Board(rate)
+    listener = listener_for('S1')
+    node = start_node('weight_sensor_node', *node_args(
+        repo, 'S1', '-p', f'source:={board.path}', '-p', f'rate_hz:={rate}',
+        '-p', f'calibration_offsets:={OFFSETS}', '-p', f'calibration_scales:={SCALES}'))
+    try:
+        assert wait_for(listener.connected, 15), node.log()
+        level = [5000.0, 3000.0, 9000.0]
+        board.hold(level, 2.0)                      # the first level: INIT, no change
+        # Bad input between good lines.
+        board.write(b'HX711 board v1.2 booting...\r\n')               # malformed
+        board.hold(level, 0.1)
+        board.write(with_checksum(b'W,%d,nan,1,2' % board.seq))       # NaN, valid checksum
+        board.hold(level, 0.1)
+        line = bytearray(hx711.encode(board.seq, board.calibration.to_raw(level)))
+        line[4] = ord('9') if line[4] != ord('9') else ord('8')
+        board.write(bytes(line))                                      # bad checksum
+        board.hold(level, 0.1)
+        board.write(hx711.encode(board.seq, [1, 2]))                  # two readings
+        board.write(b'\x00\xff' * 300 + b'\n')                        # overlong garbage
+        board.write(hx711.encode((board.seq - 5) % hx711.SEQ_MODULO, [1, 2, 3]))  # behind
+        board.sample(level, skip=3)                                   # three lines lost
+        board.write(hx711.encode((board.seq - 1) % hx711.SEQ_MODULO,
+                                 board.calibration.to_raw(level)))    # duplicate
+        board.hold(level, 0.5)
+        # A cola taken from B1, then at once water put on B2 and a gum taken from B3.
+        taken = [level[0] - 350.0, level[1], level[2]]
+        board.ramp(level, taken, 0.3)
+        board.hold(taken, 1.5)
+        both = [taken[0], taken[1] + 520.0, taken[2] - 32.0]
+        board.ramp(taken, both, 0.3)
+        board.hold(both, 2.5)
+
+        assert wait_for(lambda: len(listener.changes) >= 3, 5), node.log()
+        assert node.process.poll() is None, node.log()
+        changes = sorted(listener.changes, key=lambda c: (to_ns(c.end_stamp), c.bin_ids[0]))
+        assert [(c.bin_ids[0], round(c.delta_grams[0] / 2) * 2) for c in changes] in (
+            [('S1-B1', -350), ('S1-B2', 520), ('S1-B3', -32)],
+            [('S1-B1', -350), ('S1-B3', -32), ('S1-B2', 520)])
+        for change in changes:
+            assert abs(change.delta_grams[0] - round(change.delta_grams[0] / 2) * 2) <= 1.5
+            assert re.fullmatch(r'S1/\d+', change.event_id)
+            assert change.shelf_id == 'S1' and change.header.frame_id == 'S1'
+            end = to_ns(change.end_stamp)
+            assert to_ns(change.start_stamp) <= end == to_ns(change.header.stamp)
+            assert 0.3 < change.noise_grams < 3.0
+        ids = [int(c.event_id.split('/')[1]) for c in listener.changes]
+        assert ids == list(range(ids[0], ids[0] + 3))
+        # Stamps are the node clock at receipt.
+        assert abs(to_ns(changes[-1].end_stamp) - time.time_ns()) < 10 * NS
+
+        # The heartbeat has moved past every change and nothing is pending.
+        last_end = max(to_ns(c.end_stamp) for c in changes)
+        assert wait_for(lambda: to_ns(listener.status[-1].processed_until) >= last_end
+                        and not listener.status[-1].changing, 3)
+        # Raw readings are calibrated grams.
+        assert listener.raw and listener.raw[-1].bin_ids == ['S1-B1', 'S1-B2', 'S1-B3']
+        assert np.allclose(listener.raw[-1].bin_grams, both, atol=5.0)
+
+        # Every kind of bad input was counted on /diagnostics.
+        def counted():
+            c = listener.counters('shelf/S1')
+            return (c.get('malformed_reading', 0) >= 3 and c.get('bad_checksum', 0) >= 1
+                    and c.get('wrong_bin_count', 0) >= 1 and c.get('out_of_order', 0) >= 1
+                    and c.get('duplicate_line', 0) >= 1 and c.get('dropped_lines', 0) == 3
+                    and c.get('changes', 0) == 3)
+        assert wait_for(counted, 3), listener.counters('shelf/S1')
+        status = [s for a in listener.diagnostics for s in a.status if s.hardware_id == 'shelf/S1']
+        assert status[-1].level == status[-1].WARN
+        assert 'malformed_reading: ' in node.log()
+        assert node.process.poll() is None
+    finally:
+        assert node.stop() == 0, node.log()
+        board.close()
+
+
+# -- the simulated shelf ---------------------------------------------------------------------
+
+def test_simulated_shelf_of_the_demo_scenario(repo, start_node, listener_for):
+    sim = pytest.importorskip('jwo_nodes.core.sim')
+    from jwo_nodes.core.config import load_store_config
+    store = load_store_config(repo / 'config/stores/demo.yaml')
+    scenario = repo / 'config/scenarios/demo.yaml'
+    timeline = sim.Timeline(sim.load_scenario(scenario, store), store)
+    truth = sorted((e for e in timeline.weight_events if e.shelf_id == 'S2'),
+                   key=lambda e: (e.end_ns, e.bin_id))
+    assert len(truth) >= 3
+    scale = 10.0
+    listener = listener_for('S2')
+    start = time.time_ns() + 4 * NS
+    node = start_node('weight_sensor_node', *node_args(
+        repo, 'S2', '-p', 'source:=sim', '-p', f'scenario:={scenario}',
+        '-p', f'sim_start_ns:={start}', '-p', f'time_scale:={scale}'))
+    try:
+        assert wait_for(listener.connected, 15), node.log()
+        assert time.time_ns() < start, 'the node took too long to start'
+        time.sleep(0.5)
+        assert not listener.raw and not listener.status           # never ahead of time
+        end_wall = start + int((truth[-1].end_ns + 3 * NS) / scale)
+        assert wait_for(lambda: time.time_ns() > end_wall and len(listener.changes) >= len(truth),
+                        (end_wall - time.time_ns()) / NS + 5), node.log()
+        changes = sorted(listener.changes, key=lambda c: (to_ns(c.end_stamp), c.bin_ids[0]))
+        assert [c.event_id for c in listener.changes] == [f'S2/{k + 1}' for k in range(len(truth))]
+        for change, event in zip(changes, truth):
+            assert change.bin_ids == [event.bin_id]
+            assert abs(change.delta_grams[0] - event.delta_grams) < 5.0
+            # Stamps are scenario time from sim_start_ns.
+            assert event.start_ns - NS // 2 <= to_ns(change.start_stamp) - start <= event.end_ns
+            assert event.ramp_start_ns <= to_ns(change.end_stamp) - start <= event.end_ns + 2 * NS
+        # Samples are stamped on the rate's grid, and the heartbeat follows them.
+        stamps = [to_ns(r.header.stamp) - start for r in listener.raw]
+        assert all(s % (NS // 50) == 0 for s in stamps)
+        assert to_ns(listener.status[-1].processed_until) - start > truth[-1].end_ns
+        assert node.process.poll() is None
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_unknown_shelf_does_not_start(repo, start_node):
+    node = start_node('weight_sensor_node', *node_args(repo, 'S9', '-p', 'source:=sim'))
+    assert node.process.wait(15) == 2
+    log = node.log()
+    assert "no shelf 'S9'" in log and 'Traceback' not in log
