@@ -19,14 +19,18 @@ for f in "$venv"/share/*/cmake/export_*__rosidl_generator_pyExport.cmake; do
   fi
 done
 
+mkdir -p "$build"
+# colcon, run in this checkout, must not mistake the venv's or the build's packages for ours.
+touch "$venv/COLCON_IGNORE" "$build/COLCON_IGNORE"
+
 export PATH="$venv/bin:$PATH"
 export CMAKE_PREFIX_PATH="$venv"
 export AMENT_PREFIX_PATH="$venv"
 export CMAKE_POLICY_VERSION_MINIMUM=3.5
 cmake -S "$repo/msg" -B "$build" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$py" \
-  -DBUILD_TESTING=OFF -Wno-dev >"$build.configure.log" 2>&1 \
-  || { cat "$build.configure.log"; exit 1; }
-cmake --build "$build" -j "$(nproc)" >"$build.build.log" 2>&1 || { tail -50 "$build.build.log"; exit 1; }
-cmake --install "$build" >"$build.install.log" 2>&1 || { tail -50 "$build.install.log"; exit 1; }
+  -DBUILD_TESTING=OFF -Wno-dev >"$build/configure.log" 2>&1 \
+  || { cat "$build/configure.log"; exit 1; }
+cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 1; }
+cmake --install "$build" >"$build/install.log" 2>&1 || { tail -50 "$build/install.log"; exit 1; }
 echo "jwo_msgs built into $venv"
