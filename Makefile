@@ -20,6 +20,8 @@ $(STAMPS)/venv: requirements-ros.txt requirements.txt
 	@test -n "$(PYTHON)" || { echo "error: jwo needs Python 3.10, 3.11 or 3.12 on PATH (set PYTHON=...)"; exit 1; }
 	@echo "==> virtual environment $(VENV) ($(PYTHON)) with the ROS 2 Kilted wheels"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# A current pip: old ones install editable packages through the deprecated setup.py develop.
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade 'pip>=25'
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-ros.txt -r requirements.txt
 	@mkdir -p $(STAMPS) && touch $@
 
