@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     'replay': ('jwo_nodes.bag.replayer', 'replay a rosbag2 (MCAP) bag with its timing and /clock'),
     'eval': ('jwo_nodes.eval', 'run scenarios through the real nodes and score them against the ground truth'),
     'scenario': ('jwo_nodes.scenario_cli', 'generate random scenarios from a seed (presets easy, medium, hard)'),
+    'simbag': ('jwo_nodes.simbag', 'write a scenario to a bag: raw sensor streams, gate events, tracker frames and the ground truth'),
 }
 
 

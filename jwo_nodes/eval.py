@@ -1,18 +1,29 @@
-"""`jwo eval`: scenarios through the real nodes, scored against the ground truth.
+"""`jwo eval`: scenarios or bags through the real nodes, scored against the ground truth.
 
     jwo eval config/scenarios/demo.yaml test/scenarios/*.yaml
     jwo eval --preset medium --seeds 0-4
     jwo eval --suite test/scenarios --min-exact-not-flagged 0.99 --max-review-rate 0.3
+    jwo eval runs/demo-bag [--time-scale 1 | --max]      # a bag from `jwo simbag`
 
-For each scenario a fresh node set runs it (separate processes over DDS). Reported per
+For each scenario a fresh node set runs it (separate processes over DDS). A bag (a
+directory from `jwo simbag`, or its .mcap file) is checked whole first (a truncated or
+damaged bag, or one whose sensor stamps run backwards, is one error line naming the
+file and record, exit status 1, before anything starts); then a fresh set of the
+processing nodes (fusion and a weight detector per shelf, jwo_nodes.graph.
+processing_graph) takes it as `jwo replay` plays it, at --time-scale times real time or
+with --max as fast as they keep up, and it is scored against the ground truth in the
+bag (its store config too, unless --store is given). Reported per
 visit and overall: exact-receipt rate; line-item precision, recall and F1 (a hit needs
 product, quantity and visit right); share of visits flagged for review; exact-receipt
 rate among the visits not flagged; wrong charges; weight-event precision and recall;
 exit-to-receipt latency. Writes report.json and report.html (with plots) in the run
-folder. With thresholds, exits 1 when a threshold is not met.
+folder (each written to a temporary file and renamed, so a report that is there is
+complete). With thresholds, exits 1 when a threshold is not met; exit status 2 for a
+bad scenario or store config (one line naming the file and the key).
 """
 import html
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -21,24 +32,36 @@ from pathlib import Path
 import rclpy
 import yaml
 
+from jwo_nodes.bag.format import BagError
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.scenario_gen import PRESETS, generate
 from jwo_nodes.core.scoring import (percentiles, score_visits, score_weight_events,
                                     threshold_sweep)
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.runner import run_scenario
+from jwo_nodes.runner import run_bag, run_scenario
+
+DEFAULT_STORE = 'config/stores/demo.yaml'
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument('scenarios', nargs='*', help='scenario YAML files')
+    parser.add_argument('scenarios', nargs='*', metavar='SCENARIO_OR_BAG',
+                        help='scenario YAML files, or bags from `jwo simbag` (directories or '
+                             '.mcap files)')
     parser.add_argument('--suite', help='a folder of scenario YAML files (all *.yaml in it)')
     parser.add_argument('--preset', choices=sorted(PRESETS), help='generate scenarios with this preset')
     parser.add_argument('--seeds', default='0', help='seeds for --preset: "3", "0-4" or "1,5,9"')
-    parser.add_argument('--store', default='config/stores/demo.yaml', help='store config YAML')
-    parser.add_argument('--time-scale', type=float, default=4.0, help='scenario seconds per wall second')
+    parser.add_argument('--store', help=f'store config YAML (default: {DEFAULT_STORE}; for a bag, '
+                                         'the store config in its ground truth)')
+    parser.add_argument('--time-scale', type=float, default=4.0,
+                        help='scenario seconds per wall second (bags: the replay rate)')
+    parser.add_argument('--max', action='store_true',
+                        help='bags: replay as fast as the processing nodes keep up')
     parser.add_argument('--start-delay', type=float, default=4.0, help='wall seconds before scenario time 0')
     parser.add_argument('--grace', type=float, default=20.0, help='wall seconds to wait for receipts after the end')
     parser.add_argument('--cameras', action='store_true', help='also run the camera nodes')
+    parser.add_argument('--vision', action='store_true',
+                        help='track shoppers on (rendered) camera frames with vision_tracker_node '
+                             'instead of the simulator stand-in (runs the cameras)')
     parser.add_argument('--runs-dir', default='runs', help='where the run folder is created')
     parser.add_argument('--out', help='run folder (default: <runs-dir>/eval-<date>)')
     parser.add_argument('--min-exact-not-flagged', type=float, help='fail below this exact rate among not flagged')
@@ -57,14 +80,51 @@ def parse_seeds(text: str) -> list:
     return seeds
 
 
+def is_bag(path: Path) -> bool:
+    """A bag directory (rosbag2, or a folder with .mcap files) or an .mcap file."""
+    return path.is_dir() or path.suffix == '.mcap' or path.name.endswith('.mcap.part')
+
+
+def check_bag(path: Path, store_arg, folder: Path) -> dict:
+    """Reads a bag whole before anything runs: structure, every chunk, the ground truth,
+    and the stamps of the sensor streams (they must not go back). Returns what a run
+    needs. BagError / ConfigError otherwise."""
+    from jwo_nodes.bag.format import BagReader
+    from jwo_nodes.simbag import GROUND_TRUTH_TOPIC, read_ground_truth, store_and_scenario
+    with BagReader(path) as reader:
+        reader.validate()
+        truth = read_ground_truth(reader)
+        reader.check_stamp_order([t for t in reader.topics if t != GROUND_TRUTH_TOPIC])
+    if store_arg:
+        store_path, store = store_arg, load_store_config(store_arg)
+    else:
+        store_path, store = store_and_scenario(truth, folder / 'stores' / truth.name)
+    return {'truth': truth, 'store': store, 'store_path': str(store_path)}
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Writes a file so that it is either absent or complete (temp file, then rename)."""
+    tmp = path.with_name(f'.{path.name}.tmp')
+    with open(tmp, 'w') as stream:
+        stream.write(text)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.replace(tmp, path)
+
+
 def run(args) -> int:
     try:
-        store = load_store_config(args.store)
+        store = load_store_config(args.store or DEFAULT_STORE)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
+    if not args.time_scale > 0:
+        print(f'error: --time-scale must be positive, got {args.time_scale}', file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.runs_dir) / time.strftime('eval-%Y%m%d-%H%M%S')
     out.mkdir(parents=True, exist_ok=True)
+    for name in ('report.json', 'report.html'):  # an earlier report must not pass for this one
+        (out / name).unlink(missing_ok=True)
     paths = [Path(p) for p in args.scenarios]
     if args.suite:
         paths.extend(sorted(Path(args.suite).glob('*.yaml')))
@@ -83,24 +143,37 @@ def run(args) -> int:
     if not paths:
         print('error: no scenarios: give files, --suite or --preset', file=sys.stderr)
         return 2
-    timelines = {}
+    timelines, bags = {}, {}
     for path in paths:
         try:
-            timelines[path] = Timeline(load_scenario(path, store), store)
+            if is_bag(path):
+                bags[path] = check_bag(path, args.store, out)
+            else:
+                timelines[path] = Timeline(load_scenario(path, store), store)
         except ConfigError as error:
             print(f'error: {error}', file=sys.stderr)
             return 2
+        except BagError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 1
     prices = {sku: p.price_cents for sku, p in store.products.items()}
+    for bag in bags.values():
+        prices.update({sku: p.price_cents for sku, p in bag['store'].products.items()})
     results = []
     rclpy.init()
     try:
         for index, path in enumerate(paths, 1):
+            if path in bags:
+                results.append(_run_bag(args, index, len(paths), path, bags[path], out, prices))
+                continue
             timeline = timelines[path]
             expected_wall = timeline.duration_ns / NS / args.time_scale + args.start_delay
             print(f'[{index}/{len(paths)}] {path.name}: {len(timeline.scenario.parties)} parties, '
                   f'{timeline.duration_ns / NS:.0f} s scenario (~{expected_wall:.0f} s wall) ...', flush=True)
-            result = run_scenario(store, args.store, str(path), timeline, time_scale=args.time_scale,
+            result = run_scenario(store, args.store or DEFAULT_STORE, str(path), timeline,
+                                  time_scale=args.time_scale,
                                   start_delay_s=args.start_delay, with_cameras=args.cameras,
+                                  vision=args.vision,
                                   log_path=out / f'{path.stem}.nodes.log', grace_s=args.grace)
             expected = timeline.expected_items()
             visits = score_visits(expected, result.receipts, prices)
@@ -114,17 +187,15 @@ def run(args) -> int:
                      'wall_s': round(result.wall_s, 1), 'failure': result.failure,
                      'unmatched_receipts': len(result.unmatched)}
             results.append(entry)
-            print(f'    exact {visits["exact_receipt_rate"]:.0%}, flagged {visits["review_rate"]:.0%}, '
-                  f'exact among not flagged {visits["exact_among_not_flagged"]:.0%}, '
-                  f'wrong charges {visits["wrong_charge_items"]}, missing {visits["missing_receipts"]}, '
-                  f'weight events P {events["precision"]:.2f} R {events["recall"]:.2f}, '
-                  f'{result.wall_s:.0f} s' + (f'  FAILURE: {result.failure}' if result.failure else ''),
-                  flush=True)
+            _print_scores(visits, events, result)
+    except KeyboardInterrupt:
+        print('interrupted: no report written', file=sys.stderr)
+        return 130
     finally:
         rclpy.try_shutdown()
-    report = build_report(results, store)
-    (out / 'report.json').write_text(json.dumps(report, indent=2, default=str) + '\n')
-    (out / 'report.html').write_text(render_html(report))
+    report = build_report(results, store, prices)
+    write_atomically(out / 'report.json', json.dumps(report, indent=2, default=str) + '\n')
+    write_atomically(out / 'report.html', render_html(report))
     overall = report['overall']
     print(f'\noverall ({overall["visits"]} visits in {len(results)} scenarios): '
           f'exact {overall["exact_receipt_rate"]:.1%}, line F1 {overall["line_f1"]:.3f}, '
@@ -150,9 +221,44 @@ def run(args) -> int:
     return 1 if failures else 0
 
 
-def build_report(results: list, store) -> dict:
+def _print_scores(visits: dict, events: dict, result) -> None:
+    print(f'    exact {visits["exact_receipt_rate"]:.0%}, flagged {visits["review_rate"]:.0%}, '
+          f'exact among not flagged {visits["exact_among_not_flagged"]:.0%}, '
+          f'wrong charges {visits["wrong_charge_items"]}, missing {visits["missing_receipts"]}, '
+          f'weight events P {events["precision"]:.2f} R {events["recall"]:.2f}, '
+          f'{result.wall_s:.0f} s' + (f'  FAILURE: {result.failure}' if result.failure else ''),
+          flush=True)
+
+
+def _run_bag(args, index: int, total: int, path: Path, bag: dict, out: Path, prices: dict) -> dict:
+    """One bag through the processing nodes, scored against its ground truth."""
+    truth = bag['truth']
+    rate = None if args.max else args.time_scale
+    duration_s = truth.scenario['duration_ns'] / NS
+    pace = 'as fast as the nodes keep up' if rate is None else f'~{duration_s / rate:.0f} s wall at {rate:g}x'
+    print(f'[{index}/{total}] bag {path}: {truth.name}, {len(truth.parties)} parties, '
+          f'{duration_s:.0f} s ({pace}) ...', flush=True)
+    result = run_bag(bag['store'], bag['store_path'], path, truth, rate=rate,
+                     log_path=out / f'{path.name}.nodes.log', grace_s=args.grace)
+    expected = truth.expected_items()
+    visits = score_visits(expected, result.receipts, prices)
+    events = score_weight_events(
+        [(e['bin_id'], e['end_ns'] - truth.epoch_ns, e['delta_grams']) for e in truth.weight_events],
+        result.changes)
+    _print_scores(visits, events, result)
+    return {'scenario': str(path), 'name': truth.name, 'source': 'bag',
+            'replay': 'max' if rate is None else rate, 'visits': visits,
+            'weight_events': events, 'receipts': result.receipts,
+            'exit_to_receipt_s': result.exit_to_receipt_s,
+            'expected': {p: dict(+c) for p, c in expected.items()},
+            'cart_latency_ms': percentiles(result.cart_latency_ms),
+            'wall_s': round(result.wall_s, 1), 'failure': result.failure,
+            'unmatched_receipts': len(result.unmatched)}
+
+
+def build_report(results: list, store, prices: dict = None) -> dict:
     """Totals over all visits of all scenarios (each visit counts once)."""
-    prices = {sku: p.price_cents for sku, p in store.products.items()}
+    prices = prices or {sku: p.price_cents for sku, p in store.products.items()}
     expected, receipts, latencies = {}, {}, []
     weight = Counter()
     for r in results:

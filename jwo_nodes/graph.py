@@ -130,7 +130,7 @@ def _params_file(params_dir, executable: str) -> Optional[str]:
 
 def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional[int] = None,
                 time_scale: float = 1.0, with_cameras: bool = True,
-                with_uplink: bool = False) -> list:
+                with_uplink: bool = False, vision: bool = False) -> list:
     """The NodeSpecs of a store, in start order.
 
     fusion_node (/jwo) first so it listens before events flow, then with a scenario
@@ -139,6 +139,10 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
     with_cameras is false, one camera_node per camera (/jwo/cameras/<id>), and, with
     with_uplink, the uplink_node (/jwo) that sends receipts and review requests to the
     cloud ingest (its keys and endpoint from config/params/uplink_node.yaml).
+
+    With ``vision`` the shoppers are tracked on camera frames: the vision_tracker_node
+    (/jwo) runs, the cameras always run (in sim mode with a scenario), and the
+    simulator's shopper_sim_node does not.
 
     Every node gets ``store_config`` (absolute path) and its params file
     ``<params_dir>/<executable>.yaml`` when that exists. With a scenario the sensor
@@ -168,7 +172,12 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
                         params_file=_params_file(params_dir, executable))
 
     specs = [spec('fusion_node', ROOT_NAMESPACE)]
-    if sim:
+    if vision:
+        if not store.cameras:
+            raise ValueError(f'{store_path}: vision needs cameras in the store config')
+        with_cameras = True
+        specs.append(spec('vision_tracker_node', ROOT_NAMESPACE))
+    elif sim:
         specs.append(spec('shopper_sim_node', ROOT_NAMESPACE, **sim))
     # Live, each device reads the source the store config names; a scenario replaces
     # them all with the simulator.
@@ -184,4 +193,30 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
                               camera_id=camera_id, **sensor_sim))
     if with_uplink:
         specs.append(spec('uplink_node', ROOT_NAMESPACE))
+    return specs
+
+
+def processing_graph(store_path, *, params_dir, rate_hz: Optional[int] = None) -> list:
+    """The NodeSpecs that process recorded sensor streams, e.g. a bag from `jwo simbag`
+    or `jwo record` played by `jwo replay`, in start order: fusion_node (/jwo), then
+    one weight_sensor_node per shelf (/jwo/shelves/<id>) with ``source: topic``, whose
+    detector reads the replayed ``weight/raw``. No simulator, no gate nodes (the gate
+    events are in the bag and go straight to fusion), no cameras.
+
+    ``rate_hz``: the rate of the recorded samples (the detector's windows are counted
+    in samples); default: the params file's. Raises ConfigError for a bad store config.
+    """
+    store = load_store_config(store_path)
+    store_config = str(Path(store_path).resolve())
+
+    def spec(executable: str, namespace: str, **parameters) -> NodeSpec:
+        return NodeSpec(executable=executable, name=executable, namespace=namespace,
+                        parameters={'store_config': store_config, **parameters},
+                        params_file=_params_file(params_dir, executable))
+
+    rate = {} if rate_hz is None else {'rate_hz': int(rate_hz)}
+    specs = [spec('fusion_node', ROOT_NAMESPACE)]
+    for shelf_id in store.shelves:
+        specs.append(spec('weight_sensor_node', f'{ROOT_NAMESPACE}/shelves/{shelf_id}',
+                          shelf_id=shelf_id, source='topic', **rate))
     return specs

@@ -1,11 +1,23 @@
-"""One simulated store run through the real nodes: what `jwo demo` and `jwo eval` share.
+"""A store run through the real nodes: what `jwo demo`, `jwo eval` and `jwo bench` share.
 
-Starts the store's node set with the Supervisor (separate processes over DDS) playing
-a scenario, and watches the graph from a monitor node like any other subscriber:
-gate events, weight changes, cart updates and receipts, each with the wall time it
-arrived. Receipts are matched to the scenario's parties through the entry events
-(gate and stamp), the way a scorer outside the system would.
+Two kinds of run, one way of watching them:
+
+* ``run_scenario``: the store's node set (store_graph) plays a scenario through the
+  simulated sensors;
+* ``run_bag``: the processing nodes (processing_graph: fusion and the weight detectors)
+  take a bag written by `jwo simbag` (or recorded) as `jwo replay` plays it, at a rate
+  or as fast as they keep up.
+
+Either way the Supervisor runs the nodes as separate processes over DDS, and a monitor
+node watches the graph like any other subscriber: gate events, weight changes, cart
+updates and receipts, each with the wall time it arrived. Receipts are matched to the
+parties through the entry events (a receipt's visit code -> the ENTRY event with that
+code -> its gate and stamp -> the party that entered there then, from the ground
+truth), the way a scorer outside the system would.
 """
+import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,26 +29,9 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from jwo_nodes.core.sim import NS, SimClock, Timeline
-from jwo_nodes.graph import default_params_dir, store_graph
+from jwo_nodes.graph import default_params_dir, processing_graph, store_graph
 from jwo_nodes.launcher import Supervisor
 from jwo_nodes.ros_common import EVENT_QOS, to_ns
-
-
-def receipt_to_dict(receipt: Receipt) -> dict:
-    return {
-        'receipt_id': receipt.receipt_id, 'store_id': receipt.store_id,
-        'visit_code': receipt.visit_code,
-        'entry_stamp_ns': to_ns(receipt.entry_stamp), 'exit_stamp_ns': to_ns(receipt.exit_stamp),
-        'status': 'NEEDS_REVIEW' if receipt.status == Receipt.NEEDS_REVIEW else 'FINAL',
-        'confidence': round(float(receipt.confidence), 3),
-        'lines': [{'sku': line.sku, 'name': line.name, 'quantity': line.quantity,
-                   'unit_price_cents': line.unit_price_cents,
-                   'line_total_cents': line.line_total_cents,
-                   'confidence': round(float(line.confidence), 3)} for line in receipt.lines],
-        'subtotal_cents': receipt.subtotal_cents, 'tax_cents': receipt.tax_cents,
-        'total_cents': receipt.total_cents,
-        'reasons': [{'code': r.code, 'event_id': r.event_id, 'detail': r.detail} for r in receipt.reasons],
-    }
 
 
 class RunMonitor(Node):
@@ -45,6 +40,7 @@ class RunMonitor(Node):
     def __init__(self, store):
         super().__init__('run_monitor', namespace='/jwo')
         self.entries = []          # (gate_id, stamp_ns, visit_code)
+        self.exit_wall = {}        # (gate_id, stamp_ns) of an EXIT event -> wall ns received
         self.changes = []          # (bin_id, start_ns, end_ns, delta_grams) per bin
         self.change_wall = {}      # event id -> wall ns received
         self.cart_latency_ms = []  # weight change received -> cart update received
@@ -60,6 +56,8 @@ class RunMonitor(Node):
     def _on_gate(self, msg: GateEvent) -> None:
         if msg.direction == GateEvent.ENTRY:
             self.entries.append((msg.gate_id, to_ns(msg.header.stamp), msg.visit_code))
+        else:
+            self.exit_wall.setdefault((msg.gate_id, to_ns(msg.header.stamp)), time.time_ns())
 
     def _on_change(self, msg: WeightChange) -> None:
         self.change_wall[msg.event_id] = time.time_ns()
@@ -86,10 +84,111 @@ class RunResult:
     failure: Optional[str] = None
 
 
+class PartyMatcher:
+    """Receipts to parties: the ENTRY event the monitor saw with the receipt's visit
+    code gives a gate and a stamp; ``party_at_entry(gate_id, stamp_ns)`` (from the
+    ground truth) says which party entered there and then."""
+
+    def __init__(self, party_at_entry: Callable[[str, int], Optional[str]],
+                 party_of_visit: Callable[[str], Optional[str]] = lambda code: None):
+        self.party_at_entry = party_at_entry
+        self.party_of_visit = party_of_visit
+
+    def party_of(self, visit_code: str, entries: list) -> Optional[str]:
+        known = self.party_of_visit(visit_code)   # a bag's ground truth knows the codes
+        if known is not None:
+            return known
+        for gate_id, stamp_ns, code in entries:
+            if code == visit_code:
+                return self.party_at_entry(gate_id, stamp_ns)
+        return None
+
+
+class _Driver:
+    """What plays the inputs besides the node set (a replay process); nothing by default."""
+
+    failure: Optional[str] = None
+
+    def poll(self, monitor: RunMonitor) -> None:
+        """Called every loop turn while the nodes run."""
+
+    def finished_ns(self) -> Optional[int]:
+        """Wall ns when the inputs were all played, None while they are not."""
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
+def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns: int,
+           log_path: Path, deadline: Callable[[], int], exit_wall: Callable,
+           on_receipt: Callable = None, before_stop: Callable = None,
+           driver: Optional[_Driver] = None) -> RunResult:
+    """Runs the node set and watches it until every party has its receipt, the
+    deadline (wall ns, asked every turn) passes, or something fails."""
+    driver = driver or _Driver()
+    result = RunResult()
+    wall_start = time.monotonic()
+    log_file = open(log_path, 'w')
+    log_lock = threading.Lock()
+
+    def log(line: str) -> None:
+        with log_lock:
+            log_file.write(line + '\n')
+
+    driver.log = log
+    if not rclpy.ok():
+        rclpy.init()
+    monitor = RunMonitor(store)
+    executor = SingleThreadedExecutor()
+    executor.add_node(monitor)
+    supervisor = Supervisor(specs, log=log)
+    handled = 0
+    try:
+        supervisor.start()
+        while set(result.receipts) < parties and time.time_ns() < deadline():
+            if supervisor.poll() is not None:
+                result.failure = f'the node set stopped: {supervisor.failure}'
+                break
+            driver.poll(monitor)
+            if driver.failure:
+                result.failure = driver.failure
+                break
+            executor.spin_once(timeout_sec=0.05)
+            while handled < len(monitor.receipts):
+                wall_ns, msg = monitor.receipts[handled]
+                handled += 1
+                receipt = receipt_to_dict(msg)
+                party = matcher.party_of(msg.visit_code, monitor.entries)
+                if party is None or party in result.receipts:
+                    result.unmatched.append(receipt)
+                    continue
+                result.receipts[party] = receipt
+                exited = exit_wall(msg, monitor)
+                result.exit_to_receipt_s[party] = (wall_ns - exited) / NS if exited else None
+                if on_receipt:
+                    on_receipt(party, receipt, result.exit_to_receipt_s[party])
+        if before_stop and not result.failure:
+            before_stop(result)
+    finally:
+        driver.stop()
+        supervisor.stop()
+        executor.remove_node(monitor)
+        monitor.destroy_node()
+        with log_lock:
+            log_file.close()
+    result.exit_to_receipt_s = {p: s for p, s in result.exit_to_receipt_s.items() if s is not None}
+    result.changes = [(b, end - time_origin_ns, delta) for b, _, end, delta in monitor.changes]
+    result.cart_latency_ms = monitor.cart_latency_ms
+    result.wall_s = time.monotonic() - wall_start
+    return result
+
+
 def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_scale: float,
                  start_delay_s: float, with_cameras: bool, log_path: Path, grace_s: float,
                  on_receipt: Callable = None, overrides: dict = None,
-                 with_uplink: bool = False, before_stop: Callable = None) -> RunResult:
+                 with_uplink: bool = False, before_stop: Callable = None,
+                 vision: bool = False) -> RunResult:
     """Runs the scenario through a fresh node set; returns when every party has its
     receipt, when the grace period after the scenario's end is over, or on failure.
     ``before_stop(result)`` runs while the nodes are still up (e.g. to let the uplink
@@ -97,60 +196,153 @@ def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_s
     clock = SimClock(time.time_ns() + int(start_delay_s * NS), time_scale)
     specs = store_graph(store_path, params_dir=default_params_dir(), scenario=scenario_path,
                         sim_start_ns=clock.start_ns, time_scale=time_scale, with_cameras=with_cameras,
-                        with_uplink=with_uplink)
+                        with_uplink=with_uplink, vision=vision)
     for spec in specs:
         spec.parameters.update((overrides or {}).get(spec.executable, {}))
-    parties = {p.id for p in timeline.scenario.parties}
-    result = RunResult()
-    wall_start = time.monotonic()
-    log_file = open(log_path, 'w')
+    end = clock.start_ns + int(timeline.duration_ns / time_scale) + int(grace_s * NS)
 
-    def log(line: str) -> None:
-        log_file.write(line + '\n')
+    def exit_wall(receipt: Receipt, monitor: RunMonitor) -> int:
+        # The exit happens at its scenario time on the wall clock.
+        return clock.start_ns + (to_ns(receipt.exit_stamp) - clock.start_ns) / time_scale
 
-    if not rclpy.ok():
-        rclpy.init()
-    monitor = RunMonitor(store)
-    executor = SingleThreadedExecutor()
-    executor.add_node(monitor)
-    supervisor = Supervisor(specs, log=log)
-    deadline = clock.start_ns + int(timeline.duration_ns / time_scale) + int(grace_s * NS)
-    handled = 0
-    try:
-        supervisor.start()
-        while set(result.receipts) < parties and time.time_ns() < deadline:
-            if supervisor.poll() is not None:
-                result.failure = f'the node set stopped: {supervisor.failure}'
-                break
-            executor.spin_once(timeout_sec=0.05)
-            while handled < len(monitor.receipts):
-                wall_ns, msg = monitor.receipts[handled]
-                handled += 1
-                receipt = receipt_to_dict(msg)
-                party = _party_of(msg.visit_code, monitor.entries, timeline, clock)
-                exit_wall = clock.start_ns + (to_ns(msg.exit_stamp) - clock.start_ns) / time_scale
-                if party is None or party in result.receipts:
-                    result.unmatched.append(receipt)
-                    continue
-                result.receipts[party] = receipt
-                result.exit_to_receipt_s[party] = (wall_ns - exit_wall) / NS
-                if on_receipt:
-                    on_receipt(party, receipt, result.exit_to_receipt_s[party])
-        if before_stop and not result.failure:
-            before_stop(result)
-    finally:
-        supervisor.stop()
-        executor.remove_node(monitor)
-        monitor.destroy_node()
-        log_file.close()
-    result.changes = [(b, end - clock.start_ns, delta) for b, _, end, delta in monitor.changes]
-    result.cart_latency_ms = monitor.cart_latency_ms
-    result.wall_s = time.monotonic() - wall_start
+    return _watch(specs, store, parties={p.id for p in timeline.scenario.parties},
+                  matcher=PartyMatcher(lambda gate_id, stamp_ns: timeline.party_at_entry(
+                      gate_id, stamp_ns - clock.start_ns)),
+                  time_origin_ns=clock.start_ns, log_path=log_path, deadline=lambda: end,
+                  exit_wall=exit_wall, on_receipt=on_receipt, before_stop=before_stop)
+
+
+class ReplayProcess(_Driver):
+    """`jwo replay BAG` as a child process, started once the processing nodes listen:
+    every topic it plays has as many subscribers as the graph will have
+    (``subscribers``: topic -> count, the monitor's own included). Its output goes to
+    the run log as ``[replay] ...``."""
+
+    def __init__(self, bag, *, topics: list, subscribers: dict, rate: Optional[float],
+                 ready_timeout_s: float = 120.0, extra_args=()):
+        self.bag = str(bag)
+        self.topics = list(topics)
+        self.subscribers = dict(subscribers)
+        self.rate = rate
+        self.ready_deadline = time.monotonic() + ready_timeout_s
+        self.extra_args = list(extra_args)
+        self.process: Optional[subprocess.Popen] = None
+        self.started_ns: Optional[int] = None
+        self.ended_ns: Optional[int] = None
+        self.returncode: Optional[int] = None
+        self.lines: list = []
+        self._reader: Optional[threading.Thread] = None
+        self.log: Callable[[str], None] = lambda line: None
+
+    def poll(self, monitor: RunMonitor) -> None:
+        if self.process is None:
+            missing = [t for t, n in self.subscribers.items() if monitor.count_subscribers(t) < n]
+            if not missing:
+                self._start()
+            elif time.monotonic() > self.ready_deadline:
+                self.failure = (f'the processing nodes did not subscribe to {", ".join(missing[:3])}'
+                                f'{" ..." if len(missing) > 3 else ""} in time')
+            return
+        if self.returncode is None and self.process.poll() is not None:
+            self._reader.join(2.0)
+            self.returncode = self.process.returncode
+            self.ended_ns = time.time_ns()
+            if self.returncode != 0:
+                last = next((line for line in reversed(self.lines) if line.startswith('error')),
+                            self.lines[-1] if self.lines else '')
+                self.failure = f'jwo replay exited with status {self.returncode}: {last}'
+
+    def _start(self) -> None:
+        speed = ['--max'] if self.rate is None else ['--rate', repr(float(self.rate))]
+        argv = [sys.executable, '-m', 'jwo_nodes.cli', 'replay', self.bag, *speed,
+                '--topics', *self.topics, '--wait-subscribers', '30', '--clock-hz', '0',
+                '--subscribers', *(f'{t}={n}' for t, n in self.subscribers.items()),
+                *self.extra_args]
+        self.process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.started_ns = time.time_ns()
+        self._reader = threading.Thread(target=self._pump, daemon=True, name='jwo-replay-output')
+        self._reader.start()
+
+    def _pump(self) -> None:
+        for raw in iter(self.process.stdout.readline, b''):
+            line = raw.decode('utf-8', errors='replace').rstrip()
+            self.lines.append(line)
+            self.log(f'[replay] {line}')
+        self.process.stdout.close()
+
+    def finished_ns(self) -> Optional[int]:
+        return self.ended_ns if self.returncode == 0 else None
+
+    def played(self) -> Optional[str]:
+        """The replayer's closing line ('replay done: N messages in T s ...')."""
+        return next((line for line in reversed(self.lines) if line.startswith('replay ')), None)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(2)  # SIGINT: the replayer stops cleanly
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._reader is not None:
+            self._reader.join(2.0)
+
+
+def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: Path,
+            grace_s: float, on_receipt: Callable = None, overrides: dict = None,
+            max_wall_s: Optional[float] = None, replay: Optional[ReplayProcess] = None) -> RunResult:
+    """Plays a simulator bag (jwo_nodes.simbag) into a fresh set of processing nodes
+    with `jwo replay` (``rate`` times real time, None: as fast as they keep up); returns
+    when every party has its receipt, ``grace_s`` after the replay ended, or on failure.
+    ``truth``: the bag's GroundTruthRecord."""
+    from jwo_nodes.simbag import GROUND_TRUTH_TOPIC, POSITIONS_TOPIC, gate_topic, raw_topic
+    specs = processing_graph(store_path, params_dir=default_params_dir(),
+                             rate_hz=truth.scenario['weight_rate_hz'])
+    for spec in specs:
+        spec.parameters.update((overrides or {}).get(spec.executable, {}))
+    # Inputs only: the ground truth is for the scorer.
+    subscribers = {raw_topic(s): 1 for s in store.shelves}
+    subscribers[POSITIONS_TOPIC] = 1
+    subscribers.update({gate_topic(g): 2 for g in store.gates})   # fusion and the monitor
+    with_topics = [t for t in subscribers if t != GROUND_TRUTH_TOPIC]
+    if replay is None:
+        replay = ReplayProcess(bag, topics=with_topics, subscribers=subscribers, rate=rate)
+    duration_s = truth.scenario['duration_ns'] / NS
+    cap = time.time_ns() + int((max_wall_s or (120 + (duration_s / rate if rate else duration_s * 4)))
+                               * NS)
+
+    def deadline() -> int:
+        finished = replay.finished_ns()
+        return min(cap, finished + int(grace_s * NS)) if finished else cap
+
+    def exit_wall(receipt: Receipt, monitor: RunMonitor) -> Optional[int]:
+        # When the monitor saw the exit event that closed the visit (the replay's time).
+        stamp = to_ns(receipt.exit_stamp)
+        return next((wall for (gate_id, s), wall in monitor.exit_wall.items() if s == stamp), None)
+
+    result = _watch(specs, store, parties=set(truth.parties),
+                    matcher=PartyMatcher(truth.party_at_entry, truth.party_of_visit),
+                    time_origin_ns=truth.epoch_ns, log_path=log_path, deadline=deadline,
+                    exit_wall=exit_wall, on_receipt=on_receipt, driver=replay)
+    if result.failure is None and replay.process is None:
+        result.failure = 'the replay never started'
     return result
 
 
-def _party_of(visit_code: str, entries: list, timeline: Timeline, clock: SimClock):
-    for gate_id, stamp_ns, code in entries:
-        if code == visit_code:
-            return timeline.party_at_entry(gate_id, stamp_ns - clock.start_ns)
-    return None
+def receipt_to_dict(receipt: Receipt) -> dict:
+    return {
+        'receipt_id': receipt.receipt_id, 'store_id': receipt.store_id,
+        'visit_code': receipt.visit_code,
+        'entry_stamp_ns': to_ns(receipt.entry_stamp), 'exit_stamp_ns': to_ns(receipt.exit_stamp),
+        'status': 'NEEDS_REVIEW' if receipt.status == Receipt.NEEDS_REVIEW else 'FINAL',
+        'confidence': round(float(receipt.confidence), 3),
+        'lines': [{'sku': line.sku, 'name': line.name, 'quantity': line.quantity,
+                   'unit_price_cents': line.unit_price_cents,
+                   'line_total_cents': line.line_total_cents,
+                   'confidence': round(float(line.confidence), 3)} for line in receipt.lines],
+        'subtotal_cents': receipt.subtotal_cents, 'tax_cents': receipt.tax_cents,
+        'total_cents': receipt.total_cents,
+        'reasons': [{'code': r.code, 'event_id': r.event_id, 'detail': r.detail} for r in receipt.reasons],
+    }

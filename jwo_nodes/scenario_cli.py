@@ -1,6 +1,7 @@
-"""`jwo scenario`: write a random scenario of a preset and seed as YAML.
+"""`jwo scenario`: write a random scenario of a preset and seed as YAML, and/or as a bag.
 
     jwo scenario --preset hard --seed 3 -o test/scenarios/hard-3.yaml
+    jwo scenario --preset hard --seed 3 --bag runs/hard-3-bag     # see `jwo simbag`
 """
 import sys
 from pathlib import Path
@@ -16,7 +17,13 @@ def add_arguments(parser) -> None:
     parser.add_argument('--preset', choices=sorted(PRESETS), required=True)
     parser.add_argument('--seed', type=int, required=True)
     parser.add_argument('--store', default='config/stores/demo.yaml', help='store config YAML')
-    parser.add_argument('-o', '--output', help='file to write (default: standard output)')
+    parser.add_argument('-o', '--output', help='file to write (default: standard output, '
+                                               'unless --bag is given)')
+    parser.add_argument('--bag', metavar='BAG', help='also write the scenario to this bag '
+                        '(raw sensor streams, gate events, tracker frames, ground truth: '
+                        'see `jwo simbag`)')
+    from jwo_nodes.simbag import add_bag_options
+    add_bag_options(parser)
 
 
 def run(args) -> int:
@@ -33,6 +40,10 @@ def run(args) -> int:
     text = header + yaml.safe_dump(document, sort_keys=False)
     if args.output:
         Path(args.output).write_text(text)
-    else:
+    elif not args.bag:
         sys.stdout.write(text)
+    if args.bag:
+        from jwo_nodes.simbag import write_from_args
+        return write_from_args(args, store, timeline.scenario, store_text=Path(args.store).read_text(),
+                               scenario_text=text, scenario_file=args.output or '')
     return 0

@@ -2,7 +2,6 @@
 stdin and the simulator; GateEvents and /diagnostics checked by an rclpy subscriber."""
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 

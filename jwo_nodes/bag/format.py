@@ -748,11 +748,18 @@ class _McapFile:
             raise CorruptBagError(self.path, 'chunk CRC mismatch (the data is damaged)',
                                   where=where)
         messages = []
+        ranged = chunk.message_start_time or chunk.message_end_time
         for inner_offset, opcode, record in self._records(data, 0, context=f'{where}, '):
             if isinstance(record, Message):
                 if record.channel_id not in self.channels:
                     raise CorruptBagError(
                         self.path, f'message of unknown channel {record.channel_id}',
+                        where=f'{where}, message record at offset {inner_offset}')
+                if ranged and not (chunk.message_start_time <= record.log_time
+                                   <= chunk.message_end_time):
+                    raise CorruptBagError(
+                        self.path, f'time runs backwards: log time {record.log_time} is outside '
+                        f'the chunk\'s range {chunk.message_start_time}..{chunk.message_end_time}',
                         where=f'{where}, message record at offset {inner_offset}')
                 messages.append((inner_offset, record))
             elif isinstance(record, (Schema, Channel)):
@@ -772,7 +779,14 @@ class _McapFile:
         if len(records) != 1 or not isinstance(records[0][2], Chunk):
             raise CorruptBagError(self.path, 'chunk index does not point at a chunk record',
                                   where=where)
-        return self._chunk_messages(records[0][2], offset)
+        chunk = records[0][2]
+        if (chunk.message_start_time, chunk.message_end_time) != (
+                index.message_start_time, index.message_end_time):
+            raise CorruptBagError(
+                self.path, f'the chunk spans log times {chunk.message_start_time}..'
+                f'{chunk.message_end_time}, its index says {index.message_start_time}..'
+                f'{index.message_end_time} (messages would come out of time order)', where=where)
+        return self._chunk_messages(chunk, offset)
 
     def messages(self, channel_ids: Optional[set] = None) -> Iterator[Message]:
         """Message records in log-time order (file order among equal times)."""
@@ -788,6 +802,7 @@ class _McapFile:
                 continue
             heap.append((index.message_start_time, 0, index.chunk_start_offset, 0, index))
         heapq.heapify(heap)
+        last = None
         while heap:
             log_time, kind, chunk_offset, inner_offset, item = heapq.heappop(heap)
             if kind == 0:
@@ -795,6 +810,12 @@ class _McapFile:
                     if channel_ids is None or message.channel_id in channel_ids:
                         heapq.heappush(heap, (message.log_time, 1, chunk_offset, inner, message))
             else:
+                if last is not None and log_time < last:
+                    raise CorruptBagError(
+                        self.path, f'time runs backwards: log time {log_time} comes after '
+                        f'{last}', where=f'chunk record at offset {chunk_offset}, message '
+                        f'record at offset {inner_offset}')
+                last = log_time
                 yield item
 
 
@@ -955,6 +976,26 @@ class BagReader:
             yield BagMessage(topic=typed[0], type=typed[1], data=message.data,
                              log_time=message.log_time, publish_time=message.publish_time,
                              sequence=message.sequence)
+
+    def check_stamp_order(self, topics: Iterable[str]) -> int:
+        """Reads the messages of ``topics``; CorruptBagError (naming the file and the
+        message) at the first whose publish time -- its header stamp, where the type has
+        a header -- is older than the previous one on its topic: the source's clock ran
+        backwards, and whatever decides from stamps would go wrong. Returns the count."""
+        last, seen = {}, {}
+        for message in self.messages(list(topics)):
+            index = seen.get(message.topic, 0)
+            seen[message.topic] = index + 1
+            previous = last.get(message.topic)
+            if previous is not None and message.publish_time < previous:
+                raise CorruptBagError(
+                    self.topics[message.topic].file,
+                    f'time runs backwards on {message.topic}: stamp {message.publish_time} is '
+                    f'{(previous - message.publish_time) / 1e9:.3f} s before the previous '
+                    f'message\'s', where=f'{message.topic} message {index} (log time '
+                    f'{message.log_time})')
+            last[message.topic] = message.publish_time
+        return sum(seen.values())
 
     def validate(self) -> int:
         """Reads and checks every chunk; returns the message count. CorruptBagError when a

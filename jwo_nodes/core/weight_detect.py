@@ -256,7 +256,6 @@ class ChangeDetector:
         settled with it (at most one per bin). BadSample on bad input, state kept."""
         values = self._validate(stamp_ns, grams)
         stamp_ns = int(stamp_ns)
-        s = self.settings
         w = self._w
         pos = self._k % self._r
         self._win[:, pos] = values

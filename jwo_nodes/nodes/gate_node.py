@@ -11,7 +11,7 @@ from jwo_msgs.msg import GateEvent
 
 from jwo_nodes.core import gate_logic
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, Counters, Param, declare_params,
+from jwo_nodes.ros_common import (EVENT_QOS, Counters, Param, declare_params,
                                   run_node, to_stamp)
 from rclpy.node import Node
 

@@ -1,10 +1,13 @@
 """weight_sensor_node: the load cells of one shelf.
 
-Reads samples (grams per bin) from the simulator or from the shelf's HX711 board on a
-serial port (protocol: jwo_nodes/core/hx711.py), detects settled weight changes per
-bin (jwo_nodes/core/weight_detect.py) and publishes, under /jwo/shelves/<shelf_id>:
+Reads samples (grams per bin) from the simulator, from the shelf's HX711 board on a
+serial port (protocol: jwo_nodes/core/hx711.py) or, with ``source: topic``, from its
+own ``weight/raw`` topic as a bag replays it (``jwo replay``), detects settled weight
+changes per bin (jwo_nodes/core/weight_detect.py) and publishes, under
+/jwo/shelves/<shelf_id>:
 
-- ``weight/raw``     jwo_msgs/WeightReading, every sample (SENSOR_QOS);
+- ``weight/raw``     jwo_msgs/WeightReading, every sample (SENSOR_QOS; not with
+  ``source: topic``, where it is the input);
 - ``weight/changes`` jwo_msgs/WeightChange, one per settled change of one bin
   (EVENT_QOS, event_id ``<shelf_id>/<seq>``);
 - ``weight/status``  jwo_msgs/ShelfStatus at 5 Hz from the first sample on
@@ -12,8 +15,19 @@ bin (jwo_nodes/core/weight_detect.py) and publishes, under /jwo/shelves/<shelf_i
   before ``processed_until`` has been published before it.
 
 Stamps: sim samples carry scenario time (``sim_start_ns + t``); serial samples the
-node clock when their line arrived. Bad lines and samples are counted on
-/diagnostics and dropped; the node keeps running.
+node clock when their line arrived; replayed samples (``source: topic``) keep the
+stamps of their messages. Bad lines and samples are counted on /diagnostics and
+dropped; the node keeps running.
+
+Replay input (``source: topic``): the subscription is reliable and keeps every sample
+(KEEP_ALL, matching the reliable publishers of ``jwo replay``), so a replay at any
+speed, ``--max`` included, feeds the detector every recorded sample in order and the
+changes come out the same. Samples are taken in batches every BATCH_S from a
+subscription the executor does not wake up for (it belongs to a helper node that is
+never spun): an executor wake-up per message costs several times the detector's work
+on it (measured by ``jwo bench``). The status heartbeat follows the stamps while
+samples flow (one per STATUS_PERIOD_S of stamp time, at most one per batch), and the
+wall clock when they stop.
 """
 import math
 import queue
@@ -23,23 +37,25 @@ import time
 from jwo_msgs.msg import ShelfStatus, WeightChange, WeightReading
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from jwo_nodes.core import hx711
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.weight_detect import STAMP_ORDER, BadSample, ChangeDetector, DetectorSettings
 from jwo_nodes.ros_common import (EVENT_QOS, SENSOR_QOS, Counters, Param, declare_params,
-                                  run_node, to_stamp)
+                                  run_node, to_ns, to_stamp)
 
 _DEFAULTS = DetectorSettings()
 
 PARAMS = [
     Param('store_config', str, 'store configuration YAML file'),
     Param('shelf_id', str, 'id of this shelf in the store configuration'),
-    Param('source', str, "'sim' (scenario timeline) or the serial device path of the "
+    Param('source', str, "'sim' (scenario timeline), 'topic' (the samples of its own "
+          "weight/raw topic, e.g. from jwo replay) or the serial device path of the "
           "shelf's HX711 board (e.g. /dev/ttyUSB0)"),
     Param('baud', int, 'serial baud rate', 115200, 1200, 4_000_000),
-    Param('rate_hz', int, 'samples per second of the board (sim: the simulated rate)',
-          50, 10, 80),
+    Param('rate_hz', int, 'samples per second of the board (sim: the simulated rate; '
+          "topic: the rate of the replayed samples)", 50, 10, 80),
     Param('max_gap', int, 'a sequence jump of more than this many lines is a board '
           'restart, not lost lines', hx711.DEFAULT_MAX_GAP, 0, hx711.SEQ_MODULO // 2 - 1),
     # Detection (jwo_nodes/core/weight_detect.py).
@@ -90,6 +106,15 @@ BATCH_S = 0.05
 # A late sim timer publishes at most this many scenario seconds per tick, so the
 # status heartbeat keeps going while it catches up.
 CATCH_UP_S = 2.0
+# source 'topic': at most this many samples per batch (the status heartbeat and the
+# diagnostics keep going while a fast replay is worked off).
+MAX_BATCH = 5000
+# source 'topic': reliable, every sample kept until taken. The replayer's publishers are
+# reliable (jwo_nodes/bag/replayer.py), so this matches them; nothing is dropped however
+# far behind the detector falls, and the replayer waits when the queue is full.
+REPLAY_INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, depth=1000,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
 
 
 class WeightSensorNode(Node):
@@ -98,6 +123,7 @@ class WeightSensorNode(Node):
         # Before anything can fail: destroy_node() runs on a half-built node too.
         self._stop = threading.Event()
         self._serial = None
+        self._input_node = None
         super().__init__('weight_sensor_node')
         self.params = p = declare_params(self, PARAMS)
         where = f'node {self.get_fully_qualified_name()}'
@@ -120,16 +146,23 @@ class WeightSensorNode(Node):
         self.counters = Counters(self, f'shelf/{self.shelf_id}', COUNTERS)
 
         prefix = '' if self.get_namespace() != '/' else f'/jwo/shelves/{self.shelf_id}/'
-        self.raw_pub = self.create_publisher(WeightReading, f'{prefix}weight/raw', SENSOR_QOS)
+        # With source 'topic' weight/raw is the input: nothing republishes it.
+        self.raw_pub = (None if p.source == 'topic' else
+                        self.create_publisher(WeightReading, f'{prefix}weight/raw', SENSOR_QOS))
         self.change_pub = self.create_publisher(WeightChange, f'{prefix}weight/changes', EVENT_QOS)
         self.status_pub = self.create_publisher(ShelfStatus, f'{prefix}weight/status', EVENT_QOS)
-        # Sim runs are deterministic (event ids from 1); a real shelf numbers from its
-        # start time in ms, so event ids stay unique across restarts.
-        self._next_event = 1 if p.source == 'sim' else time.time_ns() // 1_000_000
+        # Sim runs and replays are deterministic (event ids from 1); a real shelf numbers
+        # from its start time in ms, so event ids stay unique across restarts.
+        self._next_event = (1 if p.source in ('sim', 'topic')
+                            else time.time_ns() // 1_000_000)
         self._last_stamp = 0
+        self._status_stamp = 0           # stamp of the newest sample at the last status
+        self._status_wall = 0.0          # monotonic time of the last status
         self._thread = None
         if p.source == 'sim':
             self._start_sim(where)
+        elif p.source == 'topic':
+            self._start_topic(f'{prefix}weight/raw')
         else:
             self._start_serial(where)
         self.create_timer(STATUS_PERIOD_S, self._publish_status)
@@ -149,11 +182,12 @@ class WeightSensorNode(Node):
             return
         self._last_stamp = stamp_ns
         self.counters.count('samples')
-        reading = WeightReading(shelf_id=self.shelf_id, bin_ids=self.bin_ids,
-                                bin_grams=[float(g) for g in grams])
-        reading.header.stamp = to_stamp(stamp_ns)
-        reading.header.frame_id = self.shelf_id
-        self.raw_pub.publish(reading)
+        if self.raw_pub is not None:
+            reading = WeightReading(shelf_id=self.shelf_id, bin_ids=self.bin_ids,
+                                    bin_grams=[float(g) for g in grams])
+            reading.header.stamp = to_stamp(stamp_ns)
+            reading.header.frame_id = self.shelf_id
+            self.raw_pub.publish(reading)
         for change in changes:
             self._publish_change(change)
 
@@ -180,6 +214,14 @@ class WeightSensorNode(Node):
         # fusion that it knows less than it said before).
         if not self._last_stamp:
             return
+        if (self.params.source == 'topic'
+                and time.monotonic() - self._status_wall < 0.9 * STATUS_PERIOD_S):
+            return  # samples are flowing: the batches send the status by stamp
+        self._send_status()
+
+    def _send_status(self) -> None:
+        self._status_stamp = self._last_stamp
+        self._status_wall = time.monotonic()
         msg = ShelfStatus(shelf_id=self.shelf_id,
                           processed_until=to_stamp(max(0, self.detector.processed_until_ns)),
                           changing=self.detector.changing)
@@ -223,6 +265,48 @@ class WeightSensorNode(Node):
                 self.counters.count('dropped_lines')
                 continue
             self._sample(self._sim_start_ns + sample.t_ns, sample.grams)
+
+    # -- replayed samples (source 'topic') -----------------------------------------
+
+    def _start_topic(self, topic: str) -> None:
+        # The input subscription lives on a helper node that no executor spins, so no
+        # wake-up per message: _drain_topic takes what has arrived every BATCH_S. The
+        # helper takes no global remapping (the launcher's __node:= is for this node).
+        self._input_node = Node(f'{self.get_name()}_input', namespace=self.get_namespace(),
+                                context=self.context, use_global_arguments=False,
+                                start_parameter_services=False, enable_rosout=False)
+        self._input = self._input_node.create_subscription(
+            WeightReading, self.resolve_topic_name(topic), lambda msg: None, REPLAY_INPUT_QOS)
+        self.create_timer(BATCH_S, self._drain_topic)
+
+    def _drain_topic(self) -> None:
+        subscription = self._input
+        handled = 0
+        with subscription.handle:
+            while handled < MAX_BATCH:
+                taken = subscription.handle.take_message(subscription.msg_type, subscription.raw)
+                if taken is None:
+                    break
+                handled += 1
+                self._reading(taken[0])
+        if self._last_stamp and (not self._status_stamp or self._last_stamp - self._status_stamp
+                                 >= int(STATUS_PERIOD_S * 1e9)):
+            self._send_status()
+
+    def _reading(self, msg: WeightReading) -> None:
+        """One replayed reading: checked against this shelf, then detected on."""
+        if msg.shelf_id != self.shelf_id or list(msg.bin_ids) != self.bin_ids:
+            name = (hx711.WRONG_BIN_COUNT if msg.shelf_id == self.shelf_id
+                    and len(msg.bin_ids) != len(self.bin_ids) else hx711.MALFORMED)
+            self.counters.warn(name, f'reading of shelf {msg.shelf_id!r} bins '
+                               f'{list(msg.bin_ids)} on the topic of shelf {self.shelf_id} '
+                               f'bins {self.bin_ids}; dropped')
+            return
+        if len(msg.bin_grams) != len(self.bin_ids):
+            self.counters.warn(hx711.WRONG_BIN_COUNT, f'{len(msg.bin_grams)} values for '
+                               f'{len(self.bin_ids)} bins; dropped')
+            return
+        self._sample(to_ns(msg.header.stamp), msg.bin_grams)
 
     # -- HX711 board on a serial port ------------------------------------------------
 
@@ -342,6 +426,9 @@ class WeightSensorNode(Node):
     def destroy_node(self):
         self._stop.set()
         self._close_serial()
+        if self._input_node is not None:
+            self._input_node.destroy_node()
+            self._input_node = None
         return super().destroy_node()
 
 
