@@ -33,6 +33,9 @@ def add_arguments(parser) -> None:
                         help='wall seconds between starting the nodes and scenario time 0')
     parser.add_argument('--runs-dir', default='runs', help='where the run folder is created')
     parser.add_argument('--no-cameras', action='store_true', help='do not start camera nodes')
+    parser.add_argument('--vision', action='store_true',
+                        help='track shoppers on the rendered camera frames (vision_tracker_node) '
+                             'instead of the simulator stand-in')
     parser.add_argument('--grace', type=float, default=30.0,
                         help='wall seconds to wait for receipts after the scenario ends')
     parser.add_argument('--no-cloud', action='store_true',
@@ -123,6 +126,7 @@ def run(args) -> int:
             print(cloud.start(store.store_id).rstrip(), flush=True)
         result = run_scenario(store, args.store, args.scenario, timeline, time_scale=args.time_scale,
                               start_delay_s=args.start_delay, with_cameras=not args.no_cameras,
+                              vision=args.vision,
                               log_path=run_dir / 'nodes.log', grace_s=args.grace, on_receipt=on_receipt,
                               with_uplink=cloud is not None,
                               overrides={'uplink_node': cloud.uplink_parameters()} if cloud else None,

@@ -9,7 +9,7 @@ import pytest
 
 from jwo_nodes.core import frame_source as fs
 from jwo_nodes.core.config import load_store_config
-from jwo_nodes.core.frame_source import FrameSource, FrameSourceError, render_sim_frame
+from jwo_nodes.core.frame_source import FrameSource, FrameSourceError
 
 REPO = Path(__file__).resolve().parent.parent
 STORE = load_store_config(REPO / 'config/stores/demo.yaml')
@@ -153,25 +153,32 @@ def pixel(camera, x, y):
 def test_homography_round_trip():
     camera = STORE.cameras['cam_back']
     u, v = pixel(camera, 5.0, 6.0)
-    assert (u, v) == (400, 240)
+    assert (u, v) == (320, 240)   # 5.0 m / 0.015625, the middle row
     assert np.allclose(fs.pixels_to_floor(camera, [(u, v)]), [(5.0, 6.0)], atol=0.01)
+
+
+def render_at(camera, people, settings=None):
+    from jwo_nodes.core.render import CameraRenderer, Figure, RenderSettings
+    renderer = CameraRenderer(STORE, camera, settings or RenderSettings(noise_sigma=0.0))
+    return renderer.render([Figure(f'p{i}', x, y, None) for i, (x, y) in enumerate(people)])
 
 
 def test_renderer_draws_people_where_the_homography_says():
     camera = STORE.cameras['cam_back']
-    frame = render_sim_frame(STORE, camera, [(5.0, 6.0), fs_person(1.5, 5.0)])
-    assert frame.shape == (camera.height, camera.width, 3) and frame.dtype == np.uint8
+    empty = render_at(camera, []).image
+    frame = render_at(camera, [(5.0, 6.0), (1.5, 5.0)])
+    assert frame.image.shape == (camera.height, camera.width, 3) and frame.image.dtype == np.uint8
+    truth = {p: (round(u), round(v)) for p, u, v in frame.people}
+    assert truth == {'p0': pixel(camera, 5.0, 6.0), 'p1': pixel(camera, 1.5, 5.0)}
     for x, y in [(5.0, 6.0), (1.5, 5.0)]:
         u, v = pixel(camera, x, y)
-        assert tuple(frame[v, u]) == fs.PERSON_BGR
-    # An empty spot of floor is floor, a bin is not.
-    u, v = pixel(camera, 5.0, 4.5)
-    assert tuple(frame[v, u]) == fs.FLOOR_BGR
-    u, v = pixel(camera, 3.0, 6.8)
-    assert tuple(frame[v, u]) not in (fs.FLOOR_BGR, fs.PERSON_BGR)
-    # cam_front does not see y = 6: nothing of that person in its frame.
-    front = render_sim_frame(STORE, STORE.cameras['cam_front'], [(5.0, 6.0)])
-    assert not np.any(np.all(front == fs.PERSON_BGR, axis=2))
+        assert np.abs(frame.image[v, u].astype(int) - empty[v, u]).max() > 30
+    # Away from the people the floor is untouched.
+    u, v = pixel(camera, 8.0, 4.5)
+    assert np.array_equal(frame.image[v, u], empty[v, u])
+    # cam_front does not see y = 6: that person is not in its frame.
+    front = render_at(STORE.cameras['cam_front'], [(5.0, 6.5)])
+    assert front.people == []
 
 
 def test_renderer_follows_a_rotated_homography():
@@ -183,17 +190,9 @@ def test_renderer_follows_a_rotated_homography():
     camera = dataclasses.replace(STORE.cameras['cam_front'], width=320, height=240,
                                  homography=tuple(v for row in h for v in row))
     people = [(2.6, 5.2), (1.44, 4.24)]  # about pixels (150, 100) and (60, 60)
-    frame = render_sim_frame(STORE, camera, people)
-    for x, y in people:
-        u, v = pixel(camera, x, y)
+    frame = render_at(camera, people)
+    truth = {p: (u, v) for p, u, v in frame.people}
+    for i, (x, y) in enumerate(people):
+        u, v = truth[f'p{i}']
         assert 0 <= u < 320 and 0 <= v < 240
-        assert tuple(frame[v, u]) == fs.PERSON_BGR
         assert np.allclose(fs.pixels_to_floor(camera, [(u, v)]), [(x, y)], atol=0.03)
-    mask = np.all(frame == fs.PERSON_BGR, axis=2)
-    # Two discs of radius 0.25 m = 12.5 px: about pi * 12.5^2 pixels each.
-    assert 2 * 400 < mask.sum() < 2 * 560
-
-
-def fs_person(x, y):
-    from jwo_nodes.core.sim import SimPerson
-    return SimPerson('p', 'party', x, y)

@@ -1,5 +1,6 @@
-"""Camera frames: OpenCV sources opened from a config string, and a simple top-down
-renderer of the simulated store. No rclpy here.
+"""Camera frames: OpenCV sources opened from a config string, and the camera
+calibration (image pixels <-> floor metres). No rclpy here; the simulated store is
+rendered by jwo_nodes.core.render.
 
 A source string is a device index ('0'), a device path ('/dev/video0'), a video file
 path or a stream URL (rtsp://, rtsps://, http://, https://). A live source (device,
@@ -8,14 +9,13 @@ loops.
 """
 import re
 import time
-import zlib
 from pathlib import Path
 from typing import Callable, Optional
 
 import cv2
 import numpy as np
 
-from jwo_nodes.core.config import Camera, StoreConfig
+from jwo_nodes.core.config import Camera
 
 DEVICE, FILE, STREAM = 'device', 'file', 'stream'
 _STREAM_SCHEMES = ('rtsp://', 'rtsps://', 'http://', 'https://')
@@ -149,15 +149,7 @@ class FrameSource:
             self._capture = None
 
 
-# -- simulated camera ---------------------------------------------------------------
-
-FLOOR_BGR = (200, 200, 200)
-SHELF_BGR = (60, 90, 140)
-GATE_BGR = (80, 170, 80)
-PERSON_BGR = (40, 40, 220)
-PERSON_RADIUS_M = 0.25
-BIN_HALF_SIZE_M = (0.4, 0.25)
-
+# -- camera calibration -------------------------------------------------------------
 
 def homography(camera: Camera) -> np.ndarray:
     """Image pixels -> floor metres, 3x3."""
@@ -174,69 +166,3 @@ def floor_to_pixels(camera: Camera, points) -> np.ndarray:
 def pixels_to_floor(camera: Camera, points) -> np.ndarray:
     image = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)
     return cv2.perspectiveTransform(image, homography(camera)).reshape(-1, 2)
-
-
-def _sku_bgr(sku: str) -> tuple:
-    h = zlib.crc32(sku.encode())
-    return (90 + h % 120, 90 + (h >> 8) % 120, 120 + (h >> 16) % 100)
-
-
-def _xy(person) -> tuple:
-    if hasattr(person, 'x'):
-        return float(person.x), float(person.y)
-    x, y = person
-    return float(x), float(y)
-
-
-def _polygon(camera: Camera, corners) -> Optional[np.ndarray]:
-    """Floor polygon -> pixel polygon; None where the homography throws it out of
-    reach (points at or behind the horizon of a tilted view)."""
-    pixels = floor_to_pixels(camera, corners)
-    if not np.all(np.isfinite(pixels)) or np.any(np.abs(pixels) > 100_000):
-        return None
-    return np.round(pixels).astype(np.int32)
-
-
-def _rectangle(camera: Camera, x0, y0, x1, y1) -> Optional[np.ndarray]:
-    return _polygon(camera, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
-
-
-def _fill(frame, polygon, color) -> None:
-    if polygon is not None:
-        cv2.fillPoly(frame, [polygon], color, lineType=cv2.LINE_AA)
-
-
-def render_sim_frame(store: StoreConfig, camera: Camera, people) -> np.ndarray:
-    """A top-down BGR frame (camera.height x camera.width) of the store floor as this
-    camera's homography sees it: bins as rectangles around their positions (outlined
-    per shelf), gates as circles, shoppers as filled circles. ``people`` holds (x, y)
-    pairs or objects with .x and .y, in floor metres."""
-    frame = np.full((camera.height, camera.width, 3), FLOOR_BGR, dtype=np.uint8)
-    hx, hy = BIN_HALF_SIZE_M
-    for shelf in store.shelves.values():
-        xs = [b.x for b in shelf.bins]
-        ys = [b.y for b in shelf.bins]
-        _fill(frame, _rectangle(camera, min(xs) - hx - 0.05, min(ys) - hy - 0.05,
-                                max(xs) + hx + 0.05, max(ys) + hy + 0.05), SHELF_BGR)
-        for b in shelf.bins:
-            _fill(frame, _rectangle(camera, b.x - hx + 0.05, b.y - hy + 0.05,
-                                    b.x + hx - 0.05, b.y + hy - 0.05), _sku_bgr(b.sku))
-    for gate in store.gates.values():
-        _circle(frame, camera, gate.x, gate.y, gate.radius_m, GATE_BGR, thickness=2)
-    for person in people:
-        x, y = _xy(person)
-        _circle(frame, camera, x, y, PERSON_RADIUS_M, PERSON_BGR, thickness=-1)
-    return frame
-
-
-def _circle(frame, camera, x, y, radius_m, color, thickness) -> None:
-    """A floor circle as the homography sees it (a polygon: an ellipse in general)."""
-    angles = np.linspace(0.0, 2 * np.pi, 32, endpoint=False)
-    ring = np.stack([x + radius_m * np.cos(angles), y + radius_m * np.sin(angles)], axis=1)
-    pixels = _polygon(camera, ring)
-    if pixels is None:
-        return
-    if thickness < 0:
-        _fill(frame, pixels, color)
-    else:
-        cv2.polylines(frame, [pixels], True, color, thickness, lineType=cv2.LINE_AA)

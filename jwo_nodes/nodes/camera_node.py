@@ -1,6 +1,11 @@
 """camera_node: one camera. Grabs frames from an OpenCV source (device, video file,
 rtsp:// stream) or renders the simulated store, and publishes them as JPEG
-sensor_msgs/CompressedImage on /jwo/cameras/<camera_id>/image/compressed."""
+sensor_msgs/CompressedImage on /jwo/cameras/<camera_id>/image/compressed.
+
+In sim mode (jwo_nodes.core.render) the frames are taken on a grid of scenario time,
+frame k at ``k * time_scale / fps`` seconds, so every simulated camera stamps the frames
+of one instant alike; a frame whose turn has passed while rendering is skipped
+(counted), and frames the scenario drops are not published."""
 import array
 import threading
 import time
@@ -28,6 +33,10 @@ PARAMS = [
     Param('sim_start_ns', int, "epoch ns of scenario time 0 (source 'sim'); 0: now", 0),
     Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
           1.0, 0.001, 1000.0),
+    Param('sim_noise_sigma', float, "sensor noise of rendered frames, grey levels (source 'sim')",
+          4.0, 0.0, 50.0),
+    Param('sim_drop_rate', float, "share of rendered frames lost, at least the scenario's "
+          "dropped_messages (source 'sim')", 0.0, 0.0, 1.0),
 ]
 
 COUNTER_NAMES = ('frames', 'grab_failed', 'frames_dropped', 'reconnects', 'encode_failed')
@@ -57,9 +66,18 @@ class CameraNode(Node):
         if self.source_name == 'sim':
             if not p.scenario:
                 raise ConfigError(where, 'scenario', "required with source 'sim'")
-            from jwo_nodes.core import sim  # the simulator is only needed in sim mode
+            # The simulator and renderer are only needed in sim mode.
+            from jwo_nodes.core import render, sim
             self._timeline = sim.Timeline(sim.load_scenario(p.scenario, self.store), self.store)
             self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
+            self._sim_clock = sim.SimClock(self._sim_start_ns, p.time_scale)
+            self._sim_rate_hz = self.fps / p.time_scale        # frames per scenario second
+            self._sim_next = 0
+            self._figures = render.SceneFigures(self._timeline)
+            noise = self._timeline.scenario.noise
+            self._renderer = render.CameraRenderer(self.store, self.camera, render.RenderSettings(
+                seed=self._timeline.scenario.seed, noise_sigma=p.sim_noise_sigma,
+                drop_rate=max(p.sim_drop_rate, noise.dropped_messages)))
         else:
             try:
                 self._source = frame_source.FrameSource(
@@ -81,7 +99,10 @@ class CameraNode(Node):
     # -- capture thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        period = 1.0 / self.fps
+        # Sim mode polls its frame grid four times a frame (a frame found late is
+        # counted there); a real source is read once a frame.
+        sim_mode = self._source is None
+        period = (0.25 if sim_mode else 1.0) / self.fps
         next_due = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -89,9 +110,9 @@ class CameraNode(Node):
                 self._stop.wait(next_due - now)
                 continue
             behind = int((now - next_due) / period)
-            if behind:
+            if behind and not sim_mode:
                 self._count('frames_dropped', behind)
-                next_due += behind * period
+            next_due += behind * period
             next_due += period
             try:
                 if not self._capture_once():
@@ -104,13 +125,20 @@ class CameraNode(Node):
     def _capture_once(self) -> bool:
         """Grabs, encodes and publishes one frame; False when the source has ended."""
         if self._source is None:
-            now_ns = self.get_clock().now().nanoseconds
-            t_ns = int((now_ns - self._sim_start_ns) * self.params.time_scale)
-            if t_ns < 0:
+            due = self._sim_clock.due(self._sim_rate_hz, self._sim_next,
+                                      self.get_clock().now().nanoseconds)
+            if not due:
                 return True
-            frame = frame_source.render_sim_frame(self.store, self.camera,
-                                                  self._timeline.positions(t_ns))
-            stamp_ns = self._sim_start_ns + t_ns
+            k = due[-1]
+            if len(due) > 1:
+                self._count('frames_dropped', len(due) - 1)
+            self._sim_next = k + 1
+            if self._renderer.dropped(k):
+                self._count('frames_dropped_by_scenario')
+                return True
+            t_ns = int(round(k * 1e9 / self._sim_rate_hz))
+            frame = self._renderer.render(self._figures.at(t_ns), t_ns / 1e9, k).image
+            stamp_ns = self._sim_clock.stamp_ns(t_ns)
         else:
             source = self._source
             reconnects, failed = source.reconnects, source.failed_grabs

@@ -1,0 +1,334 @@
+"""Rendered camera frames of the simulated store, with their ground truth in pixels.
+
+Each configured camera looks down from the ceiling; its homography maps image pixels to
+the floor (metres). A frame shows the floor, the shelves along the walls, the gate, and
+the shoppers as seen from above: a shadow at the feet, legs and torso leaning away from
+the camera's nadir (the higher a point, the farther out it appears), a head, and, while
+a shopper takes from or puts back on a bin, an arm reaching to the shelf with a hand at
+the bin. Shoppers differ in size and clothing (seeded per person), hide each other,
+the light changes over time and across the frame, the sensor adds noise, and frames
+can be dropped (seeded per camera and frame).
+
+``CameraRenderer.render`` returns the BGR image and the ground truth: each visible
+shopper's floor point (feet) and each visible hand, in pixels of this camera.
+Pure numpy/cv2: no rclpy, no clocks.
+"""
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from jwo_nodes.core.config import Camera, StoreConfig
+from jwo_nodes.core.frame_source import floor_to_pixels, homography, pixels_to_floor
+
+NS = 1_000_000_000
+# A hand is at the bin this long before the weight starts changing / after it settled.
+REACH_BEFORE_S = 0.35
+REACH_AFTER_S = 0.25
+# The shelf (where hands go) is this far from a bin's standing point, towards the wall.
+SHELF_OFFSET_M = 0.6
+SHELF_DEPTH_M = 0.45
+# Hands are at about this share of a person's height.
+HAND_HEIGHT = 0.62
+_SEGMENTS = 20
+
+
+def _seed(*parts) -> int:
+    return zlib.crc32('/'.join(str(p) for p in parts).encode())
+
+
+@dataclass(frozen=True)
+class Look:
+    """How one shopper looks from above."""
+
+    radius_m: float          # half the shoulder width
+    height_m: float
+    shirt: tuple             # BGR
+    trousers: tuple
+    hair: tuple
+    skin: tuple
+
+
+_HAIR = ((20, 20, 25), (30, 50, 80), (40, 80, 130), (150, 170, 190), (60, 60, 60), (90, 120, 160))
+_SKIN = ((60, 90, 140), (90, 130, 180), (120, 160, 210), (150, 190, 230), (40, 60, 100))
+
+
+def person_look(seed: int, person_id: str) -> Look:
+    rng = np.random.default_rng(_seed('look', seed, person_id))
+    shirt = tuple(int(v) for v in rng.integers(0, 256, 3))
+    trousers = tuple(int(v) for v in rng.integers(10, 140, 3))
+    skin = _SKIN[int(rng.integers(len(_SKIN)))]
+    hair = skin if rng.random() < 0.12 else _HAIR[int(rng.integers(len(_HAIR)))]
+    return Look(radius_m=float(rng.uniform(0.19, 0.29)), height_m=float(rng.uniform(1.45, 1.95)),
+                shirt=shirt, trousers=trousers, hair=hair, skin=skin)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One shopper at one instant: floor point (metres) and, while reaching, the floor
+    point of the hand."""
+
+    person_id: str
+    x: float
+    y: float
+    hand: Optional[tuple] = None
+    look: Optional[Look] = None
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    seed: int = 0
+    # How far a point at a person's full height appears shifted away from the nadir,
+    # as a share of its floor distance from the nadir.
+    lean: float = 0.12
+    noise_sigma: float = 4.0       # sensor noise, grey levels (1 sigma)
+    light_min: float = 0.65        # overall gain range over time
+    light_max: float = 1.2
+    light_period_s: float = 40.0   # slow light changes
+    light_step_s: float = 15.0     # lights switching: a new level this often (0: never)
+    gradient: float = 0.25         # light falling off across the frame
+    drop_rate: float = 0.0         # share of frames lost
+
+
+@dataclass
+class RenderedFrame:
+    image: np.ndarray              # BGR uint8, camera.height x camera.width
+    people: list                   # (person_id, u, v): feet of visible shoppers
+    hands: list                    # (person_id, u, v): visible hands
+
+
+def shelf_point(store: StoreConfig, bin_id: str, store_centre_y: Optional[float] = None) -> tuple:
+    """Where on the shelf a hand goes for a bin: from the standing point, towards the wall."""
+    bin_ = store.bin(bin_id)
+    if store_centre_y is None:
+        store_centre_y = float(np.mean([b.y for b in store.bins.values()]))
+    side = -1.0 if bin_.y < store_centre_y else 1.0
+    return bin_.x, bin_.y + side * SHELF_OFFSET_M
+
+
+class CameraRenderer:
+    """Renders one camera's frames."""
+
+    def __init__(self, store: StoreConfig, camera: Camera, settings: RenderSettings = RenderSettings()):
+        self.store = store
+        self.camera = camera
+        self.settings = settings
+        self._inverse = np.linalg.inv(homography(camera))
+        self.nadir = tuple(pixels_to_floor(camera, [(camera.width / 2, camera.height / 2)])[0])
+        self._centre_y = float(np.mean([b.y for b in store.bins.values()])) if store.bins else 0.0
+        self._background = self._draw_background()
+        ys, xs = np.mgrid[0:camera.height, 0:camera.width].astype(np.float32)
+        self._xramp = (xs / camera.width - 0.5)
+        self._yramp = (ys / camera.height - 0.5)
+        self._cam_seed = _seed('camera', settings.seed, camera.id)
+
+    # -- geometry ----------------------------------------------------------------------
+
+    def to_pixels(self, points) -> np.ndarray:
+        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        homo = np.c_[pts, np.ones(len(pts))] @ self._inverse.T
+        with np.errstate(divide='ignore', invalid='ignore'):
+            return homo[:, :2] / homo[:, 2:3]
+
+    def _ring(self, x: float, y: float, r: float) -> np.ndarray:
+        a = np.linspace(0, 2 * np.pi, _SEGMENTS, endpoint=False)
+        return np.stack([x + r * np.cos(a), y + r * np.sin(a)], axis=1)
+
+    def _raised(self, x: float, y: float, height_share: float, look: Look) -> tuple:
+        k = self.settings.lean * height_share * look.height_m / 1.7
+        return x + k * (x - self.nadir[0]), y + k * (y - self.nadir[1])
+
+    def _poly(self, frame, floor_points, color) -> None:
+        px = self.to_pixels(floor_points)
+        if not np.all(np.isfinite(px)) or np.any(np.abs(px) > 1e5):
+            return
+        cv2.fillConvexPoly(frame, np.round(px * 16).astype(np.int32), color, cv2.LINE_AA, 4)
+
+    def visible(self, u: float, v: float, margin: float = 0.0) -> bool:
+        return (-margin <= u < self.camera.width + margin) and (-margin <= v < self.camera.height + margin)
+
+    # -- drawing -----------------------------------------------------------------------
+
+    def _draw_background(self) -> np.ndarray:
+        cam = self.camera
+        frame = np.empty((cam.height, cam.width, 3), np.uint8)
+        frame[:] = (176, 184, 188)
+        # Floor tiles of 0.5 m.
+        corners = pixels_to_floor(cam, [(0, 0), (cam.width, 0), (0, cam.height), (cam.width, cam.height)])
+        x0, y0 = np.floor(corners.min(axis=0) * 2) / 2
+        x1, y1 = np.ceil(corners.max(axis=0) * 2) / 2
+        rng = np.random.default_rng(_seed('floor', cam.id))
+        for tx in np.arange(x0, x1, 0.5):
+            for ty in np.arange(y0, y1, 0.5):
+                shade = int(rng.integers(-10, 10))
+                self._poly(frame, [(tx, ty), (tx + 0.5, ty), (tx + 0.5, ty + 0.5), (tx, ty + 0.5)],
+                           (176 + shade, 184 + shade, 188 + shade))
+        for shelf in self.store.shelves.values():
+            points = [shelf_point(self.store, b.id, self._centre_y) for b in shelf.bins]
+            xs = [p[0] for p in points]
+            sy = points[0][1]
+            side = 1.0 if sy > self._centre_y else -1.0
+            near, far = sy - side * 0.15, sy + side * (SHELF_DEPTH_M - 0.15)
+            self._poly(frame, [(min(xs) - 0.5, near), (max(xs) + 0.5, near),
+                               (max(xs) + 0.5, far), (min(xs) - 0.5, far)], (50, 75, 110))
+            for b, (bx, by) in zip(shelf.bins, points):
+                h = zlib.crc32(b.sku.encode())
+                color = (60 + h % 160, 60 + (h >> 8) % 160, 60 + (h >> 16) % 160)
+                for k in range(4):
+                    cx = bx - 0.33 + k * 0.22
+                    self._poly(frame, self._ring(cx, by + side * 0.05, 0.08), color)
+        for gate in self.store.gates.values():
+            ring = self.to_pixels(self._ring(gate.x, gate.y, gate.radius_m))
+            if np.all(np.isfinite(ring)) and np.all(np.abs(ring) < 1e5):
+                cv2.polylines(frame, [np.round(ring).astype(np.int32)], True, (70, 160, 70), 2, cv2.LINE_AA)
+        return frame
+
+    def _draw_person(self, frame, figure: Figure, look: Look) -> None:
+        r = look.radius_m
+        fx, fy = figure.x, figure.y
+        self._poly(frame, self._ring(fx + 0.06, fy + 0.04, r * 1.05), (118, 124, 128))
+        sx, sy = self._raised(fx, fy, 0.8, look)
+        legs = np.concatenate([self._ring(fx, fy, 0.5 * r), self._ring(sx, sy, 0.9 * r)])
+        self._poly(frame, cv2.convexHull(legs.astype(np.float32)).reshape(-1, 2), look.trousers)
+        if figure.hand is not None:
+            hx, hy = self._raised(figure.hand[0], figure.hand[1], HAND_HEIGHT, look)
+            px = self.to_pixels([(sx, sy), (hx, hy)])
+            if np.all(np.isfinite(px)) and np.all(np.abs(px) < 1e5):
+                scale = np.linalg.norm(self.to_pixels([(sx, sy), (sx + 0.07, sy)])[1] - px[0])
+                p0, p1 = np.round(px).astype(int)
+                cv2.line(frame, tuple(p0), tuple(p1), look.shirt, max(2, int(round(scale))), cv2.LINE_AA)
+            self._poly(frame, self._ring(hx, hy, 0.055), look.skin)
+        self._poly(frame, self._ring(sx, sy, r), look.shirt)
+        hx, hy = self._raised(fx, fy, 1.0, look)
+        self._poly(frame, self._ring(hx, hy, 0.1 * look.height_m / 1.7), look.hair)
+
+    def dropped(self, frame_index: int) -> bool:
+        """Whether this frame is lost (seeded per camera and frame)."""
+        if self.settings.drop_rate <= 0:
+            return False
+        return (_seed(self._cam_seed, frame_index) % 100_000) / 100_000 < self.settings.drop_rate
+
+    def light(self, t_s: float) -> tuple:
+        """(gain, horizontal gradient, vertical gradient) of the light at scenario time t."""
+        s = self.settings
+        phase = (self._cam_seed % 1000) / 1000 * 2 * math.pi
+        mid, half = (s.light_max + s.light_min) / 2, (s.light_max - s.light_min) / 2
+        gain = mid + 0.6 * half * math.sin(2 * math.pi * t_s / s.light_period_s + phase)
+        if s.light_step_s > 0:
+            step = int(t_s // s.light_step_s)
+            gain += 0.4 * half * ((_seed(self._cam_seed, 'step', step) % 2001) / 1000 - 1)
+        gx = s.gradient * math.sin(2 * math.pi * t_s / (2.3 * s.light_period_s) + phase)
+        gy = s.gradient * math.cos(2 * math.pi * t_s / (3.1 * s.light_period_s) + 2 * phase)
+        return gain, gx, gy
+
+    def render(self, figures, t_s: float = 0.0, frame_index: int = 0) -> RenderedFrame:
+        frame = self._background.copy()
+        nx, ny = self.nadir
+        # Farther from the nadir first: a nearer shopper's head and shoulders hide them.
+        order = sorted(figures, key=lambda f: -math.hypot(f.x - nx, f.y - ny))
+        people, hands = [], []
+        for figure in order:
+            look = figure.look or person_look(self.settings.seed, figure.person_id)
+            self._draw_person(frame, figure, look)
+            u, v = self.to_pixels([(figure.x, figure.y)])[0]
+            if np.isfinite(u) and self.visible(u, v):
+                people.append((figure.person_id, float(u), float(v)))
+            if figure.hand is not None:
+                hu, hv = self.to_pixels([self._raised(figure.hand[0], figure.hand[1], HAND_HEIGHT, look)])[0]
+                if np.isfinite(hu) and self.visible(hu, hv):
+                    hands.append((figure.person_id, float(hu), float(hv)))
+        gain, gx, gy = self.light(t_s)
+        light = gain * (1.0 + gx * self._xramp + gy * self._yramp)
+        image = frame.astype(np.float32) * light[:, :, None]
+        if self.settings.noise_sigma > 0:
+            noise = np.empty(image.shape, np.float32)
+            cv2.setRNGSeed(_seed(self._cam_seed, 'noise', frame_index) & 0x7FFFFFFF)
+            cv2.randn(noise, 0.0, self.settings.noise_sigma)
+            image += noise
+        return RenderedFrame(np.clip(image, 0, 255).astype(np.uint8), people, hands)
+
+
+class SceneFigures:
+    """The figures of a simulator Timeline at any instant: positions from the timeline,
+    a hand at the shelf from just before a take or put-back starts until it settled."""
+
+    def __init__(self, timeline, seed: Optional[int] = None):
+        self.timeline = timeline
+        store = timeline.store
+        seed = timeline.scenario.seed if seed is None else seed
+        self._reaches = {}
+        for event in timeline.weight_events:
+            sx, sy = shelf_point(store, event.bin_id, timeline.store_centre_y)
+            rng = np.random.default_rng(_seed('reach', seed, event.person_id, event.start_ns))
+            self._reaches.setdefault(event.person_id, []).append(
+                (event.start_ns - int(REACH_BEFORE_S * NS), event.end_ns + int(REACH_AFTER_S * NS),
+                 (sx + float(rng.uniform(-0.15, 0.15)), sy)))
+
+    def at(self, t_ns: int) -> list:
+        figures = []
+        for person in self.timeline.positions(t_ns):
+            hand = next((h for t0, t1, h in self._reaches.get(person.person_id, ()) if t0 <= t_ns <= t1), None)
+            figures.append(Figure(person.person_id, person.x, person.y, hand))
+        return figures
+
+
+def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int = 7) -> list:
+    """A random scene for training: shoppers at bins (some reaching), in the aisles, at
+    the gate and in close pairs, each with a random look."""
+    centre_y = float(np.mean([b.y for b in store.bins.values()]))
+    bins = list(store.bins.values())
+    gates = list(store.gates.values())
+    figures = []
+    n = int(rng.integers(0, max_people + 1))
+    xs = [b.x for b in bins] + [g.x for g in gates]
+    ys = [b.y for b in bins] + [g.y for g in gates]
+    x_lo, x_hi = min(xs) - 1.5, max(xs) + 1.5
+    y_lo, y_hi = min(ys) - 0.3, max(ys) + 0.3
+    for i in range(n):
+        kind = rng.random()
+        hand = None
+        if kind < 0.45 and bins:
+            b = bins[int(rng.integers(len(bins)))]
+            x, y = b.x + rng.normal(0, 0.25), b.y + rng.normal(0, 0.15)
+            if rng.random() < 0.5:
+                sx, sy = shelf_point(store, b.id, centre_y)
+                hand = (sx + float(rng.uniform(-0.3, 0.3)), sy)
+        elif kind < 0.6 and gates:
+            g = gates[int(rng.integers(len(gates)))]
+            x, y = g.x + rng.normal(0, 0.4), g.y + rng.normal(0, 0.4)
+        elif kind < 0.75 and figures:
+            other = figures[int(rng.integers(len(figures)))]
+            angle = rng.uniform(0, 2 * np.pi)
+            d = rng.uniform(0.45, 0.9)
+            x, y = other.x + d * math.cos(angle), other.y + d * math.sin(angle)
+        else:
+            x, y = rng.uniform(x_lo, x_hi), rng.uniform(y_lo, y_hi)
+        look = Look(radius_m=float(rng.uniform(0.17, 0.31)), height_m=float(rng.uniform(1.4, 2.0)),
+                    shirt=tuple(int(v) for v in rng.integers(0, 256, 3)),
+                    trousers=tuple(int(v) for v in rng.integers(10, 150, 3)),
+                    hair=_HAIR[int(rng.integers(len(_HAIR)))], skin=_SKIN[int(rng.integers(len(_SKIN)))])
+        figures.append(Figure(f'r{i}', float(x), float(y), hand, look))
+    return figures
+
+
+def random_settings(rng: np.random.Generator) -> RenderSettings:
+    """Random light and noise for training frames."""
+    lo = float(rng.uniform(0.45, 1.0))
+    return RenderSettings(seed=int(rng.integers(1 << 30)), lean=float(rng.uniform(0.06, 0.18)),
+                          noise_sigma=float(rng.uniform(0, 10)), light_min=lo,
+                          light_max=lo + float(rng.uniform(0.05, 0.6)),
+                          light_period_s=float(rng.uniform(10, 60)),
+                          gradient=float(rng.uniform(0, 0.4)))
+
+
+def floor_of_pixels(camera: Camera, points) -> np.ndarray:
+    """Pixels -> floor metres (N x 2), re-exported for callers of this module."""
+    return pixels_to_floor(camera, points)
+
+
+__all__ = ['CameraRenderer', 'Figure', 'Look', 'RenderSettings', 'RenderedFrame', 'SceneFigures',
+           'floor_of_pixels', 'floor_to_pixels', 'person_look', 'random_figures', 'random_settings',
+           'shelf_point']

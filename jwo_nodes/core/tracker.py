@@ -1,0 +1,403 @@
+"""Multi-camera shopper tracking on the floor plane. Pure: no rclpy, no clocks.
+
+Per time step (``Tracker.step``) the detections of every camera, already projected to
+the floor through the camera's homography, are merged across overlapping cameras (one
+shopper seen by two cameras is one point), matched to the tracks by the Hungarian
+method on the distance to each track's constant-velocity Kalman prediction, and used to
+update, start and lose tracks:
+
+* a detection no track claims first tries to re-acquire a lost track (the nearest one
+  it can have walked from since it was lost), otherwise starts a tentative track,
+  confirmed after ``confirm_hits`` hits. A track started at a gate can take a visit
+  code; one started elsewhere cannot (it is most likely a lost shopper or a false
+  detection) until it is re-acquired by nobody — it stays anonymous.
+* a track that misses is predicted on (coasting) and published for ``coast_publish_s``,
+  then lost: kept out of sight for re-acquisition for ``keep_lost_s``, except at a gate,
+  where it has left.
+* ENTRY events (``add_entry``) give their visit code to the tracks started at that gate
+  around the entry's stamp, as many as the group has people, in order of their start.
+* identity is uncertain after a re-acquisition, after starting away from a gate, and
+  after two tracks came close enough to swap; each lowers the track's confidence for
+  good, coasting lowers it while it lasts.
+* hand detections go to the nearest published track within arm's reach.
+
+Everything is decided from the stamps given: the same inputs give the same tracks.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+NS = 1_000_000_000
+_INFEASIBLE = 1e6
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    merge_radius_m: float = 0.5       # detections of two cameras this close are one shopper
+    match_radius_m: float = 1.0       # a detection this far from a track's prediction is not its
+    accel_mps2: float = 2.0           # Kalman process noise: unmodelled acceleration
+    measurement_sigma_m: float = 0.12
+    confirm_hits: int = 2
+    coast_publish_s: float = 1.0      # a track without detections is published this long
+    keep_lost_s: float = 120.0        # and kept for re-acquisition this long
+    reacquire_m: float = 1.2          # a lost track can be re-acquired this far away ...
+    reacquire_mps: float = 0.6        # ... plus this much per second lost ...
+    reacquire_max_m: float = 4.0      # ... up to this
+    gate_margin_m: float = 0.6        # a track starting within gate radius + this started at the gate
+    entry_before_s: float = 1.0       # tracks started this long before an ENTRY stamp can take it
+    entry_after_s: float = 1.5        # ... or this long after (plus group_stagger_s per extra member)
+    group_stagger_s: float = 0.5
+    arm_reach_m: float = 1.1          # a hand belongs to the nearest track within this
+    swap_radius_m: float = 0.45       # two tracks this close may swap identities
+
+
+@dataclass(frozen=True)
+class FloorDetection:
+    x: float
+    y: float
+    score: float = 1.0
+    camera: str = ''
+
+
+@dataclass(frozen=True)
+class TrackOutput:
+    track_id: str
+    visit_code: str
+    x: float
+    y: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class HandOutput:
+    track_id: str
+    x: float
+    y: float
+    score: float
+
+
+@dataclass(frozen=True)
+class Gate:
+    id: str
+    x: float
+    y: float
+    radius_m: float
+
+
+@dataclass
+class _Track:
+    id: str
+    state: np.ndarray            # x, y, vx, vy
+    cov: np.ndarray
+    born_ns: int
+    updated_ns: int
+    gate_id: str                 # gate it started at ('' elsewhere)
+    hits: int = 1
+    confirmed: bool = False
+    lost: bool = False
+    visit_code: str = ''
+    identity: float = 1.0
+    close_to: set = field(default_factory=set)
+
+
+@dataclass
+class _Entry:
+    gate_id: str
+    stamp_ns: int
+    visit_code: str
+    people: int
+    given: int = 0
+
+
+def merge_detections(detections: list, radius_m: float) -> list:
+    """One point per shopper: detections of different cameras within radius_m merged
+    (score-weighted mean), strongest first; two of one camera are never merged."""
+    clusters = []   # [sum_w, sum_wx, sum_wy, cameras, best]
+    for d in sorted(detections, key=lambda d: -d.score):
+        best, best_distance = None, radius_m
+        for cluster in clusters:
+            cx, cy = cluster[1] / cluster[0], cluster[2] / cluster[0]
+            distance = math.hypot(d.x - cx, d.y - cy)
+            if distance <= best_distance and d.camera not in cluster[3]:
+                best, best_distance = cluster, distance
+        w = max(d.score, 1e-3)
+        if best is None:
+            clusters.append([w, w * d.x, w * d.y, {d.camera}, d.score])
+        else:
+            best[0] += w
+            best[1] += w * d.x
+            best[2] += w * d.y
+            best[3].add(d.camera)
+            best[4] = max(best[4], d.score)
+    return [FloorDetection(c[1] / c[0], c[2] / c[0], c[4], '+'.join(sorted(c[3]))) for c in clusters]
+
+
+class Tracker:
+    def __init__(self, gates: list, settings: TrackerSettings = TrackerSettings()):
+        self.gates = list(gates)
+        self.settings = settings
+        self.tracks = []
+        self._entries = []
+        self._next_id = 1
+        self.stamp_ns: Optional[int] = None
+        self.counters = {name: 0 for name in (
+            'steps', 'detections', 'merged', 'tracks_started_at_gate', 'tracks_started_elsewhere',
+            'tracks_confirmed', 'tracks_lost', 'tracks_left', 'reacquired', 'visits_assigned',
+            'entries_unfilled', 'close_encounters', 'hands', 'hands_unassigned', 'out_of_order')}
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def add_entry(self, gate_id: str, stamp_ns: int, visit_code: str, people: int = 1) -> None:
+        """An ENTRY event: its code goes to the tracks that start at the gate then."""
+        self._entries.append(_Entry(gate_id, stamp_ns, visit_code, max(1, people)))
+        self._assign_entries()
+
+    def step(self, stamp_ns: int, shoppers: list, hands: list = ()) -> tuple:
+        """Detections (FloorDetection, floor metres) of every camera at one stamp ->
+        (published tracks, hands given to tracks). A stamp not after the previous one is
+        ignored (counted)."""
+        if self.stamp_ns is not None and stamp_ns <= self.stamp_ns:
+            self.counters['out_of_order'] += 1
+            return [], []
+        s = self.settings
+        self.counters['steps'] += 1
+        self.counters['detections'] += len(shoppers)
+        merged = merge_detections(shoppers, s.merge_radius_m)
+        self.counters['merged'] += len(shoppers) - len(merged)
+        for track in self.tracks:
+            if not track.lost:
+                self._predict(track, stamp_ns)
+        self.stamp_ns = stamp_ns
+        active = [t for t in self.tracks if not t.lost]
+        unmatched = self._match(active, merged, stamp_ns, lambda t: s.match_radius_m)
+        # Nobody claimed these: re-acquire a lost track, else start one.
+        lost = [t for t in self.tracks if t.lost]
+        if unmatched and lost:
+            def reach(track):
+                radius = s.reacquire_m + s.reacquire_mps * (stamp_ns - track.updated_ns) / NS
+                return min(radius, s.reacquire_max_m)
+            detections = [merged[i] for i in unmatched]
+            rest = self._match(lost, detections, stamp_ns, reach, reacquire=True)
+            unmatched = [unmatched[i] for i in rest]
+        for i in unmatched:
+            self._start(merged[i], stamp_ns)
+        self._age(stamp_ns)
+        self._watch_encounters()
+        self._assign_entries()
+        published = self.published()
+        return published, self._hands(hands, published)
+
+    # -- the steps -------------------------------------------------------------------
+
+    def _match(self, tracks: list, detections: list, stamp_ns: int, radius, reacquire=False) -> list:
+        """Assigns detections to tracks (Hungarian, within each track's radius); returns
+        the indices of the detections left over."""
+        if not tracks or not detections:
+            return list(range(len(detections)))
+        cost = np.full((len(tracks), len(detections)), _INFEASIBLE)
+        for r, track in enumerate(tracks):
+            limit = radius(track)
+            for c, d in enumerate(detections):
+                distance = math.hypot(track.state[0] - d.x, track.state[1] - d.y)
+                if distance <= limit:
+                    # A lost track with a visit is worth re-finding before an anonymous one.
+                    cost[r, c] = distance - (0.3 if reacquire and track.visit_code else 0.0)
+        rows, cols = linear_sum_assignment(cost)
+        used = set()
+        for r, c in zip(rows, cols):
+            if cost[r, c] >= _INFEASIBLE:
+                continue
+            track = tracks[r]
+            if reacquire:
+                self._reacquire(track, detections[c], stamp_ns)
+            else:
+                self._update(track, detections[c], stamp_ns)
+            used.add(c)
+        return [c for c in range(len(detections)) if c not in used]
+
+    def _predict(self, track: _Track, stamp_ns: int) -> None:
+        dt = (stamp_ns - (self.stamp_ns if self.stamp_ns is not None else stamp_ns)) / NS
+        if dt <= 0:
+            return
+        f = np.eye(4)
+        f[0, 2] = f[1, 3] = dt
+        q = self.settings.accel_mps2 ** 2
+        g = np.array([[dt * dt / 2, 0], [0, dt * dt / 2], [dt, 0], [0, dt]])
+        track.state = f @ track.state
+        track.cov = f @ track.cov @ f.T + g @ g.T * q
+        # Coasting: the velocity fades, so a hidden shopper is not carried off.
+        if stamp_ns - track.updated_ns > NS // 2:
+            track.state[2:] *= 0.5
+
+    def _update(self, track: _Track, d: FloorDetection, stamp_ns: int) -> None:
+        h = np.zeros((2, 4))
+        h[0, 0] = h[1, 1] = 1.0
+        r = np.eye(2) * self.settings.measurement_sigma_m ** 2
+        innovation = np.array([d.x, d.y]) - h @ track.state
+        s = h @ track.cov @ h.T + r
+        k = track.cov @ h.T @ np.linalg.inv(s)
+        track.state = track.state + k @ innovation
+        track.cov = (np.eye(4) - k @ h) @ track.cov
+        track.updated_ns = stamp_ns
+        track.hits += 1
+        if not track.confirmed and track.hits >= self.settings.confirm_hits:
+            track.confirmed = True
+            self.counters['tracks_confirmed'] += 1
+
+    def _reacquire(self, track: _Track, d: FloorDetection, stamp_ns: int) -> None:
+        track.lost = False
+        track.state = np.array([d.x, d.y, 0.0, 0.0])
+        track.cov = np.diag([0.1 ** 2, 0.1 ** 2, 1.0, 1.0])
+        track.updated_ns = stamp_ns
+        track.identity *= 0.75
+        self.counters['reacquired'] += 1
+
+    def _start(self, d: FloorDetection, stamp_ns: int) -> None:
+        gate = self._gate_at(d.x, d.y)
+        track = _Track(id=f'vt-{self._next_id}', state=np.array([d.x, d.y, 0.0, 0.0]),
+                       cov=np.diag([0.1 ** 2, 0.1 ** 2, 1.0, 1.0]), born_ns=stamp_ns,
+                       updated_ns=stamp_ns, gate_id=gate.id if gate else '',
+                       identity=1.0 if gate else 0.6)
+        self._next_id += 1
+        self.tracks.append(track)
+        self.counters['tracks_started_at_gate' if gate else 'tracks_started_elsewhere'] += 1
+        if self.settings.confirm_hits <= 1:
+            track.confirmed = True
+            self.counters['tracks_confirmed'] += 1
+
+    def _age(self, stamp_ns: int) -> None:
+        s = self.settings
+        keep = []
+        for track in self.tracks:
+            missing_s = (stamp_ns - track.updated_ns) / NS
+            if not track.confirmed and stamp_ns > track.updated_ns:
+                continue  # a tentative track that missed: a false start
+            if not track.lost and missing_s > s.coast_publish_s:
+                if self._gate_at(track.state[0], track.state[1]) is not None:
+                    self.counters['tracks_left'] += 1
+                    continue  # out through the gate
+                track.lost = True
+                track.state[2:] = 0.0
+                self.counters['tracks_lost'] += 1
+            if track.lost and missing_s > s.keep_lost_s:
+                continue
+            keep.append(track)
+        self.tracks = keep
+
+    def _watch_encounters(self) -> None:
+        shown = [t for t in self.tracks if t.confirmed and not t.lost]
+        for i, a in enumerate(shown):
+            for b in shown[i + 1:]:
+                close = math.hypot(a.state[0] - b.state[0], a.state[1] - b.state[1]) < self.settings.swap_radius_m
+                if close and b.id not in a.close_to:
+                    a.close_to.add(b.id)
+                    b.close_to.add(a.id)
+                    a.identity *= 0.85
+                    b.identity *= 0.85
+                    self.counters['close_encounters'] += 1
+                elif not close:
+                    a.close_to.discard(b.id)
+                    b.close_to.discard(a.id)
+
+    def _assign_entries(self) -> None:
+        if self.stamp_ns is None:
+            return
+        s = self.settings
+        still = []
+        for entry in self._entries:
+            low = entry.stamp_ns - int(s.entry_before_s * NS)
+            high = entry.stamp_ns + int((s.entry_after_s + s.group_stagger_s * (entry.people - 1)) * NS)
+            candidates = sorted((t for t in self.tracks if not t.visit_code and t.gate_id == entry.gate_id
+                                 and low <= t.born_ns <= high),
+                                key=lambda t: (abs(t.born_ns - entry.stamp_ns), t.id))
+            for track in candidates[:entry.people - entry.given]:
+                track.visit_code = entry.visit_code
+                entry.given += 1
+                self.counters['visits_assigned'] += 1
+            if entry.given >= entry.people:
+                continue
+            if self.stamp_ns > high:
+                self.counters['entries_unfilled'] += 1
+                continue
+            still.append(entry)
+        self._entries = still
+
+    def _gate_at(self, x: float, y: float) -> Optional[Gate]:
+        for gate in self.gates:
+            if math.hypot(x - gate.x, y - gate.y) <= gate.radius_m + self.settings.gate_margin_m:
+                return gate
+        return None
+
+    # -- outputs -----------------------------------------------------------------------
+
+    def published(self) -> list:
+        """The confirmed tracks in sight or coasting, with their confidence."""
+        out = []
+        for track in self.tracks:
+            if not track.confirmed or track.lost:
+                continue
+            missing_s = (self.stamp_ns - track.updated_ns) / NS
+            presence = 1.0 - 0.5 * min(1.0, missing_s / self.settings.coast_publish_s)
+            out.append(TrackOutput(track.id, track.visit_code, float(track.state[0]), float(track.state[1]),
+                                   round(max(0.05, min(1.0, track.identity * presence)), 3)))
+        return out
+
+    def _hands(self, hands: list, published: list) -> list:
+        given = []
+        for hand in hands:
+            ranked = sorted((math.hypot(t.x - hand.x, t.y - hand.y), t.track_id) for t in published)
+            if ranked and ranked[0][0] <= self.settings.arm_reach_m:
+                track = next(t for t in published if t.track_id == ranked[0][1])
+                given.append(HandOutput(track.track_id, hand.x, hand.y, hand.score))
+                self.counters['hands'] += 1
+            else:
+                self.counters['hands_unassigned'] += 1
+        return given
+
+
+class FrameBatcher:
+    """Groups the frames of one time step across cameras, by stamp.
+
+    ``add`` returns the batches completed by a frame: the pending batch is complete when
+    every camera has a frame in it, or is closed early when a camera sends its next
+    frame, or a frame stamped more than ``tolerance_ns`` after the batch's first. A frame
+    stamped at or before the last closed batch is late and refused (None is returned
+    instead of a list). ``flush`` closes the pending batch (the caller's time-out when a
+    camera is silent). A batch is (stamp_ns, {camera: payload}), stamped with its newest
+    frame; batch stamps strictly increase.
+    """
+
+    def __init__(self, cameras, tolerance_ns: int):
+        self.cameras = set(cameras)
+        self.tolerance_ns = tolerance_ns
+        self._pending = {}
+        self._closed_ns = None
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def add(self, camera: str, stamp_ns: int, payload) -> Optional[list]:
+        if self._closed_ns is not None and stamp_ns <= self._closed_ns:
+            return None
+        ready = []
+        if self._pending:
+            first = min(s for s, _ in self._pending.values())
+            if camera in self._pending or stamp_ns - first > self.tolerance_ns:
+                ready.append(self.flush())
+        self._pending[camera] = (stamp_ns, payload)
+        if self.cameras <= set(self._pending):
+            ready.append(self.flush())
+        return ready
+
+    def flush(self):
+        if not self._pending:
+            return None
+        stamp = max(s for s, _ in self._pending.values())
+        batch = (stamp, {camera: payload for camera, (_, payload) in self._pending.items()})
+        self._pending = {}
+        self._closed_ns = stamp
+        return batch

@@ -1,0 +1,172 @@
+"""vision_tracker_node: shoppers tracked on camera frames (namespace /jwo).
+
+Subscribes to every camera's ``cameras/<id>/image/compressed`` and every gate's
+``gates/<id>/events``; groups the frames of one time step across cameras, runs the
+detector (ONNX Runtime) on them as one batch, projects the shoppers' floor points and
+hands through each camera's homography, tracks them on the floor and publishes
+``shoppers/positions`` stamped with the frames' stamp: the seam fusion reads, which
+the simulator's shopper_sim_node fills without cameras.
+"""
+import time
+
+import cv2
+import numpy as np
+from jwo_msgs.msg import GateEvent, ShopperPosition, ShopperPositions
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage
+
+from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.detector import HAND, Detector, DetectorSettings, default_model_path
+from jwo_nodes.core.frame_source import pixels_to_floor
+from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Gate, Tracker,
+                                    TrackerSettings)
+from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, SENSOR_QOS, Counters, Param,
+                                  declare_params, run_node, to_ns, to_stamp)
+
+PARAMS = [
+    Param('store_config', str, 'Path of the store YAML (config/stores/<store>.yaml).', REQUIRED),
+    Param('model_path', str, 'Detector ONNX file (jwo heatmap model or a YOLO export); empty: '
+          'models/detector.onnx of the package.', ''),
+    Param('input_width', int, 'Model input width (pixels) when the model does not fix it.', 256, 32, 4096),
+    Param('input_height', int, 'Model input height (pixels) when the model does not fix it.', 192, 32, 4096),
+    Param('shopper_threshold', float, 'Minimum score of a shopper detection.', 0.35, 0.01, 0.99),
+    Param('hand_threshold', float, 'Minimum score of a hand detection.', 0.35, 0.01, 0.99),
+    Param('nms_iou', float, 'YOLO models: boxes overlapping more than this are one.', 0.5, 0.05, 0.95),
+    Param('threads', int, 'ONNX Runtime threads per run (0: its default).', 0, 0, 64),
+    Param('batch_tolerance_s', float, 'Frames of different cameras stamped within this are one '
+          'time step.', 0.05, 0.0, 1.0),
+    Param('batch_wait_s', float, 'Wall seconds a time step waits for a silent camera before it '
+          'is processed without it.', 0.3, 0.01, 5.0),
+    Param('merge_radius_m', float, 'Detections of two cameras this close are one shopper (m).', 0.5, 0.05, 3.0),
+    Param('match_radius_m', float, 'A detection this far from a track prediction is not its (m).', 1.0, 0.1, 5.0),
+    Param('confirm_hits', int, 'Detections before a new track is published.', 2, 1, 20),
+    Param('coast_publish_s', float, 'A track without detections is published this long (s).', 1.0, 0.0, 10.0),
+    Param('keep_lost_s', float, 'A lost track can be re-acquired this long (s).', 120.0, 0.0, 3600.0),
+    Param('gate_margin_m', float, 'A track starting within gate radius + this started at the gate (m).',
+          0.6, 0.0, 5.0),
+    Param('arm_reach_m', float, 'A hand belongs to the nearest track within this (m).', 1.1, 0.1, 3.0),
+]
+
+COUNTERS = ('frames', 'batches', 'partial_batches', 'bad_frames', 'late_frames',
+            'inference_ms_total', 'entries')
+
+
+class VisionTrackerNode(Node):
+    def __init__(self):
+        super().__init__('vision_tracker_node')
+        p = self.params = declare_params(self, PARAMS)
+        where = f'node {self.get_fully_qualified_name()}'
+        self.store = load_store_config(p.store_config)
+        if not self.store.cameras:
+            raise ConfigError(p.store_config, 'cameras', 'the vision tracker needs at least one camera')
+        model = p.model_path or default_model_path()
+        if not model:
+            raise ConfigError(where, 'model_path', 'no models/detector.onnx found; give model_path')
+        try:
+            self.detector = Detector(DetectorSettings(
+                model_path=model, input_width=p.input_width, input_height=p.input_height,
+                shopper_threshold=p.shopper_threshold, hand_threshold=p.hand_threshold,
+                nms_iou=p.nms_iou, threads=p.threads))
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(where, 'model_path', str(error))
+        except Exception as error:  # noqa: BLE001 - onnxruntime's own errors
+            raise ConfigError(where, 'model_path', f'cannot load {model}: {type(error).__name__}: {error}')
+        if self.detector.provider_note:
+            self.get_logger().info(self.detector.provider_note)
+        self.tracker = Tracker(
+            [Gate(g.id, g.x, g.y, g.radius_m) for g in self.store.gates.values()],
+            TrackerSettings(merge_radius_m=p.merge_radius_m, match_radius_m=p.match_radius_m,
+                            confirm_hits=p.confirm_hits, coast_publish_s=p.coast_publish_s,
+                            keep_lost_s=p.keep_lost_s, gate_margin_m=p.gate_margin_m,
+                            arm_reach_m=p.arm_reach_m))
+        self.batcher = FrameBatcher(self.store.cameras, int(p.batch_tolerance_s * 1e9))
+        self._pending_since = None
+        self.counters = Counters(self, 'vision_tracker', COUNTERS + tuple(self.tracker.counters))
+        self.publisher = self.create_publisher(ShopperPositions, 'shoppers/positions', EVENT_QOS)
+        for camera_id in self.store.cameras:
+            self.create_subscription(CompressedImage, f'cameras/{camera_id}/image/compressed',
+                                     lambda msg, c=camera_id: self._on_frame(c, msg), SENSOR_QOS)
+        for gate_id in self.store.gates:
+            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, EVENT_QOS)
+        self.create_timer(0.05, self._on_timer)
+        self.get_logger().info(
+            f'detector {model}: {self.detector.format}, input {self.detector.input_width}x'
+            f'{self.detector.input_height}, {self.detector.provider}; cameras '
+            f'{", ".join(self.store.cameras)}')
+
+    def _on_gate(self, msg: GateEvent) -> None:
+        if msg.direction != GateEvent.ENTRY:
+            return
+        if msg.gate_id not in self.store.gates or not msg.visit_code:
+            self.counters.warn('bad_gate_events', f'{msg.event_id}: unknown gate {msg.gate_id!r} or no visit code')
+            return
+        self.counters.count('entries')
+        self.tracker.add_entry(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code, max(1, msg.group_size))
+
+    def _on_frame(self, camera_id: str, msg: CompressedImage) -> None:
+        self.counters.count('frames')
+        stamp = to_ns(msg.header.stamp)
+        ready = self.batcher.add(camera_id, stamp, msg)
+        if ready is None:
+            self.counters.warn('late_frames', f'{camera_id}: frame stamped {stamp} after its time step was processed')
+            return
+        if self._pending_since is None and self.batcher.pending:
+            self._pending_since = time.monotonic()
+        for batch in ready:
+            self._process(batch)
+
+    def _on_timer(self) -> None:
+        if self._pending_since is not None and time.monotonic() - self._pending_since > self.params.batch_wait_s:
+            batch = self.batcher.flush()
+            if batch:
+                self._process(batch)
+
+    def _process(self, batch) -> None:
+        stamp_ns, messages = batch
+        self._pending_since = time.monotonic() if self.batcher.pending else None
+        cameras, frames = [], []
+        for camera_id, msg in messages.items():
+            frame = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+            camera = self.store.cameras[camera_id]
+            if frame is None or frame.ndim != 3:
+                self.counters.warn('bad_frames', f'{camera_id}: not a decodable image ({msg.format!r})')
+                continue
+            if (frame.shape[1], frame.shape[0]) != (camera.width, camera.height):
+                frame = cv2.resize(frame, (camera.width, camera.height), interpolation=cv2.INTER_AREA)
+            cameras.append(camera)
+            frames.append(frame)
+        if not frames:
+            return
+        if len(frames) < len(self.store.cameras):
+            self.counters.count('partial_batches')
+        started = time.perf_counter()
+        results = self.detector.detect(frames)
+        self.counters.count('inference_ms_total', int(round((time.perf_counter() - started) * 1000)))
+        shoppers, hands = [], []
+        for camera, found in zip(cameras, results):
+            if not found:
+                continue
+            floor = pixels_to_floor(camera, [(d.u, d.v) for d in found])
+            for d, (x, y) in zip(found, floor):
+                if not (np.isfinite(x) and np.isfinite(y)):
+                    continue
+                point = FloorDetection(float(x), float(y), d.score, camera.id)
+                (hands if d.kind == HAND else shoppers).append(point)
+        tracks, _ = self.tracker.step(stamp_ns, shoppers, hands)
+        self.counters.count('batches')
+        for name, value in self.tracker.counters.items():
+            self.counters.values[name] = value
+        msg = ShopperPositions()
+        msg.header.stamp = to_stamp(stamp_ns)
+        msg.header.frame_id = 'floor'
+        msg.shoppers = [ShopperPosition(track_id=t.track_id, visit_code=t.visit_code, x=t.x, y=t.y,
+                                        confidence=float(t.confidence)) for t in tracks]
+        self.publisher.publish(msg)
+
+
+def main(args=None):
+    run_node(VisionTrackerNode, args)
+
+
+if __name__ == '__main__':
+    main()

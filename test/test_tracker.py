@@ -1,0 +1,194 @@
+"""The floor tracker on synthetic detections: crossing shoppers keep their tracks,
+occlusion gaps are bridged, entry-gate visit codes (groups too), merging across
+cameras, hands, and the frame batcher."""
+import math
+
+import numpy as np
+import pytest
+
+from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Gate, Tracker,
+                                    TrackerSettings, merge_detections)
+
+NS = 1_000_000_000
+GATE = Gate('G1', 0.6, 4.0, 0.8)
+DT = NS // 10
+
+
+def det(x, y, camera='cam', score=0.9):
+    return FloorDetection(x, y, score, camera)
+
+
+def walk(tracker, path_of, steps, start=0, noise=0.0, seed=0, hidden=lambda who, k: False):
+    """Steps the tracker at 10 Hz; path_of: {who: k -> (x, y)}. Returns per step the
+    published tracks and, per person, the track id nearest to them."""
+    rng = np.random.default_rng(seed)
+    seen = []
+    for k in range(start, start + steps):
+        detections = []
+        for who, path in path_of.items():
+            point = path(k)
+            if point is None or hidden(who, k):
+                continue
+            detections.append(det(point[0] + rng.normal(0, noise), point[1] + rng.normal(0, noise)))
+        tracks, _ = tracker.step(k * DT, detections)
+        nearest = {}
+        for who, path in path_of.items():
+            point = path(k)
+            if point is None or not tracks:
+                continue
+            best = min(tracks, key=lambda t: math.hypot(t.x - point[0], t.y - point[1]))
+            if math.hypot(best.x - point[0], best.y - point[1]) < 0.5:
+                nearest[who] = best
+        seen.append((k, tracks, nearest))
+    return seen
+
+
+def line(x0, y0, x1, y1, k0, k1):
+    def at(k):
+        if k < k0:
+            return None
+        a = min(1.0, (k - k0) / (k1 - k0))
+        return x0 + a * (x1 - x0), y0 + a * (y1 - y0)
+    return at
+
+
+def test_merges_one_shopper_seen_by_two_cameras_but_not_two_of_one_camera():
+    merged = merge_detections([det(1.0, 4.0, 'front'), det(1.1, 4.05, 'back'), det(1.3, 4.0, 'front')], 0.5)
+    assert len(merged) == 2
+    both = next(m for m in merged if '+' in m.camera)
+    assert both.camera == 'back+front' and abs(both.x - 1.05) < 0.01
+
+
+def test_track_starts_at_the_gate_and_takes_the_entry_code():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 5 * DT, 'v-AAA', 1)
+    seen = walk(tracker, {'ana': line(0.6, 4.0, 5.0, 4.0, 5, 50)}, 60)
+    k, tracks, nearest = seen[-1]
+    assert nearest['ana'].visit_code == 'v-AAA'
+    assert len({t.track_id for _, ts, _ in seen for t in ts}) == 1
+    assert tracker.counters['visits_assigned'] == 1 and nearest['ana'].confidence == 1.0
+
+
+def test_entry_event_arriving_after_the_frames_still_assigns():
+    tracker = Tracker([GATE])
+    walk(tracker, {'ana': line(0.6, 4.0, 3.0, 4.0, 5, 30)}, 20)
+    tracker.add_entry('G1', 5 * DT, 'v-LATE', 1)
+    tracks = tracker.published()
+    assert [t.visit_code for t in tracks] == ['v-LATE']
+
+
+def test_a_group_entering_on_one_entry_all_get_its_code_and_the_next_party_its_own():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 10 * DT, 'v-GROUP', 3)
+    tracker.add_entry('G1', 60 * DT, 'v-SOLO', 1)
+    paths = {f'g{i}': line(0.6, 4.0, 3.0 + i, 2.0 + 2 * i, 10 + 5 * i, 40 + 5 * i) for i in range(3)}
+    paths['solo'] = line(0.6, 4.0, 6.0, 6.0, 60, 100)
+    seen = walk(tracker, paths, 110)
+    _, _, nearest = seen[-1]
+    assert {nearest[f'g{i}'].visit_code for i in range(3)} == {'v-GROUP'}
+    assert len({nearest[f'g{i}'].track_id for i in range(3)}) == 3
+    assert nearest['solo'].visit_code == 'v-SOLO'
+    assert tracker.counters['entries_unfilled'] == 0
+
+
+def test_a_track_started_away_from_a_gate_gets_no_code_and_lower_confidence():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 5 * DT, 'v-X', 1)
+    seen = walk(tracker, {'ghost': line(7.0, 6.0, 7.0, 6.0, 5, 6)}, 30)
+    tracks = seen[-1][1]
+    assert len(tracks) == 1 and tracks[0].visit_code == '' and tracks[0].confidence < 0.7
+    assert tracker.counters['entries_unfilled'] == 1
+
+
+def polyline(*legs):
+    """legs: (k0, k1, (x0, y0), (x1, y1)) in order; stays at the last point."""
+    def at(k):
+        if k < legs[0][0]:
+            return None
+        for k0, k1, (x0, y0), (x1, y1) in legs:
+            if k <= k1:
+                a = max(0.0, (k - k0) / (k1 - k0))
+                return x0 + a * (x1 - x0), y0 + a * (y1 - y0)
+        return legs[-1][3]
+    return at
+
+
+def test_crossing_shoppers_keep_their_identities():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    tracker.add_entry('G1', 10 * DT, 'v-B', 1)
+    # Both walk to their corners, then cross each other's path at the same moment
+    # (at x = 4.5, y = 4 at step 55), at 1 m/s.
+    paths = {'a': polyline((0, 20, (0.6, 4.0), (2.0, 2.0)), (30, 80, (2.0, 2.0), (7.0, 6.0))),
+             'b': polyline((10, 30, (0.6, 4.0), (2.0, 6.0)), (30, 80, (2.0, 6.0), (7.0, 2.0)))}
+    seen = walk(tracker, paths, 100, noise=0.05, seed=3)
+    # Away from the crossing itself (where both stand on one spot) each is its track.
+    apart = [(k, n) for k, _, n in seen if k > 35 and abs(k - 55) > 6]
+    codes = {who: {n[who].visit_code for _, n in apart if who in n} for who in paths}
+    assert codes == {'a': {'v-A'}, 'b': {'v-B'}}
+    ends = {who: seen[-1][2][who].track_id for who in paths}
+    assert ends['a'] != ends['b'] and tracker.counters['reacquired'] == 0
+
+
+def test_occlusion_gap_is_bridged_by_the_same_track():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    path = line(0.6, 4.0, 6.0, 1.2, 0, 60)
+    # Hidden (behind another shopper) for 2.5 s while standing at the bin.
+    seen = walk(tracker, {'a': path}, 140, hidden=lambda who, k: 70 <= k < 95)
+    ids = {n['a'].track_id for _, _, n in seen if 'a' in n}
+    assert len(ids) == 1
+    after = [n['a'] for k, _, n in seen if k > 100 and 'a' in n]
+    assert after and all(t.visit_code == 'v-A' for t in after)
+    assert after[-1].confidence < 1.0          # a re-acquisition lowers it
+    assert tracker.counters['reacquired'] == 1
+
+
+def test_short_gap_coasts_with_lower_confidence():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    seen = walk(tracker, {'a': line(0.6, 4.0, 4.0, 4.0, 0, 40)}, 60, hidden=lambda who, k: 30 <= k < 36)
+    during = [t for k, ts, _ in seen if 31 <= k < 36 for t in ts]
+    assert during and all(t.confidence < 1.0 for t in during)
+    assert tracker.counters['reacquired'] == 0 and tracker.counters['tracks_lost'] == 0
+
+
+def test_a_shopper_leaving_through_the_gate_is_gone_not_lost():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    path = line(3.0, 4.0, 0.6, 4.0, 0, 30)
+    walk(tracker, {'a': lambda k: path(k) if k < 40 else None}, 70)
+    assert tracker.published() == [] and tracker.counters['tracks_left'] == 1
+    # The next entrant does not inherit the leaver's track.
+    tracker.add_entry('G1', 80 * DT, 'v-B', 1)
+    seen = walk(tracker, {'b': line(0.6, 4.0, 3.0, 4.0, 80, 100)}, 30, start=80)
+    assert seen[-1][2]['b'].visit_code == 'v-B'
+
+
+def test_hands_go_to_the_nearest_track_within_reach():
+    tracker = Tracker([GATE], TrackerSettings(confirm_hits=1))
+    tracks, hands = tracker.step(DT, [det(2.0, 1.2), det(3.0, 1.2)], [det(2.1, 0.6), det(9.0, 9.0)])
+    assert len(tracks) == 2 and len(hands) == 1
+    owner = next(t for t in tracks if t.track_id == hands[0].track_id)
+    assert owner.x == pytest.approx(2.0)
+    assert tracker.counters['hands_unassigned'] == 1
+
+
+def test_steps_must_move_forward():
+    tracker = Tracker([GATE])
+    tracker.step(10 * DT, [])
+    assert tracker.step(10 * DT, [det(1, 1)]) == ([], [])
+    assert tracker.counters['out_of_order'] == 1
+
+
+def test_frame_batcher_groups_by_stamp():
+    batcher = FrameBatcher(['a', 'b'], tolerance_ns=NS // 20)
+    assert batcher.add('a', 100, 'a1') == []
+    assert batcher.add('b', 100, 'b1') == [(100, {'a': 'a1', 'b': 'b1'})]
+    # b's frame of the next step is lost: a's next frame closes the partial step.
+    assert batcher.add('a', 200 * NS // 1000, 'a2') == []
+    ready = batcher.add('a', 300 * NS // 1000, 'a3')
+    assert ready == [(200 * NS // 1000, {'a': 'a2'})]
+    assert batcher.add('b', 150 * NS // 1000, 'late') is None     # before the closed step
+    assert batcher.flush() == (300 * NS // 1000, {'a': 'a3'})
+    assert batcher.flush() is None

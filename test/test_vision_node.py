@@ -1,0 +1,143 @@
+"""vision_tracker_node as a real process: fed rendered frames of both demo cameras and
+an ENTRY event over DDS, it publishes shoppers/positions stamped with the frames'
+stamps, with one track carrying the visit code where the shopper really is; a frame
+that is not an image is counted on /diagnostics and the node keeps going."""
+import array
+import math
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from jwo_msgs.msg import GateEvent, ShopperPositions
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import CompressedImage
+
+from jwo_nodes.core.config import load_store_config
+from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
+from jwo_nodes.core.sim import NS, Timeline, parse_scenario
+from jwo_nodes.ros_common import EVENT_QOS, SENSOR_QOS, to_ns, to_stamp
+
+REPO = Path(__file__).resolve().parent.parent
+STORE_PATH = str(REPO / 'config/stores/demo.yaml')
+STORE = load_store_config(STORE_PATH)
+SCENARIO = {
+    'name': 'vision-node', 'seed': 5,
+    'parties': [{'id': 'ana', 'gate': 'G1', 'enter_at_s': 0.5,
+                 'credential': {'kind': 'qr', 'token': 'app-1'},
+                 'script': [{'take': {'bin': 'S1-B2'}}, {'take': {'bin': 'S3-B1'}}, 'leave']}],
+}
+
+
+class Feeder:
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node('vision_test_feeder', namespace='/jwo', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.images = {c: self.node.create_publisher(CompressedImage, f'cameras/{c}/image/compressed', SENSOR_QOS)
+                       for c in STORE.cameras}
+        self.gate = self.node.create_publisher(GateEvent, 'gates/G1/events', EVENT_QOS)
+        self.positions = []
+        self.diagnostics = []
+        self.node.create_subscription(ShopperPositions, 'shoppers/positions', self.positions.append, EVENT_QOS)
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, EVENT_QOS)
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.01)
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture
+def feeder():
+    feeder = Feeder()
+    yield feeder
+    feeder.close()
+
+
+def jpeg(image) -> array.array:
+    ok, data = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    assert ok
+    out = array.array('B')
+    out.frombytes(data.tobytes())
+    return out
+
+
+def test_tracks_a_shopper_on_camera_frames(start_node, feeder):
+    node = start_node('vision_tracker_node', '-r', '__ns:=/jwo', '-p', f'store_config:={STORE_PATH}')
+    subscribers = lambda: sum(p.get_subscription_count() for p in feeder.images.values())
+    deadline = time.monotonic() + 20
+    while subscribers() < len(feeder.images) and time.monotonic() < deadline:
+        feeder.spin(0.1)
+    assert subscribers() == len(feeder.images), node.log()
+    feeder.spin(0.5)
+    timeline = Timeline(parse_scenario(SCENARIO, STORE), STORE)
+    figures = SceneFigures(timeline)
+    renderers = {c: CameraRenderer(STORE, cam, RenderSettings(seed=5)) for c, cam in STORE.cameras.items()}
+    base = time.time_ns()
+    entry = GateEvent(event_id='e1', gate_id='G1', direction=GateEvent.ENTRY, visit_code='v-TESTVISION1',
+                      credential_kind=GateEvent.CREDENTIAL_APP_QR, group_size=1)
+    entry.header.stamp = to_stamp(base + timeline.scenario.parties[0].enter_at_ns)
+    feeder.gate.publish(entry)
+    truth = {}
+    period = NS // 8
+    sent = 0
+    for k in range(timeline.duration_ns // period + 1):
+        t = k * period
+        stamp = base + t
+        people = timeline.positions(t)
+        truth[stamp] = [(p.x, p.y) for p in people]
+        for camera_id, renderer in renderers.items():
+            msg = CompressedImage(format='jpeg')
+            msg.header.stamp = to_stamp(stamp)
+            msg.header.frame_id = camera_id
+            msg.data = jpeg(renderer.render(figures.at(t), t / NS, k).image)
+            feeder.images[camera_id].publish(msg)
+        sent += 1
+        if k == 20:   # garbage on one camera, after the time step it belongs to
+            bad = CompressedImage(format='jpeg')
+            bad.header.stamp = to_stamp(stamp + 1)
+            bad.data = array.array('B', b'not a jpeg at all')
+            feeder.images['cam_front'].publish(bad)
+        feeder.spin(0.06)
+    feeder.spin(2.0)
+    assert node.process.poll() is None, node.log()
+    stamps = [to_ns(m.header.stamp) for m in feeder.positions]
+    assert len(stamps) >= 0.8 * sent, (len(stamps), sent, node.log())
+    assert stamps == sorted(set(stamps)) and set(stamps) <= set(truth) | {s + 1 for s in truth}
+    # Where the shopper is seen, one track with the visit code is there.
+    errors, coded = [], 0
+    for msg in feeder.positions:
+        stamp = to_ns(msg.header.stamp)
+        people = truth.get(stamp) or truth.get(stamp - 1) or []
+        for s in msg.shoppers:
+            assert 0.0 < s.confidence <= 1.0
+            if s.visit_code:
+                coded += 1
+                assert s.visit_code == 'v-TESTVISION1'
+                if people:
+                    errors.append(min(math.hypot(s.x - x, s.y - y) for x, y in people))
+    assert coded >= 0.6 * len(feeder.positions), node.log()
+    assert np.median(errors) < 0.2 and np.percentile(errors, 95) < 0.5, (np.median(errors), np.percentile(errors, 95))
+    codes = {s.track_id for m in feeder.positions for s in m.shoppers if s.visit_code}
+    assert len(codes) <= 2
+    # The garbage frame is counted as bad input on /diagnostics.
+    feeder.spin(1.5)
+    counts = {}
+    for array_msg in feeder.diagnostics:
+        for status in array_msg.status:
+            if status.name == '/jwo/vision_tracker_node':
+                counts = {kv.key: kv.value for kv in status.values}
+    assert int(counts.get('bad_frames', 0)) >= 1, counts
+    assert int(counts.get('batches', 0)) >= 0.8 * sent
+    assert 'detector on the CPU' in node.log() or 'CUDA' in node.log()
