@@ -288,3 +288,19 @@ def test_arrival_times_do_not_change_receipts(store):
     assert not core.problems
     assert {p: (r.lines, r.status, r.exit_ns) for p, r in prompt.items()} == \
         {p: (r.lines, r.status, r.exit_ns) for p, r in late.items()}
+
+
+def test_a_shelf_never_heard_from_is_silent_since_the_first_input_not_since_start(store):
+    """A replay may begin long after fusion started: shelves that have not reported yet
+    must not be stale at once (receipts would go out early, marked sensor_stale)."""
+    core = FusionCore(store)
+    t0 = WALL
+    core.advance(t0)                                     # idle for a minute
+    core.advance(t0 + 60 * NS)
+    entry = GateInput('G1/1', 'G1', NS, True, 'v1', 1)
+    core.on_gate_event(entry, t0 + 60 * NS)              # inputs start flowing
+    assert core._stale_shelves(t0 + 61 * NS) == set()
+    # Silent for longer than stale_after_s after the first input: stale.
+    assert core._stale_shelves(t0 + 64 * NS) == set(store.shelves)
+    core.on_shelf_status('S1', NS, t0 + 64 * NS)
+    assert 'S1' not in core._stale_shelves(t0 + 64 * NS)

@@ -178,7 +178,9 @@ class FusionCore:
         self._positions_wall = None
         self._shelf_until = {shelf_id: None for shelf_id in store.shelves}
         self._shelf_wall = {shelf_id: None for shelf_id in store.shelves}
-        self._started_wall = None
+        # Wall time of the first input: a shelf never heard from is silent since then,
+        # not since this core started (a replay or a late sensor set may begin long after).
+        self._inputs_wall = None
         self._pending = []            # heap of (stamp, order, seq, kind, item)
         self._seq = itertools.count()
         # Items known to lie on a bin of another product, and items that may (a put-back
@@ -192,6 +194,7 @@ class FusionCore:
     # -- inputs --------------------------------------------------------------------
 
     def on_gate_event(self, event: GateInput, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
         if not self._first_time(event.event_id, 'duplicate_gate_event'):
             return self.advance(wall_ns)
         if event.is_entry:
@@ -207,6 +210,7 @@ class FusionCore:
         return self.advance(wall_ns)
 
     def on_weight_change(self, change: ChangeInput, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
         if not self._first_time(change.event_id, 'duplicate_weight_change'):
             return self.advance(wall_ns)
         shelf = self.store.shelves.get(change.shelf_id)
@@ -226,6 +230,7 @@ class FusionCore:
         return self.advance(wall_ns)
 
     def on_positions(self, stamp_ns: int, tracks: list, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
         if self._positions_until is not None and stamp_ns <= self._positions_until:
             self._problem('out_of_order_positions', f'positions at {stamp_ns} after {self._positions_until}')
             return self.advance(wall_ns)
@@ -244,6 +249,7 @@ class FusionCore:
         return self.advance(wall_ns)
 
     def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
         if shelf_id not in self._shelf_until:
             self._problem('unknown_shelf', f'status of shelf {shelf_id!r}, which is not in the store config')
             return self.advance(wall_ns)
@@ -260,8 +266,6 @@ class FusionCore:
     def advance(self, wall_ns: int) -> Outputs:
         """Acts on every pending input all sources have reported past; issues the
         receipts whose visits have closed and whose shelves have caught up."""
-        if self._started_wall is None:
-            self._started_wall = wall_ns
         out = Outputs()
         watermark = self._watermark(wall_ns)
         while self._pending and watermark is not None and self._pending[0][0] <= watermark:
@@ -293,11 +297,15 @@ class FusionCore:
         return min(bounds)
 
     def _stale_shelves(self, wall_ns: Optional[int]) -> set:
-        if wall_ns is None or self._started_wall is None:
+        if wall_ns is None or self._inputs_wall is None:
             return set()
         limit = int(self.settings.stale_after_s * NS)
         return {shelf_id for shelf_id, seen in self._shelf_wall.items()
-                if wall_ns - (seen if seen is not None else self._started_wall) > limit}
+                if wall_ns - (seen if seen is not None else self._inputs_wall) > limit}
+
+    def _input_at(self, wall_ns: int) -> None:
+        if self._inputs_wall is None:
+            self._inputs_wall = wall_ns
 
     def _apply_exit(self, event: GateInput) -> None:
         gate = self.store.gates.get(event.gate_id)
