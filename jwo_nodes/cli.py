@@ -16,6 +16,10 @@ SUBCOMMANDS = {
     'eval': ('jwo_nodes.eval', 'run scenarios through the real nodes and score them against the ground truth'),
     'scenario': ('jwo_nodes.scenario_cli', 'generate random scenarios from a seed (presets easy, medium, hard)'),
     'simbag': ('jwo_nodes.simbag', 'write a scenario to a bag: raw sensor streams, gate events, tracker frames and the ground truth'),
+    'bench': ('jwo_nodes.bench', 'replay throughput and sensor-to-cart latency on a large generated store, '
+              'against the bare rclpy hop'),
+    'bench-vision': ('jwo_nodes.bench_vision', 'detector frames/s (batched, single, OpenCV DNN) and '
+                     'how many cameras the vision tracker keeps up with'),
 }
 
 

@@ -238,7 +238,7 @@ def _run_bag(args, index: int, total: int, path: Path, bag: dict, out: Path, pri
     pace = 'as fast as the nodes keep up' if rate is None else f'~{duration_s / rate:.0f} s wall at {rate:g}x'
     print(f'[{index}/{total}] bag {path}: {truth.name}, {len(truth.parties)} parties, '
           f'{duration_s:.0f} s ({pace}) ...', flush=True)
-    result = run_bag(bag['store'], bag['store_path'], path, truth, rate=rate,
+    result, _ = run_bag(bag['store'], bag['store_path'], path, truth, rate=rate,
                      log_path=out / f'{path.name}.nodes.log', grace_s=args.grace)
     expected = truth.expected_items()
     visits = score_visits(expected, result.receipts, prices)

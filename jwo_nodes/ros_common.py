@@ -32,6 +32,12 @@ DURABLE_EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                                reliability=ReliabilityPolicy.RELIABLE,
                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
 # State a late joiner needs at once (layout, configuration).
+# Sensor samples played back from a bag (`jwo replay`): reliable, every sample kept
+# until taken. The replayer's publishers are reliable (jwo_nodes/bag/replayer.py), so
+# nothing is dropped however far behind a subscriber falls; the replayer waits instead.
+REPLAY_INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, depth=1000,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)

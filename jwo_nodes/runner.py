@@ -24,32 +24,50 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import rclpy
-from jwo_msgs.msg import CartUpdate, GateEvent, Receipt, WeightChange
+from jwo_msgs.msg import CartUpdate, GateEvent, Receipt, WeightChange, WeightReading
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from jwo_nodes.core.sim import NS, SimClock, Timeline
 from jwo_nodes.graph import default_params_dir, processing_graph, store_graph
 from jwo_nodes.launcher import Supervisor
-from jwo_nodes.ros_common import EVENT_QOS, to_ns
+from jwo_nodes.bag.format import cdr_header_stamp_ns
+from jwo_nodes.ros_common import EVENT_QOS, REPLAY_INPUT_QOS, to_ns
 
 
 class RunMonitor(Node):
-    """Listens to the store graph and keeps what it saw, with arrival wall times."""
+    """Listens to the store graph and keeps what it saw, with arrival wall times.
 
-    def __init__(self, store):
+    With ``watch_sensors`` it also takes every shelf's ``weight/raw`` (raw bytes, only
+    the header stamp is read) and measures, per cart update, the time from the arrival
+    of the sample on which its weight change was decided (``decided_stamp``) to the
+    arrival of the update: the sensor-to-cart latency, both ends seen here."""
+
+    # Samples remembered per shelf for that (a few seconds at the fastest board rate).
+    SAMPLES_KEPT = 2048
+
+    def __init__(self, store, watch_sensors: bool = False):
         super().__init__('run_monitor', namespace='/jwo')
         self.entries = []          # (gate_id, stamp_ns, visit_code)
         self.exit_wall = {}        # (gate_id, stamp_ns) of an EXIT event -> wall ns received
         self.changes = []          # (bin_id, start_ns, end_ns, delta_grams) per bin
         self.change_wall = {}      # event id -> wall ns received
         self.cart_latency_ms = []  # weight change received -> cart update received
+        self.sensor_to_cart_ms = []  # deciding sample received -> cart update received
         self.receipts = []         # (wall ns received, Receipt)
+        self._decided = {}         # event id -> (shelf id, decided stamp)
+        self._sample_wall = {}     # shelf id -> {stamp: wall ns received}
         for gate_id in store.gates:
             self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, EVENT_QOS)
         for shelf_id in store.shelves:
             self.create_subscription(WeightChange, f'shelves/{shelf_id}/weight/changes',
                                      self._on_change, EVENT_QOS)
+        if watch_sensors:
+            for shelf_id in store.shelves:
+                self._sample_wall[shelf_id] = {}
+                self.create_subscription(WeightReading, f'shelves/{shelf_id}/weight/raw',
+                                         lambda data, s=shelf_id: self._on_sample(s, data),
+                                         REPLAY_INPUT_QOS, raw=True)
         self.create_subscription(CartUpdate, 'cart/updates', self._on_cart, EVENT_QOS)
         self.create_subscription(Receipt, 'receipts', self._on_receipt, EVENT_QOS)
 
@@ -59,15 +77,27 @@ class RunMonitor(Node):
         else:
             self.exit_wall.setdefault((msg.gate_id, to_ns(msg.header.stamp)), time.time_ns())
 
+    def _on_sample(self, shelf_id: str, data: bytes) -> None:
+        seen = self._sample_wall[shelf_id]
+        seen[cdr_header_stamp_ns(data)] = time.time_ns()
+        if len(seen) > self.SAMPLES_KEPT:  # stamps arrive in order: drop the older half
+            self._sample_wall[shelf_id] = dict(list(seen.items())[self.SAMPLES_KEPT // 2:])
+
     def _on_change(self, msg: WeightChange) -> None:
         self.change_wall[msg.event_id] = time.time_ns()
+        self._decided[msg.event_id] = (msg.shelf_id, to_ns(msg.decided_stamp))
         for bin_id, delta in zip(msg.bin_ids, msg.delta_grams):
             self.changes.append((bin_id, to_ns(msg.start_stamp), to_ns(msg.end_stamp), delta))
 
     def _on_cart(self, msg: CartUpdate) -> None:
+        now = time.time_ns()
         received = self.change_wall.get(msg.cause_event_id)
         if received is not None:
-            self.cart_latency_ms.append((time.time_ns() - received) / 1e6)
+            self.cart_latency_ms.append((now - received) / 1e6)
+        shelf_id, decided = self._decided.get(msg.cause_event_id, (None, None))
+        sample = self._sample_wall.get(shelf_id, {}).get(decided)
+        if sample is not None:
+            self.sensor_to_cart_ms.append((now - sample) / 1e6)
 
     def _on_receipt(self, msg: Receipt) -> None:
         self.receipts.append((time.time_ns(), msg))
@@ -80,6 +110,8 @@ class RunResult:
     unmatched: list = field(default_factory=list)     # receipts of no known party
     changes: list = field(default_factory=list)       # (bin_id, end_ns, delta) in scenario time
     cart_latency_ms: list = field(default_factory=list)
+    sensor_to_cart_ms: list = field(default_factory=list)
+    last_receipt_wall_ns: Optional[int] = None
     wall_s: float = 0.0
     failure: Optional[str] = None
 
@@ -123,7 +155,7 @@ class _Driver:
 def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns: int,
            log_path: Path, deadline: Callable[[], int], exit_wall: Callable,
            on_receipt: Callable = None, before_stop: Callable = None,
-           driver: Optional[_Driver] = None) -> RunResult:
+           driver: Optional[_Driver] = None, watch_sensors: bool = False) -> RunResult:
     """Runs the node set and watches it until every party has its receipt, the
     deadline (wall ns, asked every turn) passes, or something fails."""
     driver = driver or _Driver()
@@ -139,7 +171,7 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
     driver.log = log
     if not rclpy.ok():
         rclpy.init()
-    monitor = RunMonitor(store)
+    monitor = RunMonitor(store, watch_sensors=watch_sensors)
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
     supervisor = Supervisor(specs, log=log)
@@ -164,6 +196,7 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
                     result.unmatched.append(receipt)
                     continue
                 result.receipts[party] = receipt
+                result.last_receipt_wall_ns = wall_ns
                 exited = exit_wall(msg, monitor)
                 result.exit_to_receipt_s[party] = (wall_ns - exited) / NS if exited else None
                 if on_receipt:
@@ -180,6 +213,7 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
     result.exit_to_receipt_s = {p: s for p, s in result.exit_to_receipt_s.items() if s is not None}
     result.changes = [(b, end - time_origin_ns, delta) for b, _, end, delta in monitor.changes]
     result.cart_latency_ms = monitor.cart_latency_ms
+    result.sensor_to_cart_ms = monitor.sensor_to_cart_ms
     result.wall_s = time.monotonic() - wall_start
     return result
 
@@ -228,6 +262,7 @@ class ReplayProcess(_Driver):
         self.extra_args = list(extra_args)
         self.process: Optional[subprocess.Popen] = None
         self.started_ns: Optional[int] = None
+        self.playing_since_ns: Optional[int] = None   # when it said it starts publishing
         self.ended_ns: Optional[int] = None
         self.returncode: Optional[int] = None
         self.lines: list = []
@@ -267,6 +302,8 @@ class ReplayProcess(_Driver):
     def _pump(self) -> None:
         for raw in iter(self.process.stdout.readline, b''):
             line = raw.decode('utf-8', errors='replace').rstrip()
+            if self.playing_since_ns is None and line.startswith('replaying '):
+                self.playing_since_ns = time.time_ns()
             self.lines.append(line)
             self.log(f'[replay] {line}')
         self.process.stdout.close()
@@ -292,26 +329,30 @@ class ReplayProcess(_Driver):
 
 def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: Path,
             grace_s: float, on_receipt: Callable = None, overrides: dict = None,
-            max_wall_s: Optional[float] = None, replay: Optional[ReplayProcess] = None) -> RunResult:
+            max_wall_s: Optional[float] = None, duration_s: Optional[float] = None,
+            watch_sensors: bool = False) -> tuple:
     """Plays a simulator bag (jwo_nodes.simbag) into a fresh set of processing nodes
-    with `jwo replay` (``rate`` times real time, None: as fast as they keep up); returns
-    when every party has its receipt, ``grace_s`` after the replay ended, or on failure.
-    ``truth``: the bag's GroundTruthRecord."""
+    with `jwo replay` (``rate`` times real time, None: as fast as they keep up; only the
+    first ``duration_s`` of bag time when given); returns (RunResult, ReplayProcess)
+    when every party has its receipt, ``grace_s`` after the replay ended, or on
+    failure. ``truth``: the bag's GroundTruthRecord; ``watch_sensors``: see
+    RunMonitor."""
     from jwo_nodes.simbag import GROUND_TRUTH_TOPIC, POSITIONS_TOPIC, gate_topic, raw_topic
     specs = processing_graph(store_path, params_dir=default_params_dir(),
                              rate_hz=truth.scenario['weight_rate_hz'])
     for spec in specs:
         spec.parameters.update((overrides or {}).get(spec.executable, {}))
     # Inputs only: the ground truth is for the scorer.
-    subscribers = {raw_topic(s): 1 for s in store.shelves}
+    subscribers = {raw_topic(s): 2 if watch_sensors else 1 for s in store.shelves}
     subscribers[POSITIONS_TOPIC] = 1
     subscribers.update({gate_topic(g): 2 for g in store.gates})   # fusion and the monitor
     with_topics = [t for t in subscribers if t != GROUND_TRUTH_TOPIC]
-    if replay is None:
-        replay = ReplayProcess(bag, topics=with_topics, subscribers=subscribers, rate=rate)
-    duration_s = truth.scenario['duration_ns'] / NS
-    cap = time.time_ns() + int((max_wall_s or (120 + (duration_s / rate if rate else duration_s * 4)))
-                               * NS)
+    replay = ReplayProcess(bag, topics=with_topics, subscribers=subscribers, rate=rate,
+                           extra_args=[] if duration_s is None else ['--duration', repr(duration_s)])
+    bag_s = truth.scenario['duration_ns'] / NS
+    if duration_s is not None:
+        bag_s = min(bag_s, duration_s)
+    cap = time.time_ns() + int((max_wall_s or (120 + (bag_s / rate if rate else bag_s * 4))) * NS)
 
     def deadline() -> int:
         finished = replay.finished_ns()
@@ -325,10 +366,11 @@ def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: P
     result = _watch(specs, store, parties=set(truth.parties),
                     matcher=PartyMatcher(truth.party_at_entry, truth.party_of_visit),
                     time_origin_ns=truth.epoch_ns, log_path=log_path, deadline=deadline,
-                    exit_wall=exit_wall, on_receipt=on_receipt, driver=replay)
+                    exit_wall=exit_wall, on_receipt=on_receipt, driver=replay,
+                    watch_sensors=watch_sensors)
     if result.failure is None and replay.process is None:
         result.failure = 'the replay never started'
-    return result
+    return result, replay
 
 
 def receipt_to_dict(receipt: Receipt) -> dict:

@@ -4,6 +4,7 @@ The output is a scenario document (the YAML format of jwo_nodes.core.sim), so a
 generated scenario can be written out, read, edited and replayed like a hand-written
 one. Pure: no rclpy, no clocks; the same (store, preset, seed) gives the same document.
 """
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 
@@ -49,11 +50,12 @@ PRESETS = {
 }
 
 
-def generate(store: StoreConfig, preset: str, seed: int) -> dict:
-    """A scenario document for the store: parties with scripts, and the preset's noise."""
+def generate(store: StoreConfig, preset: str, seed: int, **changes) -> dict:
+    """A scenario document for the store: parties with scripts, and the preset's noise.
+    ``changes`` replace fields of the preset (e.g. ``parties=30``)."""
     if preset not in PRESETS:
         raise ValueError(f'unknown preset {preset!r} (known: {", ".join(PRESETS)})')
-    p = PRESETS[preset]
+    p = dataclasses.replace(PRESETS[preset], **changes)
     rng = np.random.default_rng(stable_seed('scenario', preset, seed))
     bins = sorted(store.bins)
     gates = sorted(store.gates)

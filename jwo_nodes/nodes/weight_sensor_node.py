@@ -37,13 +37,12 @@ import time
 from jwo_msgs.msg import ShelfStatus, WeightChange, WeightReading
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from jwo_nodes.core import hx711
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.weight_detect import STAMP_ORDER, BadSample, ChangeDetector, DetectorSettings
-from jwo_nodes.ros_common import (EVENT_QOS, SENSOR_QOS, Counters, Param, declare_params,
-                                  run_node, to_ns, to_stamp)
+from jwo_nodes.ros_common import (EVENT_QOS, REPLAY_INPUT_QOS, SENSOR_QOS, Counters, Param,
+                                  declare_params, run_node, to_ns, to_stamp)
 
 _DEFAULTS = DetectorSettings()
 
@@ -109,12 +108,6 @@ CATCH_UP_S = 2.0
 # source 'topic': at most this many samples per batch (the status heartbeat and the
 # diagnostics keep going while a fast replay is worked off).
 MAX_BATCH = 5000
-# source 'topic': reliable, every sample kept until taken. The replayer's publishers are
-# reliable (jwo_nodes/bag/replayer.py), so this matches them; nothing is dropped however
-# far behind the detector falls, and the replayer waits when the queue is full.
-REPLAY_INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, depth=1000,
-                              reliability=ReliabilityPolicy.RELIABLE,
-                              durability=DurabilityPolicy.VOLATILE)
 
 
 class WeightSensorNode(Node):
@@ -189,9 +182,9 @@ class WeightSensorNode(Node):
             reading.header.frame_id = self.shelf_id
             self.raw_pub.publish(reading)
         for change in changes:
-            self._publish_change(change)
+            self._publish_change(change, stamp_ns)
 
-    def _publish_change(self, change) -> None:
+    def _publish_change(self, change, decided_ns: int) -> None:
         if change.forced:
             self.counters.warn('forced_settle', f'{change.bin_id} did not settle for '
                                f'{self.params.max_unsettled_s:g} s; took its median level')
@@ -200,6 +193,7 @@ class WeightSensorNode(Node):
                            delta_grams=[float(change.delta_grams)],
                            start_stamp=to_stamp(change.start_ns),
                            end_stamp=to_stamp(change.end_ns),
+                           decided_stamp=to_stamp(decided_ns),
                            noise_grams=float(change.noise_grams))
         msg.header.stamp = to_stamp(change.end_ns)
         msg.header.frame_id = self.shelf_id
