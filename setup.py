@@ -35,6 +35,7 @@ setup(
             'shopper_sim_node = jwo_nodes.nodes.shopper_sim_node:main',
             'vision_tracker_node = jwo_nodes.nodes.vision_tracker_node:main',
             'uplink_node = jwo_nodes.nodes.uplink_node:main',
+            'clip_node = jwo_nodes.nodes.clip_node:main',
             'jwo-cloud = jwo_cloud.cli:main',
         ],
     },

@@ -45,12 +45,14 @@ def add_arguments(parser) -> None:
 class LocalCloud:
     """The cloud side on this machine, as `jwo-cloud` runs it: keys and a reviewer made
     once under <runs>/cloud and <runs>/edge, an ingest on a free loopback port writing
-    to the directory bucket <runs>/cloud/bucket."""
+    to the directory bucket <runs>/cloud/bucket. The store's review clips are written
+    to <runs>/edge/clips, where the uplink reads them."""
 
     def __init__(self, runs_dir: Path, log_path: Path):
         self.home = runs_dir / 'cloud'
         self.edge = runs_dir / 'edge'
         self.bucket = self.home / 'bucket'
+        self.clips = (self.edge / 'clips').resolve()
         self._log = open(log_path, 'w')
         self._ingest = None
         with socket.socket() as probe:
@@ -68,20 +70,22 @@ class LocalCloud:
             stdout=self._log, stderr=subprocess.STDOUT)
         return init.stdout
 
-    def uplink_parameters(self) -> dict:
-        return {'ingest_endpoint': self.endpoint,
-                'outbox_path': str((self.edge / 'outbox.sqlite3').resolve()),
-                'store_secret_key_file': str((self.edge / 'keys' / 'store.key_secret').resolve()),
-                'ingest_public_key_file': str((self.edge / 'keys' / 'ingest.key').resolve()),
-                'clip_root': str((self.edge / 'clips').resolve())}
+    def overrides(self) -> dict:
+        """Parameters of the uplink and of the clip writer, by executable."""
+        return {'uplink_node': {
+                    'ingest_endpoint': self.endpoint,
+                    'outbox_path': str((self.edge / 'outbox.sqlite3').resolve()),
+                    'store_secret_key_file': str((self.edge / 'keys' / 'store.key_secret').resolve()),
+                    'ingest_public_key_file': str((self.edge / 'keys' / 'ingest.key').resolve()),
+                    'clip_root': str(self.clips)},
+                'clip_node': {'clip_root': str(self.clips)}}
 
-    def wait_for(self, store_id: str, receipt_ids: list, timeout_s: float) -> list:
-        """Receipt ids whose objects are in the bucket, waiting up to the timeout."""
-        folder = self.bucket / 'stores' / store_id / 'receipts'
+    def wait_for(self, paths: list, timeout_s: float) -> list:
+        """The bucket files among paths that are there, waiting up to the timeout for all."""
         deadline = time.monotonic() + timeout_s
         while True:
-            there = [r for r in receipt_ids if (folder / f'{r}.json').is_file()]
-            if len(there) == len(receipt_ids) or time.monotonic() > deadline:
+            there = [path for path in paths if path.is_file()]
+            if len(there) == len(paths) or time.monotonic() > deadline:
                 return there
             time.sleep(0.2)
 
@@ -129,7 +133,7 @@ def run(args) -> int:
                               vision=args.vision,
                               log_path=run_dir / 'nodes.log', grace_s=args.grace, on_receipt=on_receipt,
                               with_uplink=cloud is not None,
-                              overrides={'uplink_node': cloud.uplink_parameters()} if cloud else None,
+                              overrides=cloud.overrides() if cloud else None,
                               before_stop=(lambda r: _report_cloud(cloud, store.store_id, r)) if cloud else None)
     except KeyboardInterrupt:
         print('interrupted')
@@ -162,17 +166,22 @@ def run(args) -> int:
 
 
 def _report_cloud(cloud: LocalCloud, store_id: str, result) -> None:
-    """Waits for the receipts to reach the bucket and says where everything is."""
-    receipt_ids = [r['receipt_id'] for r in result.receipts.values()]
-    started = time.monotonic()
-    there = cloud.wait_for(store_id, receipt_ids, timeout_s=20.0)
-    flagged = sum(r['status'] == 'NEEDS_REVIEW' for r in result.receipts.values())
+    """Waits for the receipts and the review requests (which follow their clips) to reach
+    the bucket and says where everything is."""
     stores = cloud.bucket / 'stores' / store_id
-    print(f'\ncloud: {len(there)} of {len(receipt_ids)} receipts in the bucket '
-          f'({time.monotonic() - started:.1f} s after the last one was issued)')
+    queue = cloud.bucket / 'review' / 'pending' / store_id
+    receipts = [stores / 'receipts' / f'{r["receipt_id"]}.json' for r in result.receipts.values()]
+    reviews = [queue / f'{r["receipt_id"]}.json' for r in result.receipts.values()
+               if r['status'] == 'NEEDS_REVIEW']
+    started = time.monotonic()
+    there = cloud.wait_for(receipts + reviews, timeout_s=30.0)
+    print(f'\ncloud: {len(set(there) & set(receipts))} of {len(receipts)} receipts and '
+          f'{len(set(there) & set(reviews))} of {len(reviews)} review requests (each after its clips) '
+          f'in the bucket ({time.monotonic() - started:.1f} s after the last receipt was issued)')
     print(f'    receipts:     {stores / "receipts"}/')
-    print(f'    review queue: {cloud.bucket / "review" / "pending" / store_id}/ ({flagged} from this run)')
+    print(f'    review queue: {queue}/ ({len(reviews)} from this run)')
     print(f'    clips:        {stores / "clips"}/ (camera clips of doubtful events)')
+    print(f'    store clips:  {cloud.clips}/ (as clip_node wrote them, <store>/<receipt>/)')
     print(f'    review UI:    {Path(sys.executable).parent / "jwo-cloud"} serve --home {cloud.home} '
           f'-> http://127.0.0.1:8080/ (reviewer accounts in {cloud.home / "reviewers.json"}; '
           f'jwo-cloud reviewer-add sets a password)')

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import yaml
+
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.sim import load_scenario
 
@@ -138,7 +140,10 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
     (/jwo/shelves/<id>), one gate_node per gate (/jwo/gates/<id>) and, unless
     with_cameras is false, one camera_node per camera (/jwo/cameras/<id>), and, with
     with_uplink, the uplink_node (/jwo) that sends receipts and review requests to the
-    cloud ingest (its keys and endpoint from config/params/uplink_node.yaml).
+    cloud ingest (its keys and endpoint from config/params/uplink_node.yaml) and, when
+    cameras run too, the clip_node (/jwo) that writes the review clips it sends, with
+    ``clip_root`` the uplink's (from its params file; '.' where that has none, the
+    uplink's default of the working directory).
 
     With ``vision`` the shoppers are tracked on camera frames: the vision_tracker_node
     (/jwo) runs, the cameras always run (in sim mode with a scenario), and the
@@ -192,8 +197,24 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
             specs.append(spec('camera_node', f'{ROOT_NAMESPACE}/cameras/{camera_id}',
                               camera_id=camera_id, **sensor_sim))
     if with_uplink:
+        if with_cameras and store.cameras:
+            specs.append(spec('clip_node', ROOT_NAMESPACE,
+                              clip_root=_uplink_clip_root(params_dir)))
         specs.append(spec('uplink_node', ROOT_NAMESPACE))
     return specs
+
+
+def _uplink_clip_root(params_dir) -> str:
+    path = _params_file(params_dir, 'uplink_node')
+    if path is None:
+        return '.'
+    with open(path) as handle:
+        document = yaml.safe_load(handle) or {}
+    for section in document.values():
+        clip_root = ((section or {}).get('ros__parameters') or {}).get('clip_root')
+        if clip_root:
+            return str(clip_root)
+    return '.'
 
 
 def processing_graph(store_path, *, params_dir, rate_hz: Optional[int] = None) -> list:

@@ -461,7 +461,8 @@ def add_arguments(parser) -> None:
                         help='where <executable>.yaml params files are (default: config/params)')
     parser.add_argument('--no-cameras', action='store_true', help='start no camera nodes')
     parser.add_argument('--uplink', action='store_true',
-                        help='also start uplink_node (receipts to the cloud ingest; see cloud/README.md)')
+                        help='also start uplink_node (receipts to the cloud ingest; see cloud/README.md) '
+                             'and, with cameras, clip_node (review clips)')
 
 
 def run(args) -> int:

@@ -66,6 +66,7 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('cameras', default_value='true',
                               description='start the camera nodes'),
         DeclareLaunchArgument('uplink', default_value='false',
-                              description='start the uplink to the cloud ingest'),
+                              description='start the uplink to the cloud ingest (and, with '
+                                          'cameras, the review clip writer)'),
         OpaqueFunction(function=_nodes),
     ])

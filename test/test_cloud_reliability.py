@@ -182,3 +182,55 @@ def test_ingest_restarted_mid_clip_resumes_from_its_spool(tmp_path, cloud_keys):
     finally:
         sender.stop()
         ingest.stop()
+
+
+def test_clip_written_after_its_review_request_is_waited_for(tmp_path, cloud_keys):
+    """The clip writer finishes after the uplink stored the review request: the clip is
+    sent when it appears, and the review entry still only after it."""
+    bucket = DirBucket(tmp_path / 'bucket')
+    ingest = new_ingest(bucket, cloud_keys, tmp_path / 'spool', 'tcp://127.0.0.1:0')
+    outbox = Outbox(tmp_path / 'outbox.db')
+    ref = 'demo/R00001/E1.cam_front.mp4'
+    expected = enqueue(outbox, 1, 1, clips=[ref])
+    sender = UplinkSender(outbox, ingest.endpoint, cloud_keys.store_secret,
+                          cloud_keys.server_public, clip_root=str(tmp_path / 'clips'),
+                          clip_wait_s=30.0)
+    sender.start()
+    try:
+        assert wait_until(lambda: layout.receipt_key('demo', 'R00001') in all_keys(bucket), 10)
+        time.sleep(1.5)
+        assert all_keys(bucket) == [layout.receipt_key('demo', 'R00001')]   # review waits
+        clip = tmp_path / 'clips' / ref
+        clip.parent.mkdir(parents=True)
+        clip.write_bytes(os.urandom(200_000))
+        assert wait_until(lambda: outbox.counts()['pending'] == 0, 15), outbox.counts()
+        assert all_keys(bucket) == sorted(expected)
+        assert bucket.get(layout.clip_key('demo', wire.clip_id(ref))) == clip.read_bytes()
+        assert sender.counters['clip_missing'] == 0 and sender.counters['retries'] == 0
+        assert outbox.get(f'clip:{wire.clip_id(ref)}').attempts == 0
+    finally:
+        sender.stop()
+        ingest.stop()
+
+
+def test_clip_never_written_is_missing_after_clip_wait_s(tmp_path, cloud_keys):
+    bucket = DirBucket(tmp_path / 'bucket')
+    ingest = new_ingest(bucket, cloud_keys, tmp_path / 'spool', 'tcp://127.0.0.1:0')
+    outbox = Outbox(tmp_path / 'outbox.db')
+    ref = 'demo/R00001/E1.cam_front.mp4'
+    expected = enqueue(outbox, 1, 1, clips=[ref])
+    sender = UplinkSender(outbox, ingest.endpoint, cloud_keys.store_secret,
+                          cloud_keys.server_public, clip_root=str(tmp_path / 'clips'),
+                          clip_wait_s=1.0)
+    started = time.monotonic()
+    sender.start()
+    try:
+        assert wait_until(lambda: outbox.counts()['pending'] == 0, 15), outbox.counts()
+        assert time.monotonic() - started >= 1.0
+        assert sender.counters['clip_missing'] == 1
+        assert outbox.counts() == {'pending': 0, 'done': 2, 'rejected': 1}
+        # The receipt and the review entry arrive without the clip.
+        assert all_keys(bucket) == sorted(expected - {layout.clip_key('demo', wire.clip_id(ref))})
+    finally:
+        sender.stop()
+        ingest.stop()

@@ -5,11 +5,12 @@ import time
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from jwo_msgs.msg import (CartUpdate, GateEvent, Receipt, ShelfStatus, ShopperPosition,
-                          ShopperPositions, WeightChange)
+from jwo_msgs.msg import (CartUpdate, GateEvent, Receipt, ReviewRequest, ShelfStatus,
+                          ShopperPosition, ShopperPositions, WeightChange)
 
 from conftest import wait_until
-from jwo_nodes.ros_common import EVENT_QOS, to_stamp
+from jwo_nodes.core.clips import clip_ref
+from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, to_stamp
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
@@ -21,9 +22,11 @@ def graph(start_node, repo):
                         '--params-file', f'{repo}/config/params/fusion_node.yaml')
     rclpy.init()
     node = rclpy.create_node('fusion_test', namespace='/jwo')
-    got = {'carts': [], 'receipts': [], 'diagnostics': {}}
+    got = {'carts': [], 'receipts': [], 'reviews': [], 'diagnostics': {}}
     node.create_subscription(CartUpdate, 'cart/updates', got['carts'].append, EVENT_QOS)
     node.create_subscription(Receipt, 'receipts', got['receipts'].append, EVENT_QOS)
+    node.create_subscription(ReviewRequest, 'review/requests', got['reviews'].append,
+                             DURABLE_EVENT_QOS)
 
     def on_diagnostics(msg):
         for status in msg.status:
@@ -106,6 +109,7 @@ def test_receipt_over_dds_and_bad_input_counted(graph):
     assert wait_until(lambda: (spin(0.1), got['receipts'])[1], 10)
     receipt = got['receipts'][0]
     assert receipt.visit_code == 'v-test' and receipt.status == Receipt.FINAL
+    assert got['reviews'] == []                   # a final receipt has no review, no clips
     assert [(l.sku, l.quantity, l.line_total_cents) for l in receipt.lines] == [('COLA-330', 2, 298)]
     assert got['carts'][-1].total_cents == 298
     assert wait_until(lambda: (spin(0.2), got['diagnostics'].get('malformed_weight_change', 0) >= 1)[1], 5)
@@ -113,4 +117,43 @@ def test_receipt_over_dds_and_bad_input_counted(graph):
     for name in ('duplicate_gate_event', 'exit_without_entry', 'unknown_shelf',
                  'malformed_weight_change', 'out_of_order_positions'):
         assert counted.get(name) == 1, (name, counted)
+    assert fusion.process.poll() is None, fusion.log()
+
+
+def test_review_request_references_a_clip_per_camera(graph):
+    """Two shoppers in reach of one bin: both receipts go to review, and each event in
+    doubt names the clip of every camera that sees the shelf."""
+    node, pubs, got, spin, fusion = graph
+    t = T0
+
+    def advance(seconds, x, y):
+        nonlocal t
+        for _ in range(int(seconds * 10)):
+            t += NS // 10
+            msg = ShopperPositions(shoppers=[
+                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y),
+                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y)])
+            msg.header.stamp = to_stamp(t)
+            pubs['positions'].publish(msg)
+            for shelf, publisher in pubs['status'].items():
+                publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+            spin(0.01)
+
+    pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-a'))
+    pubs['gate'].publish(gate('G1/2', t, GateEvent.ENTRY, 'v-b'))
+    advance(1, 0.6, 4.0)
+    advance(2, 2.0, 1.2)                                                      # both at S1-B1
+    pubs['change'].publish(change('S1/1', 'S1', 'S1-B1', -350.2, t))
+    advance(1, 2.0, 1.2)
+    advance(1, 0.6, 4.0)
+    pubs['gate'].publish(gate('G1/3', t, GateEvent.EXIT, 'v-a'))             # tap-outs
+    pubs['gate'].publish(gate('G1/4', t, GateEvent.EXIT, 'v-b'))
+    advance(2, 0.6, 4.0)
+    assert wait_until(lambda: (spin(0.1), len(got['reviews']) == 2)[1], 10), got['receipts']
+    for request in got['reviews']:
+        assert [r.status for r in got['receipts'] if r.receipt_id == request.receipt_id] == [
+            Receipt.NEEDS_REVIEW]
+        [event] = request.events
+        assert event.event_id == 'S1/1' and list(event.camera_ids) == ['cam_front']
+        assert list(event.clip_refs) == [clip_ref('demo', request.receipt_id, 'S1/1', 'cam_front')]
     assert fusion.process.poll() is None, fusion.log()

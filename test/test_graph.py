@@ -123,6 +123,34 @@ def test_without_cameras(scenario):
     assert len(specs) == 7 and not by_executable(specs, 'camera_node')
 
 
+def test_uplink_brings_the_clip_writer_when_cameras_run(params_dir, tmp_path):
+    (params_dir / 'uplink_node.yaml').write_text(
+        '/**/uplink_node:\n  ros__parameters:\n    clip_root: somewhere/clips\n')
+    specs = store_graph(DEMO, params_dir=params_dir, with_uplink=True)
+    [clips] = by_executable(specs, 'clip_node')
+    assert clips.fqn == '/jwo/clip_node'
+    assert clips.parameters == {'store_config': str(DEMO.resolve()), 'clip_root': 'somewhere/clips'}
+    assert [s.executable for s in specs][-2:] == ['clip_node', 'uplink_node']
+    # The repository's params: clip_node writes where the uplink reads.
+    uplink = yaml.safe_load((REPO / 'config/params/uplink_node.yaml').read_text())
+    [clips] = by_executable(store_graph(DEMO, params_dir=REPO / 'config/params', with_uplink=True),
+                            'clip_node')
+    assert clips.parameters['clip_root'] == uplink['/**/uplink_node']['ros__parameters']['clip_root']
+    assert clips.params_file == str((REPO / 'config/params/clip_node.yaml').resolve())
+    # No uplink params file: the uplink's default, the working directory.
+    [clips] = by_executable(store_graph(DEMO, params_dir=None, with_uplink=True), 'clip_node')
+    assert clips.parameters['clip_root'] == '.'
+    # No clips without the uplink or without cameras.
+    assert not by_executable(store_graph(DEMO, params_dir=params_dir), 'clip_node')
+    assert not by_executable(store_graph(DEMO, params_dir=params_dir, with_uplink=True,
+                                         with_cameras=False), 'clip_node')
+    document = yaml.safe_load(DEMO.read_text())
+    del document['cameras']
+    store = tmp_path / 'nocam.yaml'
+    store.write_text(yaml.safe_dump(document))
+    assert not by_executable(store_graph(store, params_dir=None, with_uplink=True), 'clip_node')
+
+
 def test_store_without_cameras(tmp_path):
     document = yaml.safe_load(DEMO.read_text())
     del document['cameras']

@@ -182,7 +182,7 @@ def cmd_uplink(args) -> int:
                           args.ingest_key or edge / 'keys' / 'ingest.key',
                           chunk_bytes=args.chunk_bytes, ack_timeout_s=args.ack_timeout_s,
                           backoff_min_s=args.backoff_min_s, backoff_max_s=args.backoff_max_s,
-                          clip_root=args.clip_root)
+                          clip_root=args.clip_root, clip_wait_s=args.clip_wait_s)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--store-key', help='default <edge-home>/keys/store.key_secret')
     sub.add_argument('--ingest-key', help='default <edge-home>/keys/ingest.key')
     sub.add_argument('--clip-root', default='')
+    sub.add_argument('--clip-wait-s', type=float, default=30.0,
+                     help='wait this long for a clip file not written yet (default %(default)s)')
     sub.add_argument('--chunk-bytes', type=int, default=1 << 20)
     sub.add_argument('--ack-timeout-s', type=float, default=10.0)
     sub.add_argument('--backoff-min-s', type=float, default=0.2)

@@ -8,7 +8,10 @@ the cloud ingest over ZeroMQ (DEALER, CURVE client), one ack per item.
   backoff (``backoff_min_s`` doubling up to ``backoff_max_s``, with jitter). The first OK
   after failures makes everything due at once (the cloud is back).
 - Clips (kind 'clip') are streamed in ``chunk_bytes`` pieces, one in flight; the offset
-  the ingest confirmed is saved in the outbox, so a restarted uplink resumes there.
+  the ingest confirmed is saved in the outbox, so a restarted uplink resumes there. A
+  clip file not there yet (the clip writer is still at it) is looked for again until
+  ``clip_wait_s`` after the item was stored, the rest of its visit waiting behind it;
+  then it is counted as ``clip_missing`` and set aside (rejected).
 - The socket only queues to an authenticated, connected ingest (ZMQ_IMMEDIATE): while
   the ingest is unreachable nothing piles up in memory; the outbox holds it all.
 - A refused handshake (key not enrolled, wrong ingest key) ends a ZeroMQ connection for
@@ -35,6 +38,9 @@ from jwo_cloud.wire import pb
 
 log = logging.getLogger('jwo_cloud.uplink')
 
+# How often a clip file that is not there yet is looked for.
+_CLIP_POLL_NS = 500_000_000
+
 
 @dataclass
 class _Flight:
@@ -55,7 +61,7 @@ class UplinkSender:
     def __init__(self, outbox, endpoint: str, store_secret_file, ingest_public_file, *,
                  window: int = 64, ack_timeout_s: float = 10.0, backoff_min_s: float = 0.2,
                  backoff_max_s: float = 30.0, chunk_bytes: int = 1 << 20, clip_root: str = '',
-                 retention_s: float = 7 * 86400, on_event=None):
+                 clip_wait_s: float = 30.0, retention_s: float = 7 * 86400, on_event=None):
         self.outbox = outbox
         self.endpoint = endpoint
         self._public, self._secret = load_pair(store_secret_file)
@@ -66,6 +72,7 @@ class UplinkSender:
         self.backoff_max_s = backoff_max_s
         self.chunk_bytes = chunk_bytes
         self.clip_root = clip_root
+        self.clip_wait_ns = int(clip_wait_s * 1e9)
         self.retention_ns = int(retention_s * 1e9)
         self._on_event = on_event or (lambda name, detail: log.warning('%s: %s', name, detail))
         self.counters = {name: 0 for name in (
@@ -236,6 +243,13 @@ class UplinkSender:
         try:
             flight.size, flight.sha256 = _file_digest(flight.path)
         except OSError as error:
+            now_ns = time.time_ns()
+            if isinstance(error, FileNotFoundError) and now_ns - item.created_ns < self.clip_wait_ns:
+                # Not written yet: clip writers rename a clip into place whole, so a
+                # file that is there is complete.
+                self.outbox.defer(item.seq, now_ns + _CLIP_POLL_NS,
+                                  f'waiting for {flight.path}', failed=False)
+                return True
             self.counters['clip_missing'] += 1
             self._on_event('clip_missing', f'{flight.path}: {error}')
             self.outbox.mark_rejected(item.seq, f'clip file unreadable: {error}')

@@ -169,10 +169,13 @@ class Outbox:
         self._write([("UPDATE items SET state='rejected', finished_ns=?, last_error=? "
                       "WHERE seq=? AND state='pending'", (self._clock(), error[:1000], seq))])
 
-    def defer(self, seq: int, next_attempt_ns: int, error: str) -> None:
-        """One more failed attempt; not offered again before next_attempt_ns."""
-        self._write([('UPDATE items SET attempts=attempts+1, next_attempt_ns=?, last_error=? '
-                      "WHERE seq=? AND state='pending'", (next_attempt_ns, error[:1000], seq))])
+    def defer(self, seq: int, next_attempt_ns: int, error: str, *, failed: bool = True) -> None:
+        """Not offered again before next_attempt_ns. failed: one more failed attempt;
+        False: the item waits for something on the store (its attempts, which set the
+        backoff, stay as they are)."""
+        self._write([('UPDATE items SET attempts=attempts+?, next_attempt_ns=?, last_error=? '
+                      "WHERE seq=? AND state='pending'",
+                      (int(failed), next_attempt_ns, error[:1000], seq))])
 
     def retry_now(self) -> int:
         """Makes every pending item due at once (the cloud is reachable again)."""

@@ -7,6 +7,7 @@ from jwo_msgs.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, Receip
                           WeightChange)
 from rclpy.node import Node
 
+from jwo_nodes.core.clips import clip_ref
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionCore, FusionSettings,
                                    GateInput, TrackInput)
@@ -120,7 +121,7 @@ class FusionNode(Node):
         self._counters.count('receipts_needs_review')
         request = ReviewRequest(receipt_id=receipt.receipt_id, store_id=receipt.store_id,
                                 visit_code=receipt.visit_code,
-                                events=[_doubt(d) for d in receipt.doubts])
+                                events=[_doubt(d, receipt) for d in receipt.doubts])
         request.header.stamp = to_stamp(receipt.exit_ns)
         self._reviews.publish(request)
 
@@ -131,7 +132,9 @@ def _line(line) -> CartLine:
                     confidence=float(line.confidence))
 
 
-def _doubt(doubt) -> DoubtfulEvent:
+def _doubt(doubt, receipt) -> DoubtfulEvent:
+    # clip_node writes these clips (one per camera that sees the bin) from its frame
+    # ring; the uplink sends them before the review request.
     return DoubtfulEvent(
         event_id=doubt.event_id, reason_code=doubt.reason_code, shelf_id=doubt.shelf_id,
         bin_ids=list(doubt.bin_ids), delta_grams=list(doubt.delta_grams),
@@ -139,7 +142,9 @@ def _doubt(doubt) -> DoubtfulEvent:
         candidate_visits=list(doubt.candidate_visits),
         candidate_scores=[float(s) for s in doubt.candidate_scores],
         proposed_sku=doubt.proposed_sku, proposed_quantity=doubt.proposed_quantity,
-        camera_ids=list(doubt.camera_ids), clip_refs=[])
+        camera_ids=list(doubt.camera_ids),
+        clip_refs=[clip_ref(receipt.store_id, receipt.receipt_id, doubt.event_id, camera_id)
+                   for camera_id in doubt.camera_ids])
 
 
 def main(args=None):

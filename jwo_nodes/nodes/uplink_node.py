@@ -33,6 +33,9 @@ PARAMS = [
     Param('ingest_public_key_file', str, "the ingest's public CURVE key",
           'runs/edge/keys/ingest.key'),
     Param('clip_root', str, 'directory that relative clip references are under', ''),
+    Param('clip_wait_s', float, 'a referenced clip file not there yet is waited for this long '
+          '(the clip writer may still be at it) before it counts as clip_missing',
+          30.0, 0.0, 3600.0),
     Param('chunk_bytes', int, 'clip bytes per message', 1 << 20, 4096, 4 << 20),
     Param('window', int, 'items in flight at most (one per visit)', 64, 1, 1024),
     Param('ack_timeout_s', float, 'resend an item not acknowledged within this', 10.0, 0.1, 600.0),
@@ -65,7 +68,8 @@ class UplinkNode(Node):
                 self.outbox, p.ingest_endpoint, p.store_secret_key_file,
                 p.ingest_public_key_file, window=p.window, ack_timeout_s=p.ack_timeout_s,
                 backoff_min_s=p.backoff_min_s, backoff_max_s=p.backoff_max_s,
-                chunk_bytes=p.chunk_bytes, clip_root=p.clip_root, retention_s=p.retention_s,
+                chunk_bytes=p.chunk_bytes, clip_root=p.clip_root, clip_wait_s=p.clip_wait_s,
+                retention_s=p.retention_s,
                 on_event=lambda name, detail: self.get_logger().warning(
                     f'{name}: {detail}', throttle_duration_sec=1.0))
         except (KeyFileError, OSError, ValueError) as error:
