@@ -11,7 +11,7 @@ MSG_SOURCES := $(wildcard msg/*.msg) msg/CMakeLists.txt msg/package.xml
 STORE   ?= config/stores/demo.yaml
 SCENARIO ?= config/scenarios/demo.yaml
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench bench-vision train clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMPS)/jwo
@@ -41,6 +41,26 @@ demo: setup
 test: setup
 	@tools/ensure_chromium.sh
 	@$(PY) -m pytest -q test
+
+# Replay throughput and sensor-to-cart latency on a 40-shelf store (about 10 minutes);
+# a quicker look: make bench BENCH_ARGS='--shelves 8 --visits 6 --minutes 2'.
+bench: setup
+	@$(VENV)/bin/jwo bench $(BENCH_ARGS)
+
+# Detector frames/s (batched across cameras, one at a time, OpenCV DNN) and how many
+# cameras at 10 fps the vision tracker keeps up with (about 2 minutes).
+bench-vision: setup
+	@$(VENV)/bin/jwo bench-vision $(BENCH_ARGS)
+
+# Retrains the shipped detector (models/detector.onnx) from rendered frames on the CPU,
+# reproducibly from its seed (about 6 minutes on 2 cores); PyTorch is a training extra.
+$(STAMPS)/train: $(STAMPS)/jwo requirements-train.txt
+	@echo "==> PyTorch for training (requirements-train.txt)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-train.txt
+	@touch $@
+
+train: $(STAMPS)/train
+	@$(PY) -m jwo_nodes.train.train_detector --out models/detector.onnx $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) build runs

@@ -1,6 +1,6 @@
 """Trains the shopper/hand detector on rendered frames and exports it to ONNX.
 
-    .venv/bin/python -m jwo_nodes.train.train_detector --out models/detector.onnx
+    make train        # .venv/bin/python -m jwo_nodes.train.train_detector --out models/detector.onnx
 
 A small fully-convolutional CenterNet-style network: an RGB frame resized to
 256 x 192 in, two heatmaps at 1/4 resolution (64 x 48) out, after a sigmoid: channel 0
