@@ -35,7 +35,7 @@ def add_arguments(parser) -> None:
     parser.add_argument('--store', default='config/stores/demo.yaml')
     parser.add_argument('--scenario', default='config/scenarios/demo.yaml')
     parser.add_argument('--steps', type=int, default=60, help='time steps rendered and timed')
-    parser.add_argument('--max-cameras', type=int, default=16)
+    parser.add_argument('--max-cameras', type=int, default=32)
     parser.add_argument('--fps', type=float, default=10.0, help='camera frame rate to keep up with')
 
 
