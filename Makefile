@@ -53,7 +53,7 @@ bench-vision: setup
 	@$(VENV)/bin/jwo bench-vision $(BENCH_ARGS)
 
 # Retrains the shipped detector (models/detector.onnx) from rendered frames on the CPU,
-# reproducibly from its seed (about 6 minutes on 2 cores); PyTorch is a training extra.
+# reproducibly from its seed (about 5 minutes on 2 cores); PyTorch is a training extra.
 $(STAMPS)/train: $(STAMPS)/jwo requirements-train.txt
 	@echo "==> PyTorch for training (requirements-train.txt)"
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-train.txt

@@ -89,8 +89,8 @@ def test_shipped_model_finds_shoppers_and_hands_on_rendered_frames(detector, fra
         scores[kind] = (tp / max(1, tp + fn), tp / max(1, tp + fp), tp + fn)
     print('recall, precision, count:', scores, 'median floor error', np.median(errors))
     assert scores['shopper'][2] > 100
-    assert scores['shopper'][0] >= 0.9 and scores['shopper'][1] >= 0.9
-    assert scores['hand'][0] >= 0.7 and scores['hand'][1] >= 0.7
+    assert scores['shopper'][0] >= 0.95 and scores['shopper'][1] >= 0.95
+    assert scores['hand'][0] >= 0.9 and scores['hand'][1] >= 0.9
     assert np.median(errors) < 0.12
 
 
