@@ -96,14 +96,16 @@ def test_totals_in_integer_cents(store):
 
 
 class Store:
-    """Drives FusionCore by hand: shoppers placed on the floor, time advanced in
-    tracker frames with shelf heartbeats, gate events and weight changes in between."""
+    """Drives FusionCore by hand: shoppers placed on the floor (and their hands on
+    shelves), time advanced in tracker frames with shelf heartbeats, gate events and
+    weight changes in between."""
 
     def __init__(self, store):
         self.store = store
         self.core = FusionCore(store)
         self.t = 0
         self.places = {}
+        self.hands = {}
         self.receipts = {}
         self.carts = []
         self._ids = iter(range(10**6))
@@ -129,6 +131,13 @@ class Store:
             where = (target.x, target.y)
         self.places[track] = (code, where)
 
+    def reach(self, track, bin_id):
+        """The track's hand seen at a bin's shelf point from now on (None: no hand)."""
+        if bin_id is None:
+            self.hands.pop(track, None)
+        else:
+            self.hands[track] = self.store.shelf_point(bin_id)
+
     def change(self, bin_id, delta, event_id=None):
         shelf = self.store.bin(bin_id).shelf_id
         self._take(self.core.on_weight_change(ChangeInput(
@@ -138,7 +147,8 @@ class Store:
         end = self.t + int(seconds * NS)
         while self.t < end:
             self.t += NS // 10
-            tracks = [TrackInput(track, code, x, y) for track, (code, (x, y)) in self.places.items()]
+            tracks = [TrackInput(track, code, x, y, self.hands.get(track))
+                      for track, (code, (x, y)) in self.places.items()]
             self._take(self.core.on_positions(self.t, tracks, WALL))
             for shelf_id in self.store.shelves:
                 self._take(self.core.on_shelf_status(shelf_id, self.t - NS // 4, WALL))
@@ -221,6 +231,63 @@ def test_two_shoppers_at_one_bin_go_to_review_with_both_candidates(store):
         assert set(receipt.doubts[0].candidate_visits) == {'v1', 'v2'}
 
 
+def side_by_side_at_chips(store, reaches, reach_s=1.5):
+    """v1 and v2 stand side by side between S2-B1 (chips) and S2-B2, equally near both,
+    their hands seen for reach_s at the bins in reaches while a bag of chips is taken;
+    then both leave. Returns the receipts by visit."""
+    s = Store(store)
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(0.5)
+    s.place('t2', 'v2', 'G1'); s.enter('v2'); s.run(1)
+    chips, choc = store.bin('S2-B1'), store.bin('S2-B2')
+    middle = (chips.x + choc.x) / 2
+    s.place('t1', 'v1', (middle, chips.y - 0.2)); s.place('t2', 'v2', (middle, chips.y + 0.2)); s.run(2)
+    for track, bin_id in reaches.items():
+        s.reach(track, bin_id)
+    s.run(reach_s - 0.3)
+    s.change('S2-B1', -165.0)                     # the weight changed over the last second
+    s.run(0.3)
+    for track in reaches:
+        s.reach(track, None)
+    s.run(1)
+    for track, code in (('t1', 'v1'), ('t2', 'v2')):
+        s.place(track, code, 'G1'); s.run(1); s.leave(); s.run(0.3); s.place(track, code, None)
+    s.run(2)
+    return s.receipts
+
+
+def test_the_hand_in_the_bin_decides_between_shoppers_standing_equally_near(store):
+    receipts = side_by_side_at_chips(store, {'t1': 'S2-B1', 't2': 'S2-B2'})
+    assert receipts['v1'].status == FINAL and lines_of(receipts['v1']) == {'CHIPS-150': 1}
+    assert receipts['v2'].status == FINAL and receipts['v2'].lines == ()
+
+
+def test_two_hands_in_one_bin_go_to_review_with_both_candidates(store):
+    receipts = side_by_side_at_chips(store, {'t1': 'S2-B1', 't2': 'S2-B1'})
+    for code in ('v1', 'v2'):
+        assert receipts[code].status == NEEDS_REVIEW
+        assert [r.code for r in receipts[code].reasons] == [AMBIGUOUS_ATTRIBUTION]
+        assert set(receipts[code].doubts[0].candidate_visits) == {'v1', 'v2'}
+
+
+def test_a_hand_seen_only_briefly_does_not_outweigh_a_shopper_in_reach(store):
+    receipts = side_by_side_at_chips(store, {'t1': 'S2-B1'}, reach_s=0.4)
+    doubt = receipts['v1'].doubts[0]
+    assert receipts['v2'].status == NEEDS_REVIEW and doubt.reason_code == AMBIGUOUS_ATTRIBUTION
+    assert doubt.candidate_visits == ('v1', 'v2') and doubt.candidate_scores[1] == 0.0
+
+
+def test_without_a_hand_in_the_bin_where_they_stood_decides_as_before(store):
+    receipts = side_by_side_at_chips(store, {})
+    for code in ('v1', 'v2'):
+        assert receipts[code].status == NEEDS_REVIEW
+        assert [r.code for r in receipts[code].reasons] == [AMBIGUOUS_ATTRIBUTION]
+    doubt = receipts['v1'].doubts[0]
+    assert set(doubt.candidate_visits) == {'v1', 'v2'}
+    assert doubt.candidate_scores[0] == doubt.candidate_scores[1] == round(1 / (1 + 0.29 ** 0.5), 3)
+    # A hand seen at another bin is no evidence for this one: the same receipts.
+    assert side_by_side_at_chips(store, {'t2': 'S2-B2'}) == receipts
+
+
 def test_unidentified_weight_and_unmatched_put_back_are_never_silent(store):
     s = Store(store)
     visit(s, 'v1', 't1', ('S1-B3', -700.0), ('S2-B1', +400.0))
@@ -272,12 +339,15 @@ def test_bad_input_is_counted_and_loses_nothing(store):
     s._take(s.core.on_weight_change(ChangeInput('X/1', 'X', ('X-1',), (-5.0,), s.t - NS, s.t, 1.0), WALL))
     s._take(s.core.on_weight_change(ChangeInput('S1/8', 'S1', ('S1-B1',), (float('nan'),), s.t - NS, s.t, 1.0), WALL))
     s._take(s.core.on_positions(s.t - NS, [], WALL))        # stamp going backwards
+    s.t += NS // 10                                         # a hand nowhere
+    s._take(s.core.on_positions(s.t, [TrackInput('t1', 'v1', 2.0, 1.2, (float('inf'), 0.6))], WALL))
     s.run(1)
     s.place('t1', 'v1', 'G1'); s.run(1); s.leave(); s.run(0.3); s.place('t1', 'v1', None); s.run(2)
     assert lines_of(s.receipts['v1']) == {'COLA-330': 1}
     counted = Counter(name for name, _ in s.core.problems)
     assert counted == Counter({'duplicate_gate_event': 1, 'exit_without_entry': 1, 'duplicate_weight_change': 1,
-                               'unknown_shelf': 1, 'malformed_weight_change': 1, 'out_of_order_positions': 1})
+                               'unknown_shelf': 1, 'malformed_weight_change': 1, 'out_of_order_positions': 1,
+                               'malformed_position': 1})
 
 
 def test_arrival_times_do_not_change_receipts(store):

@@ -10,6 +10,7 @@ from jwo_msgs.msg import (CartUpdate, GateEvent, Receipt, ReviewRequest, ShelfSt
 
 from conftest import wait_until
 from jwo_nodes.core.clips import clip_ref
+from jwo_nodes.core.config import load_store_config
 from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, to_stamp
 
 NS = 1_000_000_000
@@ -156,4 +157,45 @@ def test_review_request_references_a_clip_per_camera(graph):
         [event] = request.events
         assert event.event_id == 'S1/1' and list(event.camera_ids) == ['cam_front']
         assert list(event.clip_refs) == [clip_ref('demo', request.receipt_id, 'S1/1', 'cam_front')]
+    assert fusion.process.poll() is None, fusion.log()
+
+
+def test_the_hand_in_the_bin_decides_over_dds(graph, repo):
+    """Two shoppers in reach of one bin, the hand of one seen in it (as the vision tracker
+    publishes it): the item is that visit's, and nobody goes to review."""
+    node, pubs, got, spin, fusion = graph
+    hand_x, hand_y = load_store_config(f'{repo}/config/stores/demo.yaml').shelf_point('S1-B1')
+    t = T0
+
+    def advance(seconds, x, y, reaching=False):
+        nonlocal t
+        for _ in range(int(seconds * 10)):
+            t += NS // 10
+            msg = ShopperPositions(shoppers=[
+                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y,
+                                hand_seen=reaching, hand_x=hand_x, hand_y=hand_y),
+                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y)])
+            msg.header.stamp = to_stamp(t)
+            pubs['positions'].publish(msg)
+            for shelf, publisher in pubs['status'].items():
+                publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+            spin(0.01)
+
+    pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-a'))
+    pubs['gate'].publish(gate('G1/2', t, GateEvent.ENTRY, 'v-b'))
+    advance(1, 0.6, 4.0)
+    advance(1, 2.0, 1.2)
+    advance(1.5, 2.0, 1.2, reaching=True)
+    pubs['change'].publish(change('S1/1', 'S1', 'S1-B1', -350.2, t))
+    advance(0.5, 2.0, 1.2, reaching=True)
+    advance(1, 2.0, 1.2)
+    advance(1, 0.6, 4.0)
+    pubs['gate'].publish(gate('G1/3', t, GateEvent.EXIT, 'v-a'))
+    pubs['gate'].publish(gate('G1/4', t, GateEvent.EXIT, 'v-b'))
+    advance(2, 0.6, 4.0)
+    assert wait_until(lambda: (spin(0.1), len(got['receipts']) == 2)[1], 10), got['receipts']
+    receipts = {r.visit_code: r for r in got['receipts']}
+    assert [(l.sku, l.quantity) for l in receipts['v-a'].lines] == [('COLA-330', 1)]
+    assert list(receipts['v-b'].lines) == []
+    assert {r.status for r in receipts.values()} == {Receipt.FINAL} and got['reviews'] == []
     assert fusion.process.poll() is None, fusion.log()

@@ -1,7 +1,8 @@
 """vision_tracker_node as a real process: fed rendered frames of both demo cameras and
 an ENTRY event over DDS, it publishes shoppers/positions stamped with the frames'
-stamps, with one track carrying the visit code where the shopper really is; a frame
-that is not an image is counted on /diagnostics and the node keeps going."""
+stamps, with one track carrying the visit code where the shopper really is and its
+hand at the bins it takes from; a frame that is not an image is counted on
+/diagnostics and the node keeps going."""
 import array
 import math
 import time
@@ -131,6 +132,12 @@ def test_tracks_a_shopper_on_camera_frames(start_node, feeder):
     assert np.median(errors) < 0.2 and np.percentile(errors, 95) < 0.5, (np.median(errors), np.percentile(errors, 95))
     codes = {s.track_id for m in feeder.positions for s in m.shoppers if s.visit_code}
     assert len(codes) <= 2
+    # The hand reaching into each bin the shopper takes from comes with the track, near
+    # the bin's shelf point (fusion's hand zone: 0.5 m by default).
+    hands = [(s.hand_x, s.hand_y) for m in feeder.positions for s in m.shoppers if s.visit_code and s.hand_seen]
+    for bin_id in ('S1-B2', 'S3-B1'):
+        zx, zy = STORE.shelf_point(bin_id)
+        assert sum(math.hypot(x - zx, y - zy) <= 0.5 for x, y in hands) >= 3, (bin_id, hands)
     # The garbage frame is counted as bad input on /diagnostics.
     feeder.spin(1.5)
     counts = {}

@@ -10,6 +10,10 @@ from typing import Optional
 
 import yaml
 
+# A bin's shelf, where hands reach into it, is this far from the bin's standing point,
+# away from the aisle.
+SHELF_OFFSET_M = 0.6
+
 
 class ConfigError(Exception):
     """A configuration problem, naming the file, the key and what is wrong."""
@@ -95,9 +99,22 @@ class StoreConfig:
     def bins(self) -> dict:
         return self._bins
 
+    @property
+    def centre_y(self) -> float:
+        """The middle of the aisle: the mean of the bins' standing points across the store."""
+        return self._centre_y
+
+    def shelf_point(self, bin_id: str) -> tuple:
+        """Where hands go for a bin (floor metres): from its standing point, towards the wall."""
+        bin_ = self._bins[bin_id]
+        side = -1.0 if bin_.y < self._centre_y else 1.0
+        return bin_.x, bin_.y + side * SHELF_OFFSET_M
+
     def __post_init__(self):
-        object.__setattr__(self, '_bins', {
-            b.id: b for shelf in self.shelves.values() for b in shelf.bins})
+        bins = {b.id: b for shelf in self.shelves.values() for b in shelf.bins}
+        object.__setattr__(self, '_bins', bins)
+        object.__setattr__(self, '_centre_y',
+                           math.fsum(b.y for b in bins.values()) / len(bins) if bins else 0.0)
 
 
 def load_store_config(path) -> StoreConfig:

@@ -44,6 +44,11 @@ class FusionSettings:
     ambiguity_margin_m: float = 0.4
     # Positions this long before and after a change count as "at the shelf".
     window_margin_s: float = 0.5
+    # A hand this close to a bin's shelf point is in the bin.
+    hand_zone_m: float = 0.5
+    # Attribution by hands is sure when the runner-up had its hand in the bin for this
+    # much less of the change's window (a share of its frames then).
+    hand_margin: float = 0.3
     # A receipt below this confidence goes to review.
     review_threshold: float = 0.75
     # A sensor silent for this long (wall clock) no longer holds decisions back.
@@ -79,6 +84,8 @@ class TrackInput:
     visit_code: str
     x: float
     y: float
+    # The track's hand on the floor plane (x, y) when the cameras saw one.
+    hand: Optional[tuple] = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,7 @@ class FusionCore:
         self._visits = {}
         self._seen_events = set()
         self._track_visit = {}
-        self._track_history = {}      # track id -> deque of (stamp, x, y)
+        self._track_history = {}      # track id -> deque of (stamp, x, y, hand or None)
         self._exited_tracks = set()
         self._positions_until = None  # newest positions stamp
         self._positions_wall = None
@@ -240,10 +247,14 @@ class FusionCore:
             if not (math.isfinite(track.x) and math.isfinite(track.y)):
                 self._problem('malformed_position', f'track {track.track_id}: ({track.x}, {track.y})')
                 continue
+            hand = track.hand
+            if hand is not None and not all(math.isfinite(v) for v in hand):
+                self._problem('malformed_position', f'track {track.track_id}: hand {hand}')
+                hand = None
             if track.visit_code:
                 self._track_visit.setdefault(track.track_id, track.visit_code)
             history = self._track_history.setdefault(track.track_id, deque())
-            history.append((stamp_ns, track.x, track.y))
+            history.append((stamp_ns, track.x, track.y, hand))
             while history and history[0][0] < stamp_ns - int(self.settings.history_s * NS):
                 history.popleft()
         return self.advance(wall_ns)
@@ -357,62 +368,109 @@ class FusionCore:
 
     @staticmethod
     def _sample_at(history, stamp_ns: int, margin_ns: int):
-        stamps = [s for s, _, _ in history]
+        stamps = [s[0] for s in history]
         i = bisect.bisect_left(stamps, stamp_ns)
         nearby = [history[j] for j in (i - 1, i) if 0 <= j < len(history)]
         nearby = [s for s in nearby if abs(s[0] - stamp_ns) <= margin_ns]
         return min(nearby, key=lambda s: abs(s[0] - stamp_ns)) if nearby else None
 
     @staticmethod
-    def _reach_distance(history, x: float, y: float, start_ns: int, end_ns: int) -> Optional[float]:
+    def _window(history, start_ns: int, end_ns: int) -> list:
+        stamps = [s[0] for s in history]
+        return list(itertools.islice(history, bisect.bisect_left(stamps, start_ns),
+                                     bisect.bisect_right(stamps, end_ns)))
+
+    @staticmethod
+    def _reach_distance(samples, x: float, y: float) -> float:
         """How far a track stood from a point while a change happened: its mean distance
-        over the window, or None if it was not seen then. A track that moved more than
-        half a metre meanwhile was walking past, not reaching: it counts as far away."""
-        stamps = [s for s, _, _ in history]
-        samples = list(itertools.islice(history, bisect.bisect_left(stamps, start_ns),
-                                        bisect.bisect_right(stamps, end_ns)))
-        if not samples:
-            return None
-        distance = sum(math.hypot(px - x, py - y) for _, px, py in samples) / len(samples)
-        (_, x0, y0), (_, x1, y1) = samples[0], samples[-1]
+        over the window's samples. A track that moved more than half a metre meanwhile
+        was walking past, not reaching: it counts as far away."""
+        distance = sum(math.hypot(px - x, py - y) for _, px, py, _ in samples) / len(samples)
+        (_, x0, y0, _), (_, x1, y1, _) = samples[0], samples[-1]
         return distance if math.hypot(x1 - x0, y1 - y0) <= 0.5 else distance + 1.0
 
-    def _candidates(self, x: float, y: float, start_ns: int, end_ns: int) -> list:
-        """(distance, visit code) of every visit with a track near the point, nearest first."""
+    def _visit_windows(self, start_ns: int, end_ns: int) -> list:
+        """(visit code, samples) of every track of an open visit seen around a change."""
         margin = int(self.settings.window_margin_s * NS)
-        nearest = {}
+        windows = []
         for track_id, history in self._track_history.items():
             code = self._track_visit.get(track_id)
             if not code or code not in self._visits or self._visits[code].receipt_issued:
                 continue
-            distance = self._reach_distance(history, x, y, start_ns - margin, end_ns + margin)
-            if distance is not None and distance < nearest.get(code, math.inf):
+            samples = self._window(history, start_ns - margin, end_ns + margin)
+            if samples:
+                windows.append((code, samples))
+        return windows
+
+    def _candidates(self, windows: list, x: float, y: float) -> list:
+        """(distance, visit code) of every visit with a track near the point, nearest first."""
+        nearest = {}
+        for code, samples in windows:
+            distance = self._reach_distance(samples, x, y)
+            if distance < nearest.get(code, math.inf):
                 nearest[code] = distance
         return sorted((d, code) for code, d in nearest.items())
+
+    def _hands_in(self, windows: list, x: float, y: float) -> dict:
+        """Visit code -> the largest share of one of its tracks' frames around a change
+        with the hand within hand_zone_m of the point, for visits with any."""
+        shares = {}
+        for code, samples in windows:
+            inside = sum(1 for *_, hand in samples if hand is not None
+                         and math.hypot(hand[0] - x, hand[1] - y) <= self.settings.hand_zone_m)
+            if inside:
+                shares[code] = max(shares.get(code, 0.0), inside / len(samples))
+        return shares
+
+    def _attribute(self, bin_id: str, start_ns: int, end_ns: int) -> Optional[tuple]:
+        """(candidate visits best first, their scores, confidence, doubt code or None) of
+        a change on a bin, or None when nobody was near. A hand seen in the bin decides:
+        the candidates are the visits with a hand there and those standing in reach, scored
+        by the share of the window their hand was in. Without one, where they stood decides."""
+        s = self.settings
+        bin_ = self.store.bin(bin_id)
+        windows = self._visit_windows(start_ns, end_ns)
+        candidates = self._candidates(windows, bin_.x, bin_.y)
+        near = [(d, c) for d, c in candidates if d <= s.reach_radius_m]
+        shares = self._hands_in(windows, *self.store.shelf_point(bin_id))
+        if shares:
+            for _, code in near:
+                shares.setdefault(code, 0.0)
+            ranked = sorted(shares.items(), key=lambda item: (-item[1], item[0]))
+            margin = ranked[0][1] - ranked[1][1] if len(ranked) > 1 else None
+            return ((tuple(c for c, _ in ranked), tuple(round(share, 3) for _, share in ranked))
+                    + self._by_margin(margin, s.hand_margin))
+        if near:
+            margin = near[1][0] - near[0][0] if len(near) > 1 else None
+            confidence, doubt_code = self._by_margin(margin, s.ambiguity_margin_m)
+        else:
+            near = [(d, c) for d, c in candidates if d <= s.fallback_radius_m][:1]
+            if not near:
+                return None
+            confidence, doubt_code = 0.3, NO_CANDIDATE
+        return (tuple(c for _, c in near), tuple(round(1.0 / (1.0 + d), 3) for d, _ in near),
+                confidence, doubt_code)
+
+    @staticmethod
+    def _by_margin(margin: Optional[float], sure_margin: float) -> tuple:
+        """(confidence, doubt code or None) from how far the best candidate is ahead of
+        the runner-up (None: nobody else)."""
+        if margin is None:
+            return 0.99, None
+        if margin >= sure_margin:
+            return min(0.99, 0.85 + 0.14 * margin / (2 * sure_margin)), None
+        return 0.5 * (1 + margin / sure_margin) / 2, AMBIGUOUS_ATTRIBUTION
 
     def _apply_change(self, change: ChangeInput) -> list:
         touched = {}
         for bin_id, delta in zip(change.bin_ids, change.delta_grams):
-            bin_ = self.store.bin(bin_id)
-            candidates = self._candidates(bin_.x, bin_.y, change.start_ns, change.end_ns)
-            near = [(d, c) for d, c in candidates if d <= self.settings.reach_radius_m]
-            doubt_code = None
-            if not near:
-                near = [(d, c) for d, c in candidates if d <= self.settings.fallback_radius_m][:1]
-                if not near:
-                    self._problem('unattributed_change',
-                                  f'{change.event_id}: {delta:+.0f} g on {bin_id} with no shopper near')
-                    continue
-                attribution_confidence, doubt_code = 0.3, NO_CANDIDATE
-            elif len(near) == 1:
-                attribution_confidence = 0.99
-            else:
-                margin = near[1][0] - near[0][0]
-                if margin >= self.settings.ambiguity_margin_m:
-                    attribution_confidence = min(0.99, 0.85 + 0.14 * margin / (2 * self.settings.ambiguity_margin_m))
-                else:
-                    attribution_confidence, doubt_code = 0.5 * (1 + margin / self.settings.ambiguity_margin_m) / 2, AMBIGUOUS_ATTRIBUTION
-            visit = self._visits[near[0][1]]
+            attribution = self._attribute(bin_id, change.start_ns, change.end_ns)
+            if attribution is None:
+                self._problem('unattributed_change',
+                              f'{change.event_id}: {delta:+.0f} g on {bin_id} with no shopper near')
+                continue
+            candidates, scores, attribution_confidence, doubt_code = attribution
+            visit = self._visits[candidates[0]]
             sku, quantity, identify_confidence, identify_doubt = self._identify(visit, bin_id, delta, change.noise_grams)
             confidence = attribution_confidence * identify_confidence
             visit.event_confidence = min(visit.event_confidence, confidence)
@@ -425,8 +483,7 @@ class FusionCore:
                     event_id=change.event_id, reason_code=code, shelf_id=change.shelf_id,
                     bin_ids=(bin_id,), delta_grams=(delta,), window_start_ns=change.start_ns,
                     window_end_ns=change.end_ns,
-                    candidate_visits=tuple(c for _, c in near),
-                    candidate_scores=tuple(round(1.0 / (1.0 + d), 3) for d, _ in near),
+                    candidate_visits=candidates, candidate_scores=scores,
                     proposed_sku=sku, proposed_quantity=quantity,
                     camera_ids=self._cameras_of_shelf[change.shelf_id])
                 # Everyone who could have caused a doubtful event is reviewed with it.

@@ -28,8 +28,6 @@ NS = 1_000_000_000
 # A hand is at the bin this long before the weight starts changing / after it settled.
 REACH_BEFORE_S = 0.35
 REACH_AFTER_S = 0.25
-# The shelf (where hands go) is this far from a bin's standing point, towards the wall.
-SHELF_OFFSET_M = 0.6
 SHELF_DEPTH_M = 0.45
 # Hands are at about this share of a person's height.
 HAND_HEIGHT = 0.62
@@ -100,15 +98,6 @@ class RenderedFrame:
     hands: list                    # (person_id, u, v): visible hands
 
 
-def shelf_point(store: StoreConfig, bin_id: str, store_centre_y: Optional[float] = None) -> tuple:
-    """Where on the shelf a hand goes for a bin: from the standing point, towards the wall."""
-    bin_ = store.bin(bin_id)
-    if store_centre_y is None:
-        store_centre_y = float(np.mean([b.y for b in store.bins.values()]))
-    side = -1.0 if bin_.y < store_centre_y else 1.0
-    return bin_.x, bin_.y + side * SHELF_OFFSET_M
-
-
 class CameraRenderer:
     """Renders one camera's frames."""
 
@@ -118,7 +107,6 @@ class CameraRenderer:
         self.settings = settings
         self._inverse = np.linalg.inv(homography(camera))
         self.nadir = tuple(pixels_to_floor(camera, [(camera.width / 2, camera.height / 2)])[0])
-        self._centre_y = float(np.mean([b.y for b in store.bins.values()])) if store.bins else 0.0
         self._background = self._draw_background()
         ys, xs = np.mgrid[0:camera.height, 0:camera.width].astype(np.float32)
         self._xramp = (xs / camera.width - 0.5)
@@ -167,10 +155,10 @@ class CameraRenderer:
                 self._poly(frame, [(tx, ty), (tx + 0.5, ty), (tx + 0.5, ty + 0.5), (tx, ty + 0.5)],
                            (176 + shade, 184 + shade, 188 + shade))
         for shelf in self.store.shelves.values():
-            points = [shelf_point(self.store, b.id, self._centre_y) for b in shelf.bins]
+            points = [self.store.shelf_point(b.id) for b in shelf.bins]
             xs = [p[0] for p in points]
             sy = points[0][1]
-            side = 1.0 if sy > self._centre_y else -1.0
+            side = 1.0 if sy > self.store.centre_y else -1.0
             near, far = sy - side * 0.15, sy + side * (SHELF_DEPTH_M - 0.15)
             self._poly(frame, [(min(xs) - 0.5, near), (max(xs) + 0.5, near),
                                (max(xs) + 0.5, far), (min(xs) - 0.5, far)], (50, 75, 110))
@@ -261,7 +249,7 @@ class SceneFigures:
         seed = timeline.scenario.seed if seed is None else seed
         self._reaches = {}
         for event in timeline.weight_events:
-            sx, sy = shelf_point(store, event.bin_id, timeline.store_centre_y)
+            sx, sy = store.shelf_point(event.bin_id)
             rng = np.random.default_rng(_seed('reach', seed, event.person_id, event.start_ns))
             self._reaches.setdefault(event.person_id, []).append(
                 (event.start_ns - int(REACH_BEFORE_S * NS), event.end_ns + int(REACH_AFTER_S * NS),
@@ -278,7 +266,6 @@ class SceneFigures:
 def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int = 7) -> list:
     """A random scene for training: shoppers at bins (some reaching), in the aisles, at
     the gate and in close pairs, each with a random look."""
-    centre_y = float(np.mean([b.y for b in store.bins.values()]))
     bins = list(store.bins.values())
     gates = list(store.gates.values())
     figures = []
@@ -294,7 +281,7 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
             b = bins[int(rng.integers(len(bins)))]
             x, y = b.x + rng.normal(0, 0.25), b.y + rng.normal(0, 0.15)
             if rng.random() < 0.5:
-                sx, sy = shelf_point(store, b.id, centre_y)
+                sx, sy = store.shelf_point(b.id)
                 hand = (sx + float(rng.uniform(-0.3, 0.3)), sy)
         elif kind < 0.6 and gates:
             g = gates[int(rng.integers(len(gates)))]
@@ -330,5 +317,4 @@ def floor_of_pixels(camera: Camera, points) -> np.ndarray:
 
 
 __all__ = ['CameraRenderer', 'Figure', 'Look', 'RenderSettings', 'RenderedFrame', 'SceneFigures',
-           'floor_of_pixels', 'floor_to_pixels', 'person_look', 'random_figures', 'random_settings',
-           'shelf_point']
+           'floor_of_pixels', 'floor_to_pixels', 'person_look', 'random_figures', 'random_settings']

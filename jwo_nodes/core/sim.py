@@ -293,8 +293,6 @@ class Timeline:
         self.scenario = scenario
         self.store = store
         rng = np.random.default_rng(stable_seed('timeline', scenario.seed))
-        # The aisle is towards the middle of the bins' standing points.
-        self.store_centre_y = float(np.mean([b.y for b in store.bins.values()]))
         self._bin_items = {}
         for bin_ in store.bins.values():
             product = store.products[bin_.sku]
@@ -434,7 +432,7 @@ class Timeline:
         """Waits a step back into the aisle until the occupant has moved on."""
         if not person.waiting:
             bin_ = self.store.bin(action.bin)
-            back = bin_.y + (_WAIT_BACK_M if self.store_centre_y > bin_.y else -_WAIT_BACK_M)
+            back = bin_.y + (_WAIT_BACK_M if self.store.centre_y > bin_.y else -_WAIT_BACK_M)
             self._walk(person, bin_.x, back, self.scenario.walking_speed_mps)
             person.at_bin, person.waiting = '', True
         self._stay(person, max(person.t_ns, occupant.t_ns) + 1, rng)

@@ -25,6 +25,10 @@ PARAMS = [
           0.4, 0.0, 5.0),
     Param('window_margin_s', float, 'Positions this long around a change count as at the shelf (s).',
           0.5, 0.0, 5.0),
+    Param('hand_zone_m', float, 'A hand seen this close to a bin\'s shelf point is in the bin (m).',
+          0.5, 0.05, 2.0),
+    Param('hand_margin', float, 'Attribution by hands is sure when the runner-up\'s hand was in the '
+          'bin for this much less of the change window (share of its frames).', 0.3, 0.05, 1.0),
     Param('review_threshold', float, 'Receipts below this confidence go to human review.',
           0.75, 0.0, 1.0),
     Param('stale_after_s', float, 'A sensor silent this long (wall clock) stops holding decisions back (s).',
@@ -45,6 +49,7 @@ class FusionNode(Node):
         self._core = FusionCore(store, FusionSettings(
             reach_radius_m=params.reach_radius_m, fallback_radius_m=params.fallback_radius_m,
             ambiguity_margin_m=params.ambiguity_margin_m, window_margin_s=params.window_margin_s,
+            hand_zone_m=params.hand_zone_m, hand_margin=params.hand_margin,
             review_threshold=params.review_threshold, stale_after_s=params.stale_after_s))
         self._counters = Counters(self, 'fusion', COUNTERS)
         self._carts = self.create_publisher(CartUpdate, 'cart/updates', EVENT_QOS)
@@ -85,7 +90,8 @@ class FusionNode(Node):
 
     def _on_positions(self, msg: ShopperPositions) -> None:
         self._counters.count('position_updates')
-        tracks = [TrackInput(s.track_id, s.visit_code, s.x, s.y) for s in msg.shoppers]
+        tracks = [TrackInput(s.track_id, s.visit_code, s.x, s.y,
+                             (s.hand_x, s.hand_y) if s.hand_seen else None) for s in msg.shoppers]
         self._publish(self._core.on_positions(to_ns(msg.header.stamp), tracks, time.time_ns()))
 
     def _publish(self, out) -> None:

@@ -4,8 +4,9 @@ Subscribes to every camera's ``cameras/<id>/image/compressed`` and every gate's
 ``gates/<id>/events``; groups the frames of one time step across cameras, runs the
 detector (ONNX Runtime) on them as one batch, projects the shoppers' floor points and
 hands through each camera's homography, tracks them on the floor and publishes
-``shoppers/positions`` stamped with the frames' stamp: the seam fusion reads, which
-the simulator's shopper_sim_node fills without cameras.
+``shoppers/positions`` stamped with the frames' stamp, each track with its hand when
+one was seen: the seam fusion reads, which the simulator's shopper_sim_node fills
+without cameras (and without hands).
 """
 import time
 
@@ -152,15 +153,22 @@ class VisionTrackerNode(Node):
                     continue
                 point = FloorDetection(float(x), float(y), d.score, camera.id)
                 (hands if d.kind == HAND else shoppers).append(point)
-        tracks, _ = self.tracker.step(stamp_ns, shoppers, hands)
+        tracks, given = self.tracker.step(stamp_ns, shoppers, hands)
         self.counters.count('batches')
         for name, value in self.tracker.counters.items():
             self.counters.values[name] = value
         msg = ShopperPositions()
         msg.header.stamp = to_stamp(stamp_ns)
         msg.header.frame_id = 'floor'
-        msg.shoppers = [ShopperPosition(track_id=t.track_id, visit_code=t.visit_code, x=t.x, y=t.y,
-                                        confidence=float(t.confidence)) for t in tracks]
+        # The message holds one hand per track: its surest (sorted, the last one wins).
+        hand_of = {hand.track_id: hand for hand in sorted(given, key=lambda h: h.score)}
+        msg.shoppers = []
+        for t in tracks:
+            hand = hand_of.get(t.track_id)
+            msg.shoppers.append(ShopperPosition(
+                track_id=t.track_id, visit_code=t.visit_code, x=t.x, y=t.y,
+                confidence=float(t.confidence), hand_seen=hand is not None,
+                hand_x=hand.x if hand else 0.0, hand_y=hand.y if hand else 0.0))
         self.publisher.publish(msg)
 
 
