@@ -179,14 +179,7 @@ def run(args) -> int:
             visits = score_visits(expected, result.receipts, prices)
             events = score_weight_events(
                 [(e.bin_id, e.end_ns, e.delta_grams) for e in timeline.weight_events], result.changes)
-            entry = {'scenario': str(path), 'name': timeline.scenario.name, 'visits': visits,
-                     'weight_events': events, 'receipts': result.receipts,
-                     'exit_to_receipt_s': result.exit_to_receipt_s,
-                     'expected': {p: dict(+c) for p, c in expected.items()},
-                     'cart_latency_ms': percentiles(result.cart_latency_ms),
-                     'wall_s': round(result.wall_s, 1), 'failure': result.failure,
-                     'unmatched_receipts': len(result.unmatched)}
-            results.append(entry)
+            results.append(_entry(path, timeline.scenario.name, visits, events, expected, result))
             _print_scores(visits, events, result)
     except KeyboardInterrupt:
         print('interrupted: no report written', file=sys.stderr)
@@ -246,8 +239,13 @@ def _run_bag(args, index: int, total: int, path: Path, bag: dict, out: Path, pri
         [(e['bin_id'], e['end_ns'] - truth.epoch_ns, e['delta_grams']) for e in truth.weight_events],
         result.changes)
     _print_scores(visits, events, result)
-    return {'scenario': str(path), 'name': truth.name, 'source': 'bag',
-            'replay': 'max' if rate is None else rate, 'visits': visits,
+    return _entry(path, truth.name, visits, events, expected, result, source='bag',
+                  replay='max' if rate is None else rate)
+
+
+def _entry(path, name: str, visits: dict, events: dict, expected: dict, result, **extra) -> dict:
+    """One scenario's (or bag's) part of the report."""
+    return {'scenario': str(path), 'name': name, **extra, 'visits': visits,
             'weight_events': events, 'receipts': result.receipts,
             'exit_to_receipt_s': result.exit_to_receipt_s,
             'expected': {p: dict(+c) for p, c in expected.items()},

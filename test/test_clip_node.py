@@ -13,6 +13,7 @@ from jwo_msgs.msg import DoubtfulEvent, ReviewRequest
 from sensor_msgs.msg import CompressedImage
 
 from conftest import wait_until
+from test_clips import read_levels
 from jwo_cloud import layout, testing, wire
 from jwo_cloud.bucket import DirBucket
 from jwo_cloud.ingest import Ingest
@@ -48,18 +49,6 @@ def review(receipt_id: str, start_ns: int, end_ns: int) -> ReviewRequest:
         proposed_sku='COLA-330', proposed_quantity=1, camera_ids=['cam_front'],
         clip_refs=[clip_ref('demo', receipt_id, 'S1/7', 'cam_front')])]
     return msg
-
-
-def read_levels(path) -> list:
-    capture = cv2.VideoCapture(str(path))
-    levels = []
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            break
-        levels.append(int(round(float(image.mean()))))
-    capture.release()
-    return levels
 
 
 @pytest.fixture
