@@ -94,7 +94,9 @@ def check_bag(path: Path, store_arg, folder: Path) -> dict:
     with BagReader(path) as reader:
         reader.validate()
         truth = read_ground_truth(reader)
-        reader.check_stamp_order([t for t in reader.topics if t != GROUND_TRUTH_TOPIC])
+        inputs = [t for t in reader.topics if t != GROUND_TRUTH_TOPIC]
+        reader.check_definitions(inputs)
+        reader.check_stamp_order(inputs)
     if store_arg:
         store_path, store = store_arg, load_store_config(store_arg)
     else:

@@ -110,3 +110,23 @@ def test_replay_at_1x_and_at_max_gives_identical_receipts(repo, tmp_path):
         assert report['scenarios'][0]['failure'] is None
     assert len(receipts['max']) == 3
     assert receipts['1x'] == receipts['max']
+
+
+def test_a_bag_recorded_with_another_message_definition_is_refused(repo, tmp_path):
+    good = tmp_path / 'good'
+    assert jwo(repo, 'simbag', SCENARIO, '-o', good, '--quiet').returncode == 0
+    old = tmp_path / 'old'
+    with BagReader(good) as reader, BagWriter(old) as writer:
+        for topic, info in reader.topics.items():
+            changed = topic == POSITIONS_TOPIC     # as if written before a field was added
+            writer.add_topic(topic, info.type, info.offered_qos_profiles,
+                             type_hash='RIHS01_' + '0' * 64 if changed else None)
+        for m in reader.messages():
+            writer.write(m.topic, m.data, m.log_time, publish_time_ns=m.publish_time)
+    for args in (('eval', old, '--max', '--out', tmp_path / 'eval'), ('replay', old, '--max')):
+        result = jwo(repo, *args)
+        assert result.returncode == 1, result.stdout + result.stderr
+        line = result.stderr.strip().splitlines()[-1]
+        assert line.startswith(f'error: {old}') and 'another definition' in line
+        assert POSITIONS_TOPIC in line
+    assert not (tmp_path / 'eval' / 'report.json').exists()

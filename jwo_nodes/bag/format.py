@@ -977,6 +977,20 @@ class BagReader:
                              log_time=message.log_time, publish_time=message.publish_time,
                              sequence=message.sequence)
 
+    def check_definitions(self, topics: Iterable[str]) -> None:
+        """UnknownMessageTypeError (naming the file and channel) for a topic recorded
+        with another definition of its type than the installed one: its bytes were
+        written for another layout, and subscribers would misread them."""
+        definitions = DefinitionSource()
+        for topic in topics:
+            info = self.topics[topic]
+            installed = definitions.type_hash(info.type)
+            if info.type_description_hash and installed and info.type_description_hash != installed:
+                raise UnknownMessageTypeError(
+                    info.file, f'topic {topic} was recorded with another definition of '
+                    f'{info.type} ({info.type_description_hash}) than the installed one '
+                    f'({installed})', where=info.where)
+
     def check_stamp_order(self, topics: Iterable[str]) -> int:
         """Reads the messages of ``topics``; CorruptBagError (naming the file and the
         message) at the first whose publish time -- its header stamp, where the type has

@@ -77,6 +77,7 @@ class ReplayerNode(Node):
         self.topics = sorted(topics if topics is not None else reader.topics)
         self.clock_hz = clock_hz
         self._topic_publishers = {}
+        reader.check_definitions(self.topics)
         for topic in self.topics:
             info = reader.topics[topic]
             try:
