@@ -192,3 +192,30 @@ def test_frame_batcher_groups_by_stamp():
     assert batcher.add('b', 150 * NS // 1000, 'late') is None     # before the closed step
     assert batcher.flush() == (300 * NS // 1000, {'a': 'a3'})
     assert batcher.flush() is None
+
+
+def test_a_shopper_entering_as_another_leaves_gets_a_track_of_their_own():
+    """At the gate the leaver and the entrant are one blob: the leaver's track would
+    carry on with the entrant. The EXIT ends it; the entrant takes their ENTRY code."""
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-ANA', 1)
+    ana = line(0.6, 4.0, 3.0, 4.0, 0, 20)
+    back = line(3.0, 4.0, 0.6, 4.0, 30, 50)
+    walk(tracker, {'ana': lambda k: ana(k) if k < 30 else back(k)}, 51)
+    tracker.add_exit('G1', 50 * DT)                  # a walk-out: no code
+    tracker.add_entry('G1', 50 * DT, 'v-DAN', 1)
+    seen = walk(tracker, {'dan': line(0.6, 4.0, 4.0, 4.0, 51, 80)}, 40, start=51)
+    assert seen[-1][2]['dan'].visit_code == 'v-DAN'
+    assert tracker.counters['tracks_split_at_exit'] == 1
+    assert [t.visit_code for t in tracker.published()] == ['v-DAN']
+
+
+def test_an_exit_whose_shopper_is_gone_splits_nothing():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    inward, outward = line(0.6, 4.0, 3.0, 4.0, 0, 15), line(3.0, 4.0, 0.6, 4.0, 15, 30)
+    walk(tracker, {'a': lambda k: inward(k) if k < 15 else outward(k) if k <= 30 else None}, 31)
+    tracker.add_exit('G1', 30 * DT)
+    walk(tracker, {}, 30, start=31)
+    assert tracker.counters['exits_matched'] == 1 and tracker.counters['tracks_split_at_exit'] == 0
+    assert tracker.published() == [] and tracker.counters['tracks_left'] == 1

@@ -16,6 +16,10 @@ update, start and lose tracks:
   where it has left.
 * ENTRY events (``add_entry``) give their visit code to the tracks started at that gate
   around the entry's stamp, as many as the group has people, in order of their start.
+* EXIT events (``add_exit``) mark the coded track at the gate as gone out; if it is
+  still seen ``exit_grace_s`` later, that is somebody else (a shopper entering as
+  another leaves looks like one track at the gate): the track ends and a new one starts
+  there, which the entrant's ENTRY code can go to.
 * identity is uncertain after a re-acquisition, after starting away from a gate, and
   after two tracks came close enough to swap; each lowers the track's confidence for
   good, coasting lowers it while it lasts.
@@ -52,6 +56,7 @@ class TrackerSettings:
     group_stagger_s: float = 0.5
     arm_reach_m: float = 1.1          # a hand belongs to the nearest track within this
     swap_radius_m: float = 0.45       # two tracks this close may swap identities
+    exit_grace_s: float = 0.3         # a track still seen this long after its EXIT is someone else
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class _Track:
     visit_code: str = ''
     identity: float = 1.0
     close_to: set = field(default_factory=set)
+    exited_ns: Optional[int] = None  # stamp of the EXIT event that took this track's shopper out
 
 
 @dataclass
@@ -146,7 +152,8 @@ class Tracker:
         self.counters = {name: 0 for name in (
             'steps', 'detections', 'merged', 'tracks_started_at_gate', 'tracks_started_elsewhere',
             'tracks_confirmed', 'tracks_lost', 'tracks_left', 'reacquired', 'visits_assigned',
-            'entries_unfilled', 'close_encounters', 'hands', 'hands_unassigned', 'out_of_order')}
+            'entries_unfilled', 'close_encounters', 'hands', 'hands_unassigned', 'out_of_order',
+            'exits_matched', 'tracks_split_at_exit')}
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -154,6 +161,22 @@ class Tracker:
         """An ENTRY event: its code goes to the tracks that start at the gate then."""
         self._entries.append(_Entry(gate_id, stamp_ns, visit_code, max(1, people)))
         self._assign_entries()
+
+    def add_exit(self, gate_id: str, stamp_ns: int, visit_code: str = '') -> None:
+        """An EXIT event: the shopper of the coded track at that gate (of ``visit_code``
+        for a tap-out) went out. If detections keep matching that track afterwards, they
+        are of somebody else, most likely entering as the other left (see step)."""
+        gate = next((g for g in self.gates if g.id == gate_id), None)
+        if gate is None:
+            return
+        reach = gate.radius_m + self.settings.gate_margin_m
+        near = [(math.hypot(t.state[0] - gate.x, t.state[1] - gate.y), t.id, t) for t in self.tracks
+                if t.visit_code and not t.lost and t.exited_ns is None
+                and (t.visit_code == visit_code if visit_code else True)]
+        near = [item for item in near if item[0] <= reach]
+        if near:
+            min(near)[2].exited_ns = stamp_ns
+            self.counters['exits_matched'] += 1
 
     def step(self, stamp_ns: int, shoppers: list, hands: list = ()) -> tuple:
         """Detections (FloorDetection, floor metres) of every camera at one stamp ->
@@ -173,6 +196,7 @@ class Tracker:
         self.stamp_ns = stamp_ns
         active = [t for t in self.tracks if not t.lost]
         unmatched = self._match(active, merged, stamp_ns, lambda t: s.match_radius_m)
+        self._split_exited(stamp_ns)
         # Nobody claimed these: re-acquire a lost track, else start one.
         lost = [t for t in self.tracks if t.lost]
         if unmatched and lost:
@@ -267,6 +291,20 @@ class Tracker:
         if self.settings.confirm_hits <= 1:
             track.confirmed = True
             self.counters['tracks_confirmed'] += 1
+
+    def _split_exited(self, stamp_ns: int) -> None:
+        """A track whose shopper went out but that is still being seen after exit_grace_s
+        has passed to somebody else at the gate: the leaver's track ends there and the
+        other person gets a new track (which an ENTRY at that gate can take)."""
+        grace = int(self.settings.exit_grace_s * NS)
+        for track in list(self.tracks):
+            if (track.exited_ns is not None and track.updated_ns == stamp_ns
+                    and stamp_ns - track.exited_ns > grace):
+                self.tracks.remove(track)
+                self.counters['tracks_left'] += 1
+                self.counters['tracks_split_at_exit'] += 1
+                self._start(FloorDetection(float(track.state[0]), float(track.state[1]), 1.0, ''),
+                            stamp_ns)
 
     def _age(self, stamp_ns: int) -> None:
         s = self.settings

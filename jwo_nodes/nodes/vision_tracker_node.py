@@ -49,7 +49,7 @@ PARAMS = [
 ]
 
 COUNTERS = ('frames', 'batches', 'partial_batches', 'bad_frames', 'late_frames',
-            'inference_ms_total', 'entries')
+            'inference_ms_total', 'entries', 'exits')
 
 
 class VisionTrackerNode(Node):
@@ -96,10 +96,16 @@ class VisionTrackerNode(Node):
             f'{", ".join(self.store.cameras)}')
 
     def _on_gate(self, msg: GateEvent) -> None:
-        if msg.direction != GateEvent.ENTRY:
+        if msg.gate_id not in self.store.gates:
+            self.counters.warn('bad_gate_events', f'{msg.event_id}: unknown gate {msg.gate_id!r}')
             return
-        if msg.gate_id not in self.store.gates or not msg.visit_code:
-            self.counters.warn('bad_gate_events', f'{msg.event_id}: unknown gate {msg.gate_id!r} or no visit code')
+        if msg.direction != GateEvent.ENTRY:
+            # A walk-out has no visit code: the tracker takes the coded track at the gate.
+            self.counters.count('exits')
+            self.tracker.add_exit(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code)
+            return
+        if not msg.visit_code:
+            self.counters.warn('bad_gate_events', f'{msg.event_id}: ENTRY without a visit code')
             return
         self.counters.count('entries')
         self.tracker.add_entry(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code, max(1, msg.group_size))
