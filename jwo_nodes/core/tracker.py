@@ -348,8 +348,10 @@ class Tracker:
         for entry in self._entries:
             low = entry.stamp_ns - int(s.entry_before_s * NS)
             high = entry.stamp_ns + int((s.entry_after_s + s.group_stagger_s * (entry.people - 1)) * NS)
-            candidates = sorted((t for t in self.tracks if not t.visit_code and t.gate_id == entry.gate_id
-                                 and low <= t.born_ns <= high),
+            # Confirmed tracks only: a tentative one may be a false start (a second
+            # detection of someone already tracked) that dies and takes the code along.
+            candidates = sorted((t for t in self.tracks if not t.visit_code and t.confirmed
+                                 and t.gate_id == entry.gate_id and low <= t.born_ns <= high),
                                 key=lambda t: (abs(t.born_ns - entry.stamp_ns), t.id))
             for track in candidates[:entry.people - entry.given]:
                 track.visit_code = entry.visit_code
