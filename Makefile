@@ -10,6 +10,9 @@ PYTHON  ?= $(shell for p in python3.12 python3.11 python3.10 python3; do \
 MSG_SOURCES := $(wildcard msg/*.msg) msg/CMakeLists.txt msg/package.xml
 STORE   ?= config/stores/demo.yaml
 SCENARIO ?= config/scenarios/demo.yaml
+# The demo tracks shoppers on the rendered camera frames; DEMO_ARGS= runs the simulator's
+# stand-in tracker instead.
+DEMO_ARGS ?= --vision
 
 .PHONY: setup demo test bench bench-vision train clean
 .DEFAULT_GOAL := demo
@@ -36,7 +39,7 @@ $(STAMPS)/jwo: $(STAMPS)/msgs setup.py setup.cfg package.xml
 	@touch $@
 
 demo: setup
-	@$(VENV)/bin/jwo demo --store $(STORE) --scenario $(SCENARIO)
+	@$(VENV)/bin/jwo demo --store $(STORE) --scenario $(SCENARIO) $(DEMO_ARGS)
 
 test: setup
 	@tools/ensure_chromium.sh
