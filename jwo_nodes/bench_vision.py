@@ -27,7 +27,7 @@ from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_pa
 from jwo_nodes.core.frame_source import pixels_to_floor
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.core.tracker import FloorDetection, Gate, Tracker
+from jwo_nodes.core.tracker import FloorDetection, Tracker
 
 
 def add_arguments(parser) -> None:
@@ -111,7 +111,7 @@ def run(args) -> int:
         jpegs = [[cv2.imencode('.jpg', step[i % len(step)])[1].tobytes() for i in range(n)]
                  for step in steps]
         views = [cameras[i % len(cameras)] for i in range(n)]
-        tracker = Tracker([Gate(g.id, g.x, g.y, g.radius_m) for g in store.gates.values()])
+        tracker = Tracker(list(store.gates.values()))
         started = time.perf_counter()
         for k, step in enumerate(jpegs):
             images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in step]

@@ -475,10 +475,7 @@ def write_from_args(args, store: StoreConfig, scenario: Scenario, *, store_text:
                                scenario_file=scenario_file, weight_rate_hz=args.rate_hz,
                                tracker_rate_hz=args.tracker_rate_hz, compression=args.compression,
                                progress=None if args.quiet else print_progress)
-    except ConfigError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
-    except ValueError as error:
+    except (ConfigError, ValueError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
     except BagError as error:

@@ -6,11 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Gate, Tracker,
-                                    TrackerSettings, merge_detections)
+from jwo_nodes.core.config import Gate
+from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Tracker, TrackerSettings,
+                                    merge_detections)
 
 NS = 1_000_000_000
-GATE = Gate('G1', 0.6, 4.0, 0.8)
+GATE = Gate('G1', 0.6, 4.0, 0.8, 'sim')
 DT = NS // 10
 
 

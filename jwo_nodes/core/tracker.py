@@ -34,6 +34,8 @@ from typing import Optional
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from jwo_nodes.core.config import Gate
+
 NS = 1_000_000_000
 _INFEASIBLE = 1e6
 
@@ -82,14 +84,6 @@ class HandOutput:
     x: float
     y: float
     score: float
-
-
-@dataclass(frozen=True)
-class Gate:
-    id: str
-    x: float
-    y: float
-    radius_m: float
 
 
 @dataclass
@@ -143,6 +137,7 @@ def merge_detections(detections: list, radius_m: float) -> list:
 
 class Tracker:
     def __init__(self, gates: list, settings: TrackerSettings = TrackerSettings()):
+        """``gates``: the store config's gates (id, x, y, radius_m)."""
         self.gates = list(gates)
         self.settings = settings
         self.tracks = []

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CompressedImage
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import HAND, Detector, DetectorSettings, default_model_path
 from jwo_nodes.core.frame_source import pixels_to_floor
-from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Gate, Tracker,
+from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Tracker,
                                     TrackerSettings)
 from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, SENSOR_QOS, Counters, Param,
                                   declare_params, run_node, to_ns, to_stamp)
@@ -75,7 +75,7 @@ class VisionTrackerNode(Node):
         if self.detector.provider_note:
             self.get_logger().info(self.detector.provider_note)
         self.tracker = Tracker(
-            [Gate(g.id, g.x, g.y, g.radius_m) for g in self.store.gates.values()],
+            list(self.store.gates.values()),
             TrackerSettings(merge_radius_m=p.merge_radius_m, match_radius_m=p.match_radius_m,
                             confirm_hits=p.confirm_hits, coast_publish_s=p.coast_publish_s,
                             keep_lost_s=p.keep_lost_s, gate_margin_m=p.gate_margin_m,
