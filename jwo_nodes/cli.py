@@ -20,6 +20,8 @@ SUBCOMMANDS = {
               'against the bare rclpy hop'),
     'bench-vision': ('jwo_nodes.bench_vision', 'detector frames/s (batched, single, OpenCV DNN) and '
                      'how many cameras the vision tracker keeps up with'),
+    'vision-check': ('jwo_nodes.vision_check', 'render, detect and track scenarios without ROS: does each '
+                     "take and put-back find its visit's code on the shopper"),
 }
 
 

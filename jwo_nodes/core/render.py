@@ -32,6 +32,7 @@ SHELF_DEPTH_M = 0.45
 # Hands are at about this share of a person's height.
 HAND_HEIGHT = 0.62
 _SEGMENTS = 20
+_NOISE_PAD = 64
 
 
 def _seed(*parts) -> int:
@@ -112,6 +113,14 @@ class CameraRenderer:
         self._xramp = (xs / camera.width - 0.5)
         self._yramp = (ys / camera.height - 0.5)
         self._cam_seed = _seed('camera', settings.seed, camera.id)
+        # Sensor noise: one seeded field a little larger than the frame, each frame
+        # taking a window at a seeded offset -- drawing a fresh field per frame cost
+        # more than the whole rest of the rendering.
+        self._noise = None
+        if settings.noise_sigma > 0:
+            self._noise = np.empty((camera.height + _NOISE_PAD, camera.width + _NOISE_PAD, 3), np.int16)
+            cv2.setRNGSeed(self._cam_seed & 0x7FFFFFFF)
+            cv2.randn(self._noise, 0.0, settings.noise_sigma)
 
     # -- geometry ----------------------------------------------------------------------
 
@@ -230,13 +239,13 @@ class CameraRenderer:
                     hands.append((figure.person_id, float(hu), float(hv)))
         gain, gx, gy = self.light(t_s)
         light = gain * (1.0 + gx * self._xramp + gy * self._yramp)
-        image = frame.astype(np.float32) * light[:, :, None]
-        if self.settings.noise_sigma > 0:
-            noise = np.empty(image.shape, np.float32)
-            cv2.setRNGSeed(_seed(self._cam_seed, 'noise', frame_index) & 0x7FFFFFFF)
-            cv2.randn(noise, 0.0, self.settings.noise_sigma)
-            image += noise
-        return RenderedFrame(np.clip(image, 0, 255).astype(np.uint8), people, hands)
+        image = cv2.multiply(frame, cv2.cvtColor(light, cv2.COLOR_GRAY2BGR), dtype=cv2.CV_16S)
+        if self._noise is not None:
+            offset = _seed(self._cam_seed, 'noise', frame_index)
+            dy, dx = offset % _NOISE_PAD, (offset // _NOISE_PAD) % _NOISE_PAD
+            noise = self._noise[dy:dy + self.camera.height, dx:dx + self.camera.width]
+            return RenderedFrame(cv2.add(image, noise, dtype=cv2.CV_8U), people, hands)
+        return RenderedFrame(cv2.convertScaleAbs(image), people, hands)
 
 
 class SceneFigures:

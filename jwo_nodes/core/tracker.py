@@ -34,6 +34,7 @@ from typing import Optional
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from jwo_nodes.core import appearance as look
 from jwo_nodes.core.config import Gate
 
 NS = 1_000_000_000
@@ -59,6 +60,20 @@ class TrackerSettings:
     arm_reach_m: float = 1.1          # a hand belongs to the nearest track within this
     swap_radius_m: float = 0.45       # two tracks this close may swap identities
     exit_grace_s: float = 0.3         # a track still seen this long after its EXIT is someone else
+    # Appearance (jwo_nodes.core.appearance): a colour difference counts as this many
+    # metres in matching; a lost track is not re-acquired by a detection that looks
+    # more different than appearance_reject; colours are learnt from detections with
+    # no other within appearance_alone_m, at appearance_rate per frame.
+    appearance_weight_m: float = 1.0
+    appearance_reject: float = 0.5
+    appearance_alone_m: float = 0.8
+    appearance_rate: float = 0.15
+    # Re-identification: each visitor's colour is learnt from their first
+    # reid_learn_frames lone frames after the code was given and then kept; a code
+    # moves to the track that looks like its visitor (within reid_accept) when the
+    # track holding it looks unlike them (beyond appearance_reject) or was lost.
+    reid_learn_frames: int = 8
+    reid_accept: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,7 @@ class FloorDetection:
     y: float
     score: float = 1.0
     camera: str = ''
+    appearance: Optional[tuple] = None   # jwo_nodes.core.appearance colour, if sampled
 
 
 @dataclass(frozen=True)
@@ -101,6 +117,18 @@ class _Track:
     identity: float = 1.0
     close_to: set = field(default_factory=set)
     exited_ns: Optional[int] = None  # stamp of the EXIT event that took this track's shopper out
+    appearance: Optional[np.ndarray] = None
+    appearance_n: int = 0
+
+
+@dataclass
+class _Visitor:
+    """One person a visit code was given to, as the tracker remembers them."""
+    visit_code: str
+    track: _Track
+    appearance: Optional[np.ndarray] = None
+    n: int = 0
+    gone: bool = False
 
 
 @dataclass
@@ -114,8 +142,9 @@ class _Entry:
 
 def merge_detections(detections: list, radius_m: float) -> list:
     """One point per shopper: detections of different cameras within radius_m merged
-    (score-weighted mean), strongest first; two of one camera are never merged."""
-    clusters = []   # [sum_w, sum_wx, sum_wy, cameras, best]
+    (score-weighted mean), strongest first; two of one camera are never merged. A merged
+    point has the colour of its strongest detection that has one."""
+    clusters = []   # [sum_w, sum_wx, sum_wy, cameras, best, appearance]
     for d in sorted(detections, key=lambda d: -d.score):
         best, best_distance = None, radius_m
         for cluster in clusters:
@@ -125,14 +154,15 @@ def merge_detections(detections: list, radius_m: float) -> list:
                 best, best_distance = cluster, distance
         w = max(d.score, 1e-3)
         if best is None:
-            clusters.append([w, w * d.x, w * d.y, {d.camera}, d.score])
+            clusters.append([w, w * d.x, w * d.y, {d.camera}, d.score, d.appearance])
         else:
             best[0] += w
             best[1] += w * d.x
             best[2] += w * d.y
             best[3].add(d.camera)
             best[4] = max(best[4], d.score)
-    return [FloorDetection(c[1] / c[0], c[2] / c[0], c[4], '+'.join(sorted(c[3]))) for c in clusters]
+            best[5] = best[5] or d.appearance
+    return [FloorDetection(c[1] / c[0], c[2] / c[0], c[4], '+'.join(sorted(c[3])), c[5]) for c in clusters]
 
 
 class Tracker:
@@ -143,12 +173,14 @@ class Tracker:
         self.tracks = []
         self._entries = []
         self._next_id = 1
+        self._detections = []   # this step's merged detections
+        self._visitors = []
         self.stamp_ns: Optional[int] = None
         self.counters = {name: 0 for name in (
             'steps', 'detections', 'merged', 'tracks_started_at_gate', 'tracks_started_elsewhere',
             'tracks_confirmed', 'tracks_lost', 'tracks_left', 'reacquired', 'visits_assigned',
             'entries_unfilled', 'close_encounters', 'hands', 'hands_unassigned', 'out_of_order',
-            'exits_matched', 'tracks_split_at_exit')}
+            'exits_matched', 'tracks_split_at_exit', 'codes_moved', 'codes_dropped')}
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -158,19 +190,20 @@ class Tracker:
         self._assign_entries()
 
     def add_exit(self, gate_id: str, stamp_ns: int, visit_code: str = '') -> None:
-        """An EXIT event: the shopper of the coded track at that gate (of ``visit_code``
-        for a tap-out) went out. If detections keep matching that track afterwards, they
-        are of somebody else, most likely entering as the other left (see step)."""
+        """An EXIT event: the shopper of the track nearest the gate (the one holding
+        ``visit_code`` for a tap-out, if one is there) went out. If detections keep
+        matching that track afterwards, they are of somebody else, most likely entering
+        as the other left (see step)."""
         gate = next((g for g in self.gates if g.id == gate_id), None)
         if gate is None:
             return
         reach = gate.radius_m + self.settings.gate_margin_m
-        near = [(math.hypot(t.state[0] - gate.x, t.state[1] - gate.y), t.id, t) for t in self.tracks
-                if t.visit_code and not t.lost and t.exited_ns is None
-                and (t.visit_code == visit_code if visit_code else True)]
-        near = [item for item in near if item[0] <= reach]
+        near = [(not (visit_code and t.visit_code == visit_code),
+                 math.hypot(t.state[0] - gate.x, t.state[1] - gate.y), t.id, t) for t in self.tracks
+                if t.confirmed and not t.lost and t.exited_ns is None]
+        near = [item for item in near if item[1] <= reach]
         if near:
-            min(near)[2].exited_ns = stamp_ns
+            min(near)[3].exited_ns = stamp_ns
             self.counters['exits_matched'] += 1
 
     def step(self, stamp_ns: int, shoppers: list, hands: list = ()) -> tuple:
@@ -184,6 +217,7 @@ class Tracker:
         self.counters['steps'] += 1
         self.counters['detections'] += len(shoppers)
         merged = merge_detections(shoppers, s.merge_radius_m)
+        self._detections = merged
         self.counters['merged'] += len(shoppers) - len(merged)
         for track in self.tracks:
             if not track.lost:
@@ -206,6 +240,7 @@ class Tracker:
         self._age(stamp_ns)
         self._watch_encounters()
         self._assign_entries()
+        self._reidentify()
         published = self.published()
         return published, self._hands(hands, published)
 
@@ -216,14 +251,22 @@ class Tracker:
         the indices of the detections left over."""
         if not tracks or not detections:
             return list(range(len(detections)))
+        s = self.settings
         cost = np.full((len(tracks), len(detections)), _INFEASIBLE)
         for r, track in enumerate(tracks):
             limit = radius(track)
+            known = track.appearance if track.appearance_n >= 3 else None
             for c, d in enumerate(detections):
                 distance = math.hypot(track.state[0] - d.x, track.state[1] - d.y)
-                if distance <= limit:
-                    # A lost track with a visit is worth re-finding before an anonymous one.
-                    cost[r, c] = distance - (0.3 if reacquire and track.visit_code else 0.0)
+                if distance > limit:
+                    continue
+                unlike = look.distance(known, d.appearance)
+                if reacquire and unlike is not None and unlike > s.appearance_reject:
+                    continue   # somebody else: better a new track than the wrong identity
+                # Unknown colours cost what a typical match does, so they neither win nor lose.
+                cost[r, c] = distance + s.appearance_weight_m * min(unlike if unlike is not None else 0.15, 1.0)
+                if reacquire and track.visit_code:
+                    cost[r, c] -= 0.3   # a lost track with a visit is worth re-finding first
         rows, cols = linear_sum_assignment(cost)
         used = set()
         for r, c in zip(rows, cols):
@@ -234,6 +277,7 @@ class Tracker:
                 self._reacquire(track, detections[c], stamp_ns)
             else:
                 self._update(track, detections[c], stamp_ns)
+            self._learn(track, detections[c])
             used.add(c)
         return [c for c in range(len(detections)) if c not in used]
 
@@ -266,6 +310,25 @@ class Tracker:
             track.confirmed = True
             self.counters['tracks_confirmed'] += 1
 
+    def _learn(self, track: _Track, d: FloorDetection) -> None:
+        """Updates the track's colour from a detection nobody else stands close to."""
+        s = self.settings
+        if d.appearance is None or any(
+                other is not d and math.hypot(other.x - d.x, other.y - d.y) < s.appearance_alone_m
+                for other in self._detections):
+            return
+        colour = np.asarray(d.appearance, dtype=np.float64)
+        if track.appearance is None:
+            track.appearance = colour
+        else:
+            track.appearance = track.appearance + s.appearance_rate * (colour - track.appearance)
+        track.appearance_n += 1
+        for visitor in self._visitors:
+            if visitor.track is track and visitor.n < s.reid_learn_frames:
+                visitor.appearance = colour if visitor.appearance is None else (
+                    visitor.appearance + (colour - visitor.appearance) / (visitor.n + 1))
+                visitor.n += 1
+
     def _reacquire(self, track: _Track, d: FloorDetection, stamp_ns: int) -> None:
         track.lost = False
         track.state = np.array([d.x, d.y, 0.0, 0.0])
@@ -281,6 +344,7 @@ class Tracker:
                        updated_ns=stamp_ns, gate_id=gate.id if gate else '',
                        identity=1.0 if gate else 0.6)
         self._next_id += 1
+        self._learn(track, d)
         self.tracks.append(track)
         self.counters['tracks_started_at_gate' if gate else 'tracks_started_elsewhere'] += 1
         if self.settings.confirm_hits <= 1:
@@ -350,6 +414,7 @@ class Tracker:
                                 key=lambda t: (abs(t.born_ns - entry.stamp_ns), t.id))
             for track in candidates[:entry.people - entry.given]:
                 track.visit_code = entry.visit_code
+                self._visitors.append(_Visitor(entry.visit_code, track))
                 entry.given += 1
                 self.counters['visits_assigned'] += 1
             if entry.given >= entry.people:
@@ -359,6 +424,38 @@ class Tracker:
                 continue
             still.append(entry)
         self._entries = still
+
+    def _reidentify(self) -> None:
+        """Moves visit codes to the tracks that look like their visitors (Hungarian on
+        colour distance) where the track holding a code was lost or looks unlike its
+        visitor: what keeps a code on its shopper after tracks swapped or broke."""
+        s = self.settings
+        live = {id(t) for t in self.tracks}
+        # A visitor whose track ended has left (or is lost for good): forgotten.
+        self._visitors = [v for v in self._visitors if id(v.track) in live]
+        known = [v for v in self._visitors if v.n >= 3]
+        tracks = [t for t in self.tracks if t.confirmed and not t.lost and t.exited_ns is None
+                  and t.appearance_n >= 3]
+        if not known or not tracks:
+            return
+        cost = np.array([[look.distance(v.appearance, t.appearance) - (0.05 if v.track is t else 0.0)
+                          for t in tracks] for v in known])
+        for r, c in zip(*linear_sum_assignment(cost)):
+            visitor, track = known[r], tracks[c]
+            held = visitor.track
+            if track is held or cost[r, c] > s.reid_accept:
+                continue
+            if not held.lost and held.appearance_n >= 3 and \
+                    look.distance(visitor.appearance, held.appearance) <= s.appearance_reject:
+                continue   # the holder still looks like the visitor
+            if held.visit_code == visitor.visit_code and not any(
+                    v is not visitor and v.track is held and v.visit_code == held.visit_code
+                    for v in self._visitors):
+                held.visit_code = ''
+            track.visit_code = visitor.visit_code
+            track.identity *= 0.9
+            visitor.track = track
+            self.counters['codes_moved'] += 1
 
     def _gate_at(self, x: float, y: float) -> Optional[Gate]:
         for gate in self.gates:

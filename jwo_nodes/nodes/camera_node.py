@@ -3,9 +3,11 @@ rtsp:// stream) or renders the simulated store, and publishes them as JPEG
 sensor_msgs/CompressedImage on /jwo/cameras/<camera_id>/image/compressed.
 
 In sim mode (jwo_nodes.core.render) the frames are taken on a grid of scenario time,
-frame k at ``k * time_scale / fps`` seconds, so every simulated camera stamps the frames
-of one instant alike; a frame whose turn has passed while rendering is skipped
-(counted), and frames the scenario drops are not published."""
+frame k at ``k / fps`` scenario seconds, so every simulated camera stamps the frames of
+one instant alike and the tracker sees the camera's frame rate in scenario time at any
+time_scale (at 4x a 10 fps camera renders 40 frames per wall second); a frame whose
+turn has passed while rendering is skipped (counted), and frames the scenario drops
+are not published."""
 import array
 import threading
 import time
@@ -71,7 +73,6 @@ class CameraNode(Node):
             self._timeline = sim.Timeline(sim.load_scenario(p.scenario, self.store), self.store)
             self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
             self._sim_clock = sim.SimClock(self._sim_start_ns, p.time_scale)
-            self._sim_rate_hz = self.fps / p.time_scale        # frames per scenario second
             self._sim_next = 0
             self._figures = render.SceneFigures(self._timeline)
             noise = self._timeline.scenario.noise
@@ -102,7 +103,7 @@ class CameraNode(Node):
         # Sim mode polls its frame grid four times a frame (a frame found late is
         # counted there); a real source is read once a frame.
         sim_mode = self._source is None
-        period = (0.25 if sim_mode else 1.0) / self.fps
+        period = 0.25 / (self.fps * self.params.time_scale) if sim_mode else 1.0 / self.fps
         next_due = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
@@ -125,7 +126,7 @@ class CameraNode(Node):
     def _capture_once(self) -> bool:
         """Grabs, encodes and publishes one frame; False when the source has ended."""
         if self._source is None:
-            due = self._sim_clock.due(self._sim_rate_hz, self._sim_next,
+            due = self._sim_clock.due(self.fps, self._sim_next,
                                       self.get_clock().now().nanoseconds)
             if not due:
                 return True
@@ -136,7 +137,7 @@ class CameraNode(Node):
             if self._renderer.dropped(k):
                 self._count('frames_dropped_by_scenario')
                 return True
-            t_ns = int(round(k * 1e9 / self._sim_rate_hz))
+            t_ns = int(round(k * 1e9 / self.fps))
             frame = self._renderer.render(self._figures.at(t_ns), t_ns / 1e9, k).image
             stamp_ns = self._sim_clock.stamp_ns(t_ns)
         else:

@@ -1,0 +1,193 @@
+"""`jwo vision-check`: how well the vision tracker keeps each visit's code on its
+shopper, per scenario, without a ROS graph -- the quick loop for tuning the detector
+thresholds and the tracker.
+
+    jwo vision-check test/scenarios/medium-*.yaml [--fps 10] [--cache runs/vision-cache]
+
+For every scenario it renders each camera's frames on a grid of scenario time (the
+camera's fps, or --fps), JPEG-encodes them as camera_node does, runs the detector on
+each time step's frames as one batch, projects to the floor and runs the tracker with
+the gate events the gate logic makes of the scenario (as `jwo simbag` does). Then at
+the middle of every true take and put-back it asks: the published track nearest to the
+person who did it (within --near metres) -- does it carry that person's visit code?
+
+    right      the code of the person's party
+    wrong      another party's code: the item would go on somebody else's receipt
+    uncoded    a track without a code: fusion has nobody to charge
+    untracked  no track near the person
+
+and, at each walk-out EXIT, whether a coded track was at the gate to leave.
+Detections are cached per scenario, camera set and model (--cache), so a second run
+with other tracker settings takes seconds.
+"""
+import hashlib
+import pickle
+import sys
+import time
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from jwo_nodes.core.appearance import AppearanceSampler
+from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
+from jwo_nodes.core.perception import floor_detections
+from jwo_nodes.core.gate_logic import ENTRY
+from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
+from jwo_nodes.core.sim import NS, Timeline, load_scenario
+from jwo_nodes.core.tracker import Tracker, TrackerSettings
+from jwo_nodes.simbag import gate_events
+
+OUTCOMES = ('right', 'wrong', 'uncoded', 'untracked')
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('scenarios', nargs='+', help='scenario YAML files')
+    parser.add_argument('--store', default='config/stores/demo.yaml')
+    parser.add_argument('--model', help='detector ONNX (default: the shipped models/detector.onnx)')
+    parser.add_argument('--fps', type=float, default=0.0, help="frames per scenario second (0: each camera's fps)")
+    parser.add_argument('--jpeg-quality', type=int, default=80)
+    parser.add_argument('--near', type=float, default=0.6, help='a track this close to a person is theirs (m)')
+    parser.add_argument('--cache', default='runs/vision-cache', help="detections cache folder ('' for none)")
+    parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
+                        help='a TrackerSettings field, e.g. --set match_radius_m=0.8 (repeatable)')
+    parser.add_argument('--verbose', action='store_true', help='print every event that is not right')
+
+
+def tracker_settings(assignments: list) -> TrackerSettings:
+    known = {f.name: f.type for f in fields(TrackerSettings)}
+    values = {}
+    for item in assignments:
+        name, _, value = item.partition('=')
+        if name not in known:
+            raise ValueError(f'--set {item}: no tracker setting {name!r}; known: {", ".join(sorted(known))}')
+        values[name] = type(getattr(TrackerSettings(), name))(value)
+    return TrackerSettings(**values)
+
+
+def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quality: int) -> list:
+    """[(t_ns, [FloorDetection shoppers], [FloorDetection hands])] per time step."""
+    timeline = Timeline(load_scenario(path, store), store)
+    figures = SceneFigures(timeline)
+    noise = timeline.scenario.noise
+    renderers = [CameraRenderer(store, camera, RenderSettings(seed=timeline.scenario.seed,
+                                                              drop_rate=noise.dropped_messages))
+                 for camera in store.cameras.values()]
+    samplers = {camera.id: AppearanceSampler(camera) for camera in store.cameras.values()}
+    rate = fps or min(camera.fps for camera in store.cameras.values())
+    steps = []
+    for k in range(int(timeline.duration_ns / NS * rate) + 1):
+        t_ns = int(round(k * NS / rate))
+        scene = figures.at(t_ns)
+        cameras, frames = [], []
+        for renderer in renderers:
+            if renderer.dropped(k):
+                continue
+            image = renderer.render(scene, t_ns / NS, k).image
+            _, jpeg = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            cameras.append(renderer.camera)
+            frames.append(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
+        shoppers, hands = floor_detections(cameras, frames, detector.detect(frames), samplers)
+        steps.append((t_ns, shoppers, hands))
+    return steps
+
+
+def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: float) -> dict:
+    """Runs the tracker over detected steps with the scenario's gate events; scores it."""
+    tracker = Tracker(list(timeline.store.gates.values()), settings)
+    events, _ = gate_events(timeline, epoch_ns=0)
+    code_of_party = {}
+    for event in events:
+        if event.direction == ENTRY:
+            party = timeline.party_at_entry(event.gate_id, event.stamp_ns)
+            if party:
+                code_of_party[party] = event.visit_code
+    moments = sorted((((e.ramp_start_ns + e.end_ns) // 2, e) for e in timeline.weight_events), key=lambda m: m[0])
+    outcomes, misses = Counter(), []
+    next_event = next_moment = 0
+    for t_ns, shoppers, hands in steps:
+        while next_event < len(events) and events[next_event].stamp_ns <= t_ns:
+            event = events[next_event]
+            if event.direction == ENTRY:
+                tracker.add_entry(event.gate_id, event.stamp_ns, event.visit_code, event.group_size)
+            else:
+                tracker.add_exit(event.gate_id, event.stamp_ns, event.visit_code)
+            next_event += 1
+        published, _ = tracker.step(t_ns, shoppers, hands)
+        while next_moment < len(moments) and moments[next_moment][0] <= t_ns:
+            weight_event = moments[next_moment][1]
+            next_moment += 1
+            person = next((p for p in timeline.positions(t_ns) if p.person_id == weight_event.person_id), None)
+            ranked = sorted((np.hypot(t.x - person.x, t.y - person.y), t.track_id, t) for t in published) if person else []
+            if not ranked or ranked[0][0] > near_m:
+                outcome, seen = 'untracked', ''
+            else:
+                seen = ranked[0][2].visit_code
+                want = code_of_party.get(weight_event.party_id, '?')
+                outcome = 'right' if seen == want else 'uncoded' if not seen else 'wrong'
+            outcomes[outcome] += 1
+            if outcome != 'right':
+                misses.append(f'{t_ns / NS:7.2f}s {weight_event.person_id} ({weight_event.party_id}) '
+                              f'{weight_event.bin_id}: {outcome} {seen}')
+    exits = sum(1 for e in events if e.direction != ENTRY)
+    return {'outcomes': outcomes, 'misses': misses, 'exits': exits,
+            'exits_matched': tracker.counters['exits_matched'], 'counters': dict(tracker.counters)}
+
+
+def _cache_key(path: str, store_path: str, model: str, fps: float, jpeg_quality: int) -> str:
+    digest = hashlib.sha256()
+    core = Path(__file__).with_name('core')
+    for part in (Path(path).read_bytes(), Path(store_path).read_bytes(), Path(model).read_bytes(),
+                 *(core.joinpath(name).read_bytes() for name in ('render.py', 'perception.py', 'appearance.py')),
+                 repr((fps, jpeg_quality)).encode()):
+        digest.update(part)
+    return digest.hexdigest()[:16]
+
+
+def run(args) -> int:
+    try:
+        settings = tracker_settings(args.set)
+        store = load_store_config(args.store)
+    except (ValueError, ConfigError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    model = args.model or default_model_path()
+    detector = Detector(DetectorSettings(model_path=model))
+    cache = Path(args.cache) if args.cache else None
+    total = Counter()
+    exits = exits_matched = 0
+    for index, path in enumerate(args.scenarios, 1):
+        started = time.perf_counter()
+        key = cache / f'{Path(path).stem}-{_cache_key(path, args.store, model, args.fps, args.jpeg_quality)}.pkl' \
+            if cache else None
+        try:
+            timeline = Timeline(load_scenario(path, store), store)
+        except ConfigError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 2
+        if key and key.is_file():
+            steps = pickle.loads(key.read_bytes())
+        else:
+            steps = detect_scenario(path, store, detector, args.fps, args.jpeg_quality)
+            if key:
+                key.parent.mkdir(parents=True, exist_ok=True)
+                key.write_bytes(pickle.dumps(steps))
+        result = check(timeline, steps, settings, args.near)
+        outcomes = result['outcomes']
+        total.update(outcomes)
+        exits += result['exits']
+        exits_matched += result['exits_matched']
+        print(f'[{index}/{len(args.scenarios)}] {Path(path).name}: '
+              + ' '.join(f'{name} {outcomes[name]}' for name in OUTCOMES)
+              + f'; exits matched {result["exits_matched"]}/{result["exits"]}'
+              + f' ({len(steps)} steps, {time.perf_counter() - started:.1f} s)', flush=True)
+        if args.verbose:
+            for line in result['misses']:
+                print('    ' + line)
+    n = sum(total.values()) or 1
+    print('all: ' + ' '.join(f'{name} {total[name]} ({100 * total[name] / n:.1f} %)' for name in OUTCOMES)
+          + f'; exits matched {exits_matched}/{exits}')
+    return 0
