@@ -39,11 +39,13 @@ from jwo_nodes.core.config import Gate
 
 NS = 1_000_000_000
 _INFEASIBLE = 1e6
+_SAME_LOOK = 0.15   # colour distance within which two detections may be one person
 
 
 @dataclass(frozen=True)
 class TrackerSettings:
     merge_radius_m: float = 0.5       # detections of two cameras this close are one shopper
+    merge_same_look_m: float = 0.9    # ... and this close if their colours are alike
     match_radius_m: float = 1.0       # a detection this far from a track's prediction is not its
     accel_mps2: float = 2.0           # Kalman process noise: unmodelled acceleration
     measurement_sigma_m: float = 0.12
@@ -140,16 +142,22 @@ class _Entry:
     given: int = 0
 
 
-def merge_detections(detections: list, radius_m: float) -> list:
+def merge_detections(detections: list, radius_m: float, same_look_radius_m: float = 0.0) -> list:
     """One point per shopper: detections of different cameras within radius_m merged
-    (score-weighted mean), strongest first; two of one camera are never merged. A merged
-    point has the colour of its strongest detection that has one."""
+    (score-weighted mean), strongest first; two of one camera are never merged. Within
+    same_look_radius_m they are merged too if their colours are alike (where two cameras'
+    views meet, each places the feet differently). A merged point has the colour of its
+    strongest detection that has one."""
     clusters = []   # [sum_w, sum_wx, sum_wy, cameras, best, appearance]
     for d in sorted(detections, key=lambda d: -d.score):
-        best, best_distance = None, radius_m
+        best, best_distance = None, max(radius_m, same_look_radius_m)
         for cluster in clusters:
             cx, cy = cluster[1] / cluster[0], cluster[2] / cluster[0]
             distance = math.hypot(d.x - cx, d.y - cy)
+            if distance > radius_m:
+                unlike = look.distance(cluster[5], d.appearance)
+                if unlike is None or unlike > _SAME_LOOK:
+                    continue
             if distance <= best_distance and d.camera not in cluster[3]:
                 best, best_distance = cluster, distance
         w = max(d.score, 1e-3)
@@ -216,7 +224,7 @@ class Tracker:
         s = self.settings
         self.counters['steps'] += 1
         self.counters['detections'] += len(shoppers)
-        merged = merge_detections(shoppers, s.merge_radius_m)
+        merged = merge_detections(shoppers, s.merge_radius_m, s.merge_same_look_m)
         self._detections = merged
         self.counters['merged'] += len(shoppers) - len(merged)
         for track in self.tracks:

@@ -16,11 +16,11 @@ from jwo_msgs.msg import GateEvent, ShopperPosition, ShopperPositions
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
+from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.core.detector import HAND, Detector, DetectorSettings, default_model_path
-from jwo_nodes.core.frame_source import pixels_to_floor
-from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Tracker,
-                                    TrackerSettings)
+from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
+from jwo_nodes.core.perception import floor_detections
+from jwo_nodes.core.tracker import FrameBatcher, Tracker, TrackerSettings
 from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, SENSOR_QOS, Counters, Param,
                                   declare_params, run_node, to_ns, to_stamp)
 
@@ -46,6 +46,11 @@ PARAMS = [
     Param('gate_margin_m', float, 'A track starting within gate radius + this started at the gate (m).',
           0.6, 0.0, 5.0),
     Param('arm_reach_m', float, 'A hand belongs to the nearest track within this (m).', 1.1, 0.1, 3.0),
+    Param('torso_lean', float, "Shoulders appear displaced from the feet, away from the point under "
+          "the camera, by this share of the feet's distance from it: shoulder height / (camera height - "
+          "shoulder height). Where the clothing colour is sampled.", 0.1, 0.0, 2.0),
+    Param('appearance_weight_m', float, 'A clothing colour difference (0 same .. 1 unlike) counts as '
+          'this many metres when matching detections to tracks (0: position only).', 1.0, 0.0, 5.0),
 ]
 
 COUNTERS = ('frames', 'batches', 'partial_batches', 'bad_frames', 'late_frames',
@@ -79,7 +84,9 @@ class VisionTrackerNode(Node):
             TrackerSettings(merge_radius_m=p.merge_radius_m, match_radius_m=p.match_radius_m,
                             confirm_hits=p.confirm_hits, coast_publish_s=p.coast_publish_s,
                             keep_lost_s=p.keep_lost_s, gate_margin_m=p.gate_margin_m,
-                            arm_reach_m=p.arm_reach_m))
+                            arm_reach_m=p.arm_reach_m, appearance_weight_m=p.appearance_weight_m))
+        look = AppearanceSettings(torso_lean=p.torso_lean)
+        self.samplers = {c.id: AppearanceSampler(c, look) for c in self.store.cameras.values()}
         self.batcher = FrameBatcher(self.store.cameras, int(p.batch_tolerance_s * 1e9))
         self._pending_since = None
         self.counters = Counters(self, 'vision_tracker', COUNTERS + tuple(self.tracker.counters))
@@ -149,16 +156,7 @@ class VisionTrackerNode(Node):
         started = time.perf_counter()
         results = self.detector.detect(frames)
         self.counters.count('inference_ms_total', int(round((time.perf_counter() - started) * 1000)))
-        shoppers, hands = [], []
-        for camera, found in zip(cameras, results):
-            if not found:
-                continue
-            floor = pixels_to_floor(camera, [(d.u, d.v) for d in found])
-            for d, (x, y) in zip(found, floor):
-                if not (np.isfinite(x) and np.isfinite(y)):
-                    continue
-                point = FloorDetection(float(x), float(y), d.score, camera.id)
-                (hands if d.kind == HAND else shoppers).append(point)
+        shoppers, hands = floor_detections(cameras, frames, results, self.samplers)
         tracks, given = self.tracker.step(stamp_ns, shoppers, hands)
         self.counters.count('batches')
         for name, value in self.tracker.counters.items():
