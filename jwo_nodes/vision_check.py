@@ -34,8 +34,9 @@ import numpy as np
 from jwo_nodes.core.appearance import AppearanceSampler
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
-from jwo_nodes.core.perception import floor_detections
+from jwo_nodes.core.fusion import FusionSettings
 from jwo_nodes.core.gate_logic import ENTRY
+from jwo_nodes.core.perception import floor_detections
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.core.tracker import Tracker, TrackerSettings
@@ -95,8 +96,11 @@ def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quali
     return steps
 
 
-def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: float) -> dict:
-    """Runs the tracker over detected steps with the scenario's gate events; scores it."""
+def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: float,
+          review_below: float = FusionSettings.review_threshold) -> dict:
+    """Runs the tracker over detected steps with the scenario's gate events; scores it.
+    An event on a track less sure than ``review_below`` is doubted (fusion sends it to
+    review)."""
     tracker = Tracker(list(timeline.store.gates.values()), settings)
     events, _ = gate_events(timeline, epoch_ns=0)
     code_of_party = {}
@@ -106,7 +110,7 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
             if party:
                 code_of_party[party] = event.visit_code
     moments = sorted((((e.ramp_start_ns + e.end_ns) // 2, e) for e in timeline.weight_events), key=lambda m: m[0])
-    outcomes, misses = Counter(), []
+    outcomes, doubted, misses = Counter(), Counter(), []
     next_event = next_moment = 0
     for t_ns, shoppers, hands in steps:
         while next_event < len(events) and events[next_event].stamp_ns <= t_ns:
@@ -123,17 +127,19 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
             person = next((p for p in timeline.positions(t_ns) if p.person_id == weight_event.person_id), None)
             ranked = sorted((np.hypot(t.x - person.x, t.y - person.y), t.track_id, t) for t in published) if person else []
             if not ranked or ranked[0][0] > near_m:
-                outcome, seen = 'untracked', ''
+                outcome, seen, sure = 'untracked', '', False
             else:
-                seen = ranked[0][2].visit_code
+                seen, sure = ranked[0][2].visit_code, ranked[0][2].confidence >= review_below
                 want = code_of_party.get(weight_event.party_id, '?')
                 outcome = 'right' if seen == want else 'uncoded' if not seen else 'wrong'
             outcomes[outcome] += 1
+            if not sure:
+                doubted[outcome] += 1
             if outcome != 'right':
                 misses.append(f'{t_ns / NS:7.2f}s {weight_event.person_id} ({weight_event.party_id}) '
-                              f'{weight_event.bin_id}: {outcome} {seen}')
+                              f'{weight_event.bin_id}: {outcome} {seen}{"" if sure else " (doubted)"}')
     exits = sum(1 for e in events if e.direction != ENTRY)
-    return {'outcomes': outcomes, 'misses': misses, 'exits': exits,
+    return {'outcomes': outcomes, 'doubted': doubted, 'misses': misses, 'exits': exits,
             'exits_matched': tracker.counters['exits_matched'], 'counters': dict(tracker.counters)}
 
 
@@ -157,7 +163,7 @@ def run(args) -> int:
     model = args.model or default_model_path()
     detector = Detector(DetectorSettings(model_path=model))
     cache = Path(args.cache) if args.cache else None
-    total = Counter()
+    total, doubted = Counter(), Counter()
     exits = exits_matched = 0
     for index, path in enumerate(args.scenarios, 1):
         started = time.perf_counter()
@@ -178,10 +184,12 @@ def run(args) -> int:
         result = check(timeline, steps, settings, args.near)
         outcomes = result['outcomes']
         total.update(outcomes)
+        doubted.update(result['doubted'])
         exits += result['exits']
         exits_matched += result['exits_matched']
         print(f'[{index}/{len(args.scenarios)}] {Path(path).name}: '
               + ' '.join(f'{name} {outcomes[name]}' for name in OUTCOMES)
+              + f'; doubted {sum(result["doubted"].values())}'
               + f'; exits matched {result["exits_matched"]}/{result["exits"]}'
               + f' ({len(steps)} steps, {time.perf_counter() - started:.1f} s)', flush=True)
         if args.verbose:
@@ -190,4 +198,7 @@ def run(args) -> int:
     n = sum(total.values()) or 1
     print('all: ' + ' '.join(f'{name} {total[name]} ({100 * total[name] / n:.1f} %)' for name in OUTCOMES)
           + f'; exits matched {exits_matched}/{exits}')
+    print('doubted (track less sure than review threshold): '
+          + ' '.join(f'{name} {doubted[name]}' for name in OUTCOMES)
+          + f'; wrong and not doubted: {total["wrong"] - doubted["wrong"]}')
     return 0

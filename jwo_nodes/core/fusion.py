@@ -14,7 +14,7 @@ import itertools
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.money import tax_cents
@@ -86,6 +86,19 @@ class TrackInput:
     y: float
     # The track's hand on the floor plane (x, y) when the cameras saw one.
     hand: Optional[tuple] = None
+    # How sure the tracker is that the track is still the person its visit code was
+    # given to (1: certain); an attribution to it is no surer than this.
+    confidence: float = 1.0
+
+
+class _Sample(NamedTuple):
+    """One track at one stamp, as the tracker published it."""
+    stamp_ns: int
+    x: float
+    y: float
+    hand: Optional[tuple]
+    visit_code: str
+    confidence: float
 
 
 @dataclass(frozen=True)
@@ -178,8 +191,7 @@ class FusionCore:
         self.problems = []            # (counter name, message), drained by the node
         self._visits = {}
         self._seen_events = set()
-        self._track_visit = {}
-        self._track_history = {}      # track id -> deque of (stamp, x, y, hand or None)
+        self._track_history = {}      # track id -> deque of _Sample
         self._exited_tracks = set()
         self._positions_until = None  # newest positions stamp
         self._positions_wall = None
@@ -251,11 +263,12 @@ class FusionCore:
             if hand is not None and not all(math.isfinite(v) for v in hand):
                 self._problem('malformed_position', f'track {track.track_id}: hand {hand}')
                 hand = None
-            if track.visit_code:
-                self._track_visit.setdefault(track.track_id, track.visit_code)
+            # A track's code can change (the tracker re-identified who it is): each
+            # sample keeps the code it had then.
+            confidence = min(1.0, max(0.0, track.confidence)) if math.isfinite(track.confidence) else 0.0
             history = self._track_history.setdefault(track.track_id, deque())
-            history.append((stamp_ns, track.x, track.y, hand))
-            while history and history[0][0] < stamp_ns - int(self.settings.history_s * NS):
+            history.append(_Sample(stamp_ns, track.x, track.y, hand, track.visit_code, confidence))
+            while history and history[0].stamp_ns < stamp_ns - int(self.settings.history_s * NS):
                 history.popleft()
         return self.advance(wall_ns)
 
@@ -328,10 +341,10 @@ class FusionCore:
             if visit is None:
                 self._problem('exit_without_entry', f'{event.event_id}: visit {event.visit_code} never entered')
                 return
-            track = self._nearest_track(gate.x, gate.y, event.stamp_ns, gate.radius_m * 2, visit.code)
+            track, _ = self._nearest_track(gate.x, gate.y, event.stamp_ns, gate.radius_m * 2, visit.code)
         else:
-            track = self._nearest_track(gate.x, gate.y, event.stamp_ns, gate.radius_m, None)
-            visit = self._visits.get(self._track_visit.get(track)) if track else None
+            track, code = self._nearest_track(gate.x, gate.y, event.stamp_ns, gate.radius_m, None)
+            visit = self._visits.get(code) if track else None
             if visit is None:
                 self._problem('unresolved_exit', f'{event.event_id}: no shopper with a visit at gate {gate.id}')
                 return
@@ -345,38 +358,37 @@ class FusionCore:
             visit.closed_ns = event.stamp_ns
 
     def _nearest_track(self, x: float, y: float, stamp_ns: int, radius: float,
-                       visit_code: Optional[str]) -> Optional[str]:
-        """The track with a visit standing nearest the point at the stamp (its sample
-        closest in time, within the window margin), if within radius. Someone who has
-        just come in through the gate is taken only when nobody else is there."""
+                       visit_code: Optional[str]) -> tuple:
+        """(track id, its visit code) of the track with a visit standing nearest the
+        point at the stamp (its sample closest in time, within the window margin), if
+        within radius, else (None, None). Someone who has just come in through the gate
+        is taken only when nobody else is there."""
         margin = int(self.settings.window_margin_s * NS)
         ranked = []
         for track_id, history in self._track_history.items():
             if track_id in self._exited_tracks:
                 continue
-            code = self._track_visit.get(track_id)
-            if not code or (visit_code is not None and code != visit_code):
-                continue
             sample = self._sample_at(history, stamp_ns, margin)
-            if sample is None:
+            if sample is None or not sample.visit_code or (
+                    visit_code is not None and sample.visit_code != visit_code):
                 continue
-            distance = math.hypot(sample[1] - x, sample[2] - y)
+            distance = math.hypot(sample.x - x, sample.y - y)
             if distance <= radius:
-                just_entered = history[0][0] > stamp_ns - _JUST_ENTERED_NS
-                ranked.append((just_entered, distance, track_id))
-        return min(ranked)[2] if ranked else None
+                just_entered = history[0].stamp_ns > stamp_ns - _JUST_ENTERED_NS
+                ranked.append((just_entered, distance, track_id, sample.visit_code))
+        return min(ranked)[2:] if ranked else (None, None)
 
     @staticmethod
     def _sample_at(history, stamp_ns: int, margin_ns: int):
-        stamps = [s[0] for s in history]
+        stamps = [s.stamp_ns for s in history]
         i = bisect.bisect_left(stamps, stamp_ns)
         nearby = [history[j] for j in (i - 1, i) if 0 <= j < len(history)]
-        nearby = [s for s in nearby if abs(s[0] - stamp_ns) <= margin_ns]
-        return min(nearby, key=lambda s: abs(s[0] - stamp_ns)) if nearby else None
+        nearby = [s for s in nearby if abs(s.stamp_ns - stamp_ns) <= margin_ns]
+        return min(nearby, key=lambda s: abs(s.stamp_ns - stamp_ns)) if nearby else None
 
     @staticmethod
     def _window(history, start_ns: int, end_ns: int) -> list:
-        stamps = [s[0] for s in history]
+        stamps = [s.stamp_ns for s in history]
         return list(itertools.islice(history, bisect.bisect_left(stamps, start_ns),
                                      bisect.bisect_right(stamps, end_ns)))
 
@@ -385,21 +397,21 @@ class FusionCore:
         """How far a track stood from a point while a change happened: its mean distance
         over the window's samples. A track that moved more than half a metre meanwhile
         was walking past, not reaching: it counts as far away."""
-        distance = sum(math.hypot(px - x, py - y) for _, px, py, _ in samples) / len(samples)
-        (_, x0, y0, _), (_, x1, y1, _) = samples[0], samples[-1]
-        return distance if math.hypot(x1 - x0, y1 - y0) <= 0.5 else distance + 1.0
+        distance = sum(math.hypot(s.x - x, s.y - y) for s in samples) / len(samples)
+        first, last = samples[0], samples[-1]
+        return distance if math.hypot(last.x - first.x, last.y - first.y) <= 0.5 else distance + 1.0
 
     def _visit_windows(self, start_ns: int, end_ns: int) -> list:
-        """(visit code, samples) of every track of an open visit seen around a change."""
+        """(visit code, samples) of every track seen around a change while it held the
+        code of an open visit."""
         margin = int(self.settings.window_margin_s * NS)
         windows = []
-        for track_id, history in self._track_history.items():
-            code = self._track_visit.get(track_id)
-            if not code or code not in self._visits or self._visits[code].receipt_issued:
-                continue
+        for history in self._track_history.values():
             samples = self._window(history, start_ns - margin, end_ns + margin)
-            if samples:
-                windows.append((code, samples))
+            for code in dict.fromkeys(s.visit_code for s in samples):
+                visit = self._visits.get(code)
+                if visit is not None and not visit.receipt_issued:
+                    windows.append((code, [s for s in samples if s.visit_code == code]))
         return windows
 
     def _candidates(self, windows: list, x: float, y: float) -> list:
@@ -416,20 +428,34 @@ class FusionCore:
         with the hand within hand_zone_m of the point, for visits with any."""
         shares = {}
         for code, samples in windows:
-            inside = sum(1 for *_, hand in samples if hand is not None
-                         and math.hypot(hand[0] - x, hand[1] - y) <= self.settings.hand_zone_m)
+            inside = sum(1 for s in samples if s.hand is not None
+                         and math.hypot(s.hand[0] - x, s.hand[1] - y) <= self.settings.hand_zone_m)
             if inside:
                 shares[code] = max(shares.get(code, 0.0), inside / len(samples))
         return shares
 
     def _attribute(self, bin_id: str, start_ns: int, end_ns: int) -> Optional[tuple]:
         """(candidate visits best first, their scores, confidence, doubt code or None) of
-        a change on a bin, or None when nobody was near. A hand seen in the bin decides:
-        the candidates are the visits with a hand there and those standing in reach, scored
-        by the share of the window their hand was in. Without one, where they stood decides."""
+        a change on a bin, or None when nobody was near. The confidence is at most the
+        tracker's in the chosen visit's track over the window; below review_threshold the
+        attribution is in doubt."""
+        windows = self._visit_windows(start_ns, end_ns)
+        attribution = self._attribute_in(windows, bin_id)
+        if attribution is None:
+            return None
+        candidates, scores, confidence, doubt_code = attribution
+        identity = min((sample.confidence for code, samples in windows if code == candidates[0]
+                        for sample in samples), default=1.0)
+        if identity < self.settings.review_threshold and doubt_code is None:
+            doubt_code = AMBIGUOUS_ATTRIBUTION
+        return candidates, scores, confidence * identity, doubt_code
+
+    def _attribute_in(self, windows: list, bin_id: str) -> Optional[tuple]:
+        """_attribute by place and hands: a hand seen in the bin decides: the candidates
+        are the visits with a hand there and those standing in reach, scored by the share
+        of the window their hand was in. Without one, where they stood decides."""
         s = self.settings
         bin_ = self.store.bin(bin_id)
-        windows = self._visit_windows(start_ns, end_ns)
         candidates = self._candidates(windows, bin_.x, bin_.y)
         near = [(d, c) for d, c in candidates if d <= s.reach_radius_m]
         shares = self._hands_in(windows, *self.store.shelf_point(bin_id))

@@ -76,6 +76,7 @@ class TrackerSettings:
     # track holding it looks unlike them (beyond appearance_reject) or was lost.
     reid_learn_frames: int = 8
     reid_accept: float = 0.25
+    reid_identity: float = 0.95       # identity of a track re-identified beyond doubt
 
 
 @dataclass(frozen=True)
@@ -436,7 +437,8 @@ class Tracker:
     def _reidentify(self) -> None:
         """Moves visit codes to the tracks that look like their visitors (Hungarian on
         colour distance) where the track holding a code was lost or looks unlike its
-        visitor: what keeps a code on its shopper after tracks swapped or broke."""
+        visitor: what keeps a code on its shopper after tracks swapped or broke. A track
+        that looks like its visitor and like no other visitor is sure again."""
         s = self.settings
         live = {id(t) for t in self.tracks}
         # A visitor whose track ended has left (or is lost for good): forgotten.
@@ -451,7 +453,11 @@ class Tracker:
         for r, c in zip(*linear_sum_assignment(cost)):
             visitor, track = known[r], tracks[c]
             held = visitor.track
-            if track is held or cost[r, c] > s.reid_accept:
+            if cost[r, c] > s.reid_accept:
+                continue
+            if track is held:
+                if all(cost[other, c] > s.reid_accept for other in range(len(known)) if other != r):
+                    track.identity = max(track.identity, s.reid_identity)
                 continue
             if not held.lost and held.appearance_n >= 3 and \
                     look.distance(visitor.appearance, held.appearance) <= s.appearance_reject:

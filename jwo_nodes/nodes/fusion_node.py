@@ -91,7 +91,8 @@ class FusionNode(Node):
     def _on_positions(self, msg: ShopperPositions) -> None:
         self._counters.count('position_updates')
         tracks = [TrackInput(s.track_id, s.visit_code, s.x, s.y,
-                             (s.hand_x, s.hand_y) if s.hand_seen else None) for s in msg.shoppers]
+                             (s.hand_x, s.hand_y) if s.hand_seen else None, s.confidence)
+                  for s in msg.shoppers]
         self._publish(self._core.on_positions(to_ns(msg.header.stamp), tracks, time.time_ns()))
 
     def _publish(self, out) -> None:
