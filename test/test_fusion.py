@@ -106,6 +106,7 @@ class Store:
         self.t = 0
         self.places = {}
         self.hands = {}
+        self.confidence = {}    # track -> the tracker's confidence (default 1)
         self.receipts = {}
         self.carts = []
         self._ids = iter(range(10**6))
@@ -147,7 +148,7 @@ class Store:
         end = self.t + int(seconds * NS)
         while self.t < end:
             self.t += NS // 10
-            tracks = [TrackInput(track, code, x, y, self.hands.get(track))
+            tracks = [TrackInput(track, code, x, y, self.hands.get(track), self.confidence.get(track, 1.0))
                       for track, (code, (x, y)) in self.places.items()]
             self._take(self.core.on_positions(self.t, tracks, WALL))
             for shelf_id in self.store.shelves:
@@ -374,3 +375,31 @@ def test_a_shelf_never_heard_from_is_silent_since_the_first_input_not_since_star
     assert core._stale_shelves(t0 + 64 * NS) == set(store.shelves)
     core.on_shelf_status('S1', NS, t0 + 64 * NS)
     assert 'S1' not in core._stale_shelves(t0 + 64 * NS)
+
+
+def test_a_code_the_tracker_moves_to_another_track_goes_with_it(store):
+    """The tracker re-identified the shopper of v1 on a new track; the old track is
+    somebody else now, whose take is not v1's."""
+    s = Store(store)
+    s.place('t1', 'v1', 'G1')
+    s.enter('v1')
+    s.run(1)
+    s.place('t1', 'v1', 'S1-B1'); s.run(2); s.change('S1-B1', -350.0); s.run(1)
+    s.place('t1', '', 'S2-B3'); s.place('t9', 'v1', 'S3-B1'); s.run(2)
+    s.change('S2-B3', -214.0); s.run(1)          # the other shopper's take
+    s.change('S3-B1', -135.0); s.run(1)          # v1's, on the new track
+    s.place('t1', '', None); s.place('t9', 'v1', 'G1'); s.run(1)
+    s.leave(); s.run(0.2); s.place('t9', 'v1', None); s.run(2)
+    assert lines_of(s.receipts['v1']) == {'COLA-330': 1, 'YOG-STRAW': 1}
+    assert s.receipts['v1'].status == FINAL
+    assert Counter(name for name, _ in s.core.problems)['unattributed_change'] == 1
+
+
+def test_a_take_by_a_track_the_tracker_doubts_goes_to_review(store):
+    s = Store(store)
+    s.confidence['t1'] = 0.6           # e.g. re-acquired after brushing past somebody
+    visit(s, 'v1', 't1', ('S1-B1', -350.0))
+    receipt = s.receipts['v1']
+    assert receipt.status == NEEDS_REVIEW and receipt.confidence <= 0.6
+    assert [r.code for r in receipt.reasons] == [AMBIGUOUS_ATTRIBUTION]
+    assert receipt.doubts[0].candidate_visits == ('v1',)

@@ -1,6 +1,7 @@
 """The floor tracker on synthetic detections: crossing shoppers keep their tracks,
 occlusion gaps are bridged, entry-gate visit codes (groups too), merging across
-cameras, hands, and the frame batcher."""
+cameras, clothing colour keeping and restoring identities, hands, and the frame
+batcher."""
 import math
 
 import numpy as np
@@ -15,13 +16,18 @@ GATE = Gate('G1', 0.6, 4.0, 0.8, 'sim')
 DT = NS // 10
 
 
-def det(x, y, camera='cam', score=0.9):
-    return FloorDetection(x, y, score, camera)
+# Clothing colours as jwo_nodes.core.appearance describes them (blue share, green
+# share, log brightness).
+RED, BLUE, GREEN = (0.15, 0.2, 4.8), (0.6, 0.25, 4.6), (0.2, 0.6, 4.7)
 
 
-def walk(tracker, path_of, steps, start=0, noise=0.0, seed=0, hidden=lambda who, k: False):
-    """Steps the tracker at 10 Hz; path_of: {who: k -> (x, y)}. Returns per step the
-    published tracks and, per person, the track id nearest to them."""
+def det(x, y, camera='cam', score=0.9, look=None):
+    return FloorDetection(x, y, score, camera, look)
+
+
+def walk(tracker, path_of, steps, start=0, noise=0.0, seed=0, hidden=lambda who, k: False, looks=None):
+    """Steps the tracker at 10 Hz; path_of: {who: k -> (x, y)}, looks: {who: colour}.
+    Returns per step the published tracks and, per person, the track nearest to them."""
     rng = np.random.default_rng(seed)
     seen = []
     for k in range(start, start + steps):
@@ -30,7 +36,8 @@ def walk(tracker, path_of, steps, start=0, noise=0.0, seed=0, hidden=lambda who,
             point = path(k)
             if point is None or hidden(who, k):
                 continue
-            detections.append(det(point[0] + rng.normal(0, noise), point[1] + rng.normal(0, noise)))
+            detections.append(det(point[0] + rng.normal(0, noise), point[1] + rng.normal(0, noise),
+                                  look=(looks or {}).get(who)))
         tracks, _ = tracker.step(k * DT, detections)
         nearest = {}
         for who, path in path_of.items():
@@ -220,3 +227,60 @@ def test_an_exit_whose_shopper_is_gone_splits_nothing():
     walk(tracker, {}, 30, start=31)
     assert tracker.counters['exits_matched'] == 1 and tracker.counters['tracks_split_at_exit'] == 0
     assert tracker.published() == [] and tracker.counters['tracks_left'] == 1
+
+
+def test_colours_keep_identities_where_motion_alone_swaps_them():
+    """Two shoppers walk up to one spot from opposite sides and turn back there: motion
+    says each walked on through; their clothes say they turned."""
+    def there_and_back(x0):
+        there, back = line(x0, 4.0, 4.0, 4.0, 20, 40), line(4.0, 4.0, x0, 4.0, 40, 60)
+        return lambda k: (x0, 4.0) if k < 20 else there(k) if k < 40 else back(k)
+    paths = {'a': there_and_back(2.0), 'b': there_and_back(6.0)}
+    looks = {'a': RED, 'b': BLUE}
+
+    def kept(settings):
+        tracker = Tracker([GATE], settings)
+        first = walk(tracker, paths, 20, looks=looks)[-1][2]
+        last = walk(tracker, paths, 50, start=20, looks=looks)[-1][2]
+        return {who: last[who].track_id == first[who].track_id for who in paths}
+
+    assert kept(TrackerSettings(appearance_weight_m=0.0)) == {'a': False, 'b': False}
+    assert kept(TrackerSettings()) == {'a': True, 'b': True}
+
+
+def test_a_lost_code_goes_back_to_the_shopper_who_looks_like_its_visitor():
+    """A shopper hidden long enough to be lost and found far away again comes back as a
+    new anonymous track; their colour gives it their code back, and the code never
+    goes to somebody who looks different."""
+    tracker = Tracker([GATE], TrackerSettings(reacquire_max_m=1.0))
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    a = line(0.6, 4.0, 3.0, 4.0, 0, 20)
+    hidden_walk = line(3.0, 4.0, 8.0, 1.2, 30, 60)     # unseen from k 30 to 60
+    walk(tracker, {'a': a}, 30, looks={'a': RED})
+    walk(tracker, {'a': hidden_walk}, 31, start=30, hidden=lambda who, k: k < 61, looks={'a': RED})
+    seen = walk(tracker, {'a': lambda k: (8.0, 1.2), 'b': lambda k: (6.0, 6.0)}, 20, start=61,
+                looks={'a': RED, 'b': GREEN})
+    near = seen[-1][2]
+    assert near['a'].visit_code == 'v-A' and near['b'].visit_code == ''
+    assert tracker.counters['codes_moved'] == 1
+
+
+def test_a_close_encounter_lowers_identity_until_the_colour_confirms_it():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    tracker.add_entry('G1', 15 * DT, 'v-B', 1)
+    a, b = line(0.6, 4.0, 3.0, 2.0, 0, 15), line(0.6, 4.0, 3.3, 2.0, 15, 30)
+    looks = {'a': RED, 'b': BLUE}
+    plain = walk(Tracker([GATE]), {'a': a, 'b': b}, 60)
+    coloured = walk(tracker, {'a': a, 'b': b}, 60, looks=looks)
+    assert all(t.confidence < 0.9 for t in plain[-1][1])          # brushed past: in doubt for good
+    assert [t.visit_code for t in coloured[-1][1]] == ['v-A', 'v-B']
+    assert all(t.confidence >= 0.95 for t in coloured[-1][1])     # their clothes say who is who
+
+
+def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart():
+    apart = [det(1.0, 4.0, 'front', look=RED), det(1.7, 4.0, 'back', look=RED)]
+    assert len(merge_detections(apart, 0.5)) == 2
+    assert len(merge_detections(apart, 0.5, same_look_radius_m=0.9)) == 1
+    unlike = [det(1.0, 4.0, 'front', look=RED), det(1.7, 4.0, 'back', look=BLUE)]
+    assert len(merge_detections(unlike, 0.5, same_look_radius_m=0.9)) == 2
