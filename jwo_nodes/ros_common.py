@@ -26,8 +26,9 @@ SENSOR_QOS = qos_profile_sensor_data
 EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                        reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.VOLATILE)
-# Outcomes that must survive a consumer's restart (receipts, review requests): the
-# publisher keeps the last thousand for late joiners, who drop what they already hold.
+# Events that must survive a consumer's late start or restart (gate events, receipts,
+# review requests): the publisher keeps the last thousand for late joiners, who drop
+# what they already hold.
 DURABLE_EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                                reliability=ReliabilityPolicy.RELIABLE,
                                durability=DurabilityPolicy.TRANSIENT_LOCAL)

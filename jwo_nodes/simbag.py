@@ -64,11 +64,13 @@ POSITIONS_TOPIC = '/jwo/shoppers/positions'
 DEFAULT_WEIGHT_RATE_HZ = 50
 DEFAULT_TRACKER_RATE_HZ = 10.0
 
-# The QoS the live publishers offer (ros_common.SENSOR_QOS / EVENT_QOS), as recorded.
+# The QoS the live publishers offer (ros_common.SENSOR_QOS / EVENT_QOS /
+# DURABLE_EVENT_QOS), as recorded.
 SENSOR_QOS = {'history': 'keep_last', 'depth': 5, 'reliability': 'best_effort',
               'durability': 'volatile'}
 EVENT_QOS = {'history': 'keep_last', 'depth': 1000, 'reliability': 'reliable',
              'durability': 'volatile'}
+DURABLE_EVENT_QOS = dict(EVENT_QOS, durability='transient_local')
 
 # Ground-truth document kinds.
 SCENARIO, ENTRY, WEIGHT_EVENT, EXPECTED_RECEIPT = 'scenario', 'entry', 'weight_event', 'expected_receipt'
@@ -319,7 +321,7 @@ def write_simbag(out, store: StoreConfig, scenario: Scenario, *, store_text: str
     with BagWriter(out, compression=compression) as writer:
         writer.add_topic(GROUND_TRUTH_TOPIC, 'jwo_msgs/msg/GroundTruth', [EVENT_QOS])
         for gate_id in sorted(store.gates):
-            writer.add_topic(gate_topic(gate_id), 'jwo_msgs/msg/GateEvent', [EVENT_QOS])
+            writer.add_topic(gate_topic(gate_id), 'jwo_msgs/msg/GateEvent', [DURABLE_EVENT_QOS])
         writer.add_topic(POSITIONS_TOPIC, 'jwo_msgs/msg/ShopperPositions', [EVENT_QOS])
         for shelf_id in sorted(store.shelves):
             writer.add_topic(raw_topic(shelf_id), 'jwo_msgs/msg/WeightReading', [SENSOR_QOS])

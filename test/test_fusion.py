@@ -7,7 +7,8 @@ import pytest
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.fusion import (AMBIGUOUS_ATTRIBUTION, AMBIGUOUS_PRODUCT, FINAL,
                                    NEEDS_REVIEW, NS, UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK,
-                                   ChangeInput, FusionCore, GateInput, TrackInput)
+                                   UNRESOLVED_EXIT, ChangeInput, FusionCore, GateInput,
+                                   TrackInput)
 from jwo_nodes.core.sim import Timeline, load_scenario
 
 STORE = 'config/stores/demo.yaml'
@@ -403,3 +404,21 @@ def test_a_take_by_a_track_the_tracker_doubts_goes_to_review(store):
     assert receipt.status == NEEDS_REVIEW and receipt.confidence <= 0.6
     assert [r.code for r in receipt.reasons] == [AMBIGUOUS_ATTRIBUTION]
     assert receipt.doubts[0].candidate_visits == ('v1',)
+
+
+def test_a_walk_out_nobody_was_seen_at_closes_the_visit_no_track_carries_since(store):
+    """The tracker lost who v1 was (its track anonymous when it walks out); v2 is still
+    shopping. Once unseen_exit_s has passed, v1 gets its receipt, for review."""
+    s = Store(store)
+    s.place('t2', 'v2', 'G1'); s.enter('v2'); s.run(1); s.place('t2', 'v2', 'S4-B1')
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+    s.place('t1', 'v1', 'S1-B1'); s.run(2); s.change('S1-B1', -350.0); s.run(1)
+    s.place('t1', '', 'G1'); s.run(1)
+    s.leave(); s.run(0.2); s.place('t1', '', None)
+    s.run(10)
+    assert 'v1' not in s.receipts
+    s.run(6)
+    receipt = s.receipts['v1']
+    assert receipt.status == NEEDS_REVIEW and [r.code for r in receipt.reasons] == [UNRESOLVED_EXIT]
+    assert lines_of(receipt) == {'COLA-330': 1}
+    assert 'v2' not in s.receipts

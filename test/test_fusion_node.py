@@ -35,7 +35,7 @@ def graph(start_node, repo):
                 got['diagnostics'] = {kv.key: int(kv.value) for kv in status.values}
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, EVENT_QOS)
     pubs = {
-        'gate': node.create_publisher(GateEvent, 'gates/G1/events', EVENT_QOS),
+        'gate': node.create_publisher(GateEvent, 'gates/G1/events', DURABLE_EVENT_QOS),
         'change': node.create_publisher(WeightChange, 'shelves/S1/weight/changes', EVENT_QOS),
         'positions': node.create_publisher(ShopperPositions, 'shoppers/positions', EVENT_QOS),
         'status': {s: node.create_publisher(ShelfStatus, f'shelves/{s}/weight/status', EVENT_QOS)
@@ -83,7 +83,7 @@ def test_receipt_over_dds_and_bad_input_counted(graph):
         nonlocal t
         for _ in range(int(seconds * 10)):
             t += NS // 10
-            msg = ShopperPositions(shoppers=[ShopperPosition(track_id='track-1', visit_code='v-test',
+            msg = ShopperPositions(shoppers=[ShopperPosition(track_id='track-1', visit_code='v-test', confidence=1.0,
                                                              x=where[place[0]][0], y=where[place[0]][1])])
             msg.header.stamp = to_stamp(t)
             pubs['positions'].publish(msg)
@@ -132,8 +132,8 @@ def test_review_request_references_a_clip_per_camera(graph):
         for _ in range(int(seconds * 10)):
             t += NS // 10
             msg = ShopperPositions(shoppers=[
-                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y),
-                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y)])
+                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y, confidence=1.0),
+                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y, confidence=1.0)])
             msg.header.stamp = to_stamp(t)
             pubs['positions'].publish(msg)
             for shelf, publisher in pubs['status'].items():
@@ -172,9 +172,9 @@ def test_the_hand_in_the_bin_decides_over_dds(graph, repo):
         for _ in range(int(seconds * 10)):
             t += NS // 10
             msg = ShopperPositions(shoppers=[
-                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y,
+                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y, confidence=1.0,
                                 hand_seen=reaching, hand_x=hand_x, hand_y=hand_y),
-                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y)])
+                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y, confidence=1.0)])
             msg.header.stamp = to_stamp(t)
             pubs['positions'].publish(msg)
             for shelf, publisher in pubs['status'].items():

@@ -23,7 +23,7 @@ from std_msgs.msg import String
 
 from conftest import BIN, wait_until
 from jwo_nodes.bag.format import BagReader, BagWriter
-from jwo_nodes.ros_common import EVENT_QOS, LATCHED_QOS
+from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, LATCHED_QOS
 
 GATES = '/jwo/gates/g1/events'
 RECEIPTS = '/jwo/receipts'
@@ -109,7 +109,7 @@ def test_record_then_replay_max(graph, tmp_path, request):
     bag_dir = tmp_path / 'bag1'
     node = graph.node
     publishers = {
-        GATES: node.create_publisher(GateEvent, GATES, EVENT_QOS),
+        GATES: node.create_publisher(GateEvent, GATES, DURABLE_EVENT_QOS),
         RECEIPTS: node.create_publisher(Receipt, RECEIPTS, EVENT_QOS),
         RAW: node.create_publisher(WeightReading, RAW, qos_profile_sensor_data),
         LAYOUT: node.create_publisher(String, LAYOUT, LATCHED_QOS),

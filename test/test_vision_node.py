@@ -20,7 +20,7 @@ from sensor_msgs.msg import CompressedImage
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, parse_scenario
-from jwo_nodes.ros_common import EVENT_QOS, SENSOR_QOS, to_ns, to_stamp
+from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, SENSOR_QOS, to_ns, to_stamp
 
 REPO = Path(__file__).resolve().parent.parent
 STORE_PATH = str(REPO / 'config/stores/demo.yaml')
@@ -42,7 +42,7 @@ class Feeder:
         self.executor.add_node(self.node)
         self.images = {c: self.node.create_publisher(CompressedImage, f'cameras/{c}/image/compressed', SENSOR_QOS)
                        for c in STORE.cameras}
-        self.gate = self.node.create_publisher(GateEvent, 'gates/G1/events', EVENT_QOS)
+        self.gate = self.node.create_publisher(GateEvent, 'gates/G1/events', DURABLE_EVENT_QOS)
         self.positions = []
         self.diagnostics = []
         self.node.create_subscription(ShopperPositions, 'shoppers/positions', self.positions.append, EVENT_QOS)

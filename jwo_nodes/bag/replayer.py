@@ -44,18 +44,24 @@ CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                        durability=DurabilityPolicy.VOLATILE)
 
 
-def replay_qos(profiles) -> QoSProfile:
+# Types whose live publishers offer transient local (ros_common.DURABLE_EVENT_QOS) and
+# whose subscribers ask for it, also in bags recorded before they did.
+DURABLE_TYPES = {'jwo_msgs/msg/GateEvent'}
+
+
+def replay_qos(profiles, type_name: str = '') -> QoSProfile:
     """The publisher QoS of a recorded topic (profiles: normalized offered_qos_profiles).
 
     Reliable always: a reliable publisher matches reliable and best-effort subscribers
     alike (the latter still get best-effort delivery). Transient local only when every
-    recording publisher offered it, keeping its depth so late joiners get the same
-    latched samples; otherwise volatile and KEEP_ALL: a message stays with the publisher
+    recording publisher offered it (or the type is in DURABLE_TYPES), keeping its depth
+    so late joiners get the same latched samples; otherwise volatile and KEEP_ALL: a message stays with the publisher
     until every reliable subscriber has acknowledged it (a KEEP_LAST history would drop
     unacknowledged messages in a burst), and publishing waits when a subscriber's queue
     is full.
     """
-    latched = bool(profiles) and all(p['durability'] == 'transient_local' for p in profiles)
+    latched = type_name in DURABLE_TYPES or (
+        bool(profiles) and all(p['durability'] == 'transient_local' for p in profiles))
     if latched:
         depth = max([p.get('depth', 0) for p in profiles] + [1])
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
@@ -86,7 +92,7 @@ class ReplayerNode(Node):
                 raise UnknownMessageTypeError(
                     info.file, f'message type {info.type} of topic {topic} is not installed '
                     f'here ({error})', where=info.where)
-            qos = replay_qos(info.offered_qos_profiles)
+            qos = replay_qos(info.offered_qos_profiles, info.type)
             self._topic_publishers[topic] = self.create_publisher(msg_type, topic, qos)
         self.clock_publisher = (self.create_publisher(Clock, CLOCK_TOPIC, CLOCK_QOS)
                                 if clock_hz > 0 else None)

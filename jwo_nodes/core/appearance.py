@@ -33,7 +33,7 @@ _LIKE = 0.15               # samples closer than this (distance()) are of one co
 class AppearanceSettings:
     torso_lean: float = 0.1
     rings_m: tuple = (0.08, 0.13, 0.18)
-    min_samples: int = 16      # fewer samples inside the frame: no colour
+    min_inside: float = 1 / 3    # a smaller share of the samples inside the frame: no colour
 
 
 class AppearanceSampler:
@@ -59,7 +59,7 @@ class AppearanceSampler:
         out = []
         for ring in pixels:
             inside = ((ring[:, 0] >= 0) & (ring[:, 0] < width) & (ring[:, 1] >= 0) & (ring[:, 1] < height))
-            if inside.sum() < self.settings.min_samples:
+            if inside.mean() < self.settings.min_inside:
                 out.append(None)
                 continue
             u, v = ring[inside, 0].astype(int), ring[inside, 1].astype(int)

@@ -31,6 +31,7 @@ UNIDENTIFIED_ITEM = 'unidentified_item'
 AMBIGUOUS_PRODUCT = 'ambiguous_product'
 UNMATCHED_PUT_BACK = 'unmatched_put_back'
 SENSOR_STALE = 'sensor_stale'
+UNRESOLVED_EXIT = 'unresolved_exit'
 LOW_CONFIDENCE = 'low_confidence'
 
 
@@ -55,6 +56,10 @@ class FusionSettings:
     stale_after_s: float = 3.0
     # Position history kept per track.
     history_s: float = 300.0
+    # A walk-out that no shopper with a visit was seen at (the tracker lost who it
+    # was) closes, this long after it, the open visit no track has carried since --
+    # the one seen last closest to the walk-out -- for review, rather than never.
+    unseen_exit_s: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -193,6 +198,7 @@ class FusionCore:
         self._seen_events = set()
         self._track_history = {}      # track id -> deque of _Sample
         self._exited_tracks = set()
+        self._unresolved_exits = []   # walk-outs nobody with a visit was seen at
         self._positions_until = None  # newest positions stamp
         self._positions_wall = None
         self._shelf_until = {shelf_id: None for shelf_id in store.shelves}
@@ -298,6 +304,8 @@ class FusionCore:
                 out.carts.extend(self._apply_change(item))
             else:
                 self._apply_exit(item)
+        if watermark is not None and self._unresolved_exits:
+            self._settle_unresolved_exits(watermark)
         stale = self._stale_shelves(wall_ns)
         for visit in self._visits.values():
             if visit.closed_ns is None or visit.receipt_issued:
@@ -347,6 +355,7 @@ class FusionCore:
             visit = self._visits.get(code) if track else None
             if visit is None:
                 self._problem('unresolved_exit', f'{event.event_id}: no shopper with a visit at gate {gate.id}')
+                self._unresolved_exits.append(event)
                 return
         if visit.closed_ns is not None:
             self._problem('exit_after_close', f'{event.event_id}: visit {visit.code} has left already')
@@ -356,6 +365,32 @@ class FusionCore:
         visit.exits.append(event.stamp_ns)
         if len(visit.exits) >= visit.group_size:
             visit.closed_ns = event.stamp_ns
+
+    def _settle_unresolved_exits(self, watermark: int) -> None:
+        wait, margin = int(self.settings.unseen_exit_s * NS), int(self.settings.window_margin_s * NS)
+        still = []
+        for event in self._unresolved_exits:
+            if watermark < event.stamp_ns + wait:
+                still.append(event)
+                continue
+            last_seen = {}
+            for history in self._track_history.values():
+                for sample in history:
+                    if sample.visit_code:
+                        last_seen[sample.visit_code] = max(last_seen.get(sample.visit_code, 0), sample.stamp_ns)
+            unseen = sorted((abs(last_seen.get(code, visit.entry_ns) - event.stamp_ns), code)
+                            for code, visit in self._visits.items()
+                            if visit.closed_ns is None and last_seen.get(code, visit.entry_ns) <= event.stamp_ns + margin)
+            if not unseen:
+                self._problem('unresolved_exit_unmatched', f'{event.event_id}: every open visit was seen after it')
+                continue
+            visit = self._visits[unseen[0][1]]
+            visit.reasons.append(Reason(UNRESOLVED_EXIT, '', f'walk-out {event.event_id} at gate {event.gate_id}: '
+                                        f'nobody with a visit seen there; {visit.code} not seen since'))
+            visit.exits.append(event.stamp_ns)
+            if len(visit.exits) >= visit.group_size:
+                visit.closed_ns = event.stamp_ns
+        self._unresolved_exits = still
 
     def _nearest_track(self, x: float, y: float, stamp_ns: int, radius: float,
                        visit_code: Optional[str]) -> tuple:

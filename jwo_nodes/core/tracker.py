@@ -40,6 +40,7 @@ from jwo_nodes.core.config import Gate
 NS = 1_000_000_000
 _INFEASIBLE = 1e6
 _SAME_LOOK = 0.15   # colour distance within which two detections may be one person
+_JUST_ENTERED_NS = 3 * NS
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,10 @@ class _Track:
 class _Visitor:
     """One person a visit code was given to, as the tracker remembers them."""
     visit_code: str
-    track: _Track
+    track: Optional[_Track]          # None: their track ended while they had not gone out
     appearance: Optional[np.ndarray] = None
     n: int = 0
-    gone: bool = False
+    orphaned_ns: Optional[int] = None
 
 
 @dataclass
@@ -207,12 +208,13 @@ class Tracker:
         if gate is None:
             return
         reach = gate.radius_m + self.settings.gate_margin_m
-        near = [(not (visit_code and t.visit_code == visit_code),
+        # Somebody who has just come in is taken only when nobody else is there.
+        near = [(not (visit_code and t.visit_code == visit_code), t.born_ns > stamp_ns - _JUST_ENTERED_NS,
                  math.hypot(t.state[0] - gate.x, t.state[1] - gate.y), t.id, t) for t in self.tracks
                 if t.confirmed and not t.lost and t.exited_ns is None]
-        near = [item for item in near if item[1] <= reach]
+        near = [item for item in near if item[2] <= reach]
         if near:
-            min(near)[3].exited_ns = stamp_ns
+            min(near)[4].exited_ns = stamp_ns
             self.counters['exits_matched'] += 1
 
     def step(self, stamp_ns: int, shoppers: list, hands: list = ()) -> tuple:
@@ -418,8 +420,10 @@ class Tracker:
             high = entry.stamp_ns + int((s.entry_after_s + s.group_stagger_s * (entry.people - 1)) * NS)
             # Confirmed tracks only: a tentative one may be a false start (a second
             # detection of someone already tracked) that dies and takes the code along.
+            # Nor one that looks like somebody already in: a shopper passing the gate.
             candidates = sorted((t for t in self.tracks if not t.visit_code and t.confirmed
-                                 and t.gate_id == entry.gate_id and low <= t.born_ns <= high),
+                                 and t.gate_id == entry.gate_id and low <= t.born_ns <= high
+                                 and not self._looks_like_a_visitor(t)),
                                 key=lambda t: (abs(t.born_ns - entry.stamp_ns), t.id))
             for track in candidates[:entry.people - entry.given]:
                 track.visit_code = entry.visit_code
@@ -434,15 +438,32 @@ class Tracker:
             still.append(entry)
         self._entries = still
 
+    def _looks_like_a_visitor(self, track: _Track) -> bool:
+        return track.appearance is not None and any(
+            v.n >= 3 and look.distance(v.appearance, track.appearance) <= self.settings.reid_accept
+            for v in self._visitors)
+
     def _reidentify(self) -> None:
         """Moves visit codes to the tracks that look like their visitors (Hungarian on
         colour distance) where the track holding a code was lost or looks unlike its
         visitor: what keeps a code on its shopper after tracks swapped or broke. A track
-        that looks like its visitor and like no other visitor is sure again."""
+        that looks like its visitor and like no other visitor is sure again.
+
+        A visitor whose track went out on an EXIT is forgotten; one whose track ended
+        otherwise (it vanished at the gate, or stayed lost) is kept keep_lost_s for a
+        track that looks like them."""
         s = self.settings
         live = {id(t) for t in self.tracks}
-        # A visitor whose track ended has left (or is lost for good): forgotten.
-        self._visitors = [v for v in self._visitors if id(v.track) in live]
+        kept = []
+        for visitor in self._visitors:
+            if visitor.track is not None and id(visitor.track) not in live:
+                if visitor.track.exited_ns is not None:
+                    continue
+                visitor.track, visitor.orphaned_ns = None, self.stamp_ns
+            if visitor.track is None and self.stamp_ns - visitor.orphaned_ns > s.keep_lost_s * NS:
+                continue
+            kept.append(visitor)
+        self._visitors = kept
         known = [v for v in self._visitors if v.n >= 3]
         tracks = [t for t in self.tracks if t.confirmed and not t.lost and t.exited_ns is None
                   and t.appearance_n >= 3]
@@ -459,10 +480,10 @@ class Tracker:
                 if all(cost[other, c] > s.reid_accept for other in range(len(known)) if other != r):
                     track.identity = max(track.identity, s.reid_identity)
                 continue
-            if not held.lost and held.appearance_n >= 3 and \
+            if held is not None and not held.lost and held.appearance_n >= 3 and \
                     look.distance(visitor.appearance, held.appearance) <= s.appearance_reject:
                 continue   # the holder still looks like the visitor
-            if held.visit_code == visitor.visit_code and not any(
+            if held is not None and held.visit_code == visitor.visit_code and not any(
                     v is not visitor and v.track is held and v.visit_code == held.visit_code
                     for v in self._visitors):
                 held.visit_code = ''

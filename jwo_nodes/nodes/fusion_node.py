@@ -61,7 +61,7 @@ class FusionNode(Node):
             self.create_subscription(ShelfStatus, f'shelves/{shelf_id}/weight/status',
                                      self._on_status, EVENT_QOS)
         for gate_id in store.gates:
-            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, EVENT_QOS)
+            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         self.create_subscription(ShopperPositions, 'shoppers/positions', self._on_positions, EVENT_QOS)
         self.create_timer(1.0 / params.tick_hz, lambda: self._publish(self._core.advance(time.time_ns())))
         self.get_logger().info(f'fusion for store {store.store_id}: {len(store.shelves)} shelves, '

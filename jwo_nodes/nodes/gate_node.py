@@ -11,7 +11,7 @@ from jwo_msgs.msg import GateEvent
 
 from jwo_nodes.core import gate_logic
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.ros_common import (EVENT_QOS, Counters, Param, declare_params,
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, Counters, Param, declare_params,
                                   run_node, to_stamp)
 from rclpy.node import Node
 
@@ -62,7 +62,7 @@ class GateNode(Node):
             max_visit_ns=int(p.max_visit_s * 1e9),
             salt=p.salt.encode('utf-8') if p.salt else None, first_seq=first_seq)
         topic = 'events' if self.get_namespace() != '/' else f'/jwo/gates/{self.gate_id}/events'
-        self.publisher = self.create_publisher(GateEvent, topic, EVENT_QOS)
+        self.publisher = self.create_publisher(GateEvent, topic, DURABLE_EVENT_QOS)
         self._lines: 'queue.Queue[tuple]' = queue.Queue()
         self._last_receipt_ns = 0
         self._thread = None

@@ -12,8 +12,8 @@ from rclpy.node import Node
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.sim import SimClock, Timeline, load_scenario
 from jwo_nodes.core.tracker_sim import TrackerSim
-from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, Counters, Param, declare_params,
-                                  run_node, to_ns, to_stamp)
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, Counters, Param,
+                                  declare_params, run_node, to_ns, to_stamp)
 
 PARAMS = [
     Param('store_config', str, 'Path of the store YAML (config/stores/<store>.yaml).', REQUIRED),
@@ -41,7 +41,7 @@ class ShopperSimNode(Node):
         self._counters = Counters(self, 'shopper_sim', ('frames', 'visits_assigned'))
         self._publisher = self.create_publisher(ShopperPositions, 'shoppers/positions', EVENT_QOS)
         for gate_id in store.gates:
-            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, EVENT_QOS)
+            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         self.create_timer(0.5 / (params.rate_hz * params.time_scale), self._tick)
 
     def _on_gate(self, msg: GateEvent) -> None:

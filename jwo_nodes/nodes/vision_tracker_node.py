@@ -21,8 +21,8 @@ from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
 from jwo_nodes.core.perception import floor_detections
 from jwo_nodes.core.tracker import FrameBatcher, Tracker, TrackerSettings
-from jwo_nodes.ros_common import (EVENT_QOS, REQUIRED, SENSOR_QOS, Counters, Param,
-                                  declare_params, run_node, to_ns, to_stamp)
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, SENSOR_QOS, Counters,
+                                  Param, declare_params, run_node, to_ns, to_stamp)
 
 PARAMS = [
     Param('store_config', str, 'Path of the store YAML (config/stores/<store>.yaml).', REQUIRED),
@@ -95,7 +95,7 @@ class VisionTrackerNode(Node):
             self.create_subscription(CompressedImage, f'cameras/{camera_id}/image/compressed',
                                      lambda msg, c=camera_id: self._on_frame(c, msg), SENSOR_QOS)
         for gate_id in self.store.gates:
-            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, EVENT_QOS)
+            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         self.create_timer(0.05, self._on_timer)
         self.get_logger().info(
             f'detector {model}: {self.detector.format}, input {self.detector.input_width}x'
