@@ -19,6 +19,7 @@ from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.money import format_cents
 from jwo_nodes.core.scoring import items_of, percentiles
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
+from jwo_nodes.graph import DEFAULT_START_DELAY_S, VISION_START_DELAY_S
 from jwo_nodes.runner import run_scenario
 
 MATCH, REVIEW, WRONG, MISSING = 'MATCH', 'REVIEW', 'WRONG', 'MISSING'
@@ -29,8 +30,9 @@ def add_arguments(parser) -> None:
     parser.add_argument('--scenario', default='config/scenarios/demo.yaml', help='scenario YAML')
     parser.add_argument('--time-scale', type=float, default=2.0,
                         help='scenario seconds per wall second (default 2: the 1-minute demo takes 30 s)')
-    parser.add_argument('--start-delay', type=float, default=5.0,
-                        help='wall seconds between starting the nodes and scenario time 0')
+    parser.add_argument('--start-delay', type=float,
+                        help='wall seconds between starting the nodes and scenario time 0 (default '
+                        f'{DEFAULT_START_DELAY_S:g}, {VISION_START_DELAY_S:g} with --vision)')
     parser.add_argument('--runs-dir', default='runs', help='where the run folder is created')
     parser.add_argument('--no-cameras', action='store_true', help='do not start camera nodes')
     parser.add_argument('--vision', action='store_true',
@@ -106,6 +108,8 @@ def run(args) -> int:
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
+    if args.start_delay is None:
+        args.start_delay = VISION_START_DELAY_S if args.vision else DEFAULT_START_DELAY_S
     run_dir = Path(args.runs_dir) / time.strftime('demo-%Y%m%d-%H%M%S')
     (run_dir / 'receipts').mkdir(parents=True, exist_ok=True)
     parties = [p.id for p in timeline.scenario.parties]

@@ -38,6 +38,7 @@ from jwo_nodes.core.scenario_gen import PRESETS, generate
 from jwo_nodes.core.scoring import (percentiles, score_visits, score_weight_events,
                                     threshold_sweep)
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
+from jwo_nodes.graph import VISION_START_DELAY_S
 from jwo_nodes.runner import run_bag, run_scenario
 
 DEFAULT_STORE = 'config/stores/demo.yaml'
@@ -56,7 +57,8 @@ def add_arguments(parser) -> None:
                         help='scenario seconds per wall second (bags: the replay rate)')
     parser.add_argument('--max', action='store_true',
                         help='bags: replay as fast as the processing nodes keep up')
-    parser.add_argument('--start-delay', type=float, default=4.0, help='wall seconds before scenario time 0')
+    parser.add_argument('--start-delay', type=float, help='wall seconds before scenario time 0 (default 4, '
+                        f'{VISION_START_DELAY_S:g} with --vision: the cameras must be discovered first)')
     parser.add_argument('--grace', type=float, default=20.0, help='wall seconds to wait for receipts after the end')
     parser.add_argument('--cameras', action='store_true', help='also run the camera nodes')
     parser.add_argument('--vision', action='store_true',
@@ -123,6 +125,8 @@ def run(args) -> int:
     if not args.time_scale > 0:
         print(f'error: --time-scale must be positive, got {args.time_scale}', file=sys.stderr)
         return 2
+    if args.start_delay is None:
+        args.start_delay = VISION_START_DELAY_S if args.vision else 4.0
     out = Path(args.out) if args.out else Path(args.runs_dir) / time.strftime('eval-%Y%m%d-%H%M%S')
     out.mkdir(parents=True, exist_ok=True)
     for name in ('report.json', 'report.html'):  # an earlier report must not pass for this one
@@ -192,12 +196,11 @@ def run(args) -> int:
     write_atomically(out / 'report.json', json.dumps(report, indent=2, default=str) + '\n')
     write_atomically(out / 'report.html', render_html(report))
     overall = report['overall']
-    print(f'\noverall ({overall["visits"]} visits in {len(results)} scenarios): '
-          f'exact {overall["exact_receipt_rate"]:.1%}, line F1 {overall["line_f1"]:.3f}, '
-          f'flagged {overall["review_rate"]:.1%}, exact among not flagged '
-          f'{overall["exact_among_not_flagged"]:.1%}, wrong charges {overall["wrong_charge_items"]} items '
-          f'({overall["wrong_charge_cents"]} cents), weight events P {overall["weight_precision"]:.3f} '
-          f'R {overall["weight_recall"]:.3f}')
+    print()
+    if len(report['groups']) > 1:
+        for name, totals in report['groups'].items():
+            print(f'{name} ({totals["visits"]} visits): ' + _summary(totals))
+    print(f'overall ({overall["visits"]} visits in {len(results)} scenarios): ' + _summary(overall))
     latency = overall['exit_to_receipt_s']
     if latency['count']:
         print(f'exit -> receipt: p50 {latency["p50"]:.2f} s, p95 {latency["p95"]:.2f} s, p99 {latency["p99"]:.2f} s')
@@ -214,6 +217,14 @@ def run(args) -> int:
     for failure in failures:
         print(f'THRESHOLD FAILED: {failure}')
     return 1 if failures else 0
+
+
+def _summary(totals: dict) -> str:
+    return (f'exact {totals["exact_receipt_rate"]:.1%}, line F1 {totals["line_f1"]:.3f}, '
+            f'flagged {totals["review_rate"]:.1%}, exact among not flagged '
+            f'{totals["exact_among_not_flagged"]:.1%}, wrong charges {totals["wrong_charge_items"]} items '
+            f'({totals["wrong_charge_cents"]} cents), missing {totals["missing_receipts"]}, '
+            f'weight events P {totals["weight_precision"]:.3f} R {totals["weight_recall"]:.3f}')
 
 
 def _print_scores(visits: dict, events: dict, result) -> None:
@@ -257,8 +268,19 @@ def _entry(path, name: str, visits: dict, events: dict, expected: dict, result, 
 
 
 def build_report(results: list, store, prices: dict = None) -> dict:
-    """Totals over all visits of all scenarios (each visit counts once)."""
+    """Totals over all visits of all scenarios (each visit counts once), overall and per
+    group: the scenario names' first word (``medium-3`` is in ``medium``)."""
     prices = prices or {sku: p.price_cents for sku, p in store.products.items()}
+    overall, expected, receipts = _totals(results, prices)
+    groups = {}
+    for r in results:
+        groups.setdefault(r['name'].split('-')[0], []).append(r)
+    return {'overall': overall, 'groups': {name: _totals(members, prices)[0] for name, members in groups.items()},
+            'sweep': threshold_sweep(expected, receipts),
+            'latencies_s': [s for r in results for s in r['exit_to_receipt_s'].values()], 'scenarios': results}
+
+
+def _totals(results: list, prices: dict) -> tuple:
     expected, receipts, latencies = {}, {}, []
     weight = Counter()
     for r in results:
@@ -270,23 +292,27 @@ def build_report(results: list, store, prices: dict = None) -> dict:
         latencies.extend(r['exit_to_receipt_s'].values())
         for k in ('true', 'detected', 'matched'):
             weight[k] += r['weight_events'][k]
-    overall = score_visits(expected, receipts, prices)
-    overall.pop('per_visit')
-    overall['exit_to_receipt_s'] = percentiles(latencies)
-    overall['weight_precision'] = weight['matched'] / weight['detected'] if weight['detected'] else 1.0
-    overall['weight_recall'] = weight['matched'] / weight['true'] if weight['true'] else 1.0
-    return {'overall': overall, 'sweep': threshold_sweep(expected, receipts),
-            'latencies_s': latencies, 'scenarios': results}
+    totals = score_visits(expected, receipts, prices)
+    totals.pop('per_visit')
+    totals['exit_to_receipt_s'] = percentiles(latencies)
+    totals['weight_precision'] = weight['matched'] / weight['detected'] if weight['detected'] else 1.0
+    totals['weight_recall'] = weight['matched'] / weight['true'] if weight['true'] else 1.0
+    return totals, expected, receipts
+
+
+def _row(name: str, visits: dict, weight: str, failure: str = '') -> str:
+    return (f'<tr><td>{html.escape(name)}</td><td>{visits["visits"]}</td>'
+            f'<td>{visits["exact_receipt_rate"]:.0%}</td><td>{visits["review_rate"]:.0%}</td>'
+            f'<td>{visits["exact_among_not_flagged"]:.0%}</td><td>{visits["wrong_charge_items"]}</td>'
+            f'<td>{weight}</td><td>{html.escape(failure)}</td></tr>')
 
 
 def render_html(report: dict) -> str:
     overall = report['overall']
-    rows = ''.join(
-        f'<tr><td>{html.escape(r["name"])}</td><td>{r["visits"]["visits"]}</td>'
-        f'<td>{r["visits"]["exact_receipt_rate"]:.0%}</td><td>{r["visits"]["review_rate"]:.0%}</td>'
-        f'<td>{r["visits"]["exact_among_not_flagged"]:.0%}</td><td>{r["visits"]["wrong_charge_items"]}</td>'
-        f'<td>{r["weight_events"]["precision"]:.2f} / {r["weight_events"]["recall"]:.2f}</td>'
-        f'<td>{html.escape(r["failure"] or "")}</td></tr>' for r in report['scenarios'])
+    rows = ''.join(_row(f'all {name}', totals, f'{totals["weight_precision"]:.2f} / {totals["weight_recall"]:.2f}')
+                   for name, totals in report['groups'].items())
+    rows += ''.join(_row(r['name'], r['visits'], f'{r["weight_events"]["precision"]:.2f} / '
+                         f'{r["weight_events"]["recall"]:.2f}', r['failure'] or '') for r in report['scenarios'])
     figures = [('exact receipt rate', overall['exact_receipt_rate']),
                ('line F1', overall['line_f1']), ('flagged for review', overall['review_rate']),
                ('exact among not flagged', overall['exact_among_not_flagged'])]

@@ -25,6 +25,9 @@ ROOT_NAMESPACE = '/jwo'
 # Seconds between `jwo launch` and scenario time 0 when no start time is given:
 # long enough for every node process to start and discover the others.
 DEFAULT_START_DELAY_S = 5.0
+# With vision, discovering the camera topics takes longer on a loaded machine: the first
+# shopper must not enter before the tracker gets every camera's frames.
+VISION_START_DELAY_S = 8.0
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,9 @@ class Detector:
             raise FileNotFoundError(f'detector model {str(path)!r} does not exist')
         self.providers, self.provider_note = choose_providers(cuda_problem(ort))
         options = ort.SessionOptions()
+        # Threads that spin while waiting for work take the CPU the cameras and the
+        # other nodes on this machine need.
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
         if settings.threads:
             options.intra_op_num_threads = settings.threads
         self.session = ort.InferenceSession(str(path), options, providers=self.providers)

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from jwo_msgs.msg import GateEvent, ShopperPosition, ShopperPositions
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage
 
 from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
@@ -34,6 +35,8 @@ PARAMS = [
     Param('hand_threshold', float, 'Minimum score of a hand detection.', 0.35, 0.01, 0.99),
     Param('nms_iou', float, 'YOLO models: boxes overlapping more than this are one.', 0.5, 0.05, 0.95),
     Param('threads', int, 'ONNX Runtime threads per run (0: its default).', 0, 0, 64),
+    Param('frame_queue', int, 'Frames kept per camera while a time step is processed: a tracker '
+          'busy for a moment catches up on them instead of losing them (best effort).', 50, 1, 1000),
     Param('batch_tolerance_s', float, 'Frames of different cameras stamped within this are one '
           'time step.', 0.05, 0.0, 1.0),
     Param('batch_wait_s', float, 'Wall seconds a time step waits for a silent camera before it '
@@ -91,9 +94,11 @@ class VisionTrackerNode(Node):
         self._pending_since = None
         self.counters = Counters(self, 'vision_tracker', COUNTERS + tuple(self.tracker.counters))
         self.publisher = self.create_publisher(ShopperPositions, 'shoppers/positions', EVENT_QOS)
+        frames_qos = QoSProfile(history=SENSOR_QOS.history, depth=p.frame_queue,
+                                reliability=SENSOR_QOS.reliability, durability=SENSOR_QOS.durability)
         for camera_id in self.store.cameras:
             self.create_subscription(CompressedImage, f'cameras/{camera_id}/image/compressed',
-                                     lambda msg, c=camera_id: self._on_frame(c, msg), SENSOR_QOS)
+                                     lambda msg, c=camera_id: self._on_frame(c, msg), frames_qos)
         for gate_id in self.store.gates:
             self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         self.create_timer(0.05, self._on_timer)
