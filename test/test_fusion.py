@@ -422,3 +422,16 @@ def test_a_walk_out_nobody_was_seen_at_closes_the_visit_no_track_carries_since(s
     assert receipt.status == NEEDS_REVIEW and [r.code for r in receipt.reasons] == [UNRESOLVED_EXIT]
     assert lines_of(receipt) == {'COLA-330': 1}
     assert 'v2' not in s.receipts
+
+
+def test_a_walk_out_by_a_shopper_the_tracker_lost_does_not_close_a_visit_standing_by(store):
+    """At the walk-out the nearest shopper has no code; v1 stands half a metre farther
+    from the gate: it was not v1 who left."""
+    s = Store(store)
+    gate = store.gates['G1']
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+    s.place('t1', 'v1', (gate.x + 0.6, gate.y)); s.place('t2', '', (gate.x + 0.05, gate.y))
+    s.run(4)
+    s.leave(); s.run(0.2); s.place('t2', '', None); s.run(1)
+    assert 'v1' not in s.receipts
+    assert Counter(name for name, _ in s.core.problems)['unresolved_exit'] == 1

@@ -20,9 +20,9 @@ JWO = Path(sys.executable).parent / 'jwo'
 # Measured with vision on this 2-core machine (see README "Vision"), with a margin for
 # noisier machines; the targets are medium 0.99 / 0.05, hard 0.97 / 0.15.
 VISION_THRESHOLDS = {
-    'easy': (0.95, 0.40, 0),
-    'medium': (0.90, 0.60, 2),
-    'hard': (0.75, 0.90, 6),
+    'easy': (0.95, 0.15, 0),
+    'medium': (0.90, 0.55, 1),
+    'hard': (0.75, 0.80, 3),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 

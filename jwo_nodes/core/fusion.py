@@ -23,6 +23,8 @@ NS = 1_000_000_000
 FINAL, NEEDS_REVIEW = 'FINAL', 'NEEDS_REVIEW'
 # A track first seen this recently is coming in, not leaving.
 _JUST_ENTERED_NS = 3 * NS
+# A shopper with a visit this much farther from a gate than one without is as near.
+_AS_NEAR_M = 0.25
 
 # Review reason codes (the same strings as jwo_msgs/ReviewReason constants).
 AMBIGUOUS_ATTRIBUTION = 'ambiguous_attribution'
@@ -397,21 +399,26 @@ class FusionCore:
         """(track id, its visit code) of the track with a visit standing nearest the
         point at the stamp (its sample closest in time, within the window margin), if
         within radius, else (None, None). Someone who has just come in through the gate
-        is taken only when nobody else is there."""
+        is taken only when nobody else is there. Without ``visit_code`` (a walk-out)
+        the nearest track of all decides: when it has no code (the tracker lost who it
+        is), nobody with a visit is taken unless standing as near."""
         margin = int(self.settings.window_margin_s * NS)
         ranked = []
         for track_id, history in self._track_history.items():
             if track_id in self._exited_tracks:
                 continue
             sample = self._sample_at(history, stamp_ns, margin)
-            if sample is None or not sample.visit_code or (
-                    visit_code is not None and sample.visit_code != visit_code):
+            if sample is None or (visit_code is not None and sample.visit_code != visit_code):
                 continue
             distance = math.hypot(sample.x - x, sample.y - y)
             if distance <= radius:
                 just_entered = history[0].stamp_ns > stamp_ns - _JUST_ENTERED_NS
                 ranked.append((just_entered, distance, track_id, sample.visit_code))
-        return min(ranked)[2:] if ranked else (None, None)
+        ranked.sort()
+        coded = [r for r in ranked if r[3]]
+        if not coded or (not ranked[0][3] and coded[0][:2] > (ranked[0][0], ranked[0][1] + _AS_NEAR_M)):
+            return None, None
+        return coded[0][2:]
 
     @staticmethod
     def _sample_at(history, stamp_ns: int, margin_ns: int):
