@@ -284,3 +284,13 @@ def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart(
     assert len(merge_detections(apart, 0.5, same_look_radius_m=0.9)) == 1
     unlike = [det(1.0, 4.0, 'front', look=RED), det(1.7, 4.0, 'back', look=BLUE)]
     assert len(merge_detections(unlike, 0.5, same_look_radius_m=0.9)) == 2
+
+
+def test_members_of_one_group_walking_close_keep_their_confidence():
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-FAM', 2)
+    a, b = line(0.6, 4.0, 4.0, 2.0, 0, 30), line(0.6, 4.0, 4.3, 2.0, 5, 35)
+    seen = walk(tracker, {'a': a, 'b': lambda k: b(k) if k >= 5 else None}, 50)
+    tracks = seen[-1][1]
+    assert [t.visit_code for t in tracks] == ['v-FAM', 'v-FAM']
+    assert all(t.confidence == 1.0 for t in tracks)     # side by side, but one cart

@@ -399,6 +399,8 @@ class Tracker:
         shown = [t for t in self.tracks if t.confirmed and not t.lost]
         for i, a in enumerate(shown):
             for b in shown[i + 1:]:
+                if a.visit_code and a.visit_code == b.visit_code:
+                    continue   # a group's members swapping changes nobody's cart
                 close = math.hypot(a.state[0] - b.state[0], a.state[1] - b.state[1]) < self.settings.swap_radius_m
                 if close and b.id not in a.close_to:
                     a.close_to.add(b.id)
@@ -477,7 +479,8 @@ class Tracker:
             if cost[r, c] > s.reid_accept:
                 continue
             if track is held:
-                if all(cost[other, c] > s.reid_accept for other in range(len(known)) if other != r):
+                if all(cost[other, c] > s.reid_accept for other in range(len(known))
+                       if known[other].visit_code != visitor.visit_code):
                     track.identity = max(track.identity, s.reid_identity)
                 continue
             if held is not None and not held.lost and held.appearance_n >= 3 and \
