@@ -12,7 +12,7 @@ config/scenarios/demo.yaml):
    cameras' frames of a time step as one batch, for 1 to --max-cameras cameras (the
    demo's frames repeated): frames/s and the ratio batched / one at a time;
 3. what vision_tracker_node does per time step (JPEG decode of every camera's frame,
-   batched detection, projection to the floor, tracking): how many cameras at --fps it
+   batched detection, projection to the floor, clothing colour, tracking): how many cameras at --fps it
    keeps up with, i.e. the largest count whose step takes less than 1 / fps.
 """
 import sys
@@ -22,12 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from jwo_nodes.core.appearance import AppearanceSampler
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path, preprocess
-from jwo_nodes.core.frame_source import pixels_to_floor
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.core.tracker import FloorDetection, Tracker
+from jwo_nodes.core.perception import floor_detections
+from jwo_nodes.core.tracker import Tracker
 
 
 def add_arguments(parser) -> None:
@@ -103,7 +104,7 @@ def run(args) -> int:
               f'{single_s / batch_s:6.2f}', flush=True)
 
     # 3. the tracker node's work per time step
-    print(f'\n3. vision_tracker_node per time step (JPEG decode, batched detection, floor, tracking) '
+    print(f'\n3. vision_tracker_node per time step (JPEG decode, batched detection, floor, colour, tracking) '
           f'at {args.fps:g} fps')
     budget = 1.0 / args.fps
     keeps_up = 0
@@ -112,16 +113,11 @@ def run(args) -> int:
                  for step in steps]
         views = [cameras[i % len(cameras)] for i in range(n)]
         tracker = Tracker(list(store.gates.values()))
+        samplers = {camera.id: AppearanceSampler(camera) for camera in views}
         started = time.perf_counter()
         for k, step in enumerate(jpegs):
             images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in step]
-            shoppers, hands = [], []
-            for camera, found in zip(views, detector.detect(images)):
-                floor = pixels_to_floor(camera, [(d.u, d.v) for d in found]) if found else []
-                for d, (x, y) in zip(found, floor):
-                    (hands if d.kind == 'hand' else shoppers).append(
-                        FloorDetection(float(x), float(y), d.score, camera.id))
-            tracker.step(int(times[k]), shoppers, hands)
+            tracker.step(int(times[k]), *floor_detections(views, images, detector.detect(images), samplers))
         per_step = (time.perf_counter() - started) / len(jpegs)
         ok = per_step < budget
         keeps_up = n if ok else keeps_up
