@@ -12,8 +12,9 @@ config/scenarios/demo.yaml):
    cameras' frames of a time step as one batch, for 1 to --max-cameras cameras (the
    demo's frames repeated): frames/s and the ratio batched / one at a time;
 3. what vision_tracker_node does per time step (JPEG decode of every camera's frame,
-   batched detection, projection to the floor, clothing colour, tracking): how many cameras at --fps it
-   keeps up with, i.e. the largest count whose step takes less than 1 / fps.
+   batched detection, projection to the floor, clothing colour, tracking): how many
+   cameras at --fps it keeps up with, i.e. the largest count whose step takes less
+   than 1 / fps.
 """
 import sys
 import time
