@@ -59,13 +59,17 @@ def add_arguments(parser) -> None:
 
 
 def tracker_settings(assignments: list) -> TrackerSettings:
-    known = {f.name: f.type for f in fields(TrackerSettings)}
+    known = {f.name for f in fields(TrackerSettings)}
     values = {}
     for item in assignments:
         name, _, value = item.partition('=')
         if name not in known:
             raise ValueError(f'--set {item}: no tracker setting {name!r}; known: {", ".join(sorted(known))}')
-        values[name] = type(getattr(TrackerSettings(), name))(value)
+        kind = type(getattr(TrackerSettings(), name))
+        try:
+            values[name] = kind(value)
+        except ValueError:
+            raise ValueError(f'--set {item}: expected {kind.__name__}')
     return TrackerSettings(**values)
 
 
@@ -154,26 +158,35 @@ def _cache_key(path: str, store_path: str, model: str, fps: float, jpeg_quality:
 
 
 def run(args) -> int:
+    problems = [f'--{name} {value}: {why}' for name, value, why in (
+        ('fps', args.fps, 'expected frames per second >= 0'), ('near', args.near, 'expected metres > 0'),
+        ('jpeg-quality', args.jpeg_quality, 'expected 1 to 100'))
+        if not {'fps': args.fps >= 0, 'near': args.near > 0, 'jpeg-quality': 1 <= args.jpeg_quality <= 100}[name]]
+    if problems:
+        print('error: ' + '; '.join(problems), file=sys.stderr)
+        return 2
     try:
         settings = tracker_settings(args.set)
         store = load_store_config(args.store)
-    except (ValueError, ConfigError) as error:
+        model = args.model or default_model_path()
+        if not model:
+            raise ValueError('no models/detector.onnx found; give --model')
+        detector = Detector(DetectorSettings(model_path=model))
+    except (ValueError, ConfigError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    model = args.model or default_model_path()
-    detector = Detector(DetectorSettings(model_path=model))
     cache = Path(args.cache) if args.cache else None
     total, doubted = Counter(), Counter()
     exits = exits_matched = 0
     for index, path in enumerate(args.scenarios, 1):
         started = time.perf_counter()
-        key = cache / f'{Path(path).stem}-{_cache_key(path, args.store, model, args.fps, args.jpeg_quality)}.pkl' \
-            if cache else None
         try:
             timeline = Timeline(load_scenario(path, store), store)
         except ConfigError as error:
             print(f'error: {error}', file=sys.stderr)
             return 2
+        key = cache / f'{Path(path).stem}-{_cache_key(path, args.store, model, args.fps, args.jpeg_quality)}.pkl' \
+            if cache else None
         if key and key.is_file():
             steps = pickle.loads(key.read_bytes())
         else:

@@ -435,3 +435,12 @@ def test_a_walk_out_by_a_shopper_the_tracker_lost_does_not_close_a_visit_standin
     s.leave(); s.run(0.2); s.place('t2', '', None); s.run(1)
     assert 'v1' not in s.receipts
     assert Counter(name for name, _ in s.core.problems)['unresolved_exit'] == 1
+
+
+def test_a_confidence_outside_zero_to_one_is_counted_and_clamped(store):
+    s = Store(store)
+    s.confidence['t1'] = float('nan')
+    visit(s, 'v1', 't1', ('S1-B1', -350.0))
+    assert Counter(name for name, _ in s.core.problems)['malformed_position'] > 0
+    receipt = s.receipts['v1']      # nothing lost: the take is there, in doubt
+    assert lines_of(receipt) == {'COLA-330': 1} and receipt.status == NEEDS_REVIEW

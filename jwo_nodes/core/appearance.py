@@ -83,7 +83,14 @@ def distance(a: Optional[tuple], b: Optional[tuple]) -> Optional[float]:
     either is unknown."""
     if a is None or b is None:
         return None
-    return float(_distances(np.reshape(a, (1, 3)), np.reshape(b, (1, 3)))[0, 0])
+    return float(distances([a], [b])[0, 0])
+
+
+def distances(a: list, b: list) -> np.ndarray:
+    """distance() of every colour of ``a`` to every colour of ``b`` (all known), as a
+    len(a) x len(b) array."""
+    return _distances(np.asarray(a, dtype=np.float64).reshape(-1, 3),
+                      np.asarray(b, dtype=np.float64).reshape(-1, 3))
 
 
 def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -201,6 +201,7 @@ class FusionCore:
         self._track_history = {}      # track id -> deque of _Sample
         self._exited_tracks = set()
         self._unresolved_exits = []   # walk-outs nobody with a visit was seen at
+        self._code_seen = {}          # visit code -> newest stamp a track carried it
         self._positions_until = None  # newest positions stamp
         self._positions_wall = None
         self._shelf_until = {shelf_id: None for shelf_id in store.shelves}
@@ -273,7 +274,12 @@ class FusionCore:
                 hand = None
             # A track's code can change (the tracker re-identified who it is): each
             # sample keeps the code it had then.
-            confidence = min(1.0, max(0.0, track.confidence)) if math.isfinite(track.confidence) else 0.0
+            confidence = track.confidence
+            if not 0.0 <= confidence <= 1.0:   # NaN too
+                self._problem('malformed_position', f'track {track.track_id}: confidence {confidence}')
+                confidence = min(1.0, max(0.0, confidence)) if math.isfinite(confidence) else 0.0
+            if track.visit_code:
+                self._code_seen[track.visit_code] = stamp_ns
             history = self._track_history.setdefault(track.track_id, deque())
             history.append(_Sample(stamp_ns, track.x, track.y, hand, track.visit_code, confidence))
             while history and history[0].stamp_ns < stamp_ns - int(self.settings.history_s * NS):
@@ -375,14 +381,10 @@ class FusionCore:
             if watermark < event.stamp_ns + wait:
                 still.append(event)
                 continue
-            last_seen = {}
-            for history in self._track_history.values():
-                for sample in history:
-                    if sample.visit_code:
-                        last_seen[sample.visit_code] = max(last_seen.get(sample.visit_code, 0), sample.stamp_ns)
-            unseen = sorted((abs(last_seen.get(code, visit.entry_ns) - event.stamp_ns), code)
-                            for code, visit in self._visits.items()
-                            if visit.closed_ns is None and last_seen.get(code, visit.entry_ns) <= event.stamp_ns + margin)
+            seen = {code: self._code_seen.get(code, visit.entry_ns) for code, visit in self._visits.items()
+                    if visit.closed_ns is None}
+            unseen = sorted((abs(stamp - event.stamp_ns), code) for code, stamp in seen.items()
+                            if stamp <= event.stamp_ns + margin)
             if not unseen:
                 self._problem('unresolved_exit_unmatched', f'{event.event_id}: every open visit was seen after it')
                 continue

@@ -40,7 +40,6 @@ from jwo_nodes.core.config import Gate
 NS = 1_000_000_000
 _INFEASIBLE = 1e6
 _SAME_LOOK = 0.15   # colour distance within which two detections may be one person
-_JUST_ENTERED_NS = 3 * NS
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,7 @@ class TrackerSettings:
     arm_reach_m: float = 1.1          # a hand belongs to the nearest track within this
     swap_radius_m: float = 0.45       # two tracks this close may swap identities
     exit_grace_s: float = 0.3         # a track still seen this long after its EXIT is someone else
+    just_entered_s: float = 3.0       # an EXIT takes a track this young only if no other is at the gate
     # Appearance (jwo_nodes.core.appearance): a colour difference counts as this many
     # metres in matching; a lost track is not re-acquired by a detection that looks
     # more different than appearance_reject; colours are learnt from detections with
@@ -190,7 +190,7 @@ class Tracker:
             'steps', 'detections', 'merged', 'tracks_started_at_gate', 'tracks_started_elsewhere',
             'tracks_confirmed', 'tracks_lost', 'tracks_left', 'reacquired', 'visits_assigned',
             'entries_unfilled', 'close_encounters', 'hands', 'hands_unassigned', 'out_of_order',
-            'exits_matched', 'tracks_split_at_exit', 'codes_moved', 'codes_dropped')}
+            'exits_matched', 'tracks_split_at_exit', 'codes_moved')}
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -209,7 +209,8 @@ class Tracker:
             return
         reach = gate.radius_m + self.settings.gate_margin_m
         # Somebody who has just come in is taken only when nobody else is there.
-        near = [(not (visit_code and t.visit_code == visit_code), t.born_ns > stamp_ns - _JUST_ENTERED_NS,
+        just_entered_ns = int(self.settings.just_entered_s * NS)
+        near = [(not (visit_code and t.visit_code == visit_code), t.born_ns > stamp_ns - just_entered_ns,
                  math.hypot(t.state[0] - gate.x, t.state[1] - gate.y), t.id, t) for t in self.tracks
                 if t.confirmed and not t.lost and t.exited_ns is None]
         near = [item for item in near if item[2] <= reach]
@@ -471,8 +472,8 @@ class Tracker:
                   and t.appearance_n >= 3]
         if not known or not tracks:
             return
-        cost = np.array([[look.distance(v.appearance, t.appearance) - (0.05 if v.track is t else 0.0)
-                          for t in tracks] for v in known])
+        cost = look.distances([v.appearance for v in known], [t.appearance for t in tracks])
+        cost -= 0.05 * np.array([[v.track is t for t in tracks] for v in known])   # holders stay
         for r, c in zip(*linear_sum_assignment(cost)):
             visitor, track = known[r], tracks[c]
             held = visitor.track
