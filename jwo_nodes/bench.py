@@ -83,7 +83,7 @@ def bench_store(catalogue: dict, shelves: int) -> dict:
         shelf_docs.append({'id': f'S{k + 1}', 'source': 'sim', 'bins': bins})
     return {'store': {'id': 'bench', 'name': f'jwo bench store ({shelves} shelves)',
                       'currency': catalogue['store']['currency'], 'tax_rate_bp': 0},
-            'products': products, 'shelves': shelf_docs,
+            'review': catalogue['review'], 'products': products, 'shelves': shelf_docs,
             'gates': [{'id': 'G1', 'position': [0.6, 1.2 + (rows - 1) * 1.6], 'radius_m': 0.8,
                        'source': 'sim'}]}
 

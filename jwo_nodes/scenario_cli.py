@@ -2,6 +2,8 @@
 
     jwo scenario --preset hard --seed 3 -o test/scenarios/hard-3.yaml
     jwo scenario --preset hard --seed 3 --bag runs/hard-3-bag     # see `jwo simbag`
+    jwo scenario --preset corner_hard --seed 0 -o test/scenarios/corner/corner_hard-0.yaml
+                                         # with its store, config/stores/corner.yaml
 """
 import sys
 from pathlib import Path
@@ -16,7 +18,8 @@ from jwo_nodes.core.sim import NS, Timeline, parse_scenario
 def add_arguments(parser) -> None:
     parser.add_argument('--preset', choices=sorted(PRESETS), required=True)
     parser.add_argument('--seed', type=int, required=True)
-    parser.add_argument('--store', default='config/stores/demo.yaml', help='store config YAML')
+    parser.add_argument('--store', help='store config YAML (default: the one the preset is made for, '
+                                         'else config/stores/demo.yaml)')
     parser.add_argument('-o', '--output', help='file to write (default: standard output, '
                                                'unless --bag is given)')
     parser.add_argument('--bag', metavar='BAG', help='also write the scenario to this bag '
@@ -27,6 +30,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if not args.store:
+        args.store = PRESETS[args.preset].store_config or 'config/stores/demo.yaml'
     try:
         store = load_store_config(args.store)
         document = generate(store, args.preset, args.seed)

@@ -34,6 +34,9 @@ def test_demo_config_loads(repo):
     (lambda d: d['gates'][0].update(id='G-1'), 'gates[0].id', 'must start with a letter'),
     (lambda d: d['shelves'][0]['bins'][0].update(position=[1]), 'shelves[0].bins[0].position', 'expected [x, y]'),
     (lambda d: d.pop('gates'), 'gates', 'missing'),
+    (lambda d: d.pop('review'), 'review', 'missing'),
+    (lambda d: d['review'].pop('cost_cents'), 'review.cost_cents', 'missing'),
+    (lambda d: d['review'].update(overcharge_weight=0.5), 'review.overcharge_weight', 'must be >= 1.0'),
 ])
 def test_bad_config_names_file_key_and_problem(tmp_path, repo, edit, key, problem):
     path = broken(tmp_path, repo, edit)

@@ -13,6 +13,21 @@ import yaml
 # A bin's shelf, where hands reach into it, is this far from the bin's standing point,
 # away from the aisle.
 SHELF_OFFSET_M = 0.6
+# The front edge of a shelf is this far in front of the point where hands reach into it.
+SHELF_FACE_M = 0.15
+# A shelf is this deep, from its front edge to its back.
+SHELF_DEPTH_M = 0.45
+# A facing is at most this wide each side of its bin point (narrower when the next bin
+# on the shelf is closer).
+MAX_FACING_HALF_WIDTH_M = 0.15
+# store.layout: 'aisle' (shelves along the walls, one shopper per bin: the default) or
+# 'gondola' (shelf units in several aisles, each shelf facing its own way, shoppers
+# side by side at arm's length; see jwo_nodes.core.sim).
+LAYOUTS = ('aisle', 'gondola')
+# shelves[].facing as a word: the direction from the shelf into its aisle.
+FACING_WORDS = {'+x': (1.0, 0.0), '-x': (-1.0, 0.0), '+y': (0.0, 1.0), '-y': (0.0, -1.0)}
+# shelves[].level: height of the shelf board above the floor, metres.
+MAX_LEVEL_M = 3.0
 
 
 class ConfigError(Exception):
@@ -52,6 +67,11 @@ class Shelf:
     bins: tuple
     # Load-cell board: a serial device path, or 'sim' for the simulator.
     source: str
+    # Unit vector (x, y) from the shelf into its aisle, towards where shoppers stand
+    # (optional: without it the shelf is on the side of the store its bins are on).
+    facing: Optional[tuple] = None
+    # Height of the shelf board above the floor, metres (optional).
+    level: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,19 @@ class Camera:
 
 
 @dataclass(frozen=True)
+class ReviewCosts:
+    """What sending a visit to a person costs against what a wrong FINAL receipt costs;
+    fusion asks for review only when the expected cost of being wrong is higher."""
+    # One human review of one visit.
+    cost_cents: int
+    # A cent overcharged hurts this many times as much as a cent not charged.
+    overcharge_weight: float
+    # Trust lost by any wrong line on a FINAL receipt (a complaint, a refund), on top
+    # of the cents.
+    wrong_line_cents: int
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     path: str
     store_id: str
@@ -91,6 +124,9 @@ class StoreConfig:
     shelves: dict
     gates: dict
     cameras: dict
+    review: ReviewCosts
+    # 'aisle' or 'gondola' (see LAYOUTS).
+    layout: str = 'aisle'
 
     def bin(self, bin_id: str) -> Optional[Bin]:
         return self._bins.get(bin_id)
@@ -105,16 +141,44 @@ class StoreConfig:
         return self._centre_y
 
     def shelf_point(self, bin_id: str) -> tuple:
-        """Where hands go for a bin (floor metres): from its standing point, towards the wall."""
+        """Where hands go for a bin (floor metres): from its standing point, towards the
+        shelf (against the shelf's facing; without one, towards the nearer long wall)."""
         bin_ = self._bins[bin_id]
+        facing = self.shelves[bin_.shelf_id].facing
+        if facing is not None:
+            return bin_.x - facing[0] * SHELF_OFFSET_M, bin_.y - facing[1] * SHELF_OFFSET_M
         side = -1.0 if bin_.y < self._centre_y else 1.0
         return bin_.x, bin_.y + side * SHELF_OFFSET_M
+
+    def facing(self, bin_id: str) -> tuple:
+        """Unit vector from a bin's shelf into its aisle (towards where shoppers stand)."""
+        bin_ = self._bins[bin_id]
+        facing = self.shelves[bin_.shelf_id].facing
+        if facing is not None:
+            return facing
+        return (0.0, 1.0) if bin_.y < self._centre_y else (0.0, -1.0)
+
+    def face_point(self, bin_id: str) -> tuple:
+        """The middle of a bin's facing on the front edge of its shelf (floor metres)."""
+        (hx, hy), (fx, fy) = self.shelf_point(bin_id), self.facing(bin_id)
+        return hx + fx * SHELF_FACE_M, hy + fy * SHELF_FACE_M
+
+    def facing_half_width(self, bin_id: str) -> float:
+        """Half the width of a bin's facing along its shelf: half the distance to the
+        nearest other bin on the shelf, at most MAX_FACING_HALF_WIDTH_M."""
+        return self._half_widths[bin_id]
 
     def __post_init__(self):
         bins = {b.id: b for shelf in self.shelves.values() for b in shelf.bins}
         object.__setattr__(self, '_bins', bins)
         object.__setattr__(self, '_centre_y',
                            math.fsum(b.y for b in bins.values()) / len(bins) if bins else 0.0)
+        half_widths = {}
+        for shelf in self.shelves.values():
+            for b in shelf.bins:
+                gaps = [math.hypot(o.x - b.x, o.y - b.y) / 2 for o in shelf.bins if o is not b]
+                half_widths[b.id] = min([MAX_FACING_HALF_WIDTH_M] + [g for g in gaps if g > 0])
+        object.__setattr__(self, '_half_widths', half_widths)
 
 
 def load_store_config(path) -> StoreConfig:
@@ -138,6 +202,9 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     root = reader.mapping(document, '')
     store = reader.mapping(reader.field(root, 'store', ''), 'store')
     store_id = reader.ros_token(store, 'id', 'store')
+    layout = 'aisle' if store.get('layout') is None else store['layout']
+    if layout not in LAYOUTS:
+        raise ConfigError(path, 'store.layout', f'expected one of {", ".join(LAYOUTS)}, got {layout!r}')
     products = {}
     for i, raw in enumerate(reader.sequence(reader.field(root, 'products', ''), 'products')):
         key = f'products[{i}]'
@@ -173,8 +240,18 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
             x, y = reader.point(bin_item, 'position', bin_key)
             bins.append(Bin(id=bin_id, shelf_id=shelf_id, sku=sku, x=x, y=y,
                             initial_units=reader.integer(bin_item, 'initial_units', bin_key, minimum=0)))
+        facing = reader.facing(item, 'facing', key) if item.get('facing') is not None else None
+        if facing is None and layout == 'gondola':
+            raise ConfigError(path, f'{key}.facing', 'missing (required with store.layout: gondola): '
+                              'the direction from the shelf into its aisle, +x, -x, +y, -y or degrees')
+        level = None
+        if item.get('level') is not None:
+            level = reader.number(item, 'level', key, minimum=0.0)
+            if level > MAX_LEVEL_M:
+                raise ConfigError(path, f'{key}.level', f'must be <= {MAX_LEVEL_M} (metres above the floor), '
+                                  f'got {level}')
         shelves[shelf_id] = Shelf(id=shelf_id, bins=tuple(bins),
-                                  source=reader.string(item, 'source', key))
+                                  source=reader.string(item, 'source', key), facing=facing, level=level)
     gates = {}
     for i, raw in enumerate(reader.sequence(reader.field(root, 'gates', ''), 'gates')):
         key = f'gates[{i}]'
@@ -213,7 +290,16 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
         name=reader.string(store, 'name', 'store'),
         currency=reader.string(store, 'currency', 'store'),
         tax_rate_bp=reader.integer(store, 'tax_rate_bp', 'store', minimum=0, maximum=10000),
-        products=products, shelves=shelves, gates=gates, cameras=cameras)
+        products=products, shelves=shelves, gates=gates, cameras=cameras,
+        review=_review_costs(reader, reader.mapping(reader.field(root, 'review', ''), 'review')),
+        layout=layout)
+
+
+def _review_costs(reader, review: dict) -> ReviewCosts:
+    weight = reader.number(review, 'overcharge_weight', 'review', minimum=1.0)
+    return ReviewCosts(cost_cents=reader.integer(review, 'cost_cents', 'review', minimum=0),
+                       overcharge_weight=weight,
+                       wrong_line_cents=reader.integer(review, 'wrong_line_cents', 'review', minimum=0))
 
 
 class _Reader:
@@ -301,6 +387,17 @@ class _Reader:
             raise ConfigError(self.path, key, f'expected [x, y] in metres, got {value!r}')
         return float(value[0]), float(value[1])
 
+    def facing(self, mapping: dict, name: str, parent: str) -> tuple:
+        """A direction on the floor: +x, -x, +y, -y, or degrees counterclockwise from +x."""
+        value = self.field(mapping, name, parent)
+        if isinstance(value, str) and value.strip() in FACING_WORDS:
+            return FACING_WORDS[value.strip()]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(self.path, self._key(parent, name),
+                              f'expected +x, -x, +y, -y or degrees counterclockwise from +x, got {value!r}')
+        angle = math.radians(value)
+        return _tidy(math.cos(angle)), _tidy(math.sin(angle))
+
     def homography(self, mapping: dict, name: str, parent: str) -> tuple:
         value = self.field(mapping, name, parent)
         key = self._key(parent, name)
@@ -309,6 +406,11 @@ class _Reader:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for r in rows for v in r)):
             raise ConfigError(self.path, key, 'expected a 3x3 matrix (image pixels to floor metres)')
         return tuple(float(v) for r in rows for v in r)
+
+
+def _tidy(value: float) -> float:
+    """cos/sin of multiples of 90 degrees without rounding dust (cos(90°) is 6e-17)."""
+    return float(round(value)) if abs(value - round(value)) < 1e-12 else value
 
 
 def _kind(value) -> str:

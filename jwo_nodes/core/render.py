@@ -21,16 +21,19 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from jwo_nodes.core.config import Camera, StoreConfig
+from jwo_nodes.core.config import SHELF_DEPTH_M, SHELF_FACE_M, Camera, StoreConfig
 from jwo_nodes.core.frame_source import floor_to_pixels, homography, pixels_to_floor
 
 NS = 1_000_000_000
 # A hand is at the bin this long before the weight starts changing / after it settled.
 REACH_BEFORE_S = 0.35
 REACH_AFTER_S = 0.25
-SHELF_DEPTH_M = 0.45
-# Hands are at about this share of a person's height.
+# Hands are at about this share of a person's height (when the shelf's level is not known).
 HAND_HEIGHT = 0.62
+# Reaching into a shelf with a level, the hand is this far above its board, metres,
+# within these bounds.
+HAND_ABOVE_BOARD_M = 0.1
+HAND_HEIGHT_RANGE_M = (0.25, 1.95)
 _SEGMENTS = 20
 _NOISE_PAD = 64
 
@@ -68,13 +71,14 @@ def person_look(seed: int, person_id: str) -> Look:
 @dataclass(frozen=True)
 class Figure:
     """One shopper at one instant: floor point (metres) and, while reaching, the floor
-    point of the hand."""
+    point of the hand (and its height above the floor, metres, when known)."""
 
     person_id: str
     x: float
     y: float
     hand: Optional[tuple] = None
     look: Optional[Look] = None
+    hand_height_m: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,11 @@ class CameraRenderer:
         k = self.settings.lean * height_share * look.height_m / 1.7
         return x + k * (x - self.nadir[0]), y + k * (y - self.nadir[1])
 
+    def _hand(self, figure: 'Figure', look: Look) -> tuple:
+        """Where a figure's hand appears (floor metres as the camera sees it)."""
+        share = HAND_HEIGHT if figure.hand_height_m is None else figure.hand_height_m / look.height_m
+        return self._raised(figure.hand[0], figure.hand[1], share, look)
+
     def _poly(self, frame, floor_points, color) -> None:
         px = self.to_pixels(floor_points)
         if not np.all(np.isfinite(px)) or np.any(np.abs(px) > 1e5):
@@ -163,7 +172,14 @@ class CameraRenderer:
                 shade = int(rng.integers(-10, 10))
                 self._poly(frame, [(tx, ty), (tx + 0.5, ty), (tx + 0.5, ty + 0.5), (tx, ty + 0.5)],
                            (176 + shade, 184 + shade, 188 + shade))
+        # Shelves with a facing (any direction), lowest board first: from above, the top
+        # board's products are what shows.
+        faced = [shelf for shelf in self.store.shelves.values() if shelf.facing is not None]
+        for shelf in sorted(faced, key=lambda shelf: shelf.level or 0.0):
+            self._draw_faced_shelf(frame, shelf)
         for shelf in self.store.shelves.values():
+            if shelf.facing is not None:
+                continue
             points = [self.store.shelf_point(b.id) for b in shelf.bins]
             xs = [p[0] for p in points]
             sy = points[0][1]
@@ -183,6 +199,39 @@ class CameraRenderer:
                 cv2.polylines(frame, [np.round(ring).astype(np.int32)], True, (70, 160, 70), 2, cv2.LINE_AA)
         return frame
 
+    def _draw_faced_shelf(self, frame, shelf) -> None:
+        """A shelf board facing its own way: the board from its front edge to its back,
+        and each facing's products in a row along it."""
+        store = self.store
+        fx, fy = shelf.facing
+        ax, ay = -fy, fx
+        along = []
+        for b in shelf.bins:
+            cx, cy = store.face_point(b.id)
+            half = store.facing_half_width(b.id)
+            along += [cx * ax + cy * ay - half, cx * ax + cy * ay + half]
+        cx, cy = store.face_point(shelf.bins[0].id)
+        front = cx * fx + cy * fy
+
+        def point(a, d):
+            return a * ax + d * fx, a * ay + d * fy
+
+        low, high = min(along) - 0.05, max(along) + 0.05
+        self._poly(frame, [point(low, front), point(high, front), point(high, front - SHELF_DEPTH_M),
+                           point(low, front - SHELF_DEPTH_M)], (50, 75, 110))
+        for b in shelf.bins:
+            h = zlib.crc32(b.sku.encode())
+            color = (60 + h % 160, 60 + (h >> 8) % 160, 60 + (h >> 16) % 160)
+            hx, hy = store.shelf_point(b.id)
+            half = store.facing_half_width(b.id)
+            count = max(1, int(round(2 * half / 0.1)))
+            pitch = 2 * half / count
+            for k in range(count):
+                u = -half + pitch * (k + 0.5)
+                self._poly(frame, self._ring(hx + ax * u + fx * (SHELF_FACE_M - 0.1),
+                                             hy + ay * u + fy * (SHELF_FACE_M - 0.1),
+                                             min(0.07, 0.42 * pitch)), color)
+
     def _draw_person(self, frame, figure: Figure, look: Look) -> None:
         r = look.radius_m
         fx, fy = figure.x, figure.y
@@ -191,7 +240,7 @@ class CameraRenderer:
         legs = np.concatenate([self._ring(fx, fy, 0.5 * r), self._ring(sx, sy, 0.9 * r)])
         self._poly(frame, cv2.convexHull(legs.astype(np.float32)).reshape(-1, 2), look.trousers)
         if figure.hand is not None:
-            hx, hy = self._raised(figure.hand[0], figure.hand[1], HAND_HEIGHT, look)
+            hx, hy = self._hand(figure, look)
             px = self.to_pixels([(sx, sy), (hx, hy)])
             if np.all(np.isfinite(px)) and np.all(np.abs(px) < 1e5):
                 scale = np.linalg.norm(self.to_pixels([(sx, sy), (sx + 0.07, sy)])[1] - px[0])
@@ -234,7 +283,7 @@ class CameraRenderer:
             if np.isfinite(u) and self.visible(u, v):
                 people.append((figure.person_id, float(u), float(v)))
             if figure.hand is not None:
-                hu, hv = self.to_pixels([self._raised(figure.hand[0], figure.hand[1], HAND_HEIGHT, look)])[0]
+                hu, hv = self.to_pixels([self._hand(figure, look)])[0]
                 if np.isfinite(hu) and self.visible(hu, hv):
                     hands.append((figure.person_id, float(hu), float(hv)))
         gain, gx, gy = self.light(t_s)
@@ -250,7 +299,9 @@ class CameraRenderer:
 
 class SceneFigures:
     """The figures of a simulator Timeline at any instant: positions from the timeline,
-    a hand at the shelf from just before a take or put-back starts until it settled."""
+    a hand at the shelf from just before a take or put-back starts until it settled.
+    On a shelf with a facing the hand goes into the bin's facing, somewhere along its
+    width, and, with the shelf's level, up to the height of its board."""
 
     def __init__(self, timeline, seed: Optional[int] = None):
         self.timeline = timeline
@@ -260,16 +311,32 @@ class SceneFigures:
         for event in timeline.weight_events:
             sx, sy = store.shelf_point(event.bin_id)
             rng = np.random.default_rng(_seed('reach', seed, event.person_id, event.start_ns))
+            shelf = store.shelves[event.shelf_id]
+            height = None
+            if shelf.facing is None:
+                hand = (sx + float(rng.uniform(-0.15, 0.15)), sy)
+            else:
+                u = float(rng.uniform(-0.7, 0.7)) * store.facing_half_width(event.bin_id)
+                hand = (sx - shelf.facing[1] * u, sy + shelf.facing[0] * u)
+                height = hand_height(shelf.level)
             self._reaches.setdefault(event.person_id, []).append(
                 (event.start_ns - int(REACH_BEFORE_S * NS), event.end_ns + int(REACH_AFTER_S * NS),
-                 (sx + float(rng.uniform(-0.15, 0.15)), sy)))
+                 hand, height))
 
     def at(self, t_ns: int) -> list:
         figures = []
         for person in self.timeline.positions(t_ns):
-            hand = next((h for t0, t1, h in self._reaches.get(person.person_id, ()) if t0 <= t_ns <= t1), None)
-            figures.append(Figure(person.person_id, person.x, person.y, hand))
+            reach = next((r for r in self._reaches.get(person.person_id, ()) if r[0] <= t_ns <= r[1]), None)
+            hand, height = (reach[2], reach[3]) if reach else (None, None)
+            figures.append(Figure(person.person_id, person.x, person.y, hand, hand_height_m=height))
         return figures
+
+
+def hand_height(level: Optional[float]) -> Optional[float]:
+    """The height of a hand reaching into a shelf board at this level (None: unknown)."""
+    if level is None:
+        return None
+    return min(max(level + HAND_ABOVE_BOARD_M, HAND_HEIGHT_RANGE_M[0]), HAND_HEIGHT_RANGE_M[1])
 
 
 def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int = 7) -> list:
@@ -286,12 +353,23 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
     for i in range(n):
         kind = rng.random()
         hand = None
+        height = None
         if kind < 0.45 and bins:
             b = bins[int(rng.integers(len(bins)))]
-            x, y = b.x + rng.normal(0, 0.25), b.y + rng.normal(0, 0.15)
+            facing = store.shelves[b.shelf_id].facing
+            if facing is None:
+                x, y = b.x + rng.normal(0, 0.25), b.y + rng.normal(0, 0.15)
+            else:
+                side, back = rng.normal(0, 0.25), rng.normal(0, 0.15)
+                x, y = b.x - facing[1] * side + facing[0] * back, b.y + facing[0] * side + facing[1] * back
             if rng.random() < 0.5:
                 sx, sy = store.shelf_point(b.id)
-                hand = (sx + float(rng.uniform(-0.3, 0.3)), sy)
+                u = float(rng.uniform(-0.3, 0.3))
+                if facing is None:
+                    hand = (sx + u, sy)
+                else:
+                    hand = (sx - facing[1] * u, sy + facing[0] * u)
+                    height = hand_height(store.shelves[b.shelf_id].level)
         elif kind < 0.6 and gates:
             g = gates[int(rng.integers(len(gates)))]
             x, y = g.x + rng.normal(0, 0.4), g.y + rng.normal(0, 0.4)
@@ -306,7 +384,7 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
                     shirt=tuple(int(v) for v in rng.integers(0, 256, 3)),
                     trousers=tuple(int(v) for v in rng.integers(10, 150, 3)),
                     hair=_HAIR[int(rng.integers(len(_HAIR)))], skin=_SKIN[int(rng.integers(len(_SKIN)))])
-        figures.append(Figure(f'r{i}', float(x), float(y), hand, look))
+        figures.append(Figure(f'r{i}', float(x), float(y), hand, look, height))
     return figures
 
 
@@ -326,4 +404,5 @@ def floor_of_pixels(camera: Camera, points) -> np.ndarray:
 
 
 __all__ = ['CameraRenderer', 'Figure', 'Look', 'RenderSettings', 'RenderedFrame', 'SceneFigures',
-           'floor_of_pixels', 'floor_to_pixels', 'person_look', 'random_figures', 'random_settings']
+           'floor_of_pixels', 'floor_to_pixels', 'hand_height', 'person_look', 'random_figures',
+           'random_settings']

@@ -1,4 +1,7 @@
-"""Random scenarios from a seed, with presets `easy`, `medium` and `hard`.
+"""Random scenarios from a seed, with presets `easy`, `medium` and `hard` for any store,
+and `corner_medium` and `corner_hard` for the real-store layout config/stores/corner.yaml
+(gondolas in several aisles: several shoppers side by side at one gondola, flavours of
+one brand that weigh the same next to each other).
 
 The output is a scenario document (the YAML format of jwo_nodes.core.sim), so a
 generated scenario can be written out, read, edited and replayed like a hand-written
@@ -10,8 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jwo_nodes.core.config import StoreConfig
-from jwo_nodes.core.sim import stable_seed
+from jwo_nodes.core.config import ConfigError, StoreConfig
+from jwo_nodes.core.sim import GONDOLA_SPACING_M, stable_seed
+
+# Products whose units weigh within this of each other are twins (flavours of one brand).
+TWIN_GRAMS = 5.0
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,18 @@ class Preset:
     meet_share: float           # share of takes staged beside another shopper
     handoff_share: float        # of group members holding items, share who hand one over
     noise: dict
+    # The store (its id) the preset is made for, and its config; '' for any store.
+    store: str = ''
+    store_config: str = ''
+    # Shoppers staged side by side at one shelf (gondola layout: one gondola side, at
+    # facings at least GONDOLA_SPACING_M apart): (min, max) per meeting.
+    meet_size: tuple = (2, 2)
+    # Share of a shopper's takes from a twin of a product they already took (the lemon
+    # soda after the cola), and of meetings where the second shopper reaches for a twin
+    # of the first one's product.
+    twin_share: float = 0.0
+    # Of put-backs on another bin, share left on a neighbouring facing of the same shelf.
+    wrong_neighbour_share: float = 0.0
 
 
 PRESETS = {
@@ -48,6 +66,15 @@ PRESETS = {
                               drift_g_per_15min=10.0, press_g=60.0, tracker_sigma_m=0.1,
                               dropped_messages=0.01, clock_jitter_ms=5.0)),
 }
+# The real-store layout: medium's and hard's knobs, with more shoppers side by side at
+# one gondola (2-3 at a time), more takes of same-weight flavours and put-backs on the
+# neighbouring facing.
+PRESETS['corner_medium'] = dataclasses.replace(
+    PRESETS['medium'], store='corner', store_config='config/stores/corner.yaml',
+    meet_share=0.35, meet_size=(2, 3), twin_share=0.3, wrong_neighbour_share=0.6)
+PRESETS['corner_hard'] = dataclasses.replace(
+    PRESETS['hard'], store='corner', store_config='config/stores/corner.yaml',
+    meet_share=0.5, meet_size=(2, 3), twin_share=0.4, wrong_neighbour_share=0.6)
 
 
 def generate(store: StoreConfig, preset: str, seed: int, **changes) -> dict:
@@ -56,6 +83,9 @@ def generate(store: StoreConfig, preset: str, seed: int, **changes) -> dict:
     if preset not in PRESETS:
         raise ValueError(f'unknown preset {preset!r} (known: {", ".join(PRESETS)})')
     p = dataclasses.replace(PRESETS[preset], **changes)
+    if p.store and p.store != store.store_id:
+        raise ConfigError(store.path, 'store.id', f'preset {preset} is made for store {p.store!r} '
+                          f'({p.store_config}), not {store.store_id!r}')
     rng = np.random.default_rng(stable_seed('scenario', preset, seed))
     bins = sorted(store.bins)
     gates = sorted(store.gates)
@@ -78,14 +108,25 @@ def generate(store: StoreConfig, preset: str, seed: int, **changes) -> dict:
             party['scripts'] = scripts
         parties.append(party)
         t += float(rng.uniform(*p.entry_gap_s))
-    _stage_meetings(parties, store, p, rng, stock)
-    return {'name': f'{preset}-{seed}', 'seed': int(seed), 'noise': dict(p.noise), 'parties': parties}
+    if store.layout == 'gondola':
+        _stage_side_by_side(parties, store, p, rng, stock)
+    else:
+        _stage_meetings(parties, store, p, rng, stock)
+    document = {'name': f'{preset}-{seed}'}
+    if p.store:
+        document['store'] = p.store
+    document.update({'seed': int(seed), 'noise': dict(p.noise), 'parties': parties})
+    return document
 
 
 def _script(store: StoreConfig, p: Preset, rng, bins: list, stock: dict) -> list:
     script, held = [], []
     for _ in range(int(rng.integers(p.steps[0], p.steps[1] + 1))):
         bin_id = bins[int(rng.integers(0, len(bins)))]
+        if p.twin_share and held and rng.random() < p.twin_share:
+            twins = _twin_bins(store, bins, set(held), stock)
+            if twins:
+                bin_id = twins[int(rng.integers(0, len(twins)))]
         if rng.random() < p.linger_share:
             script.append({'linger': {'at': bin_id, 's': round(float(rng.uniform(2, 6)), 1)}})
             continue
@@ -101,11 +142,31 @@ def _script(store: StoreConfig, p: Preset, rng, bins: list, stock: dict) -> list
         home = [b for b in bins if store.bin(b).sku == sku]
         target = home[0]
         if rng.random() < p.wrong_bin_share:
-            target = _wrong_bin(store, sku, bins, rng)
+            neighbours = _neighbours(store, target) if p.wrong_neighbour_share else []
+            if neighbours and rng.random() < p.wrong_neighbour_share:
+                target = neighbours[int(rng.integers(0, len(neighbours)))]
+            else:
+                target = _wrong_bin(store, sku, bins, rng)
         script.append({'put_back': {'bin': target, 'sku': sku}})
         held.remove(sku)
     script.append('leave')
     return script
+
+
+def _twin_bins(store: StoreConfig, bins: list, skus: set, stock: dict) -> list:
+    """Bins in stock holding a twin of one of these products (another product that
+    weighs within TWIN_GRAMS)."""
+    weights = [store.products[s].unit_grams for s in skus]
+    return [b for b in bins if stock[b] > 0 and store.bin(b).sku not in skus
+            and any(abs(store.products[store.bin(b).sku].unit_grams - w) <= TWIN_GRAMS for w in weights)]
+
+
+def _neighbours(store: StoreConfig, bin_id: str) -> list:
+    """The facings next to a bin on its shelf (holding other products)."""
+    bin_ = store.bin(bin_id)
+    ids = [b.id for b in store.shelves[bin_.shelf_id].bins]
+    i = ids.index(bin_id)
+    return [b for b in ids[max(0, i - 1):i + 2] if store.bin(b).sku != bin_.sku]
 
 
 def _wrong_bin(store: StoreConfig, sku: str, bins: list, rng) -> str:
@@ -152,3 +213,56 @@ def _stage_meetings(parties: list, store: StoreConfig, p: Preset, rng, stock: di
             script = party.get('script') or party['scripts'][0]
             script[0:0] = [{'walk_to': bin_id}, {'wait_until': {'s': meet_at}},
                            {'take': {'bin': bin_id, 'n': 1}}]
+
+
+def _stage_side_by_side(parties: list, store: StoreConfig, p: Preset, rng, stock: dict) -> None:
+    """Gondola layout: some runs of consecutive parties (p.meet_size of them) first meet
+    at one gondola side: each takes one item, all at the same scenario time, from facings
+    (on any level) at least GONDOLA_SPACING_M apart along the gondola, so they stand side
+    by side; with p.twin_share the others reach for twins of the first one's product
+    where the gondola side has them."""
+    sides = {}
+    for bin_ in store.bins.values():
+        fx, fy = store.facing(bin_.id)
+        cx, cy = store.face_point(bin_.id)
+        key = (round(fx, 3), round(fy, 3), round(cx * fx + cy * fy, 2))
+        sides.setdefault(key, []).append((round(cx * -fy + cy * fx, 3), bin_.id))
+    keys = sorted(sides)
+    index = 0
+    while index < len(parties) - 1:
+        if rng.random() >= p.meet_share:
+            index += 1
+            continue
+        size = min(int(rng.integers(p.meet_size[0], p.meet_size[1] + 1)), len(parties) - index)
+        group = parties[index:index + size]
+        side = sorted(sides[keys[int(rng.integers(0, len(keys)))]])
+        chosen = []
+        order = [int(i) for i in rng.permutation(len(side))]
+        twins = p.twin_share and rng.random() < p.twin_share
+        for i in order:
+            along, bin_id = side[i]
+            if stock[bin_id] < 1 or any(abs(along - a) < GONDOLA_SPACING_M + 0.05 for a, _ in chosen):
+                continue
+            chosen.append((along, bin_id))
+            if len(chosen) == size:
+                break
+        if twins and len(chosen) > 1:
+            first = store.products[store.bin(chosen[0][1]).sku].unit_grams
+            for k in range(1, len(chosen)):
+                taken = {b for _, b in chosen}
+                twins_here = [(a, b) for a, b in side if b not in taken and stock[b] > 0
+                              and abs(store.products[store.bin(b).sku].unit_grams - first) <= TWIN_GRAMS
+                              and all(abs(a - c) >= GONDOLA_SPACING_M + 0.05
+                                      for c, _ in chosen[:k] + chosen[k + 1:])]
+                if twins_here:
+                    chosen[k] = twins_here[int(rng.integers(0, len(twins_here)))]
+        if len(chosen) < 2:
+            index += 1
+            continue
+        meet_at = round(group[len(chosen) - 1]['enter_at_s'] + 12.0, 1)
+        for party, (_, bin_id) in zip(group, chosen):
+            stock[bin_id] -= 1
+            script = party.get('script') or party['scripts'][0]
+            script[0:0] = [{'walk_to': bin_id}, {'wait_until': {'s': meet_at}},
+                           {'take': {'bin': bin_id, 'n': 1}}]
+        index += len(chosen)

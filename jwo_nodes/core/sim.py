@@ -5,6 +5,17 @@ entry time, a gate, a credential and a script per person. ``Timeline`` plays the
 scripts against the store's bins and yields what each simulated device needs (true
 grams per bin, gate lines, floor positions) and what a scorer needs (the items each
 party left with, every weight event). Pure and deterministic: no rclpy, no clocks.
+
+Where shoppers stand depends on the store's layout (``store.layout``):
+
+* ``aisle`` (the default): shelves along the walls; a shopper stands on the bin's
+  point, one shopper per bin, and waits a step back into the aisle while it is taken.
+* ``gondola``: gondolas in several aisles, each shelf facing its own way. A shopper
+  stands at arm's length in front of the facing (0.4-0.6 m from the shelf's front
+  edge, a little to one side of its middle), several work one gondola side by side,
+  and a shopper waits (a step back into the aisle) only when nobody can stand within
+  reach of the facing at least 0.5 m from everybody else. Shoppers walk around the
+  gondolas, not through them.
 """
 import bisect
 import math
@@ -17,7 +28,7 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from jwo_nodes.core.config import ConfigError, StoreConfig
+from jwo_nodes.core.config import SHELF_DEPTH_M, ConfigError, StoreConfig
 from jwo_nodes.core.money import tax_cents
 
 NS = 1_000_000_000
@@ -34,6 +45,20 @@ _GROUP_STAGGER_S = 0.5
 _EXIT_VISIBLE_S = 0.3
 # Waiting for a busy bin, a person stands this far back into the aisle.
 _WAIT_BACK_M = 1.2
+
+# Gondola layout (store.layout: gondola): a shopper stands this far in front of the
+# shelf's front edge (arm's length, drawn per reach) ...
+GONDOLA_STAND_M = (0.4, 0.6)
+# ... this far to one side of the facing's middle (drawn per reach) ...
+GONDOLA_SIDE_M = 0.1
+# ... and, when somebody stands there, up to this far to the side still reaches it.
+GONDOLA_REACH_SIDE_M = 0.3
+# Two shoppers standing at shelves (or waiting) are at least this far apart.
+GONDOLA_SPACING_M = 0.5
+# Waiting for room at a facing, a shopper stands this far from the shelf's front edge.
+GONDOLA_WAIT_M = 1.1
+# Walking, a shopper's middle keeps this far from a gondola.
+GONDOLA_CLEARANCE_M = 0.3
 
 
 @dataclass(frozen=True)
@@ -145,6 +170,11 @@ class _Person:
     at_bin: str = ''
     waiting: bool = False
     exit_ns: Optional[int] = None
+    # Gondola layout: the floor point this person stands at (or is walking to) at a
+    # shelf or waiting for one, which nobody else comes within GONDOLA_SPACING_M of;
+    # and the bin whose facing it reaches ('' while waiting).
+    spot: Optional[tuple] = None
+    spot_bin: str = ''
 
 
 def load_scenario(path, store: StoreConfig) -> Scenario:
@@ -164,6 +194,10 @@ def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scen
 
     if not isinstance(document, dict):
         fail('<root>', 'expected a mapping')
+    store_id = document.get('store')
+    if store_id is not None and store_id != store.store_id:
+        fail('store', f'the scenario is for store {store_id!r}, not {store.store_id!r} ({store.path}): '
+                      'give its store config (--store)')
     seed = document.get('seed', 0)
     if not isinstance(seed, int) or isinstance(seed, bool):
         fail('seed', f'expected an integer, got {seed!r}')
@@ -302,6 +336,8 @@ class Timeline:
         self.weight_events = []
         self._gate_lines = {gate_id: [] for gate_id in store.gates}
         self.exits = []
+        self._gondola = store.layout == 'gondola'
+        self._floor = _Floor(store) if self._gondola else None
         self._persons = self._play(rng)
         self._events_by_bin = {b: [] for b in store.bins}
         for event in self.weight_events:
@@ -404,6 +440,9 @@ class Timeline:
                 break
             person = min(active, key=lambda p: (p.t_ns, p.id))
             action = person.script[person.cursor]
+            if not person.arrived and self._gondola:
+                person.arrived = self._approach(persons, person, action, rng)
+                continue
             if not person.arrived:
                 occupant = self._occupant(persons, person, action)
                 if occupant is not None:
@@ -448,6 +487,96 @@ class Timeline:
             return
         person.at_bin = target_bin
         self._walk(person, target.x, target.y, self.scenario.walking_speed_mps)
+
+    # -- gondola layout -------------------------------------------------------------------
+
+    def _approach(self, persons: list, person: _Person, action: Action, rng) -> bool:
+        """Gondola layout: goes where the action happens; False while waiting for room."""
+        target_bin = self._target_bin(action)
+        speed = self.scenario.walking_speed_mps
+        if action.kind == 'leave':
+            gate = self.store.gates[person.party.gate]
+            person.spot, person.spot_bin, person.waiting = None, '', False
+            self._walk_around(person, gate.x, gate.y, speed)
+            return True
+        if not target_bin:
+            return True
+        if person.spot_bin and self._in_reach(person.spot, target_bin):
+            person.spot_bin = target_bin
+            return True
+        spot, blockers = self._free_spot(persons, person, target_bin)
+        if spot is None:
+            if not person.waiting:
+                wait = self._wait_spot(persons, person, target_bin)
+                person.spot, person.spot_bin, person.waiting = wait, '', True
+                self._walk_around(person, wait[0], wait[1], speed)
+            self._stay(person, max(person.t_ns, min(o.t_ns for o in blockers)) + 1, rng)
+            return False
+        person.spot, person.spot_bin, person.waiting = spot, target_bin, False
+        self._walk_around(person, spot[0], spot[1], speed)
+        return True
+
+    def _in_reach(self, spot: Optional[tuple], bin_id: str) -> bool:
+        """Whether somebody standing at a spot reaches into a bin without moving."""
+        if spot is None:
+            return False
+        (cx, cy), (fx, fy) = self.store.face_point(bin_id), self.store.facing(bin_id)
+        depth = (spot[0] - cx) * fx + (spot[1] - cy) * fy
+        side = (spot[0] - cx) * -fy + (spot[1] - cy) * fx
+        return (GONDOLA_STAND_M[0] - 1e-9 <= depth <= GONDOLA_STAND_M[1] + 1e-9
+                and abs(side) <= GONDOLA_REACH_SIDE_M + 1e-9)
+
+    def _others(self, persons: list, person: _Person) -> list:
+        return [o for o in persons if o is not person and o.exit_ns is None and o.spot is not None]
+
+    def _free_spot(self, persons: list, person: _Person, bin_id: str) -> tuple:
+        """(spot, []) where this person would stand to reach a bin, at least
+        GONDOLA_SPACING_M from everybody else's spot: at arm's length in front of the
+        facing, a little to the side (drawn per person and action), or farther to the
+        side within reach when somebody stands there; (None, the people in the way)
+        when there is no room."""
+        draw = np.random.default_rng(stable_seed('spot', self.scenario.seed, person.id, person.cursor))
+        depth = float(draw.uniform(*GONDOLA_STAND_M))
+        side = float(draw.uniform(-GONDOLA_SIDE_M, GONDOLA_SIDE_M))
+        (cx, cy), (fx, fy) = self.store.face_point(bin_id), self.store.facing(bin_id)
+        others = self._others(persons, person)
+        standing = [o for o in others if not o.waiting]
+        steps = int(round(GONDOLA_REACH_SIDE_M / 0.05))
+        offsets = sorted({round(k * 0.05, 2) for k in range(-steps, steps + 1)} | {side},
+                         key=lambda o: (abs(o - side), o))
+        spots = [(cx + fx * depth - fy * offset, cy + fy * depth + fx * offset) for offset in offsets]
+        # Room away from everybody; else room away from those at shelves (somebody
+        # waiting steps aside: waiting for each other, nobody would ever reach in).
+        for crowd in (others, standing):
+            for x, y in spots:
+                if all(math.hypot(o.spot[0] - x, o.spot[1] - y) >= GONDOLA_SPACING_M for o in crowd):
+                    return (x, y), []
+        x, y = cx + fx * depth, cy + fy * depth
+        reach = GONDOLA_SPACING_M + GONDOLA_REACH_SIDE_M + GONDOLA_SIDE_M
+        return None, [o for o in standing if math.hypot(o.spot[0] - x, o.spot[1] - y) < reach] or standing
+
+    def _wait_spot(self, persons: list, person: _Person, bin_id: str) -> tuple:
+        """Where to wait for room at a facing: a step back into the aisle, to the side
+        when somebody already stands or waits there."""
+        (cx, cy), (fx, fy) = self.store.face_point(bin_id), self.store.facing(bin_id)
+        others = self._others(persons, person)
+        best, best_gap = (cx + fx * GONDOLA_WAIT_M, cy + fy * GONDOLA_WAIT_M), -1.0
+        for back in (GONDOLA_WAIT_M, GONDOLA_WAIT_M + GONDOLA_SPACING_M):
+            for offset in (0.0, 0.25, -0.25, 0.5, -0.5, 0.75, -0.75, 1.0, -1.0):
+                x, y = cx + fx * back - fy * offset, cy + fy * back + fx * offset
+                if self._floor.blocked((x, y)):
+                    continue
+                gap = min((math.hypot(o.spot[0] - x, o.spot[1] - y) for o in others), default=math.inf)
+                if gap >= GONDOLA_SPACING_M:
+                    return x, y
+                if gap > best_gap:
+                    best, best_gap = (x, y), gap
+        return best
+
+    def _walk_around(self, person: _Person, x: float, y: float, speed: float) -> None:
+        """Walks to a point around the gondolas in the way."""
+        for wx, wy in self._floor.path((person.x, person.y), (x, y)):
+            self._walk(person, wx, wy, speed)
 
     def _act(self, person: _Person, action: Action, party_people: list, rng) -> None:
         store = self.store
@@ -522,6 +651,115 @@ class Timeline:
                                      person.y + float(rng.normal(0, sigma))))
         person.t_ns = max(person.t_ns, until_ns)
         person.keyframes.append((person.t_ns, person.x, person.y))
+
+
+class _Floor:
+    """The gondolas as obstacles on the floor, and the shortest walk around them: each
+    gondola side is a rectangle from its shelves' front edge to their back (the sides of
+    a double-sided gondola join), widened by GONDOLA_CLEARANCE_M; a walk that would cross
+    one goes by the corners of the widened rectangles."""
+
+    def __init__(self, store: StoreConfig):
+        sides = {}
+        for shelf in store.shelves.values():
+            if not shelf.bins:
+                continue
+            fx, fy = store.facing(shelf.bins[0].id)
+            cx, cy = store.face_point(shelf.bins[0].id)
+            line = round(cx * fx + cy * fy, 2)
+            key = (round(fx, 3), round(fy, 3), line)
+            for b in shelf.bins:
+                bx, by = store.face_point(b.id)
+                along = bx * -fy + by * fx
+                half = store.facing_half_width(b.id)
+                low, high = sides.get(key, (math.inf, -math.inf))
+                sides[key] = (min(low, along - half), max(high, along + half))
+        depth = SHELF_DEPTH_M
+        # (facing, front edge along it, along-shelf range, range along the facing): the
+        # along-shelf axis is the facing turned 90 degrees counterclockwise.
+        self._boxes = []
+        for (fx, fy, line), (low, high) in sides.items():
+            self._boxes.append(((fx, fy), line, (low, high), (line - depth, line)))
+        self._corners = []
+        margin = GONDOLA_CLEARANCE_M + 0.05
+        for (fx, fy), _line, (low, high), (near, far) in self._boxes:
+            for along in (low - margin, high + margin):
+                for across in (near - margin, far + margin):
+                    point = (along * -fy + across * fx, along * fx + across * fy)
+                    if not any(self._inside(box, point, GONDOLA_CLEARANCE_M + 0.01) for box in self._boxes):
+                        self._corners.append(point)
+        self._links = None   # corner -> the corners seen from it, when first needed
+
+    @staticmethod
+    def _local(box, point) -> tuple:
+        (fx, fy) = box[0]
+        return point[0] * -fy + point[1] * fx, point[0] * fx + point[1] * fy
+
+    def _inside(self, box, point, grow: float) -> bool:
+        along, across = self._local(box, point)
+        (low, high), (near, far) = box[2], box[3]
+        return low - grow < along < high + grow and near - grow < across < far + grow
+
+    def blocked(self, point: tuple) -> bool:
+        """Whether a point is too close to a gondola to stand there."""
+        return any(self._inside(box, point, GONDOLA_CLEARANCE_M) for box in self._boxes)
+
+    def _crosses(self, a: tuple, b: tuple) -> bool:
+        """Whether the segment a-b passes through a widened gondola (one that holds a or
+        b does not count: the walk starts or ends beside it)."""
+        grow = GONDOLA_CLEARANCE_M
+        for box in self._boxes:
+            if self._inside(box, a, grow) or self._inside(box, b, grow):
+                continue
+            (a0, a1), (b0, b1) = self._local(box, a), self._local(box, b)
+            (low, high), (near, far) = box[2], box[3]
+            t0, t1 = 0.0, 1.0
+            for p, d, lo, hi in ((a0, b0 - a0, low - grow, high + grow), (a1, b1 - a1, near - grow, far + grow)):
+                if abs(d) < 1e-12:
+                    if not lo < p < hi:
+                        t0, t1 = 1.0, 0.0
+                    continue
+                u, v = (lo - p) / d, (hi - p) / d
+                t0, t1 = max(t0, min(u, v)), min(t1, max(u, v))
+            if t1 - t0 > 1e-9:
+                return True
+        return False
+
+    def path(self, start: tuple, goal: tuple) -> list:
+        """The points to walk through from start to goal (goal last)."""
+        if not self._crosses(start, goal):
+            return [goal]
+        corners = self._corners
+        if self._links is None:
+            self._links = [[j for j in range(len(corners)) if j != i and not self._crosses(corners[i], corners[j])]
+                           for i in range(len(corners))]
+        to_goal = {j for j in range(len(corners)) if not self._crosses(corners[j], goal)}
+        # Dijkstra over the corners, from those seen from the start to one that sees the goal.
+        best = {j: math.dist(start, corners[j]) for j in range(len(corners))
+                if not self._crosses(start, corners[j])}
+        previous, done = {}, set()
+        finish, finish_d = None, math.inf
+        while True:
+            open_ = [(d, j) for j, d in best.items() if j not in done]
+            if not open_:
+                break
+            d, i = min(open_)
+            if d >= finish_d:
+                break
+            done.add(i)
+            if i in to_goal and d + math.dist(corners[i], goal) < finish_d:
+                finish, finish_d = i, d + math.dist(corners[i], goal)
+            for j in self._links[i]:
+                dj = d + math.dist(corners[i], corners[j])
+                if j not in done and dj < best.get(j, math.inf):
+                    best[j], previous[j] = dj, i
+        if finish is None:
+            return [goal]
+        points, i = [goal], finish
+        while i is not None:
+            points.append(corners[i])
+            i = previous.get(i)
+        return points[::-1]
 
 
 def _unit_weight(product, rng) -> float:
