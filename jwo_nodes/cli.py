@@ -22,6 +22,8 @@ SUBCOMMANDS = {
                      'how many cameras the vision tracker keeps up with'),
     'vision-check': ('jwo_nodes.vision_check', 'render, detect and track scenarios without ROS: does each '
                      "take and put-back find its visit's code on the shopper"),
+    'fusion-check': ('jwo_nodes.fusion_check', 'scenarios through the change detector, tracker and fusion '
+                     'without ROS: receipts scored per scenario and group'),
 }
 
 

@@ -34,7 +34,6 @@ import numpy as np
 from jwo_nodes.core.appearance import AppearanceSampler
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
-from jwo_nodes.core.fusion import FusionSettings
 from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.perception import floor_detections
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
@@ -43,6 +42,8 @@ from jwo_nodes.core.tracker import Tracker, TrackerSettings
 from jwo_nodes.simbag import gate_events
 
 OUTCOMES = ('right', 'wrong', 'uncoded', 'untracked')
+# A track the tracker is less sure of than this counts as doubted.
+DOUBTED_BELOW = 0.75
 
 
 def add_arguments(parser) -> None:
@@ -100,11 +101,23 @@ def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quali
     return steps
 
 
+def give_gate_events(tracker: Tracker, events: list, next_event: int, t_ns: int) -> int:
+    """Gives the tracker the gate events from index next_event on stamped up to t_ns, as
+    vision_tracker_node does; returns the index of the next one."""
+    while next_event < len(events) and events[next_event].stamp_ns <= t_ns:
+        event = events[next_event]
+        if event.direction == ENTRY:
+            tracker.add_entry(event.gate_id, event.stamp_ns, event.visit_code, event.group_size)
+        else:
+            tracker.add_exit(event.gate_id, event.stamp_ns, event.visit_code)
+        next_event += 1
+    return next_event
+
+
 def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: float,
-          review_below: float = FusionSettings.review_threshold) -> dict:
+          review_below: float = DOUBTED_BELOW) -> dict:
     """Runs the tracker over detected steps with the scenario's gate events; scores it.
-    An event on a track less sure than ``review_below`` is doubted (fusion sends it to
-    review)."""
+    An event on a track less sure than ``review_below`` is counted as doubted."""
     tracker = Tracker(list(timeline.store.gates.values()), settings)
     events, _ = gate_events(timeline, epoch_ns=0)
     code_of_party = {}
@@ -117,13 +130,7 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
     outcomes, doubted, misses = Counter(), Counter(), []
     next_event = next_moment = 0
     for t_ns, shoppers, hands in steps:
-        while next_event < len(events) and events[next_event].stamp_ns <= t_ns:
-            event = events[next_event]
-            if event.direction == ENTRY:
-                tracker.add_entry(event.gate_id, event.stamp_ns, event.visit_code, event.group_size)
-            else:
-                tracker.add_exit(event.gate_id, event.stamp_ns, event.visit_code)
-            next_event += 1
+        next_event = give_gate_events(tracker, events, next_event, t_ns)
         published, _ = tracker.step(t_ns, shoppers, hands)
         while next_moment < len(moments) and moments[next_moment][0] <= t_ns:
             weight_event = moments[next_moment][1]

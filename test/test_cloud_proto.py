@@ -50,6 +50,9 @@ def test_review_puts_each_clip_first_once():
     assert ingest.validate(review, 'demo') == ''
     assert list(review.review_request.events[0].clip_ids) == [
         wire.clip_id('/clips/a.webm'), wire.clip_id('relative/b.mp4')]
+    products = review.review_request.events[0].candidate_products
+    assert [(p.sku, p.quantity, p.unit_grams) for p in products] == [('COLA-330', 2, 350.0), ('MILK-1L', 1, 1050.0)]
+    assert products[0].probability == pytest.approx(0.9)
     assert wire.clip_path('relative/b.mp4', '/root') == '/root/relative/b.mp4'
     assert wire.clip_path('file:///x/y.mp4', '/root') == '/x/y.mp4'
 

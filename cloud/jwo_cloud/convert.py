@@ -48,7 +48,12 @@ def review_to_pb(msg) -> pb.ReviewRequest:
             candidate_scores=[float(s) for s in e.candidate_scores],
             proposed_sku=e.proposed_sku, proposed_quantity=int(e.proposed_quantity),
             camera_ids=list(e.camera_ids), clip_refs=list(e.clip_refs),
-            clip_ids=[wire.clip_id(ref) for ref in e.clip_refs]) for e in msg.events])
+            clip_ids=[wire.clip_id(ref) for ref in e.clip_refs],
+            candidate_products=[pb.ProductCandidate(sku=sku, quantity=int(n), unit_grams=float(g),
+                                                    probability=float(p))
+                                for sku, n, g, p in zip(e.candidate_skus, e.candidate_quantities,
+                                                        e.candidate_unit_grams, e.candidate_product_scores)])
+            for e in msg.events])
 
 
 def receipt_items(msg, store_id: str, now_ns: int, currency: str = '',

@@ -300,6 +300,10 @@ class _Handler(BaseHTTPRequestHandler):
                             event.get('candidate_scores', []) or [None] * 999))
         grams = ', '.join(f'{b}: {g:+.0f} g' for b, g in
                           zip(event.get('bin_ids', []), event.get('delta_grams', [])))
+        products = ''.join(
+            f'<li>{_e(p.get("quantity", 0))} x {_e(p.get("sku", ""))} '
+            f'({_e(p.get("quantity", 0))} x {p.get("unit_grams", 0.0):.0f} g, {p.get("probability", 0.0):.2f})</li>'
+            for p in event.get('candidate_products', []))
         videos = []
         for clip_id in event.get('clip_ids', []):
             clip = clips.get(clip_id, {})
@@ -317,7 +321,9 @@ class _Handler(BaseHTTPRequestHandler):
                 f'{_e(event.get("reason_code", ""))}, shelf {_e(event.get("shelf_id", ""))} '
                 f'({_e(grams)}), {_when(event.get("window_start_ns"))}. Proposed: '
                 f'{_e(event.get("proposed_quantity", 0))} x {_e(event.get("proposed_sku") or "?")}. '
-                f'Candidates:<ol>{candidates}</ol>{"".join(videos)}</div>')
+                f'Candidates:<ol>{candidates}</ol>'
+                + (f'Products:<ol class="products">{products}</ol>' if products else '')
+                + f'{"".join(videos)}</div>')
 
     def _decision_form(self, store_id, receipt_id, receipt, events, csrf) -> str:
         rows = []

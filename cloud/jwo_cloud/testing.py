@@ -60,7 +60,9 @@ def fake_review(n: int, clip_refs=(), store_id: str = 'demo'):
         bin_ids=['S1-B1'], delta_grams=[-700.0], window_start=stamp(exit_ns - 60_000_000_000),
         window_end=stamp(exit_ns - 59_000_000_000), candidate_visits=[f'V{n:05d}', 'V99999'],
         candidate_scores=[0.55, 0.45], proposed_sku='COLA-330', proposed_quantity=2,
-        camera_ids=['cam_front'], clip_refs=list(clip_refs))
+        camera_ids=['cam_front'], clip_refs=list(clip_refs),
+        candidate_skus=['COLA-330', 'MILK-1L'], candidate_quantities=[2, 1],
+        candidate_unit_grams=[350.0, 1050.0], candidate_product_scores=[0.9, 0.1])
     return SimpleNamespace(header=SimpleNamespace(stamp=stamp(exit_ns)), receipt_id=f'R{n:05d}',
                            store_id=store_id, visit_code=f'V{n:05d}', events=[event])
 

@@ -15,27 +15,44 @@ from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, Counte
                                   declare_params,
                                   run_node, to_ns, to_stamp)
 
+_DEFAULT = FusionSettings()
 PARAMS = [
     Param('store_config', str, 'Path of the store YAML (config/stores/<store>.yaml).', REQUIRED),
-    Param('reach_radius_m', float, 'A shopper within this distance of a bin can reach into it (m).',
-          0.9, 0.1, 3.0),
-    Param('fallback_radius_m', float, 'Nearest shopper within this distance is a doubtful candidate (m).',
-          2.5, 0.1, 10.0),
-    Param('ambiguity_margin_m', float, 'Attribution is sure when the runner-up is this much farther (m).',
-          0.4, 0.0, 5.0),
+    Param('reach_free_m', float, 'A shopper this close to a bin\'s standing point is as likely as anybody '
+          'to have reached into it (m).', _DEFAULT.reach_free_m, 0.0, 3.0),
+    Param('reach_sigma_m', float, 'Farther away, the likelihood falls off as a normal of this spread (m).',
+          _DEFAULT.reach_sigma_m, 0.05, 3.0),
+    Param('candidate_radius_m', float, 'Tracks farther than this from a bin are no candidates (m).',
+          _DEFAULT.candidate_radius_m, 0.1, 10.0),
     Param('window_margin_s', float, 'Positions this long around a change count as at the shelf (s).',
-          0.5, 0.0, 5.0),
+          _DEFAULT.window_margin_s, 0.0, 5.0),
     Param('hand_zone_m', float, 'A hand seen this close to a bin\'s shelf point is in the bin (m).',
-          0.5, 0.05, 2.0),
-    Param('hand_margin', float, 'Attribution by hands is sure when the runner-up\'s hand was in the '
-          'bin for this much less of the change window (share of its frames).', 0.3, 0.05, 1.0),
-    Param('review_threshold', float, 'Receipts below this confidence go to human review.',
-          0.75, 0.0, 1.0),
+          _DEFAULT.hand_zone_m, 0.05, 2.0),
+    Param('hand_floor', float, 'Where hands were seen in the bin, the weight left to a candidate whose '
+          'hand was never there.', _DEFAULT.hand_floor, 0.0, 1.0),
+    Param('hand_full_share', float, 'A hand in the bin for this share of the window counts as there '
+          'all along.', _DEFAULT.hand_full_share, 0.05, 1.0),
+    Param('background_weight', float, 'Weight of "somebody nobody tracked" against a sure shopper at '
+          'the bin.', _DEFAULT.background_weight, 0.0, 1.0),
+    Param('identity_floor', float, 'Probability that a track carries the right visit code at tracker '
+          'confidence 0 (rising linearly to 1).', _DEFAULT.identity_floor, 0.0, 1.0),
+    Param('stray_prior', float, 'Prior weight of taking one stray unit of another product lying on a bin.',
+          _DEFAULT.stray_prior, 0.0, 10.0),
+    Param('elsewhere_prior', float, 'Prior weight of a put-back on a bin of another product.',
+          _DEFAULT.elsewhere_prior, 0.0, 10.0),
+    Param('beam_width', int, 'Hypotheses kept while solving the open visits\' changes.',
+          _DEFAULT.beam_width, 1, 10000),
+    Param('max_unsure_changes', int, 'Unsure changes of finished visits kept in the hypotheses (what '
+          'lies on a bin) before the oldest is settled.', _DEFAULT.max_unsure_changes, 0, 10000),
     Param('stale_after_s', float, 'A sensor silent this long (wall clock) stops holding decisions back (s).',
-          3.0, 0.5, 600.0),
+          _DEFAULT.stale_after_s, 0.5, 600.0),
+    Param('unseen_exit_s', float, 'A walk-out nobody with a visit was seen at closes, this long after, '
+          'the open visit no track has carried since (s).', _DEFAULT.unseen_exit_s, 1.0, 600.0),
     Param('tick_hz', float, 'How often pending decisions are re-checked without new input (Hz).',
           5.0, 0.5, 100.0),
 ]
+# Parameters that are FusionSettings fields (the rest are the node's own).
+_SETTINGS = [p.name for p in PARAMS if p.name in FusionSettings.__dataclass_fields__]
 
 COUNTERS = ('gate_events', 'weight_changes', 'position_updates', 'cart_updates', 'receipts',
             'receipts_needs_review')
@@ -46,11 +63,7 @@ class FusionNode(Node):
         super().__init__('fusion_node')
         params = declare_params(self, PARAMS)
         store = load_store_config(params.store_config)
-        self._core = FusionCore(store, FusionSettings(
-            reach_radius_m=params.reach_radius_m, fallback_radius_m=params.fallback_radius_m,
-            ambiguity_margin_m=params.ambiguity_margin_m, window_margin_s=params.window_margin_s,
-            hand_zone_m=params.hand_zone_m, hand_margin=params.hand_margin,
-            review_threshold=params.review_threshold, stale_after_s=params.stale_after_s))
+        self._core = FusionCore(store, FusionSettings(**{name: getattr(params, name) for name in _SETTINGS}))
         self._counters = Counters(self, 'fusion', COUNTERS)
         self._carts = self.create_publisher(CartUpdate, 'cart/updates', EVENT_QOS)
         self._receipts = self.create_publisher(Receipt, 'receipts', DURABLE_EVENT_QOS)
@@ -112,7 +125,8 @@ class FusionNode(Node):
     def _publish_receipt(self, receipt) -> None:
         msg = Receipt(
             receipt_id=receipt.receipt_id, store_id=receipt.store_id, visit_code=receipt.visit_code,
-            entry_stamp=to_stamp(receipt.entry_ns), exit_stamp=to_stamp(receipt.exit_ns),
+            entry_stamp=to_stamp(receipt.entry_ns), entry_gate_id=receipt.entry_gate_id,
+            exit_stamp=to_stamp(receipt.exit_ns),
             lines=[_line(line) for line in receipt.lines], subtotal_cents=receipt.subtotal_cents,
             tax_cents=receipt.tax_cents, total_cents=receipt.total_cents,
             status=Receipt.NEEDS_REVIEW if receipt.status == NEEDS_REVIEW else Receipt.FINAL,
@@ -150,6 +164,10 @@ def _doubt(doubt, receipt) -> DoubtfulEvent:
         candidate_scores=[float(s) for s in doubt.candidate_scores],
         proposed_sku=doubt.proposed_sku, proposed_quantity=doubt.proposed_quantity,
         camera_ids=list(doubt.camera_ids),
+        candidate_skus=[p.sku for p in doubt.candidate_products],
+        candidate_quantities=[p.quantity for p in doubt.candidate_products],
+        candidate_unit_grams=[float(p.unit_grams) for p in doubt.candidate_products],
+        candidate_product_scores=[float(p.probability) for p in doubt.candidate_products],
         clip_refs=[clip_ref(receipt.store_id, receipt.receipt_id, doubt.event_id, camera_id)
                    for camera_id in doubt.camera_ids])
 

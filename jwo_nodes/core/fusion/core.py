@@ -1,0 +1,394 @@
+"""Edge fusion: gate events, shopper positions and shelf weight changes in; a live
+cart per visit and a receipt at exit out.
+
+Everything is decided from stamps. An input is acted on only once every source has
+reported past its stamp (the shelves through their heartbeats' ``processed_until``,
+the tracker through its newest positions), so a replay at any speed, or inputs that
+arrive in another order, give the same carts and receipts. Wall time is used for one
+thing only: declaring a silent sensor stale, which makes the receipts it affects
+NEEDS_REVIEW instead of waiting forever.
+
+Each change becomes evidence (evidence.py); the changes of the open visits are solved
+jointly (solver.py) whenever one arrives, so carts show the most likely explanation so
+far and a later change can re-weigh an earlier one. At a visit's exit its receipt is
+the most likely cart, each line with its probability, and it goes to review only when
+the expected cost of being wrong exceeds the store's review cost (cost.py), or when
+something no product or cart explains touched it. The changes it settled are then
+committed. No rclpy here.
+"""
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from jwo_nodes.core.config import StoreConfig
+from jwo_nodes.core.fusion import receipts
+from jwo_nodes.core.fusion.cost import expected_cost
+from jwo_nodes.core.fusion.evidence import NOBODY, product_fits, reach_evidence
+from jwo_nodes.core.fusion.ledger import Ledger
+from jwo_nodes.core.fusion.solver import ChangeEvidence, apply_choice, solve
+from jwo_nodes.core.fusion.tracks import Sample, TrackBook
+from jwo_nodes.core.fusion.types import (FINAL, LOW_CONFIDENCE, NEEDS_REVIEW, NS, SENSOR_STALE,
+                                         UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
+                                         FusionSettings, GateInput, Outputs, Reason, ReceiptOut)
+from jwo_nodes.core.money import tax_cents
+
+# A shopper with a visit this much farther from a gate than one without is as near.
+_AS_NEAR_M = 0.25
+
+
+@dataclass
+class _Visit:
+    code: str
+    entry_gate_id: str
+    entry_ns: int
+    group_size: int
+    reasons: list = field(default_factory=list)     # reasons that always need review
+    exits: list = field(default_factory=list)
+    revision: int = 0
+    published: dict = field(default_factory=dict)   # the cart of the last snapshot
+    closed_ns: Optional[int] = None
+    receipt_issued: bool = False
+
+    def open_during(self, start_ns: int, end_ns: int) -> bool:
+        return (not self.receipt_issued and self.entry_ns <= end_ns
+                and (self.closed_ns is None or self.closed_ns > start_ns))
+
+
+class FusionCore:
+    def __init__(self, store: StoreConfig, settings: FusionSettings = FusionSettings()):
+        self.store = store
+        self.settings = settings
+        self.problems = []            # (counter name, message), drained by the node
+        self._visits = {}
+        self._seen_events = set()
+        self._tracks = TrackBook(settings.history_s, settings.just_entered_s)
+        self._unresolved_exits = []   # walk-outs nobody with a visit was seen at
+        self._positions_until = None  # newest positions stamp
+        self._shelf_until = {shelf_id: None for shelf_id in store.shelves}
+        self._shelf_wall = {shelf_id: None for shelf_id in store.shelves}
+        # Wall time of the first input: a shelf never heard from is silent since then,
+        # not since this core started (a replay or a late sensor set may begin long after).
+        self._inputs_wall = None
+        self._pending = []            # heap of (stamp, order, seq, kind, item)
+        self._seq = itertools.count()
+        self._changes = []            # ChangeEvidence not yet settled on a receipt
+        self._settled = Ledger()      # carts and strays as issued receipts settled them
+        self._solution = None
+        self._prices = {sku: p.price_cents for sku, p in store.products.items()}
+        self._cameras_of_shelf = {
+            shelf_id: tuple(c.id for c in store.cameras.values() if shelf_id in c.sees_shelves)
+            for shelf_id in store.shelves}
+
+    # -- inputs --------------------------------------------------------------------
+
+    def on_gate_event(self, event: GateInput, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
+        if not self._first_time(event.event_id, 'duplicate_gate_event'):
+            return self.advance(wall_ns)
+        if event.is_entry:
+            if not event.visit_code:
+                self._problem('malformed_gate_event', f'{event.event_id}: ENTRY without a visit code')
+            elif event.visit_code in self._visits:
+                self._problem('duplicate_gate_event', f'{event.event_id}: visit {event.visit_code} entered already')
+            else:
+                self._visits[event.visit_code] = _Visit(event.visit_code, event.gate_id, event.stamp_ns,
+                                                        max(1, event.group_size))
+        else:
+            heapq.heappush(self._pending, (event.stamp_ns, 1, next(self._seq), 'exit', event))
+        return self.advance(wall_ns)
+
+    def on_weight_change(self, change: ChangeInput, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
+        if not self._first_time(change.event_id, 'duplicate_weight_change'):
+            return self.advance(wall_ns)
+        shelf = self.store.shelves.get(change.shelf_id)
+        if shelf is None:
+            self._problem('unknown_shelf', f'{change.event_id}: shelf {change.shelf_id!r} is not in the store config')
+            return self.advance(wall_ns)
+        bins = {b.id for b in shelf.bins}
+        if (len(change.bin_ids) != len(change.delta_grams) or not change.bin_ids
+                or any(b not in bins for b in change.bin_ids)
+                or not all(math.isfinite(d) for d in change.delta_grams)
+                or change.end_ns < change.start_ns):
+            self._problem('malformed_weight_change', f'{change.event_id}: bins {change.bin_ids} deltas {change.delta_grams}')
+            return self.advance(wall_ns)
+        if self._watermark() is not None and change.end_ns < self._watermark():
+            self._problem('late_weight_change', f'{change.event_id} arrived after its shelf reported past it')
+        heapq.heappush(self._pending, (change.end_ns, 0, next(self._seq), 'change', change))
+        return self.advance(wall_ns)
+
+    def on_positions(self, stamp_ns: int, tracks: list, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
+        if self._positions_until is not None and stamp_ns <= self._positions_until:
+            self._problem('out_of_order_positions', f'positions at {stamp_ns} after {self._positions_until}')
+            return self.advance(wall_ns)
+        self._positions_until = stamp_ns
+        for track in tracks:
+            if not (math.isfinite(track.x) and math.isfinite(track.y)):
+                self._problem('malformed_position', f'track {track.track_id}: ({track.x}, {track.y})')
+                continue
+            hand = track.hand
+            if hand is not None and not all(math.isfinite(v) for v in hand):
+                self._problem('malformed_position', f'track {track.track_id}: hand {hand}')
+                hand = None
+            confidence = track.confidence
+            if not 0.0 <= confidence <= 1.0:   # NaN too
+                self._problem('malformed_position', f'track {track.track_id}: confidence {confidence}')
+                confidence = min(1.0, max(0.0, confidence)) if math.isfinite(confidence) else 0.0
+            self._tracks.add(track.track_id, Sample(stamp_ns, track.x, track.y, hand, track.visit_code,
+                                                    confidence))
+        return self.advance(wall_ns)
+
+    def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
+        if shelf_id not in self._shelf_until:
+            self._problem('unknown_shelf', f'status of shelf {shelf_id!r}, which is not in the store config')
+            return self.advance(wall_ns)
+        previous = self._shelf_until[shelf_id]
+        if previous is not None and processed_until_ns < previous:
+            self._problem('out_of_order_status', f'shelf {shelf_id} went back from {previous} to {processed_until_ns}')
+        else:
+            self._shelf_until[shelf_id] = processed_until_ns
+        self._shelf_wall[shelf_id] = wall_ns
+        return self.advance(wall_ns)
+
+    # -- deciding ------------------------------------------------------------------
+
+    def advance(self, wall_ns: int) -> Outputs:
+        """Acts on every pending input all sources have reported past; issues the
+        receipts whose visits have closed and whose shelves have caught up."""
+        out = Outputs()
+        watermark = self._watermark(wall_ns)
+        causes = []
+        while self._pending and watermark is not None and self._pending[0][0] <= watermark:
+            _, _, _, kind, item = heapq.heappop(self._pending)
+            if kind == 'change':
+                self._add_change(item)
+                causes.append(item)
+            else:
+                self._apply_exit(item)
+        if causes:
+            out.carts.extend(self._snapshots(causes[-1]))
+        if watermark is not None and self._unresolved_exits:
+            self._settle_unresolved_exits(watermark)
+        stale = self._stale_shelves(wall_ns)
+        for visit in list(self._visits.values()):
+            if visit.closed_ns is None or visit.receipt_issued:
+                continue
+            if watermark is not None and watermark >= visit.closed_ns:
+                out.receipts.append(self._receipt(visit, stale))
+        return out
+
+    def _watermark(self, wall_ns: Optional[int] = None) -> Optional[int]:
+        """The stamp up to which every live source has reported."""
+        if self._positions_until is None:
+            return None
+        bounds = [self._positions_until - int(self.settings.window_margin_s * NS)]
+        stale = self._stale_shelves(wall_ns) if wall_ns is not None else set()
+        for shelf_id, until in self._shelf_until.items():
+            if shelf_id in stale:
+                continue
+            if until is None:
+                return None
+            bounds.append(until)
+        return min(bounds)
+
+    def _stale_shelves(self, wall_ns: Optional[int]) -> set:
+        if wall_ns is None or self._inputs_wall is None:
+            return set()
+        limit = int(self.settings.stale_after_s * NS)
+        return {shelf_id for shelf_id, seen in self._shelf_wall.items()
+                if wall_ns - (seen if seen is not None else self._inputs_wall) > limit}
+
+    def _input_at(self, wall_ns: int) -> None:
+        if self._inputs_wall is None:
+            self._inputs_wall = wall_ns
+
+    def _add_change(self, change: ChangeInput) -> None:
+        margin = int(self.settings.window_margin_s * NS)
+        windows = self._tracks.windows(change.start_ns - margin, change.end_ns + margin)
+        open_codes = {code for code, v in self._visits.items() if v.open_during(change.start_ns, change.end_ns)}
+        for bin_id, delta in zip(change.bin_ids, change.delta_grams):
+            bin_ = self.store.bin(bin_id)
+            span = (change.start_ns, change.end_ns)
+            reach = reach_evidence(windows, (bin_.x, bin_.y), self.store.shelf_point(bin_id), span,
+                                   open_codes, self.settings)
+            if reach.visits[0].visit_code == NOBODY:
+                self._problem('unattributed_change', f'{change.event_id}: {delta:+.0f} g on {bin_id}: '
+                              'nobody with an open visit was likely near')
+            seen_near = any(w.reach_distance(bin_.x, bin_.y, *span) <= self.settings.reach_free_m
+                            + 2 * self.settings.reach_sigma_m for w in windows)
+            self._changes.append(ChangeEvidence(
+                change.event_id, change.shelf_id, bin_id, delta, change.start_ns, change.end_ns, reach,
+                product_fits(self.store, abs(delta), change.noise_grams), seen_near))
+        self._settle_finished_changes()
+
+    def _solve(self):
+        """The solution of the unsettled changes: extended when changes were only added
+        since the last one, solved again when some were settled."""
+        if self._solution is None or len(self._solution.changes) != len(self._changes):
+            self._solution = solve(self._changes, self._settled, self.store, self.settings, self._solution)
+        return self._solution
+
+    def _settle_finished_changes(self) -> None:
+        """Commits the most likely explanation of every change none of whose candidate
+        visits is still waiting for its receipt, once it is sure (or the oldest, beyond
+        max_unsure_changes): an unsure one (which yogurt went back on which bin) stays
+        in the hypotheses for the next shopper at that bin."""
+        waiting = {code for code, v in self._visits.items() if not v.receipt_issued}
+        finished = [i for i, change in enumerate(self._changes)
+                    if not any(c.visit_code in waiting for c in change.visits)]
+        if not finished:
+            return
+        solution = self._solve()
+        unsure = [i for i in finished if solution.marginals(i)[solution.best_choice(i)] < receipts.SURE]
+        overflow = max(0, len(unsure) - self.settings.max_unsure_changes)
+        settled = (set(finished) - set(unsure)) | set(unsure[:overflow])
+        if not settled:
+            return
+        ledger = self._settled
+        for i in sorted(settled):
+            change = self._changes[i]
+            ledger = apply_choice(change, solution.best_choice(i), self.store.bin(change.bin_id).sku, ledger)
+        # Who a track was matters while its code's visit or the one it was decided to be
+        # is still waiting; changes still open are re-solved from the new start.
+        self._settled = ledger.keeping_identities(
+            lambda track, code: track[1] in waiting or code in waiting)
+        self._changes = [c for i, c in enumerate(self._changes) if i not in settled]
+        self._solution = None
+
+    def _snapshots(self, cause: ChangeInput) -> list:
+        solution = self._solve()
+        snapshots = []
+        for visit in self._visits.values():
+            if visit.receipt_issued:
+                continue
+            cart = {sku: n for sku, n in solution.cart(visit.code).items() if n > 0}
+            if cart == visit.published:
+                continue
+            visit.published = cart
+            visit.revision += 1
+            lines = receipts.lines(self.store, cart, lambda sku, n: solution.line_probability(visit.code, sku, n))
+            snapshots.append(CartSnapshot(visit.code, visit.revision, cause.event_id, cause.end_ns, lines,
+                                          sum(line.line_total_cents for line in lines)))
+        return snapshots
+
+    def _apply_exit(self, event: GateInput) -> None:
+        gate = self.store.gates.get(event.gate_id)
+        if gate is None:
+            self._problem('unknown_gate', f'{event.event_id}: gate {event.gate_id!r}')
+            return
+        margin = int(self.settings.window_margin_s * NS)
+        if event.visit_code:
+            visit = self._visits.get(event.visit_code)
+            if visit is None:
+                self._problem('exit_without_entry', f'{event.event_id}: visit {event.visit_code} never entered')
+                return
+            track, _ = self._tracks.nearest(gate.x, gate.y, event.stamp_ns, gate.radius_m * 2, margin, visit.code)
+        else:
+            track, code = self._tracks.nearest(gate.x, gate.y, event.stamp_ns, gate.radius_m, margin, None,
+                                               _AS_NEAR_M)
+            visit = self._visits.get(code) if track else None
+            if visit is None:
+                self._problem('unresolved_exit', f'{event.event_id}: no shopper with a visit at gate {gate.id}')
+                self._unresolved_exits.append(event)
+                return
+        if visit.closed_ns is not None:
+            # Somebody else left carrying a code of a visit gone already: whose walk-out
+            # it was is settled as for a walk-out nobody with a visit was seen at.
+            self._problem('exit_after_close', f'{event.event_id}: visit {visit.code} has left already')
+            self._unresolved_exits.append(event)
+            return
+        if track:
+            self._tracks.mark_exited(track)
+        self._close(visit, event.stamp_ns)
+
+    def _close(self, visit: _Visit, stamp_ns: int) -> None:
+        visit.exits.append(stamp_ns)
+        if len(visit.exits) >= visit.group_size:
+            visit.closed_ns = stamp_ns
+
+    def _settle_unresolved_exits(self, watermark: int) -> None:
+        """Ties each walk-out nobody with a visit was seen at, once unseen_exit_s has
+        passed, to the open visit no track has carried since (the one seen last closest
+        to it). When every open visit was seen after it (a code rode on somebody else),
+        it waits for the first visit whose code then vanishes for unseen_exit_s: every
+        walk-out closes somebody, so every visit gets a receipt."""
+        wait, margin = int(self.settings.unseen_exit_s * NS), int(self.settings.window_margin_s * NS)
+        still = []
+        for event in self._unresolved_exits:
+            if watermark < event.stamp_ns + wait:
+                still.append(event)
+                continue
+            seen = {code: self._tracks.code_seen.get(code, visit.entry_ns) for code, visit in self._visits.items()
+                    if visit.closed_ns is None and visit.entry_ns <= event.stamp_ns}
+            unseen = sorted((abs(stamp - event.stamp_ns), code) for code, stamp in seen.items()
+                            if stamp <= event.stamp_ns + margin)
+            vanished = sorted((stamp, code) for code, stamp in seen.items() if stamp <= watermark - wait)
+            if unseen:
+                code, detail = unseen[0][1], 'not seen since'
+            elif vanished:
+                code, detail = vanished[0][1], f'seen after it, then not for {self.settings.unseen_exit_s:g} s'
+            else:
+                still.append(event)
+                continue
+            visit = self._visits[code]
+            visit.reasons.append(Reason(UNRESOLVED_EXIT, '', f'walk-out {event.event_id} at gate {event.gate_id}: '
+                                        f'nobody with a visit seen there; {visit.code} {detail}'))
+            self._close(visit, max(event.stamp_ns, seen[code]))
+        self._unresolved_exits = still
+
+    # -- outputs -------------------------------------------------------------------
+
+    def _receipt(self, visit: _Visit, stale: set) -> ReceiptOut:
+        solution = self._solve()
+        cart = {sku: n for sku, n in solution.cart(visit.code).items() if n > 0}
+        doubts = receipts.doubts_of(visit.code, solution, self.store, self._cameras_of_shelf)
+        reasons = list(visit.reasons)
+        for shelf_id in sorted(stale):
+            reasons.append(Reason(SENSOR_STALE, '', f'shelf {shelf_id} stopped reporting'))
+        cost = expected_cost(cart, [(p, {s: n for s, n in c.items() if n > 0})
+                                    for p, c in solution.cart_probabilities(visit.code)],
+                             self._prices, self.store.review)
+        unexplained = any(d.reason_code in receipts.UNEXPLAINED for d in doubts)
+        if reasons or unexplained or cost > self.store.review.cost_cents:
+            reasons += receipts.reasons_of(doubts, visit.code)
+            if not doubts or visit.reasons:
+                # The reviewer sees every change the visit made.
+                doubts = receipts.doubts_of(visit.code, solution, self.store, self._cameras_of_shelf,
+                                            every_event=True)
+            if not reasons:
+                reasons.append(Reason(LOW_CONFIDENCE, '', f'expected cost of a wrong receipt {cost:.0f} cents'))
+            status = NEEDS_REVIEW
+        else:
+            status, doubts = FINAL, []
+        lines = receipts.lines(self.store, cart, lambda sku, n: solution.line_probability(visit.code, sku, n))
+        visit.receipt_issued = True
+        subtotal = sum(line.line_total_cents for line in lines)
+        tax = tax_cents(subtotal, self.store.tax_rate_bp)
+        receipt = ReceiptOut(
+            receipt_id=f'{self.store.store_id}-{visit.code}', store_id=self.store.store_id,
+            visit_code=visit.code, entry_gate_id=visit.entry_gate_id, entry_ns=visit.entry_ns,
+            exit_ns=visit.closed_ns, lines=lines, subtotal_cents=subtotal, tax_cents=tax,
+            total_cents=subtotal + tax, status=status, reasons=tuple(reasons),
+            confidence=round(solution.exact_probability(visit.code), 3),
+            doubts=tuple(dict.fromkeys(doubts)), expected_cost_cents=round(cost, 1))
+        self._settle_finished_changes()
+        return receipt
+
+    # -- bookkeeping ---------------------------------------------------------------
+
+    def _first_time(self, event_id: str, counter: str) -> bool:
+        if event_id in self._seen_events:
+            self._problem(counter, f'{event_id} seen before')
+            return False
+        self._seen_events.add(event_id)
+        return True
+
+    def _problem(self, counter: str, message: str) -> None:
+        self.problems.append((counter, message))
+
+    def open_visits(self) -> list:
+        return [code for code, v in self._visits.items() if not v.receipt_issued]

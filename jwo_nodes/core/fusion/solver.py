@@ -1,0 +1,318 @@
+"""Joint decisions over the weight changes of the visits still open: a beam of
+hypotheses, each one explanation of every change (which visit, which product, how
+many) with the carts and bins that follow from it. A put-back must come from a cart
+that holds the item, a stray unit can be taken only from the bin it was left on, and
+items are conserved; so a later put-back or take re-weighs the earlier choices. The
+hypotheses' weights give each receipt line a probability and each receipt an expected
+cost of being wrong."""
+import math
+from dataclasses import dataclass, field
+
+from jwo_nodes.core.config import StoreConfig
+from jwo_nodes.core.fusion.evidence import NOBODY, UNEXPLAINED_DENSITY, Reach, who_it_was
+from jwo_nodes.core.fusion.ledger import Ledger
+from jwo_nodes.core.fusion.types import FusionSettings
+
+# A put-back of an item the visit's cart does not hold (a take that was missed, an
+# item brought in) is this much less likely than one it holds.
+_UNHELD = 1e-3
+# Other carts of one visit kept beyond the beam width.
+_ALTERNATIVES = 2
+# Choices this much less likely than the best choice of the same change are dropped.
+_NEGLIGIBLE = 1e-3
+
+
+@dataclass(frozen=True)
+class ChangeEvidence:
+    """One weight change on one bin and what may explain it."""
+    event_id: str
+    shelf_id: str
+    bin_id: str
+    delta_grams: float
+    start_ns: int
+    end_ns: int
+    reach: Reach           # who may have made it
+    products: tuple        # ProductFit, best first
+    # A track stood within reach of the bin (else: nobody was seen there).
+    seen_near: bool
+
+    @property
+    def is_take(self) -> bool:
+        return self.delta_grams < 0
+
+    @property
+    def visits(self) -> tuple:
+        """VisitCandidates, most likely first."""
+        return self.reach.visits
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One explanation of one change."""
+    visit_code: str        # NOBODY: somebody no open visit is known for
+    sku: str
+    quantity: int
+    # False: no product fits the weight (sku and quantity are the bin's product, a guess).
+    explained: bool = True
+    # A put-back of an item the visit's cart did not hold.
+    unmatched: bool = False
+    # (track identity, visit code) this choice decides, if it decides one: not part of
+    # what the choice explains.
+    decides: tuple = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    log_weight: float
+    ledger: Ledger
+    choices: tuple         # one Choice per change, in order
+
+
+@dataclass(frozen=True)
+class Weighted:
+    probability: float
+    ledger: Ledger
+    choices: tuple
+
+
+@dataclass
+class _Component:
+    """Changes that bear on each other (through a visit, a bin or a track they share),
+    with their hypotheses; changes in different components are independent."""
+    indices: list          # positions in the solution's changes, in order
+    beam: list             # Hypothesis, choices aligned with indices
+
+    def weighted(self) -> list:
+        top = max(h.log_weight for h in self.beam)
+        weights = [math.exp(h.log_weight - top) for h in self.beam]
+        total = sum(weights)
+        return [Weighted(w / total, h.ledger, h.choices) for w, h in zip(weights, self.beam)]
+
+
+class Solution:
+    """The hypotheses of each component of the changes, with normalised probabilities,
+    most likely first."""
+
+    def __init__(self, changes: list, start: Ledger, components: list):
+        self.changes = changes
+        self.start = start
+        self.components = components
+        self._hypotheses = [c.weighted() for c in components]
+        self._where = {}       # change index -> (component number, position in it)
+        self._of_visit = {}    # visit code -> component number
+        for number, component in enumerate(components):
+            for position, index in enumerate(component.indices):
+                self._where[index] = (number, position)
+                for code in _visits_of(changes[index]):
+                    self._of_visit[code] = number
+
+    def _weighted(self, visit_code: str) -> list:
+        number = self._of_visit.get(visit_code)
+        return self._hypotheses[number] if number is not None else [Weighted(1.0, self.start, ())]
+
+    def best_choice(self, index: int) -> Choice:
+        number, position = self._where[index]
+        return self._hypotheses[number][0].choices[position]
+
+    def strays(self, bin_id: str) -> dict:
+        """sku -> stray units on a bin in the most likely hypothesis."""
+        for number, component in enumerate(self.components):
+            if any(self.changes[i].bin_id == bin_id for i in component.indices):
+                return dict(self._hypotheses[number][0].ledger.strays.of(bin_id))
+        return dict(self.start.strays.of(bin_id))
+
+    def cart(self, visit_code: str) -> dict:
+        """sku -> count in the most likely hypothesis."""
+        return dict(self._weighted(visit_code)[0].ledger.carts.of(visit_code))
+
+    def cart_probabilities(self, visit_code: str) -> list:
+        """(probability, cart) for every hypothesis."""
+        return [(h.probability, dict(h.ledger.carts.of(visit_code))) for h in self._weighted(visit_code)]
+
+    def line_probability(self, visit_code: str, sku: str, quantity: int) -> float:
+        return sum(h.probability for h in self._weighted(visit_code)
+                   if h.ledger.carts.count(visit_code, sku) == quantity)
+
+    def exact_probability(self, visit_code: str) -> float:
+        """The probability that the most likely cart of the visit is its true cart."""
+        best = self.cart(visit_code)
+        return sum(h.probability for h in self._weighted(visit_code) if dict(h.ledger.carts.of(visit_code)) == best)
+
+    def marginals(self, index: int) -> dict:
+        """Choice -> probability for the change at index."""
+        number, position = self._where[index]
+        found = {}
+        for h in self._hypotheses[number]:
+            choice = h.choices[position]
+            found[choice] = found.get(choice, 0.0) + h.probability
+        return found
+
+
+def solve(changes: list, start: Ledger, store: StoreConfig, settings: FusionSettings,
+          previous: Solution = None) -> Solution:
+    """Explains the changes in order from the state ``start`` (what decisions already
+    issued on receipts left in carts and on bins), each component on its own.
+    ``previous``, a solution of a prefix of the same changes from the same start, is
+    extended where its components only gained changes instead of solved again."""
+    extendable, solved = {}, 0
+    if previous is not None and previous.changes == changes[:len(previous.changes)]:
+        extendable = {tuple(c.indices): c for c in previous.components}
+        solved = len(previous.changes)
+    components = []
+    for indices in _components(changes, store):
+        old = [i for i in indices if i < solved]
+        kept = extendable.get(tuple(old))
+        beam, done = (kept.beam, len(old)) if kept is not None else ([Hypothesis(0.0, start, ())], 0)
+        visits = set().union(*(_visits_of(changes[i]) for i in indices))
+        for index in indices[done:]:
+            beam = _step(changes[index], beam, visits, store, settings)
+        components.append(_Component(list(indices), beam))
+    return Solution(list(changes), start, components)
+
+
+def _step(change: ChangeEvidence, beam: list, visits: set, store: StoreConfig,
+          settings: FusionSettings) -> list:
+    """The beam after one more change: the beam_width likeliest hypotheses, and for each
+    of the component's visits the likeliest hypothesis of each other cart it may have
+    (up to _ALTERNATIVES), so the unlikelier carts of one visit are not crowded out by
+    the many combinations of other visits' doubts."""
+    own_sku = store.bin(change.bin_id).sku
+    grown = []
+    for hypothesis in beam:
+        options = _options(change, hypothesis.ledger, own_sku, store, settings)
+        best = max(weight for _, weight in options)
+        for choice, weight in options:
+            if weight >= best * _NEGLIGIBLE:
+                grown.append(Hypothesis(hypothesis.log_weight + math.log(weight),
+                                        apply_choice(change, choice, own_sku, hypothesis.ledger),
+                                        hypothesis.choices + (choice,)))
+    ranked = _merged(grown)
+    kept = ranked[:settings.beam_width]
+    carts = {(code, frozenset(h.ledger.carts.of(code).items()))
+             for h in kept for code in visits}
+    extra = dict.fromkeys(visits, 0)
+    for h in ranked[settings.beam_width:]:
+        for code in visits:
+            key = (code, frozenset(h.ledger.carts.of(code).items()))
+            if key not in carts and extra[code] < _ALTERNATIVES:
+                carts.add(key)
+                extra[code] += 1
+                kept.append(h)
+                break
+    return kept
+
+
+def _visits_of(change: ChangeEvidence) -> set:
+    """Every visit a change may be explained by."""
+    codes = set()
+    for track in change.reach.tracks:
+        codes.add(track.visit_code)
+        codes.update(code for code, _ in track.elsewhere)
+    codes.discard(NOBODY)
+    return codes
+
+
+def _components(changes: list, store: StoreConfig) -> list:
+    """Indices of the changes grouped by what links them (a visit, a track, a bin where
+    strays may matter), each group in order."""
+    parent = {}
+
+    def root(key):
+        while parent.setdefault(key, key) != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for index, change in enumerate(changes):
+        keys = [('visit', c) for c in _visits_of(change)] + [('track', t.identity) for t in change.reach.tracks]
+        # A bin links changes only through strays: when another product fits the weight.
+        own_sku = store.bin(change.bin_id).sku
+        if any(fit.sku != own_sku for fit in change.products):
+            keys.append(('bin', change.bin_id))
+        for key in keys:
+            parent[root(key)] = root(('change', index))
+    groups = {}
+    for index in range(len(changes)):
+        groups.setdefault(root(('change', index)), []).append(index)
+    return sorted(groups.values())
+
+
+def _merged(hypotheses: list) -> list:
+    """The hypotheses, most likely first, those that leave the same state merged into
+    the likeliest of them (their weights added): they are one hypothesis for what comes
+    next, and duplicates would crowd real alternatives out of the beam."""
+    merged = {}
+    for h in sorted(hypotheses, key=lambda h: -h.log_weight):
+        kept = merged.get(h.ledger)
+        if kept is None:
+            merged[h.ledger] = h
+        else:
+            top = kept.log_weight
+            merged[h.ledger] = Hypothesis(top + math.log1p(math.exp(h.log_weight - top)), kept.ledger, kept.choices)
+    return sorted(merged.values(), key=lambda h: -h.log_weight)
+
+
+def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreConfig,
+             settings: FusionSettings) -> list:
+    """(Choice, weight) for every explanation of a change in one hypothesis's state."""
+    options = []
+    guess = _guess(change, own_sku, store)
+    for code, p_visit, decides in _who(change.reach, ledger):
+        for fit in change.products:
+            unmatched = False
+            if change.is_take:
+                if fit.sku == own_sku:
+                    prior = 1.0
+                else:
+                    if ledger.strays.count(change.bin_id, fit.sku) < fit.quantity:
+                        continue
+                    prior = settings.stray_prior
+            else:
+                prior = 1.0 if fit.sku == own_sku else settings.elsewhere_prior
+                if code != NOBODY and ledger.carts.count(code, fit.sku) < fit.quantity:
+                    prior *= _UNHELD
+                    unmatched = True
+            options.append((Choice(code, fit.sku, fit.quantity, unmatched=unmatched, decides=decides),
+                            p_visit * fit.likelihood * prior))
+        options.append((Choice(code, *guess, explained=False, decides=decides), p_visit * UNEXPLAINED_DENSITY))
+    return options
+
+
+def _who(reach: Reach, ledger: Ledger) -> list:
+    """(visit code, probability, identity decided) of whose change it was in one
+    hypothesis: a track already decided is who it was decided to be."""
+    found = [(NOBODY, reach.background, ())]
+    for track in reach.tracks:
+        decided = ledger.identities.get(track.identity)
+        if decided is not None:
+            found.append((decided, track.probability, ()))
+            continue
+        found += who_it_was(track)
+    return [item for item in found if item[1] > 0]
+
+
+def _guess(change: ChangeEvidence, own_sku: str, store: StoreConfig) -> tuple:
+    """(sku, quantity) proposed for a change no product explains: a take of the bin's
+    product in the nearest count; nothing for a put-back."""
+    if not change.is_take:
+        return '', 0
+    return own_sku, max(1, round(abs(change.delta_grams) / store.products[own_sku].unit_grams))
+
+
+def apply_choice(change: ChangeEvidence, choice: Choice, own_sku: str, ledger: Ledger) -> Ledger:
+    if choice.decides:
+        ledger = ledger.with_identity(*choice.decides)
+    if not choice.sku or choice.unmatched:
+        return ledger
+    n = choice.quantity
+    if change.is_take:
+        if choice.visit_code != NOBODY:
+            ledger = ledger.with_cart(choice.visit_code, choice.sku, n)
+        if choice.sku != own_sku and choice.explained:
+            ledger = ledger.with_stray(change.bin_id, choice.sku, -n)
+    else:
+        if choice.visit_code != NOBODY:
+            ledger = ledger.with_cart(choice.visit_code, choice.sku, -n)
+        if choice.sku != own_sku:
+            ledger = ledger.with_stray(change.bin_id, choice.sku, n)
+    return ledger

@@ -1,0 +1,125 @@
+"""The shoppers' positions as the tracker published them: one history per track, each
+sample with the visit code and confidence it had then (a code the tracker moves to
+another track goes with it)."""
+import bisect
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import Optional
+
+from jwo_nodes.core.fusion.types import NS
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One track at one stamp."""
+    stamp_ns: int
+    x: float
+    y: float
+    hand: Optional[tuple]
+    visit_code: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class TrackWindow:
+    """A track's samples around a change."""
+    track_id: str
+    samples: tuple
+
+    @property
+    def visit_code(self) -> str:
+        """The code the track carried for most of the window ('' for none)."""
+        codes = [s.visit_code for s in self.samples]
+        return max(dict.fromkeys(codes), key=codes.count)
+
+    @property
+    def confidence(self) -> float:
+        """The tracker's lowest confidence in the track over the window."""
+        return min(s.confidence for s in self.samples)
+
+    def reach_distance(self, x: float, y: float, start_ns: int, end_ns: int) -> float:
+        """How near a point the track stood while a change happened: the distance it was
+        within for at least a third of the window (someone who reached and then walked
+        off stood there long enough). A track that moved more than half a metre while
+        the weight changed (start to end) was walking past, not reaching: it counts a
+        metre farther."""
+        distances = sorted(math.hypot(s.x - x, s.y - y) for s in self.samples)
+        distance = distances[(len(distances) - 1) // 3]
+        during = [s for s in self.samples if start_ns <= s.stamp_ns <= end_ns]
+        moved = max((math.hypot(a.x - b.x, a.y - b.y) for a in during for b in during), default=0.0)
+        return distance if moved <= 0.5 else distance + 1.0
+
+    def hand_share(self, x: float, y: float, zone_m: float) -> float:
+        """The share of the window's samples with the hand within zone_m of a point."""
+        inside = sum(1 for s in self.samples if s.hand is not None
+                     and math.hypot(s.hand[0] - x, s.hand[1] - y) <= zone_m)
+        return inside / len(self.samples)
+
+
+class TrackBook:
+    def __init__(self, history_s: float, just_entered_s: float):
+        self._history_ns = int(history_s * NS)
+        self._just_entered_ns = int(just_entered_s * NS)
+        self._histories = {}          # track id -> deque of Sample
+        self._exited = set()
+        self.code_seen = {}           # visit code -> newest stamp a track carried it
+
+    def add(self, track_id: str, sample: Sample) -> None:
+        if sample.visit_code:
+            self.code_seen[sample.visit_code] = sample.stamp_ns
+        history = self._histories.setdefault(track_id, deque())
+        history.append(sample)
+        while history and history[0].stamp_ns < sample.stamp_ns - self._history_ns:
+            history.popleft()
+
+    def mark_exited(self, track_id: str) -> None:
+        self._exited.add(track_id)
+
+    def windows(self, start_ns: int, end_ns: int) -> list:
+        """Every track seen between the stamps, as TrackWindows."""
+        found = []
+        for track_id, history in self._histories.items():
+            stamps = [s.stamp_ns for s in history]
+            samples = tuple(itertools.islice(history, bisect.bisect_left(stamps, start_ns),
+                                             bisect.bisect_right(stamps, end_ns)))
+            if samples:
+                found.append(TrackWindow(track_id, samples))
+        return found
+
+    def codes_seen_between(self, start_ns: int, end_ns: int) -> set:
+        return {s.visit_code for window in self.windows(start_ns, end_ns) for s in window.samples
+                if s.visit_code}
+
+    def nearest(self, x: float, y: float, stamp_ns: int, radius: float, margin_ns: int,
+                visit_code: Optional[str], as_near_m: float = 0.25) -> tuple:
+        """(track id, its visit code) of the track with a visit standing nearest the
+        point at the stamp, if within radius, else (None, None). Someone who has just
+        come in is taken only when nobody else is there. Without ``visit_code`` (a
+        walk-out) the nearest track of all decides: when it has no code (the tracker
+        lost who it is), nobody with a visit is taken unless standing as near."""
+        ranked = []
+        for track_id, history in self._histories.items():
+            if track_id in self._exited:
+                continue
+            sample = _sample_at(history, stamp_ns, margin_ns)
+            if sample is None or (visit_code is not None and sample.visit_code != visit_code):
+                continue
+            distance = math.hypot(sample.x - x, sample.y - y)
+            if distance <= radius:
+                just_entered = history[0].stamp_ns > stamp_ns - self._just_entered_ns
+                ranked.append((just_entered, distance, track_id, sample.visit_code))
+        ranked.sort()
+        coded = [r for r in ranked if r[3]]
+        if not coded or (not ranked[0][3] and coded[0][:2] > (ranked[0][0], ranked[0][1] + as_near_m)):
+            return None, None
+        return coded[0][2:]
+
+
+def _sample_at(history, stamp_ns: int, margin_ns: int) -> Optional[Sample]:
+    stamps = [s.stamp_ns for s in history]
+    i = bisect.bisect_left(stamps, stamp_ns)
+    nearby = [history[j] for j in (i - 1, i) if 0 <= j < len(history)]
+    nearby = [s for s in nearby if abs(s.stamp_ns - stamp_ns) <= margin_ns]
+    return min(nearby, key=lambda s: abs(s.stamp_ns - stamp_ns)) if nearby else None

@@ -1,0 +1,178 @@
+"""What fusion takes in and gives out, and its settings: plain frozen values, no rclpy."""
+from dataclasses import dataclass, field
+from typing import Optional
+
+NS = 1_000_000_000
+FINAL, NEEDS_REVIEW = 'FINAL', 'NEEDS_REVIEW'
+
+# Review reason codes (the same strings as jwo_msgs/ReviewReason constants).
+AMBIGUOUS_ATTRIBUTION = 'ambiguous_attribution'
+NO_CANDIDATE = 'no_candidate'
+UNIDENTIFIED_ITEM = 'unidentified_item'
+AMBIGUOUS_PRODUCT = 'ambiguous_product'
+UNMATCHED_PUT_BACK = 'unmatched_put_back'
+SENSOR_STALE = 'sensor_stale'
+UNRESOLVED_EXIT = 'unresolved_exit'
+LOW_CONFIDENCE = 'low_confidence'
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    # A shopper standing this close to a bin's standing point is as likely as anybody
+    # to have reached into it ...
+    reach_free_m: float = 0.25
+    # ... and one farther away is less likely by a normal fall-off of this spread.
+    reach_sigma_m: float = 0.2
+    # Tracks farther than this from a bin are no candidates for its changes.
+    candidate_radius_m: float = 2.5
+    # Positions this long before and after a change count as "at the shelf".
+    window_margin_s: float = 0.5
+    # A hand this close to a bin's shelf point is in the bin.
+    hand_zone_m: float = 0.5
+    # Where hands were seen in the bin, a candidate whose hand was never there keeps
+    # this much of the weight of one whose hand was there all the window.
+    hand_floor: float = 0.05
+    # A hand in the bin for this share of the window counts as there all along (the
+    # reach is shorter than the window, and frames miss hands).
+    hand_full_share: float = 0.4
+    # The weight of "somebody nobody tracked" (staff, a shopper the cameras missed)
+    # against a candidate standing at the bin with a sure identity.
+    background_weight: float = 0.002
+    # Prior weight of taking stray units of another product lying on a bin (left at
+    # the front, the first thing a hand meets), against the bin's own product.
+    stray_prior: float = 1.0
+    # Prior weight of a put-back on a bin of another product, against its own bin.
+    elsewhere_prior: float = 0.15
+    # The probability that a track carries the right visit code when the tracker's
+    # confidence in it is 0 (it rises linearly to 1 at confidence 1).
+    identity_floor: float = 0.5
+    # Hypotheses kept while solving.
+    beam_width: int = 32
+    # Changes of visits that have their receipts stay in the hypotheses while their
+    # explanation is unsure (what lies on a bin), up to this many, the oldest settled first.
+    max_unsure_changes: int = 12
+    # A sensor silent for this long (wall clock) no longer holds decisions back.
+    stale_after_s: float = 3.0
+    # Position history kept per track.
+    history_s: float = 300.0
+    # A walk-out that no shopper with a visit was seen at (the tracker lost who it
+    # was) closes, this long after it, the open visit no track has carried since --
+    # the one seen last closest to the walk-out -- for review, rather than never.
+    unseen_exit_s: float = 15.0
+    # A track first seen this recently is coming in, not leaving.
+    just_entered_s: float = 3.0
+
+
+@dataclass(frozen=True)
+class GateInput:
+    event_id: str
+    gate_id: str
+    stamp_ns: int
+    is_entry: bool
+    visit_code: str
+    group_size: int
+
+
+@dataclass(frozen=True)
+class ChangeInput:
+    event_id: str
+    shelf_id: str
+    bin_ids: tuple
+    delta_grams: tuple
+    start_ns: int
+    end_ns: int
+    noise_grams: float
+
+
+@dataclass(frozen=True)
+class TrackInput:
+    track_id: str
+    visit_code: str
+    x: float
+    y: float
+    # The track's hand on the floor plane (x, y) when the cameras saw one.
+    hand: Optional[tuple] = None
+    # How sure the tracker is that the track is still the person its visit code was
+    # given to (1: certain).
+    confidence: float = 1.0
+
+
+@dataclass(frozen=True)
+class Line:
+    sku: str
+    name: str
+    quantity: int
+    unit_price_cents: int
+    line_total_cents: int
+    # The probability that this line is right (product and quantity, on this visit).
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    event_id: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ProductCandidate:
+    """One product a weight change may have been, for a reviewer."""
+    sku: str
+    quantity: int
+    unit_grams: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Doubt:
+    """One weight change a reviewer must settle."""
+    event_id: str
+    reason_code: str
+    shelf_id: str
+    bin_ids: tuple
+    delta_grams: tuple
+    window_start_ns: int
+    window_end_ns: int
+    candidate_visits: tuple
+    candidate_scores: tuple
+    proposed_sku: str
+    proposed_quantity: int
+    camera_ids: tuple
+    candidate_products: tuple = ()
+
+
+@dataclass(frozen=True)
+class CartSnapshot:
+    visit_code: str
+    revision: int
+    cause_event_id: str
+    stamp_ns: int
+    lines: tuple
+    total_cents: int
+
+
+@dataclass(frozen=True)
+class ReceiptOut:
+    receipt_id: str
+    store_id: str
+    visit_code: str
+    entry_gate_id: str
+    entry_ns: int
+    exit_ns: int
+    lines: tuple
+    subtotal_cents: int
+    tax_cents: int
+    total_cents: int
+    status: str
+    reasons: tuple
+    confidence: float
+    doubts: tuple
+    # What a wrong FINAL receipt would cost, expected, against the store's review cost.
+    expected_cost_cents: float = 0.0
+
+
+@dataclass
+class Outputs:
+    carts: list = field(default_factory=list)
+    receipts: list = field(default_factory=list)

@@ -1,0 +1,135 @@
+"""The parts of the fusion hypothesis engine on their own: ledger, evidence, solver,
+cost. Plain values, no ROS graph."""
+import math
+from pathlib import Path
+
+import pytest
+
+from jwo_nodes.core.config import ReviewCosts, load_store_config
+from jwo_nodes.core.fusion import FusionSettings
+from jwo_nodes.core.fusion.cost import expected_cost, wrong_cost
+from jwo_nodes.core.fusion.evidence import NOBODY, Reach, TrackCandidate, product_fits, reach_evidence
+from jwo_nodes.core.fusion.ledger import Counts, Ledger
+from jwo_nodes.core.fusion.solver import ChangeEvidence, solve
+from jwo_nodes.core.fusion.tracks import Sample, TrackWindow
+
+NS = 1_000_000_000
+SETTINGS = FusionSettings()
+
+
+@pytest.fixture(scope='module')
+def store():
+    return load_store_config(Path(__file__).resolve().parent.parent / 'config/stores/demo.yaml')
+
+
+def test_counts_are_copied_on_write_and_never_negative():
+    empty = Counts()
+    one = empty.added('v1', 'COLA-330', 1)
+    assert empty.count('v1', 'COLA-330') == 0 and one.count('v1', 'COLA-330') == 1
+    assert one.added('v1', 'COLA-330', -3).count('v1', 'COLA-330') == 0
+    assert one.added('v1', 'COLA-330', -1) == empty
+    ledger = Ledger().with_cart('v1', 'GUM-10', 2).with_stray('S1-B1', 'GUM-10', 1)
+    assert dict(ledger.carts.of('v1')) == {'GUM-10': 2} and dict(ledger.strays.of('S1-B1')) == {'GUM-10': 1}
+
+
+def test_product_fits_rank_counts_and_keep_same_weight_products(store):
+    fits = product_fits(store, 700.0, 1.5)
+    assert (fits[0].sku, fits[0].quantity) == ('COLA-330', 2)
+    yogurts = {f.sku for f in product_fits(store, 135.0, 1.5) if f.quantity == 1}
+    assert {'YOG-STRAW', 'YOG-PLAIN'} <= yogurts
+    straw, plain = (next(f for f in product_fits(store, 135.0, 1.5) if f.sku == s) for s in ('YOG-STRAW', 'YOG-PLAIN'))
+    assert straw.likelihood == pytest.approx(plain.likelihood)
+    assert product_fits(store, 40000.0, 1.5) == ()          # nothing that heavy
+
+
+def window(track, code, x, y, confidence=1.0, hand=None, n=10):
+    return TrackWindow(track, tuple(Sample(i * NS // 10, x, y, hand, code, confidence) for i in range(n)))
+
+
+def candidates(*args) -> tuple:
+    return reach_evidence(*args).visits
+
+
+def test_the_shopper_at_the_bin_is_the_likely_one_and_a_hand_beats_standing(store):
+    bin_ = store.bin('S2-B1')
+    point, shelf = (bin_.x, bin_.y), store.shelf_point('S2-B1')
+    span = (0, NS)
+    near, far = window('t1', 'v1', bin_.x, bin_.y), window('t2', 'v2', bin_.x + 1.0, bin_.y)
+    ranked = candidates([near, far], point, shelf, span, {'v1', 'v2'}, SETTINGS)
+    assert ranked[0].visit_code == 'v1' and ranked[0].probability > 0.99
+    # Both half-way: even; the one whose hand is in the bin wins.
+    left, right = window('t1', 'v1', bin_.x + 0.5, bin_.y), window('t2', 'v2', bin_.x - 0.5, bin_.y)
+    even = {c.visit_code: c.probability for c in candidates([left, right], point, shelf, span, {'v1', 'v2'}, SETTINGS)}
+    assert even['v1'] == pytest.approx(even['v2'])
+    left = window('t1', 'v1', bin_.x + 0.5, bin_.y, hand=shelf)
+    handed = {c.visit_code: c.probability for c in candidates([left, right], point, shelf, span, {'v1', 'v2'}, SETTINGS)}
+    assert handed['v1'] > 0.9
+
+
+def test_a_doubted_identity_goes_to_the_visits_nobody_carries(store):
+    bin_ = store.bin('S1-B1')
+    doubted = window('t1', 'v1', bin_.x, bin_.y, confidence=0.4)
+    ranked = {c.visit_code: c.probability
+              for c in candidates([doubted], (bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS),
+                                        {'v1', 'v2', 'v3'}, SETTINGS)}
+    belief = SETTINGS.identity_floor + (1 - SETTINGS.identity_floor) * 0.4
+    assert ranked['v1'] == pytest.approx(belief, abs=0.01)
+    assert ranked['v2'] == pytest.approx(ranked['v3']) == pytest.approx((1 - belief) / 2, abs=0.01)
+    assert ranked.get(NOBODY, 0.0) < 0.01
+
+
+def change(store, event_id, bin_id, delta, visits, t):
+    """A change by one of the visits (code, probability), each on a track of its own
+    that surely is who it says."""
+    tracks = tuple(TrackCandidate((f't-{code}', code), code, p, 1.0, ()) for code, p in visits)
+    return ChangeEvidence(event_id, store.bin(bin_id).shelf_id, bin_id, delta, t * NS, t * NS + NS,
+                          Reach(tracks, 0.0, ()), product_fits(store, abs(delta), 1.5), True)
+
+
+def test_a_put_back_comes_from_the_cart_that_holds_the_item_and_re_weighs_the_take(store):
+    """Who took the chips was a toss-up; v2 then puts chips back: v2 had taken them."""
+    changes = [change(store, 'S2/1', 'S2-B1', -165.0, [('v1', 0.5), ('v2', 0.5)], 1),
+               change(store, 'S2/2', 'S2-B1', +165.0, [('v2', 0.9), ('v1', 0.1)], 20)]
+    before = solve(changes[:1], Ledger(), store, SETTINGS)
+    assert before.line_probability('v1', 'CHIPS-150', 1) == pytest.approx(0.5, abs=0.01)
+    after = solve(changes, Ledger(), store, SETTINGS)
+    assert after.cart('v1') == {} and after.cart('v2') == {}
+    assert after.exact_probability('v2') > 0.85
+    # Extending a solution gives what solving from scratch gives.
+    assert solve(changes, Ledger(), store, SETTINGS, before).cart_probabilities('v2') == after.cart_probabilities('v2')
+
+
+def test_a_stray_can_be_taken_only_from_the_bin_it_was_left_on(store):
+    """v1 leaves chips on the water bin; v2 takes 165 g from there: chips, not water."""
+    changes = [change(store, 'S2/1', 'S2-B1', -165.0, [('v1', 1.0)], 1),
+               change(store, 'S1/1', 'S1-B2', +165.0, [('v1', 1.0)], 5),
+               change(store, 'S1/2', 'S1-B2', -165.0, [('v2', 1.0)], 30)]
+    solution = solve(changes, Ledger(), store, SETTINGS)
+    assert solution.cart('v1') == {} and solution.cart('v2') == {'CHIPS-150': 1}
+    assert solution.strays('S1-B2') == {}
+    # Without the stray, 165 g off the water bin is nothing the bin holds.
+    alone = solve(changes[2:], Ledger(), store, SETTINGS)
+    assert not alone.best_choice(0).explained
+
+
+def test_wrong_cost_weighs_overcharge_above_undercharge():
+    costs = ReviewCosts(cost_cents=60, overcharge_weight=3.0, wrong_line_cents=100)
+    prices = {'A': 200, 'B': 50}
+    assert wrong_cost({'A': 1}, {'A': 1}, prices, costs) == 0
+    assert wrong_cost({'A': 2}, {'A': 1}, prices, costs) == 3 * 200 + 100
+    assert wrong_cost({}, {'A': 1}, prices, costs) == 200 + 100
+    assert wrong_cost({'B': 1}, {'A': 1}, prices, costs) == 3 * 50 + 200 + 2 * 100
+    assert expected_cost({'A': 1}, [(0.9, {'A': 1}), (0.1, {})], prices, costs) == pytest.approx(0.1 * (600 + 100))
+    assert math.isclose(expected_cost({}, [(1.0, {})], prices, costs), 0.0)
+
+
+def test_who_a_track_is_is_decided_once_for_all_its_changes(store):
+    """A track the tracker is 80 % sure is v1 takes twice: both takes are v1's with 80 %
+    (not 64 %), both v2's otherwise -- never one each."""
+    track = TrackCandidate(('t1', 'v1'), 'v1', 1.0, 0.8, (('v2', 1.0),))
+    changes = [ChangeEvidence(f'S1/{i}', 'S1', 'S1-B1', -350.0, i * 10 * NS, i * 10 * NS + NS,
+                              Reach((track,), 0.0, ()), product_fits(store, 350.0, 1.5), True) for i in (1, 2)]
+    solution = solve(changes, Ledger(), store, SETTINGS)
+    assert solution.cart('v1') == {'COLA-330': 2}
+    assert solution.exact_probability('v1') == pytest.approx(0.8, abs=0.01)
+    assert solution.line_probability('v2', 'COLA-330', 1) < 0.01
