@@ -3,7 +3,7 @@
 Starts the store's node set (real processes over DDS), plays the scenario through the
 simulated sensors, prints each receipt as it is issued next to the ground truth and
 writes it as JSON under the run folder. Stops by itself once every party has its
-receipt; exits non-zero if a receipt is wrong or missing.
+receipt; exits non-zero if a receipt is wrong or missing, or is of no party.
 """
 import json
 import signal
@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import rclpy
@@ -148,6 +149,8 @@ def run(args) -> int:
         rclpy.try_shutdown()
     if result.failure:
         print(f'error: {result.failure} (see {run_dir / "nodes.log"})', file=sys.stderr)
+    for unmatched in result.unmatched:
+        print(f'error: receipt {unmatched.receipt_id}: {unmatched.problem}', file=sys.stderr)
     for party in parties:
         if party not in verdicts:
             verdicts[party] = MISSING
@@ -157,7 +160,7 @@ def run(args) -> int:
     counts = {v: list(verdicts.values()).count(v) for v in (MATCH, REVIEW, WRONG, MISSING)}
     summary = {'verdicts': verdicts, 'counts': counts, 'wall_s': round(result.wall_s, 2),
                'change_to_cart_update_ms': latency, 'exit_to_receipt_s': exit_latency,
-               'unmatched_receipts': result.unmatched, 'failure': result.failure}
+               'unmatched_receipts': [asdict(u) for u in result.unmatched], 'failure': result.failure}
     (run_dir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
     print(f'\n{len(parties)} visits: {counts[MATCH]} match the ground truth, {counts[REVIEW]} sent to '
           f'review with reasons, {counts[WRONG]} wrong, {counts[MISSING]} missing.')
@@ -166,7 +169,7 @@ def run(args) -> int:
               f'({latency["count"]} changes); exit -> receipt median {exit_latency["p50"]:.2f} s; '
               f'wall time {result.wall_s:.1f} s')
     print(f'receipts, summary and node logs: {run_dir}')
-    return 0 if counts[WRONG] == counts[MISSING] == 0 and not result.failure else 1
+    return 0 if counts[WRONG] == counts[MISSING] == 0 and not result.failure and not result.unmatched else 1
 
 
 def _report_cloud(cloud: LocalCloud, store_id: str, result) -> None:

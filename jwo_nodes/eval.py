@@ -14,12 +14,16 @@ processing_graph) takes it as `jwo replay` plays it, at --time-scale times real 
 with --max as fast as they keep up, and it is scored against the ground truth in the
 bag (its store config too, unless --store is given). Reported per
 visit and overall: exact-receipt rate; line-item precision, recall and F1 (a hit needs
-product, quantity and visit right); share of visits flagged for review; exact-receipt
-rate among the visits not flagged; wrong charges; weight-event precision and recall;
-exit-to-receipt latency. Writes report.json and report.html (with plots) in the run
-folder (each written to a temporary file and renamed, so a report that is there is
-complete). With thresholds, exits 1 when a threshold is not met; exit status 2 for a
-bad scenario or store config (one line naming the file and the key).
+product, quantity and visit right); share of visits flagged for review (visits without
+a receipt among them, also counted apart); exact-receipt rate among the visits not
+flagged; wrong charges; FINAL receipts missing items; the calibration of the lines'
+confidences (and its ECE); the run's cost from the store's `review` costs; weight-event
+precision and recall; exit-to-receipt latency. Writes report.json and report.html (with
+plots) in the run folder (each written to a temporary file and renamed, so a report
+that is there is complete). A receipt that is of no party, or a second one for a party,
+is an error line naming it and exit status 1. With thresholds, exits 1 when a threshold
+is not met; exit status 2 for a bad scenario or store config (one line naming the file
+and the key).
 """
 import html
 import json
@@ -27,6 +31,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 import rclpy
@@ -35,8 +40,8 @@ import yaml
 from jwo_nodes.bag.format import BagError
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.scenario_gen import PRESETS, generate
-from jwo_nodes.core.scoring import (percentiles, score_visits, score_weight_events,
-                                    threshold_sweep)
+from jwo_nodes.core.scoring import (RunCost, calibration, percentiles, run_cost, score_visits,
+                                    score_weight_events, threshold_sweep)
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.graph import VISION_START_DELAY_S
 from jwo_nodes.runner import run_bag, run_scenario
@@ -185,8 +190,9 @@ def run(args) -> int:
             visits = score_visits(expected, result.receipts, prices)
             events = score_weight_events(
                 [(e.bin_id, e.end_ns, e.delta_grams) for e in timeline.weight_events], result.changes)
-            results.append(_entry(path, timeline.scenario.name, visits, events, expected, result))
-            _print_scores(visits, events, result)
+            cost = run_cost(expected, result.receipts, prices, store.review)
+            results.append(_entry(path, timeline.scenario.name, visits, events, expected, result, cost))
+            _print_scores(path, visits, events, result, cost)
     except KeyboardInterrupt:
         print('interrupted: no report written', file=sys.stderr)
         return 130
@@ -214,26 +220,40 @@ def run(args) -> int:
         failures.append(f'wrong charges {overall["wrong_charge_items"]} > {args.max_wrong_charges}')
     if any(r['failure'] for r in results):
         failures.append('a run failed: ' + '; '.join(r['failure'] for r in results if r['failure']))
+    unmatched = [f'{Path(r["scenario"]).name}: {u["receipt_id"]}' for r in results for u in r['unmatched_receipts']]
+    if unmatched:
+        failures.append(f'{len(unmatched)} receipts of no party or a party\'s second: ' + ', '.join(unmatched))
     for failure in failures:
         print(f'THRESHOLD FAILED: {failure}')
     return 1 if failures else 0
 
 
 def _summary(totals: dict) -> str:
+    cost = totals['cost']
     return (f'exact {totals["exact_receipt_rate"]:.1%}, line F1 {totals["line_f1"]:.3f}, '
-            f'flagged {totals["review_rate"]:.1%}, exact among not flagged '
+            f'flagged {totals["review_rate"]:.1%} ({totals["reviews"]} reviews, '
+            f'{totals["missing_receipts"]} missing receipts), exact among not flagged '
             f'{totals["exact_among_not_flagged"]:.1%}, wrong charges {totals["wrong_charge_items"]} items '
-            f'({totals["wrong_charge_cents"]} cents), missing {totals["missing_receipts"]}, '
+            f'({totals["wrong_charge_cents"]} cents), FINAL missing items '
+            f'{totals["final_receipts_missing_items"]}, ECE {totals["calibration"]["ece"]:.3f} '
+            f'({totals["calibration"]["lines"]} lines), cost {cost["total_cents"]} cents '
+            f'(over {cost["overcharged_cents"]}, under {cost["undercharged_cents"]}, '
+            f'wrong lines {cost["wrong_final_lines"]}, reviews {cost["reviews"]}), '
             f'weight events P {totals["weight_precision"]:.3f} R {totals["weight_recall"]:.3f}')
 
 
-def _print_scores(visits: dict, events: dict, result) -> None:
+def _print_scores(path: Path, visits: dict, events: dict, result, cost: RunCost) -> None:
     print(f'    exact {visits["exact_receipt_rate"]:.0%}, flagged {visits["review_rate"]:.0%}, '
           f'exact among not flagged {visits["exact_among_not_flagged"]:.0%}, '
           f'wrong charges {visits["wrong_charge_items"]}, missing {visits["missing_receipts"]}, '
+          f'FINAL missing items {visits["final_receipts_missing_items"]}, cost {cost.total_cents} cents, '
           f'weight events P {events["precision"]:.2f} R {events["recall"]:.2f}, '
           f'{result.wall_s:.0f} s' + (f'  FAILURE: {result.failure}' if result.failure else ''),
           flush=True)
+    # Never a silent "no receipt": the receipt was issued and nobody can say whose it is.
+    for unmatched in result.unmatched:
+        print(f'error: {path.name}: receipt {unmatched.receipt_id} (visit {unmatched.visit_code}): '
+              f'{unmatched.problem}', file=sys.stderr, flush=True)
 
 
 def _run_bag(args, index: int, total: int, path: Path, bag: dict, out: Path, prices: dict) -> dict:
@@ -251,20 +271,23 @@ def _run_bag(args, index: int, total: int, path: Path, bag: dict, out: Path, pri
     events = score_weight_events(
         [(e['bin_id'], e['end_ns'] - truth.epoch_ns, e['delta_grams']) for e in truth.weight_events],
         result.changes)
-    _print_scores(visits, events, result)
-    return _entry(path, truth.name, visits, events, expected, result, source='bag',
+    cost = run_cost(expected, result.receipts, prices, bag['store'].review)
+    _print_scores(path, visits, events, result, cost)
+    return _entry(path, truth.name, visits, events, expected, result, cost, source='bag',
                   replay='max' if rate is None else rate)
 
 
-def _entry(path, name: str, visits: dict, events: dict, expected: dict, result, **extra) -> dict:
+def _entry(path, name: str, visits: dict, events: dict, expected: dict, result, cost: RunCost,
+           **extra) -> dict:
     """One scenario's (or bag's) part of the report."""
     return {'scenario': str(path), 'name': name, **extra, 'visits': visits,
-            'weight_events': events, 'receipts': result.receipts,
+            'weight_events': events, 'cost': asdict(cost), 'receipts': result.receipts,
             'exit_to_receipt_s': result.exit_to_receipt_s,
             'expected': {p: dict(+c) for p, c in expected.items()},
             'cart_latency_ms': percentiles(result.cart_latency_ms),
             'wall_s': round(result.wall_s, 1), 'failure': result.failure,
-            'unmatched_receipts': len(result.unmatched)}
+            'unmatched_receipts': [asdict(u) for u in result.unmatched],
+            'review_requests': len(result.review_requests)}
 
 
 def build_report(results: list, store, prices: dict = None) -> dict:
@@ -283,6 +306,7 @@ def build_report(results: list, store, prices: dict = None) -> dict:
 def _totals(results: list, prices: dict) -> tuple:
     expected, receipts, latencies = {}, {}, []
     weight = Counter()
+    cost = RunCost()   # each run priced with its own store's review costs, then added
     for r in results:
         for party, items in r['expected'].items():
             key = f'{r["name"]}/{party}'
@@ -292,32 +316,76 @@ def _totals(results: list, prices: dict) -> tuple:
         latencies.extend(r['exit_to_receipt_s'].values())
         for k in ('true', 'detected', 'matched'):
             weight[k] += r['weight_events'][k]
+        cost = cost.plus(RunCost(**r['cost']))
     totals = score_visits(expected, receipts, prices)
     totals.pop('per_visit')
+    totals['unmatched_receipts'] = sum(len(r['unmatched_receipts']) for r in results)
+    totals['calibration'] = asdict(calibration(expected, receipts))
+    totals['cost'] = asdict(cost)
     totals['exit_to_receipt_s'] = percentiles(latencies)
     totals['weight_precision'] = weight['matched'] / weight['detected'] if weight['detected'] else 1.0
     totals['weight_recall'] = weight['matched'] / weight['true'] if weight['true'] else 1.0
     return totals, expected, receipts
 
 
-def _row(name: str, visits: dict, weight: str, failure: str = '') -> str:
+def _row(name: str, visits: dict, weight: str, cost: dict, failure: str = '') -> str:
     return (f'<tr><td>{html.escape(name)}</td><td>{visits["visits"]}</td>'
             f'<td>{visits["exact_receipt_rate"]:.0%}</td><td>{visits["review_rate"]:.0%}</td>'
+            f'<td>{visits["missing_receipts"]}</td>'
             f'<td>{visits["exact_among_not_flagged"]:.0%}</td><td>{visits["wrong_charge_items"]}</td>'
+            f'<td>{visits["final_receipts_missing_items"]}</td><td>{cost["total_cents"]}</td>'
             f'<td>{weight}</td><td>{html.escape(failure)}</td></tr>')
+
+
+def _failure_text(r: dict) -> str:
+    problems = [r['failure']] if r['failure'] else []
+    problems += [f'receipt {u["receipt_id"]}: {u["problem"]}' for u in r['unmatched_receipts']]
+    return '; '.join(problems)
+
+
+def _calibration_table(report: dict) -> str:
+    """Per confidence bin: mean confidence / observed share right (lines), overall and per group."""
+    columns = {'overall': report['overall'], **{f'all {n}': t for n, t in report['groups'].items()}}
+    head = ''.join(f'<th>{html.escape(name)}</th>' for name in columns)
+    rows = ''
+    for i, first in enumerate(report['overall']['calibration']['bins']):
+        cells = ''
+        for totals in columns.values():
+            b = totals['calibration']['bins'][i]
+            cells += (f'<td>{b["mean_confidence"]:.2f} / {b["observed"]:.2f} ({b["lines"]})</td>'
+                      if b['lines'] else '<td>–</td>')
+        rows += f'<tr><td>{first["low"]:.1f}–{first["high"]:.1f}</td>{cells}</tr>'
+    rows += '<tr><th>ECE</th>' + ''.join(f'<th>{t["calibration"]["ece"]:.3f}</th>' for t in columns.values()) + '</tr>'
+    return (f'<table><tr><th>line confidence</th>{head}</tr>{rows}</table>'
+            '<p>Each cell: mean confidence / share of lines right (product, quantity and visit) (lines).</p>')
+
+
+def _cost_table(report: dict) -> str:
+    columns = {'overall': report['overall'], **{f'all {n}': t for n, t in report['groups'].items()}}
+    rows = ''.join(
+        f'<tr><td>{html.escape(name)}</td><td>{c["overcharged_cents"]}</td><td>{c["undercharged_cents"]}</td>'
+        f'<td>{c["wrong_final_lines"]}</td><td>{c["reviews"]}</td><td><b>{c["total_cents"]}</b></td></tr>'
+        for name, c in ((name, totals['cost']) for name, totals in columns.items()))
+    return ('<table><tr><th></th><th>overcharged (cents, FINAL)</th><th>undercharged (cents)</th>'
+            f'<th>wrong FINAL lines</th><th>reviews</th><th>total cost (cents)</th></tr>{rows}</table>')
 
 
 def render_html(report: dict) -> str:
     overall = report['overall']
-    rows = ''.join(_row(f'all {name}', totals, f'{totals["weight_precision"]:.2f} / {totals["weight_recall"]:.2f}')
+    rows = ''.join(_row(f'all {name}', totals, f'{totals["weight_precision"]:.2f} / {totals["weight_recall"]:.2f}',
+                        totals['cost'])
                    for name, totals in report['groups'].items())
     rows += ''.join(_row(r['name'], r['visits'], f'{r["weight_events"]["precision"]:.2f} / '
-                         f'{r["weight_events"]["recall"]:.2f}', r['failure'] or '') for r in report['scenarios'])
+                         f'{r["weight_events"]["recall"]:.2f}', r['cost'], _failure_text(r))
+                    for r in report['scenarios'])
     figures = [('exact receipt rate', overall['exact_receipt_rate']),
                ('line F1', overall['line_f1']), ('flagged for review', overall['review_rate']),
                ('exact among not flagged', overall['exact_among_not_flagged'])]
     cards = ''.join(f'<div class="card"><b>{v:.1%}</b><br>{k}</div>' for k, v in figures)
     cards += f'<div class="card"><b>{overall["wrong_charge_items"]}</b><br>wrong charges (items)</div>'
+    cards += f'<div class="card"><b>{overall["missing_receipts"]}</b><br>visits without a receipt</div>'
+    cards += f'<div class="card"><b>{overall["cost"]["total_cents"]}</b><br>cost (cents)</div>'
+    cards += f'<div class="card"><b>{overall["calibration"]["ece"]:.3f}</b><br>line calibration error (ECE)</div>'
     latency = overall['exit_to_receipt_s']
     if latency['count']:
         cards += f'<div class="card"><b>{latency["p50"]:.2f} s / {latency["p99"]:.2f} s</b><br>exit to receipt p50 / p99</div>'
@@ -326,9 +394,12 @@ def render_html(report: dict) -> str:
 border-radius:6px;padding:.8em 1.2em;margin:.3em;text-align:center}} table{{border-collapse:collapse}}
 td,th{{border:1px solid #ddd;padding:.3em .6em}} svg{{border:1px solid #eee;margin:1em 1em 0 0}}</style></head>
 <body><h1>jwo eval</h1><p>{overall["visits"]} visits in {len(report["scenarios"])} scenarios.</p>{cards}
-<div>{_sweep_svg(report["sweep"])}{_histogram_svg(report["latencies_s"])}</div>
-<h2>Scenarios</h2><table><tr><th>scenario</th><th>visits</th><th>exact</th><th>flagged</th>
-<th>exact among not flagged</th><th>wrong charges</th><th>weight events P / R</th><th>failure</th></tr>{rows}</table>
+<div>{_sweep_svg(report["sweep"])}{_histogram_svg(report["latencies_s"])}{_calibration_svg(overall["calibration"])}</div>
+<h2>Scenarios</h2><table><tr><th>scenario</th><th>visits</th><th>exact</th><th>flagged</th><th>no receipt</th>
+<th>exact among not flagged</th><th>wrong charges</th><th>FINAL missing items</th><th>cost (cents)</th>
+<th>weight events P / R</th><th>failure</th></tr>{rows}</table>
+<h2>Cost</h2>{_cost_table(report)}
+<h2>Calibration of line confidence</h2>{_calibration_table(report)}
 </body></html>
 '''
 
@@ -355,6 +426,35 @@ def _sweep_svg(points: list, width: int = 420, height: int = 300) -> str:
             f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">review rate (0 to 1)</text>'
             f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">exact (0 to 1)</text>'
             f'{ticks}<polyline points="{path}" fill="none" stroke="#36c"/>{dots}</svg>')
+
+
+def _calibration_svg(calib: dict, width: int = 420, height: int = 300) -> str:
+    """Share of lines right (y) against mean confidence (x) per bin; on the diagonal the
+    confidence means what it says."""
+    pad = 45
+
+    def xy(x, y):
+        return pad + x * (width - 2 * pad), height - pad - y * (height - 2 * pad)
+    filled = [b for b in calib['bins'] if b['lines']]
+    points = [xy(b['mean_confidence'], b['observed']) for b in filled]
+    path = ' '.join(f'{x:.1f},{y:.1f}' for x, y in points)
+    ticks = ''.join(
+        f'<text x="{pad + v * (width - 2 * pad):.0f}" y="{height - pad + 15}" text-anchor="middle" font-size="11">{v:g}</text>'
+        f'<text x="{pad - 6}" y="{height - pad - v * (height - 2 * pad) + 4:.0f}" text-anchor="end" font-size="11">{v:g}</text>'
+        for v in (0, 0.25, 0.5, 0.75, 1))
+    dots = ''.join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>{b["low"]:.1f}-{b["high"]:.1f}: '
+                   f'{b["lines"]} lines, confidence {b["mean_confidence"]:.2f}, right {b["observed"]:.1%}'
+                   f'</title></circle>' for b, (x, y) in zip(filled, points))
+    (x0, y0), (x1, y1) = xy(0, 0), xy(1, 1)
+    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
+            f'<text x="{width / 2}" y="18" text-anchor="middle">line calibration '
+            f'(n={calib["lines"]}, ECE {calib["ece"]:.3f})</text>'
+            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
+            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
+            f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#bbb" stroke-dasharray="4 3"/>'
+            f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">confidence (0 to 1)</text>'
+            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">share right (0 to 1)</text>'
+            f'{ticks}<polyline points="{path}" fill="none" stroke="#c63"/>{dots}</svg>')
 
 
 def _histogram_svg(values: list, width: int = 420, height: int = 300, bins: int = 20) -> str:

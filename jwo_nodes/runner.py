@@ -10,10 +10,12 @@ Two kinds of run, one way of watching them:
 
 Either way the Supervisor runs the nodes as separate processes over DDS, and a monitor
 node watches the graph like any other subscriber: gate events, weight changes, cart
-updates and receipts, each with the wall time it arrived. Receipts are matched to the
-parties through the entry events (a receipt's visit code -> the ENTRY event with that
-code -> its gate and stamp -> the party that entered there then, from the ground
-truth), the way a scorer outside the system would.
+updates, receipts and review requests, each with the wall time it arrived (the durable
+topics with the durable QoS their publishers offer, so nothing is lost to a late
+start). Receipts are matched to the parties from what the receipt carries, the way a
+scorer outside the system would: its entry gate and entry stamp -> the party that
+entered there then, from the ground truth (core.scoring.PartyMatcher). A receipt of no
+party, or a second one for a party, is kept in RunResult.unmatched: the run is wrong.
 """
 import subprocess
 import sys
@@ -24,15 +26,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import rclpy
-from jwo_msgs.msg import CartUpdate, GateEvent, Receipt, WeightChange, WeightReading
+from jwo_msgs.msg import CartUpdate, GateEvent, Receipt, ReviewRequest, WeightChange, WeightReading
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from jwo_nodes.core.scoring import GateEntry, PartyMatcher
 from jwo_nodes.core.sim import NS, SimClock, Timeline
 from jwo_nodes.graph import default_params_dir, processing_graph, store_graph
 from jwo_nodes.launcher import Supervisor
 from jwo_nodes.bag.format import cdr_header_stamp_ns
-from jwo_nodes.ros_common import EVENT_QOS, REPLAY_INPUT_QOS, to_ns
+from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, REPLAY_INPUT_QOS, to_ns
 
 
 class RunMonitor(Node):
@@ -48,17 +51,19 @@ class RunMonitor(Node):
 
     def __init__(self, store, watch_sensors: bool = False):
         super().__init__('run_monitor', namespace='/jwo')
-        self.entries = []          # (gate_id, stamp_ns, visit_code)
+        self.entries = []          # GateEntry of every ENTRY event
         self.exit_wall = {}        # (gate_id, stamp_ns) of an EXIT event -> wall ns received
         self.changes = []          # (bin_id, start_ns, end_ns, delta_grams) per bin
         self.change_wall = {}      # event id -> wall ns received
         self.cart_latency_ms = []  # weight change received -> cart update received
         self.sensor_to_cart_ms = []  # deciding sample received -> cart update received
         self.receipts = []         # (wall ns received, Receipt)
+        self.review_requests = []  # receipt ids of the review requests, in arrival order
         self._decided = {}         # event id -> (shelf id, decided stamp)
         self._sample_wall = {}     # shelf id -> {stamp: wall ns received}
         for gate_id in store.gates:
-            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, EVENT_QOS)
+            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate,
+                                     DURABLE_EVENT_QOS)
         for shelf_id in store.shelves:
             self.create_subscription(WeightChange, f'shelves/{shelf_id}/weight/changes',
                                      self._on_change, EVENT_QOS)
@@ -69,11 +74,14 @@ class RunMonitor(Node):
                                          lambda data, s=shelf_id: self._on_sample(s, data),
                                          REPLAY_INPUT_QOS, raw=True)
         self.create_subscription(CartUpdate, 'cart/updates', self._on_cart, EVENT_QOS)
-        self.create_subscription(Receipt, 'receipts', self._on_receipt, EVENT_QOS)
+        self.create_subscription(Receipt, 'receipts', self._on_receipt, DURABLE_EVENT_QOS)
+        self.create_subscription(ReviewRequest, 'review/requests',
+                                 lambda msg: self.review_requests.append(msg.receipt_id),
+                                 DURABLE_EVENT_QOS)
 
     def _on_gate(self, msg: GateEvent) -> None:
         if msg.direction == GateEvent.ENTRY:
-            self.entries.append((msg.gate_id, to_ns(msg.header.stamp), msg.visit_code))
+            self.entries.append(GateEntry(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code))
         else:
             self.exit_wall.setdefault((msg.gate_id, to_ns(msg.header.stamp)), time.time_ns())
 
@@ -107,33 +115,14 @@ class RunMonitor(Node):
 class RunResult:
     receipts: dict = field(default_factory=dict)      # party -> receipt dict
     exit_to_receipt_s: dict = field(default_factory=dict)  # party -> seconds
-    unmatched: list = field(default_factory=list)     # receipts of no known party
+    unmatched: list = field(default_factory=list)     # UnmatchedReceipt: of no party, or a second one
+    review_requests: list = field(default_factory=list)  # receipt ids with a review request
     changes: list = field(default_factory=list)       # (bin_id, end_ns, delta) in scenario time
     cart_latency_ms: list = field(default_factory=list)
     sensor_to_cart_ms: list = field(default_factory=list)
     last_receipt_wall_ns: Optional[int] = None
     wall_s: float = 0.0
     failure: Optional[str] = None
-
-
-class PartyMatcher:
-    """Receipts to parties: the ENTRY event the monitor saw with the receipt's visit
-    code gives a gate and a stamp; ``party_at_entry(gate_id, stamp_ns)`` (from the
-    ground truth) says which party entered there and then."""
-
-    def __init__(self, party_at_entry: Callable[[str, int], Optional[str]],
-                 party_of_visit: Callable[[str], Optional[str]] = lambda code: None):
-        self.party_at_entry = party_at_entry
-        self.party_of_visit = party_of_visit
-
-    def party_of(self, visit_code: str, entries: list) -> Optional[str]:
-        known = self.party_of_visit(visit_code)   # a bag's ground truth knows the codes
-        if known is not None:
-            return known
-        for gate_id, stamp_ns, code in entries:
-            if code == visit_code:
-                return self.party_at_entry(gate_id, stamp_ns)
-        return None
 
 
 class _Driver:
@@ -191,9 +180,11 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
                 wall_ns, msg = monitor.receipts[handled]
                 handled += 1
                 receipt = receipt_to_dict(msg)
-                party = matcher.party_of(msg.visit_code, monitor.entries)
-                if party is None or party in result.receipts:
-                    result.unmatched.append(receipt)
+                party = matcher.match(receipt, monitor.entries)
+                if party is None:
+                    unmatched = matcher.unmatched[-1]
+                    result.unmatched.append(unmatched)
+                    log(f'error: receipt {unmatched.receipt_id}: {unmatched.problem}')
                     continue
                 result.receipts[party] = receipt
                 result.last_receipt_wall_ns = wall_ns
@@ -213,6 +204,7 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
     result.exit_to_receipt_s = {p: s for p, s in result.exit_to_receipt_s.items() if s is not None}
     result.changes = [(b, end - time_origin_ns, delta) for b, _, end, delta in monitor.changes]
     result.cart_latency_ms = monitor.cart_latency_ms
+    result.review_requests = list(monitor.review_requests)
     result.sensor_to_cart_ms = monitor.sensor_to_cart_ms
     result.wall_s = time.monotonic() - wall_start
     return result
@@ -377,6 +369,7 @@ def receipt_to_dict(receipt: Receipt) -> dict:
     return {
         'receipt_id': receipt.receipt_id, 'store_id': receipt.store_id,
         'visit_code': receipt.visit_code,
+        'entry_gate_id': receipt.entry_gate_id,
         'entry_stamp_ns': to_ns(receipt.entry_stamp), 'exit_stamp_ns': to_ns(receipt.exit_stamp),
         'status': 'NEEDS_REVIEW' if receipt.status == Receipt.NEEDS_REVIEW else 'FINAL',
         'confidence': round(float(receipt.confidence), 3),
