@@ -122,8 +122,10 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def run(args) -> int:
+    # A preset made for one store (corner_medium, corner_hard) runs there by default.
+    default_store = (args.preset and PRESETS[args.preset].store_config) or DEFAULT_STORE
     try:
-        store = load_store_config(args.store or DEFAULT_STORE)
+        store = load_store_config(args.store or default_store)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
@@ -149,7 +151,12 @@ def run(args) -> int:
         generated.mkdir(exist_ok=True)
         for seed in seeds:
             path = generated / f'{args.preset}-{seed}.yaml'
-            path.write_text(yaml.safe_dump(generate(store, args.preset, seed), sort_keys=False))
+            try:
+                document = generate(store, args.preset, seed)
+            except ConfigError as error:
+                print(f'error: --preset {args.preset}: {error}', file=sys.stderr)
+                return 2
+            path.write_text(yaml.safe_dump(document, sort_keys=False))
             paths.append(path)
     if not paths:
         print('error: no scenarios: give files, --suite or --preset', file=sys.stderr)
