@@ -411,57 +411,55 @@ td,th{{border:1px solid #ddd;padding:.3em .6em}} svg{{border:1px solid #eee;marg
 '''
 
 
-def _sweep_svg(points: list, width: int = 420, height: int = 300) -> str:
-    """Exact among not flagged (y) against review rate (x) as the threshold sweeps."""
-    pad = 45
+_PAD = 45
 
-    def xy(p):
-        return (pad + p['review_rate'] * (width - 2 * pad),
-                height - pad - p['exact_among_not_flagged'] * (height - 2 * pad))
-    path = ' '.join(f'{x:.1f},{y:.1f}' for x, y in map(xy, points))
+
+def _unit_plot(width: int, height: int, title: str, x_label: str, y_label: str, body: str) -> str:
+    """An SVG of a unit square plot: title, axes with ticks at quarters, labels, and
+    ``body`` (drawn in the coordinates of _unit_xy)."""
+    pad = _PAD
     ticks = ''.join(
         f'<text x="{pad + v * (width - 2 * pad):.0f}" y="{height - pad + 15}" text-anchor="middle" font-size="11">{v:g}</text>'
         f'<text x="{pad - 6}" y="{height - pad - v * (height - 2 * pad) + 4:.0f}" text-anchor="end" font-size="11">{v:g}</text>'
         for v in (0, 0.25, 0.5, 0.75, 1))
-    dots = ''.join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>threshold {p["threshold"]}: '
-                   f'review {p["review_rate"]:.1%}, exact {p["exact_among_not_flagged"]:.1%}</title></circle>'
-                   for p, (x, y) in zip(points, map(xy, points)))
     return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<text x="{width / 2}" y="18" text-anchor="middle">exact among not flagged vs review rate</text>'
+            f'<text x="{width / 2}" y="18" text-anchor="middle">{title}</text>'
             f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
             f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
-            f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">review rate (0 to 1)</text>'
-            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">exact (0 to 1)</text>'
-            f'{ticks}<polyline points="{path}" fill="none" stroke="#36c"/>{dots}</svg>')
+            f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">{x_label} (0 to 1)</text>'
+            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
+            f'{y_label} (0 to 1)</text>{ticks}{body}</svg>')
+
+
+def _unit_xy(x: float, y: float, width: int, height: int) -> tuple:
+    return _PAD + x * (width - 2 * _PAD), height - _PAD - y * (height - 2 * _PAD)
+
+
+def _sweep_svg(points: list, width: int = 420, height: int = 300) -> str:
+    """Exact among not flagged (y) against review rate (x) as the threshold sweeps."""
+    xys = [_unit_xy(p['review_rate'], p['exact_among_not_flagged'], width, height) for p in points]
+    path = ' '.join(f'{x:.1f},{y:.1f}' for x, y in xys)
+    dots = ''.join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>threshold {p["threshold"]}: '
+                   f'review {p["review_rate"]:.1%}, exact {p["exact_among_not_flagged"]:.1%}</title></circle>'
+                   for p, (x, y) in zip(points, xys))
+    return _unit_plot(width, height, 'exact among not flagged vs review rate', 'review rate', 'exact',
+                      f'<polyline points="{path}" fill="none" stroke="#36c"/>{dots}')
 
 
 def _calibration_svg(calib: dict, width: int = 420, height: int = 300) -> str:
     """Share of lines right (y) against mean confidence (x) per bin; on the diagonal the
     confidence means what it says."""
-    pad = 45
-
-    def xy(x, y):
-        return pad + x * (width - 2 * pad), height - pad - y * (height - 2 * pad)
     filled = [b for b in calib['bins'] if b['lines']]
-    points = [xy(b['mean_confidence'], b['observed']) for b in filled]
-    path = ' '.join(f'{x:.1f},{y:.1f}' for x, y in points)
-    ticks = ''.join(
-        f'<text x="{pad + v * (width - 2 * pad):.0f}" y="{height - pad + 15}" text-anchor="middle" font-size="11">{v:g}</text>'
-        f'<text x="{pad - 6}" y="{height - pad - v * (height - 2 * pad) + 4:.0f}" text-anchor="end" font-size="11">{v:g}</text>'
-        for v in (0, 0.25, 0.5, 0.75, 1))
+    xys = [_unit_xy(b['mean_confidence'], b['observed'], width, height) for b in filled]
+    path = ' '.join(f'{x:.1f},{y:.1f}' for x, y in xys)
     dots = ''.join(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3"><title>{b["low"]:.1f}-{b["high"]:.1f}: '
                    f'{b["lines"]} lines, confidence {b["mean_confidence"]:.2f}, right {b["observed"]:.1%}'
-                   f'</title></circle>' for b, (x, y) in zip(filled, points))
-    (x0, y0), (x1, y1) = xy(0, 0), xy(1, 1)
-    return (f'<svg width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
-            f'<text x="{width / 2}" y="18" text-anchor="middle">line calibration '
-            f'(n={calib["lines"]}, ECE {calib["ece"]:.3f})</text>'
-            f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#888"/>'
-            f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
-            f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#bbb" stroke-dasharray="4 3"/>'
-            f'<text x="{width / 2}" y="{height - 10}" text-anchor="middle">confidence (0 to 1)</text>'
-            f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">share right (0 to 1)</text>'
-            f'{ticks}<polyline points="{path}" fill="none" stroke="#c63"/>{dots}</svg>')
+                   f'</title></circle>' for b, (x, y) in zip(filled, xys))
+    (x0, y0), (x1, y1) = _unit_xy(0, 0, width, height), _unit_xy(1, 1, width, height)
+    return _unit_plot(width, height, f'line calibration (n={calib["lines"]}, ECE {calib["ece"]:.3f})',
+                      'confidence', 'share right',
+                      f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y1}" stroke="#bbb" stroke-dasharray="4 3"/>'
+                      f'<polyline points="{path}" fill="none" stroke="#c63"/>{dots}')
 
 
 def _histogram_svg(values: list, width: int = 420, height: int = 300, bins: int = 20) -> str:
