@@ -4,6 +4,7 @@ published as diagnostics, stamp conversion and the one start/shutdown pattern.
 This is the only module besides jwo_nodes.nodes that imports rclpy.
 """
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -11,13 +12,14 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                ParameterType)
+                                ParameterType, SetParametersResult)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
+from jwo_nodes.core import health
 from jwo_nodes.core.config import ConfigError
 
 # Raw sensor streams: the newest sample matters, a lost one does not.
@@ -56,7 +58,8 @@ _TYPES = {
 
 @dataclass(frozen=True)
 class Param:
-    """One node parameter: declared once, with type, description and range."""
+    """One node parameter: declared once, with type, description and range; read-only
+    unless dynamic."""
 
     name: str
     type: type
@@ -64,10 +67,14 @@ class Param:
     default: Any = REQUIRED
     min: Optional[float] = None
     max: Optional[float] = None
+    # `ros2 param set` may change it while the node runs: only for a value the node
+    # reads from its Params at every use (the others are taken once, at start, and a
+    # change would silently have no effect).
+    dynamic: bool = False
 
     def descriptor(self) -> ParameterDescriptor:
         descriptor = ParameterDescriptor(name=self.name, type=_TYPES[self.type],
-                                         description=self.description)
+                                         description=self.description, read_only=not self.dynamic)
         if self.min is not None and self.max is not None:
             if self.type is int:
                 descriptor.integer_range = [IntegerRange(
@@ -76,6 +83,16 @@ class Param:
                 descriptor.floating_point_range = [FloatingPointRange(
                     from_value=float(self.min), to_value=float(self.max), step=0.0)]
         return descriptor
+
+    def problem(self, value) -> str:
+        """What is wrong with a value of this parameter; empty when nothing."""
+        # A bool is an int to Python, not to ROS.
+        if not isinstance(value, self.type) or isinstance(value, bool) and self.type is not bool:
+            return f'expected {self.type.__name__}, got {value!r}'
+        if self.min is not None and value < self.min or self.max is not None and value > self.max:
+            low, high = ('-inf' if self.min is None else self.min), ('inf' if self.max is None else self.max)
+            return f'{value} is out of range [{low}, {high}]'
+        return ''
 
 
 class Params:
@@ -89,7 +106,8 @@ def declare_params(node: Node, specs: list) -> Params:
     """Declares every spec on the node and returns the values.
 
     A missing required parameter or a value out of range raises ConfigError naming
-    the node and the parameter, so start-up fails with one clear line.
+    the node and the parameter, so start-up fails with one clear line. A change to a
+    dynamic parameter is checked against its spec and, once set, is in the Params.
     """
     values = {}
     where = f'node {node.get_fully_qualified_name()}'
@@ -107,11 +125,27 @@ def declare_params(node: Node, specs: list) -> Params:
             raise ConfigError(where, spec.name, f'invalid value: {error}')
         if value is None:
             raise ConfigError(where, spec.name, f'required parameter is not set ({spec.description})')
-        if spec.min is not None and value < spec.min or spec.max is not None and value > spec.max:
-            raise ConfigError(where, spec.name,
-                              f'{value} is out of range [{spec.min}, {spec.max}]')
+        if problem := spec.problem(value):
+            raise ConfigError(where, spec.name, problem)
         values[spec.name] = value
-    return Params(values)
+    params = Params(values)
+    dynamic = {spec.name: spec for spec in specs if spec.dynamic}
+    if dynamic:
+        node.add_on_set_parameters_callback(lambda changes: _check_changes(changes, dynamic))
+        node.add_post_set_parameters_callback(lambda changes: params.__dict__.update(
+            (change.name, change.value) for change in changes if change.name in dynamic))
+    return params
+
+
+def _check_changes(changes: list, dynamic: dict) -> SetParametersResult:
+    """Refuses a change of a dynamic parameter that its spec does not allow (rclpy
+    refuses the read-only ones before asking)."""
+    for change in changes:
+        spec = dynamic.get(change.name)
+        problem = spec.problem(change.value) if spec else ''
+        if problem:
+            return SetParametersResult(successful=False, reason=f'{change.name}: {problem}')
+    return SetParametersResult(successful=True)
 
 
 def _parameter_type(python_type: type) -> Parameter.Type:
@@ -127,17 +161,31 @@ def to_stamp(ns: int) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+# diagnostic_msgs levels by jwo_nodes.core.health level.
+_LEVELS = {health.OK: DiagnosticStatus.OK, health.WARN: DiagnosticStatus.WARN,
+           health.ERROR: DiagnosticStatus.ERROR, health.STALE: DiagnosticStatus.STALE}
+
+
 class Counters:
     """Counts what a node saw (bad input above all) and publishes the counts on
-    /diagnostics once a second, so an operator sees a misbehaving device."""
+    /diagnostics once a second, so an operator sees a misbehaving device: the totals,
+    ``<name>_recent`` over the last minute, and a level from those (OK, WARN, ERROR,
+    STALE: see jwo_nodes.core.health)."""
 
     def __init__(self, node: Node, hardware_id: str, names: tuple):
         self._node = node
         self._hardware_id = hardware_id
         self.values = {name: 0 for name in names}
         self._bad_inputs = set()
+        # Monotonic: silence is measured in wall time, whatever the system clock does.
+        self._health = health.Health(time.monotonic_ns())
         self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', EVENT_QOS)
         self._timer = node.create_timer(1.0, self.publish)
+
+    def expect(self, name: str, within_s: float) -> None:
+        """The counter ``name`` grows at least every ``within_s`` while the node's input
+        is alive; when it does not, the status is STALE."""
+        self._health.expect(name, within_s)
 
     def count(self, name: str, amount: int = 1) -> None:
         self.values[name] = self.values.get(name, 0) + amount
@@ -150,13 +198,12 @@ class Counters:
                                         throttle_duration_sec=1.0)
 
     def publish(self) -> None:
-        problems = sum(self.values[name] for name in self._bad_inputs)
+        report = self._health.update(time.monotonic_ns(), self.values, self._bad_inputs)
+        values = {**self.values, **{f'{k}_recent': v for k, v in report.recent.items()}}
         status = DiagnosticStatus(
-            level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK,
-            name=self._node.get_fully_qualified_name(),
-            message=f'{problems} bad inputs' if problems else 'ok',
-            hardware_id=self._hardware_id,
-            values=[KeyValue(key=k, value=str(v)) for k, v in sorted(self.values.items())])
+            level=_LEVELS[report.level], name=self._node.get_fully_qualified_name(),
+            message=report.message, hardware_id=self._hardware_id,
+            values=[KeyValue(key=k, value=str(v)) for k, v in sorted(values.items())])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self._node.get_clock().now().to_msg()
         self._publisher.publish(array)

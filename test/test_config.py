@@ -37,6 +37,19 @@ def test_demo_config_loads(repo):
     (lambda d: d.pop('review'), 'review', 'missing'),
     (lambda d: d['review'].pop('cost_cents'), 'review.cost_cents', 'missing'),
     (lambda d: d['review'].update(overcharge_weight=0.5), 'review.overcharge_weight', 'must be >= 1.0'),
+    # Unknown keys are typos, never ignored: named with their path and the closest known key.
+    (lambda d: d.update(camera=d.pop('cameras')), 'camera', "unknown key 'camera' (did you mean 'cameras'?)"),
+    (lambda d: d.update(tax_rate=825), 'tax_rate', "unknown key 'tax_rate' (known: store, review, "),
+    (lambda d: d['store'].update(tax_rate=d['store'].pop('tax_rate_bp')), 'store.tax_rate',
+     "unknown key 'tax_rate' (did you mean 'tax_rate_bp'?)"),
+    (lambda d: d['products'][2].update(price_cent=d['products'][2].pop('price_cents')),
+     'products[2].price_cent', "unknown key 'price_cent' (did you mean 'price_cents'?)"),
+    (lambda d: d['shelves'][2]['bins'][0].update(price_cents=99), 'shelves[2].bins[0].price_cents',
+     "unknown key 'price_cents' (known: id, sku, position, initial_units)"),
+    (lambda d: d['shelves'][1].update(facings='+y'), 'shelves[1].facings', "did you mean 'facing'?"),
+    (lambda d: d['gates'][0].update(radius=0.8), 'gates[0].radius', "did you mean 'radius_m'?"),
+    (lambda d: d['cameras'][1].update(sees_shelf=['S1']), 'cameras[1].sees_shelf', "did you mean 'sees_shelves'?"),
+    (lambda d: d['review'].update(cost=60), 'review.cost', "unknown key 'cost'"),
 ])
 def test_bad_config_names_file_key_and_problem(tmp_path, repo, edit, key, problem):
     path = broken(tmp_path, repo, edit)

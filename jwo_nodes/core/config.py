@@ -1,8 +1,10 @@
 """Per-store configuration: products, shelves and bins, gates and cameras.
 
 Loaded from ``config/stores/<store>.yaml`` and validated completely before any node
-starts; every problem is reported as ``<file>: <key>: <problem>``. No rclpy here.
+starts; every problem is reported as ``<file>: <key>: <problem>``, an unknown key (a
+typo) included. No rclpy here.
 """
+import difflib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +183,17 @@ class StoreConfig:
         object.__setattr__(self, '_half_widths', half_widths)
 
 
+def check_keys(file: str, mapping: dict, known: tuple, parent: str, what: str = 'key') -> None:
+    """Raises ConfigError on the first key of a mapping that is not known: a misspelt
+    key must not be ignored, leaving a default (or nothing) in its place."""
+    for name in mapping:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f'did you mean {close[0]!r}?' if close else f'known: {", ".join(known)}'
+            raise ConfigError(file, f'{parent}.{name}' if parent else str(name),
+                              f'unknown {what} {name!r} ({hint})')
+
+
 def load_store_config(path) -> StoreConfig:
     """Reads and validates a store YAML file; raises ConfigError on the first problem."""
     path = str(path)
@@ -199,8 +212,9 @@ def load_store_config(path) -> StoreConfig:
 
 def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     reader = _Reader(path)
-    root = reader.mapping(document, '')
-    store = reader.mapping(reader.field(root, 'store', ''), 'store')
+    root = reader.mapping(document, '', ('store', 'review', 'products', 'shelves', 'gates', 'cameras'))
+    store = reader.mapping(reader.field(root, 'store', ''), 'store',
+                           ('id', 'name', 'currency', 'tax_rate_bp', 'layout'))
     store_id = reader.ros_token(store, 'id', 'store')
     layout = 'aisle' if store.get('layout') is None else store['layout']
     if layout not in LAYOUTS:
@@ -208,7 +222,7 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     products = {}
     for i, raw in enumerate(reader.sequence(reader.field(root, 'products', ''), 'products')):
         key = f'products[{i}]'
-        item = reader.mapping(raw, key)
+        item = reader.mapping(raw, key, ('sku', 'name', 'unit_grams', 'tolerance_grams', 'price_cents'))
         sku = reader.identifier(item, 'sku', key)
         if sku in products:
             raise ConfigError(path, f'{key}.sku', f'duplicate SKU {sku!r}')
@@ -222,14 +236,14 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     bin_ids = set()
     for i, raw in enumerate(reader.sequence(reader.field(root, 'shelves', ''), 'shelves')):
         key = f'shelves[{i}]'
-        item = reader.mapping(raw, key)
+        item = reader.mapping(raw, key, ('id', 'source', 'bins', 'facing', 'level'))
         shelf_id = reader.ros_token(item, 'id', key)
         if shelf_id in shelves:
             raise ConfigError(path, f'{key}.id', f'duplicate shelf id {shelf_id!r}')
         bins = []
         for j, raw_bin in enumerate(reader.sequence(reader.field(item, 'bins', key), f'{key}.bins')):
             bin_key = f'{key}.bins[{j}]'
-            bin_item = reader.mapping(raw_bin, bin_key)
+            bin_item = reader.mapping(raw_bin, bin_key, ('id', 'sku', 'position', 'initial_units'))
             bin_id = reader.identifier(bin_item, 'id', bin_key)
             if bin_id in bin_ids:
                 raise ConfigError(path, f'{bin_key}.id', f'duplicate bin id {bin_id!r}')
@@ -255,7 +269,7 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     gates = {}
     for i, raw in enumerate(reader.sequence(reader.field(root, 'gates', ''), 'gates')):
         key = f'gates[{i}]'
-        item = reader.mapping(raw, key)
+        item = reader.mapping(raw, key, ('id', 'position', 'radius_m', 'source'))
         gate_id = reader.ros_token(item, 'id', key)
         if gate_id in gates:
             raise ConfigError(path, f'{key}.id', f'duplicate gate id {gate_id!r}')
@@ -266,7 +280,8 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     cameras = {}
     for i, raw in enumerate(reader.sequence(root.get('cameras', []), 'cameras', allow_empty=True)):
         key = f'cameras[{i}]'
-        item = reader.mapping(raw, key)
+        item = reader.mapping(raw, key, ('id', 'source', 'width', 'height', 'fps', 'homography',
+                                         'sees_shelves'))
         camera_id = reader.ros_token(item, 'id', key)
         if camera_id in cameras:
             raise ConfigError(path, f'{key}.id', f'duplicate camera id {camera_id!r}')
@@ -291,11 +306,13 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
         currency=reader.string(store, 'currency', 'store'),
         tax_rate_bp=reader.integer(store, 'tax_rate_bp', 'store', minimum=0, maximum=10000),
         products=products, shelves=shelves, gates=gates, cameras=cameras,
-        review=_review_costs(reader, reader.mapping(reader.field(root, 'review', ''), 'review')),
+        review=_review_costs(reader, root),
         layout=layout)
 
 
-def _review_costs(reader, review: dict) -> ReviewCosts:
+def _review_costs(reader, root: dict) -> ReviewCosts:
+    review = reader.mapping(reader.field(root, 'review', ''), 'review',
+                            ('cost_cents', 'overcharge_weight', 'wrong_line_cents'))
     weight = reader.number(review, 'overcharge_weight', 'review', minimum=1.0)
     return ReviewCosts(cost_cents=reader.integer(review, 'cost_cents', 'review', minimum=0),
                        overcharge_weight=weight,
@@ -316,9 +333,11 @@ class _Reader:
             raise ConfigError(self.path, self._key(parent, name), 'missing')
         return mapping[name]
 
-    def mapping(self, value, key: str) -> dict:
+    def mapping(self, value, key: str, known: tuple) -> dict:
+        """A mapping that holds only the ``known`` keys."""
         if not isinstance(value, dict):
             raise ConfigError(self.path, key or '<root>', f'expected a mapping, got {_kind(value)}')
+        check_keys(self.path, value, known, key)
         return value
 
     def sequence(self, value, key: str, allow_empty: bool = False) -> list:

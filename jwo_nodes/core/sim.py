@@ -28,11 +28,12 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from jwo_nodes.core.config import SHELF_DEPTH_M, ConfigError, StoreConfig
+from jwo_nodes.core.config import SHELF_DEPTH_M, ConfigError, StoreConfig, check_keys
 from jwo_nodes.core.money import tax_cents
 
 NS = 1_000_000_000
 CREDENTIAL_KINDS = ('qr', 'badge', 'card')
+ACTIONS = ('walk_to', 'take', 'put_back', 'hand_to', 'linger', 'wait_until', 'leave')
 
 # Body timing of one reach into a bin, seconds.
 _DWELL_BEFORE_S = 0.6
@@ -194,6 +195,7 @@ def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scen
 
     if not isinstance(document, dict):
         fail('<root>', 'expected a mapping')
+    check_keys(path, document, ('name', 'store', 'seed', 'noise', 'walking_speed_mps', 'parties'), '')
     store_id = document.get('store')
     if store_id is not None and store_id != store.store_id:
         fail('store', f'the scenario is for store {store_id!r}, not {store.store_id!r} ({store.path}): '
@@ -204,10 +206,8 @@ def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scen
     noise_doc = document.get('noise', {}) or {}
     if not isinstance(noise_doc, dict):
         fail('noise', 'expected a mapping')
-    known = Noise.__dataclass_fields__
+    check_keys(path, noise_doc, tuple(Noise.__dataclass_fields__), 'noise', 'noise knob')
     for key, value in noise_doc.items():
-        if key not in known:
-            fail(f'noise.{key}', f'unknown noise knob (known: {", ".join(known)})')
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
             fail(f'noise.{key}', f'expected a number >= 0, got {value!r}')
     noise = Noise(**{k: float(v) for k, v in noise_doc.items()})
@@ -220,6 +220,7 @@ def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scen
         key = f'parties[{i}]'
         if not isinstance(raw, dict):
             fail(key, 'expected a mapping')
+        check_keys(path, raw, ('id', 'gate', 'enter_at_s', 'credential', 'tap_out', 'script', 'scripts'), key)
         party_id = str(raw.get('id', ''))
         if not party_id or party_id in seen:
             fail(f'{key}.id', f'missing or duplicate party id {party_id!r}')
@@ -231,12 +232,16 @@ def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scen
         if isinstance(enter_at, bool) or not isinstance(enter_at, (int, float)) or enter_at < 0:
             fail(f'{key}.enter_at_s', f'expected seconds >= 0, got {enter_at!r}')
         credential = raw.get('credential', {})
+        if isinstance(credential, dict):
+            check_keys(path, credential, ('kind', 'token'), f'{key}.credential')
         kind = credential.get('kind') if isinstance(credential, dict) else None
         token = credential.get('token') if isinstance(credential, dict) else None
         if kind not in CREDENTIAL_KINDS:
             fail(f'{key}.credential.kind', f'expected one of {CREDENTIAL_KINDS}, got {kind!r}')
         if not isinstance(token, str) or not token or any(c.isspace() for c in token):
             fail(f'{key}.credential.token', 'expected a token without spaces')
+        if 'script' in raw and 'scripts' in raw:
+            fail(f'{key}.script', 'give script (one person) or scripts (one per person), not both')
         if 'scripts' in raw:
             scripts_doc = raw['scripts']
             if not isinstance(scripts_doc, list) or not scripts_doc:
@@ -245,7 +250,7 @@ def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scen
             scripts_doc = [raw.get('script')]
         scripts = tuple(
             _parse_script(s, store, f'{key}.scripts[{p}]' if 'scripts' in raw else f'{key}.script',
-                          len(scripts_doc), fail)
+                          len(scripts_doc), fail, path)
             for p, s in enumerate(scripts_doc))
         if len(scripts) > 20:
             fail(f'{key}.scripts', 'a party has at most 20 people')
@@ -259,7 +264,7 @@ def parse_scenario(document, store: StoreConfig, path: str = '<memory>') -> Scen
                     noise=noise, parties=tuple(parties), walking_speed_mps=float(speed))
 
 
-def _parse_script(raw, store: StoreConfig, key: str, people: int, fail) -> tuple:
+def _parse_script(raw, store: StoreConfig, key: str, people: int, fail, path: str) -> tuple:
     if not isinstance(raw, list):
         fail(key, 'expected a list of actions')
     actions = []
@@ -270,6 +275,7 @@ def _parse_script(raw, store: StoreConfig, key: str, people: int, fail) -> tuple
             continue
         if not isinstance(step, dict) or len(step) != 1:
             fail(step_key, 'expected one action: walk_to, take, put_back, hand_to, linger, wait_until or leave')
+        check_keys(path, step, ACTIONS, step_key, 'action')
         kind, args = next(iter(step.items()))
         akey = f'{step_key}.{kind}'
         if kind == 'walk_to':
@@ -277,6 +283,7 @@ def _parse_script(raw, store: StoreConfig, key: str, people: int, fail) -> tuple
         elif kind in ('take', 'put_back'):
             if not isinstance(args, dict):
                 fail(akey, 'expected a mapping (bin, n, sku)')
+            check_keys(path, args, ('bin', 'n', 'sku'), akey)
             bin_id = _bin(args.get('bin'), store, f'{akey}.bin', fail)
             n = args.get('n', 1)
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
@@ -288,6 +295,7 @@ def _parse_script(raw, store: StoreConfig, key: str, people: int, fail) -> tuple
         elif kind == 'hand_to':
             if not isinstance(args, dict):
                 fail(akey, 'expected a mapping (person, sku, n)')
+            check_keys(path, args, ('person', 'sku', 'n'), akey)
             person = args.get('person')
             if not isinstance(person, int) or not 0 <= person < people:
                 fail(f'{akey}.person', f'expected a companion index in this party (0..{people - 1})')
@@ -297,13 +305,14 @@ def _parse_script(raw, store: StoreConfig, key: str, people: int, fail) -> tuple
             actions.append(Action('hand_to', sku=sku, n=int(args.get('n', 1)), person=person))
         elif kind in ('linger', 'wait_until'):
             spec = args if isinstance(args, dict) else {'s': args}
+            check_keys(path, spec, ('s', 'at'), akey)
             seconds = spec.get('s')
             if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds < 0:
                 fail(f'{akey}.s', f'expected seconds >= 0, got {seconds!r}')
             bin_id = _bin(spec['at'], store, f'{akey}.at', fail) if 'at' in spec else ''
             actions.append(Action(kind, bin=bin_id, seconds=float(seconds)))
         else:
-            fail(step_key, f'unknown action {kind!r}')
+            fail(akey, "'leave' takes no arguments: write it alone")
     if not actions or actions[-1].kind != 'leave':
         actions.append(Action('leave'))
     return tuple(actions)

@@ -26,7 +26,7 @@ PARAMS = [
     Param('camera_id', str, 'id of this camera in the store configuration'),
     Param('source', str, "overrides the camera's source in the store config: 'sim', a "
           "device index ('0'), a video file or an rtsp:// URL; empty: from the config", ''),
-    Param('jpeg_quality', int, 'JPEG quality of the published frames', 80, 1, 100),
+    Param('jpeg_quality', int, 'JPEG quality of the published frames', 80, 1, 100, dynamic=True),
     Param('fps', float, "frames per second; 0: the camera's fps from the store config",
           0.0, 0.0, 120.0),
     Param('loop', bool, 'video file source: start again at its end (false: stop '
@@ -42,6 +42,9 @@ PARAMS = [
 ]
 
 COUNTER_NAMES = ('frames', 'grab_failed', 'frames_dropped', 'reconnects', 'encode_failed')
+# No frame for this long (or for ten frame periods, when longer) and the camera's status
+# is STALE.
+SILENT_S = 5.0
 
 
 class CameraNode(Node):
@@ -62,6 +65,8 @@ class CameraNode(Node):
         self.source_name = (p.source or self.camera.source).strip()
         self.fps = p.fps or self.camera.fps
         self.counters = Counters(self, f'camera/{self.camera.id}', COUNTER_NAMES)
+        wall_fps = self.fps * (p.time_scale if self.source_name == 'sim' else 1.0)
+        self.counters.expect('frames', max(SILENT_S, 10 / wall_fps))
         self._pending = {}
         self._pending_warnings = []
         self._lock = threading.Lock()
