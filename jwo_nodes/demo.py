@@ -20,7 +20,7 @@ from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.money import format_cents
 from jwo_nodes.core.scoring import items_of, percentiles
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.graph import DEFAULT_START_DELAY_S, VISION_START_DELAY_S
+from jwo_nodes.launcher import START_LEAD_S
 from jwo_nodes.runner import run_scenario
 
 MATCH, REVIEW, WRONG, MISSING = 'MATCH', 'REVIEW', 'WRONG', 'MISSING'
@@ -31,9 +31,9 @@ def add_arguments(parser) -> None:
     parser.add_argument('--scenario', default='config/scenarios/demo.yaml', help='scenario YAML')
     parser.add_argument('--time-scale', type=float, default=2.0,
                         help='scenario seconds per wall second (default 2: the 1-minute demo takes 30 s)')
-    parser.add_argument('--start-delay', type=float,
-                        help='wall seconds between starting the nodes and scenario time 0 (default '
-                        f'{DEFAULT_START_DELAY_S:g}, {VISION_START_DELAY_S:g} with --vision)')
+    parser.add_argument('--start-delay', type=float, default=START_LEAD_S,
+                        help='wall seconds from the graph being ready (every node up, every '
+                        f'publisher-subscriber pair matched) to scenario time 0 (default {START_LEAD_S:g})')
     parser.add_argument('--runs-dir', default='runs', help='where the run folder is created')
     parser.add_argument('--no-cameras', action='store_true', help='do not start camera nodes')
     parser.add_argument('--vision', action='store_true',
@@ -68,10 +68,19 @@ class LocalCloud:
                                '--store-id', store_id], capture_output=True, text=True, timeout=60)
         if init.returncode != 0:
             raise RuntimeError(f'jwo-cloud init failed: {init.stderr.strip()}')
+        self.restart_ingest()
+        return init.stdout
+
+    def restart_ingest(self) -> None:
+        cloud = str(Path(sys.executable).parent / 'jwo-cloud')
         self._ingest = subprocess.Popen(
             [cloud, 'serve', '--home', str(self.home), '--no-ui', '--bind', self.endpoint],
             stdout=self._log, stderr=subprocess.STDOUT)
-        return init.stdout
+
+    def kill_ingest(self) -> None:
+        """SIGKILL, as a crash would (the chaos test)."""
+        self._ingest.kill()
+        self._ingest.wait()
 
     def overrides(self) -> dict:
         """Parameters of the uplink and of the clip writer, by executable."""
@@ -109,8 +118,6 @@ def run(args) -> int:
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
-    if args.start_delay is None:
-        args.start_delay = VISION_START_DELAY_S if args.vision else DEFAULT_START_DELAY_S
     run_dir = Path(args.runs_dir) / time.strftime('demo-%Y%m%d-%H%M%S')
     (run_dir / 'receipts').mkdir(parents=True, exist_ok=True)
     parties = [p.id for p in timeline.scenario.parties]
@@ -135,7 +142,7 @@ def run(args) -> int:
             print(cloud.start(store.store_id).rstrip(), flush=True)
         result = run_scenario(store, args.store, args.scenario, timeline, time_scale=args.time_scale,
                               start_delay_s=args.start_delay, with_cameras=not args.no_cameras,
-                              vision=args.vision,
+                              vision=args.vision, state_dir=run_dir / 'state',
                               log_path=run_dir / 'nodes.log', grace_s=args.grace, on_receipt=on_receipt,
                               with_uplink=cloud is not None,
                               overrides=cloud.overrides() if cloud else None,

@@ -43,7 +43,7 @@ from jwo_nodes.core.scenario_gen import PRESETS, generate
 from jwo_nodes.core.scoring import (RunCost, calibration, percentiles, run_cost, score_visits,
                                     score_weight_events, threshold_sweep)
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.graph import VISION_START_DELAY_S
+from jwo_nodes.launcher import START_LEAD_S
 from jwo_nodes.runner import run_bag, run_scenario
 
 DEFAULT_STORE = 'config/stores/demo.yaml'
@@ -62,8 +62,9 @@ def add_arguments(parser) -> None:
                         help='scenario seconds per wall second (bags: the replay rate)')
     parser.add_argument('--max', action='store_true',
                         help='bags: replay as fast as the processing nodes keep up')
-    parser.add_argument('--start-delay', type=float, help='wall seconds before scenario time 0 (default 4, '
-                        f'{VISION_START_DELAY_S:g} with --vision: the cameras must be discovered first)')
+    parser.add_argument('--start-delay', type=float, default=START_LEAD_S,
+                        help='wall seconds from the graph being ready (every node up, every '
+                        f'publisher-subscriber pair matched) to scenario time 0 (default {START_LEAD_S:g})')
     parser.add_argument('--grace', type=float, default=20.0, help='wall seconds to wait for receipts after the end')
     parser.add_argument('--cameras', action='store_true', help='also run the camera nodes')
     parser.add_argument('--vision', action='store_true',
@@ -132,8 +133,6 @@ def run(args) -> int:
     if not args.time_scale > 0:
         print(f'error: --time-scale must be positive, got {args.time_scale}', file=sys.stderr)
         return 2
-    if args.start_delay is None:
-        args.start_delay = VISION_START_DELAY_S if args.vision else 4.0
     out = Path(args.out) if args.out else Path(args.runs_dir) / time.strftime('eval-%Y%m%d-%H%M%S')
     out.mkdir(parents=True, exist_ok=True)
     for name in ('report.json', 'report.html'):  # an earlier report must not pass for this one
@@ -191,7 +190,7 @@ def run(args) -> int:
             result = run_scenario(store, args.store or DEFAULT_STORE, str(path), timeline,
                                   time_scale=args.time_scale,
                                   start_delay_s=args.start_delay, with_cameras=args.cameras,
-                                  vision=args.vision,
+                                  vision=args.vision, state_dir=out / f'{path.stem}.state',
                                   log_path=out / f'{path.stem}.nodes.log', grace_s=args.grace)
             expected = timeline.expected_items()
             visits = score_visits(expected, result.receipts, prices)

@@ -9,6 +9,7 @@ Pure: no rclpy, no launch imports.
 import math
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +23,10 @@ from jwo_nodes.core.sim import load_scenario
 PACKAGE = 'jwo_nodes'
 ROOT_NAMESPACE = '/jwo'
 
-# Seconds between `jwo launch` and scenario time 0 when no start time is given:
+# Seconds between `ros2 launch` and scenario time 0 when no start time is given (the
+# project's own launcher starts a scenario when the graph reports ready instead):
 # long enough for every node process to start and discover the others.
 DEFAULT_START_DELAY_S = 5.0
-# With vision, discovering the camera topics takes longer on a loaded machine: the first
-# shopper must not enter before the tracker gets every camera's frames.
-VISION_START_DELAY_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ def _params_file(params_dir, executable: str) -> Optional[str]:
 
 def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional[int] = None,
                 time_scale: float = 1.0, with_cameras: bool = True,
-                with_uplink: bool = False, vision: bool = False) -> list:
+                with_uplink: bool = False, vision: bool = False, state_dir=None) -> list:
     """The NodeSpecs of a store, in start order.
 
     fusion_node (/jwo) first so it listens before events flow, then with a scenario
@@ -155,7 +154,13 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
     Every node gets ``store_config`` (absolute path) and its params file
     ``<params_dir>/<executable>.yaml`` when that exists. With a scenario the sensor
     nodes also get ``source: sim``, ``scenario``, ``sim_start_ns`` (default: now +
-    DEFAULT_START_DELAY_S) and ``time_scale``; the simulator gets the last three.
+    DEFAULT_START_DELAY_S; 0: they wait for the launcher's start signal, sent when the
+    graph is ready) and ``time_scale``; the simulator gets the last three.
+    With ``state_dir`` (e.g. a folder of the run's output) the nodes that keep state
+    across their restarts (fusion, weight sensors, gates) get it as ``state_dir``
+    (absolute). Without it fusion keeps its journal where its params file says, except
+    in a simulation: that numbers its events from 1 again, so it gets a folder of its
+    own (run_state_dir).
 
     Raises ConfigError for a bad store config or scenario, ValueError for a
     non-positive time_scale.
@@ -173,13 +178,16 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
         sim = {'scenario': str(Path(scenario).resolve()), 'sim_start_ns': int(sim_start_ns),
                'time_scale': float(time_scale)}
     sensor_sim = {'source': 'sim', **sim} if sim else {}
+    state = {'state_dir': str(Path(state_dir).resolve())} if state_dir is not None else {}
 
     def spec(executable: str, namespace: str, **parameters) -> NodeSpec:
         return NodeSpec(executable=executable, name=executable, namespace=namespace,
                         parameters={'store_config': store_config, **parameters},
                         params_file=_params_file(params_dir, executable))
 
-    specs = [spec('fusion_node', ROOT_NAMESPACE)]
+    fusion_state = state or ({'state_dir': run_state_dir(store.store_id, sim_start_ns or time.time_ns())}
+                             if sim else {})
+    specs = [spec('fusion_node', ROOT_NAMESPACE, **fusion_state)]
     if vision:
         if not store.cameras:
             raise ValueError(f'{store_path}: vision needs cameras in the store config')
@@ -191,10 +199,10 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
     # them all with the simulator.
     for shelf_id, shelf in store.shelves.items():
         specs.append(spec('weight_sensor_node', f'{ROOT_NAMESPACE}/shelves/{shelf_id}',
-                          shelf_id=shelf_id, **(sensor_sim or {'source': shelf.source})))
+                          shelf_id=shelf_id, **(sensor_sim or {'source': shelf.source}), **state))
     for gate_id, gate in store.gates.items():
         specs.append(spec('gate_node', f'{ROOT_NAMESPACE}/gates/{gate_id}',
-                          gate_id=gate_id, **(sensor_sim or {'source': gate.source})))
+                          gate_id=gate_id, **(sensor_sim or {'source': gate.source}), **state))
     if with_cameras:
         for camera_id in store.cameras:
             specs.append(spec('camera_node', f'{ROOT_NAMESPACE}/cameras/{camera_id}',
@@ -205,6 +213,12 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
                               clip_root=_uplink_clip_root(params_dir)))
         specs.append(spec('uplink_node', ROOT_NAMESPACE))
     return specs
+
+
+def run_state_dir(store_id: str, run_ns: int) -> str:
+    """The state folder of one simulated or replayed run (in the temporary folder), so
+    that it never finds another run's fusion journal, whose event ids it would reuse."""
+    return str(Path(tempfile.gettempdir()) / f'jwo-state-{store_id}-{run_ns}')
 
 
 def _uplink_clip_root(params_dir) -> str:
@@ -228,7 +242,8 @@ def processing_graph(store_path, *, params_dir, rate_hz: Optional[int] = None) -
     events are in the bag and go straight to fusion), no cameras.
 
     ``rate_hz``: the rate of the recorded samples (the detector's windows are counted
-    in samples); default: the params file's. Raises ConfigError for a bad store config.
+    in samples); default: the params file's. fusion journals its inputs in a folder of
+    this run's own (run_state_dir). Raises ConfigError for a bad store config.
     """
     store = load_store_config(store_path)
     store_config = str(Path(store_path).resolve())
@@ -239,7 +254,7 @@ def processing_graph(store_path, *, params_dir, rate_hz: Optional[int] = None) -
                         params_file=_params_file(params_dir, executable))
 
     rate = {} if rate_hz is None else {'rate_hz': int(rate_hz)}
-    specs = [spec('fusion_node', ROOT_NAMESPACE)]
+    specs = [spec('fusion_node', ROOT_NAMESPACE, state_dir=run_state_dir(store.store_id, time.time_ns()))]
     for shelf_id in store.shelves:
         specs.append(spec('weight_sensor_node', f'{ROOT_NAMESPACE}/shelves/{shelf_id}',
                           shelf_id=shelf_id, source='topic', **rate))

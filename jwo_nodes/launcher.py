@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from jwo_nodes.core.config import ConfigError
-from jwo_nodes.graph import DEFAULT_START_DELAY_S, NodeSpec, default_params_dir, store_graph
+from jwo_nodes.graph import NodeSpec, default_params_dir, store_graph
+
+# Seconds between the graph being ready and scenario time 0 (the signal reaches every
+# node well before).
+START_LEAD_S = 1.0
 
 # Exit statuses of the supervisor (and of `jwo launch`).
 EXIT_OK = 0
@@ -179,6 +183,13 @@ class Supervisor:
             raise LaunchError(f'cannot start {child.spec.fqn} ({child.path}): {error}') from error
         self._monitor = threading.Thread(target=self._watch, name='jwo-supervisor', daemon=True)
         self._monitor.start()
+
+    def pid(self, fqn: str) -> Optional[int]:
+        """The process id of the node named ``fqn`` while it runs, else None."""
+        for child in self._children:
+            if child.spec.fqn == fqn and child.running():
+                return child.process.pid
+        return None
 
     def poll(self) -> Optional[int]:
         """None while the supervisor runs, else its exit status."""
@@ -385,9 +396,10 @@ class Supervisor:
         return [child for child in children if child.process.poll() is None]
 
 
-def supervise(specs, **supervisor_options) -> int:
+def supervise(specs, on_turn: Callable[[], None] = lambda: None, **supervisor_options) -> int:
     """Runs specs until they fail or SIGINT/SIGTERM/SIGHUP arrives; the `jwo launch`
-    main loop. Returns 0 after a signal, else the supervisor's exit status."""
+    main loop, calling ``on_turn`` about every 0.2 s. Returns 0 after a signal, else
+    the supervisor's exit status."""
     signalled = threading.Event()
     received = []
     supervisor = Supervisor(specs, **supervisor_options)
@@ -414,6 +426,7 @@ def supervise(specs, **supervisor_options) -> int:
             status = supervisor.wait(0.2)
             if status is not None:
                 break
+            on_turn()
         if received:
             supervisor._say(f'{signal.Signals(received[0]).name} received, stopping')
         supervisor.stop()
@@ -454,9 +467,9 @@ def add_arguments(parser) -> None:
                         help='simulate the store from this scenario (sensor nodes get source:=sim)')
     parser.add_argument('--time-scale', type=_positive_float, default=1.0, metavar='X',
                         help='scenario seconds per wall second (default 1.0)')
-    parser.add_argument('--start-delay', type=_non_negative_float, default=DEFAULT_START_DELAY_S,
-                        metavar='S', help='seconds from now to scenario time 0, so every node is '
-                                          f'up before it starts (default {DEFAULT_START_DELAY_S:g})')
+    parser.add_argument('--start-delay', type=_non_negative_float, default=START_LEAD_S, metavar='S',
+                        help='seconds from the graph being ready (every node up, every publisher-'
+                             f'subscriber pair matched) to scenario time 0 (default {START_LEAD_S:g})')
     parser.add_argument('--params-dir', metavar='DIR',
                         help='where <executable>.yaml params files are (default: config/params)')
     parser.add_argument('--no-cameras', action='store_true', help='start no camera nodes')
@@ -471,17 +484,21 @@ def run(args) -> int:
         print(f'error: {args.params_dir}: <dir>: no such directory (--params-dir)',
               file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    sim_start_ns = None
-    if args.scenario:
-        sim_start_ns = time.time_ns() + int(args.start_delay * 1e9)
     try:
+        # sim_start_ns 0: the simulated sensors wait for the start signal (GraphAnnouncer).
         specs = store_graph(args.store, params_dir=params_dir, scenario=args.scenario,
-                            sim_start_ns=sim_start_ns, time_scale=args.time_scale,
+                            sim_start_ns=0, time_scale=args.time_scale,
                             with_cameras=not args.no_cameras, with_uplink=args.uplink)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         return EXIT_CONFIG
     _print_line(f'{LAUNCH_PREFIX} store {args.store}: {len(specs)} nodes'
                 + (f', scenario {args.scenario} at time scale {args.time_scale:g}, '
-                   f'starting in {args.start_delay:g} s' if args.scenario else ''))
-    return supervise(specs)
+                   f'starting {args.start_delay:g} s after the graph is ready' if args.scenario else ''))
+    from jwo_nodes.readiness_watch import GraphAnnouncer   # rclpy only where a graph runs
+    announcer = GraphAnnouncer(specs, args.start_delay if args.scenario else None,
+                               lambda line: _print_line(f'{LAUNCH_PREFIX} {line}'))
+    try:
+        return supervise(specs, on_turn=announcer.turn)
+    finally:
+        announcer.close()

@@ -3,6 +3,7 @@ published as diagnostics, stamp conversion and the one start/shutdown pattern.
 
 This is the only module besides jwo_nodes.nodes that imports rclpy.
 """
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -19,8 +20,11 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
+from jwo_msgs.msg import NodeState
+
 from jwo_nodes.core import health
 from jwo_nodes.core.config import ConfigError
+from jwo_nodes.core.readiness import IGNORED_TOPICS
 
 # Raw sensor streams: the newest sample matters, a lost one does not.
 SENSOR_QOS = qos_profile_sensor_data
@@ -44,6 +48,14 @@ REPLAY_INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, depth=1000,
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# Every node's NodeState (latched, the newest per node) and the launcher's signal of
+# scenario time 0 once the graph is ready (latched): absolute, outside any namespace.
+NODE_STATES_TOPIC = '/jwo/node_states'
+SIM_START_TOPIC = '/jwo/sim/start'
+NODE_STATES_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 REQUIRED = object()
 """Default of a parameter that has none: a per-store value must be given."""
@@ -209,6 +221,54 @@ class Counters:
         self._publisher.publish(array)
 
 
+class StateReporter:
+    """Publishes the node's NodeState: at start, and whenever one of its topics gains
+    or loses a matched peer, so the launcher knows when the graph is ready."""
+
+    def __init__(self, node: Node, period_s: float = 0.25):
+        self._node = node
+        self._last = None
+        self._publisher = node.create_publisher(NodeState, NODE_STATES_TOPIC, NODE_STATES_QOS)
+        self._timer = node.create_timer(period_s, self.report)
+        self.report()
+
+    def report(self) -> None:
+        node = self._node
+        publishes = sorted((p.topic_name, p.get_subscription_count()) for p in node.publishers
+                           if p.topic_name not in IGNORED_TOPICS and p is not self._publisher)
+        subscribes = sorted((s.topic_name, s.get_publisher_count()) for s in node.subscriptions
+                            if s.topic_name not in IGNORED_TOPICS)
+        if (publishes, subscribes) == self._last:
+            return
+        self._last = (publishes, subscribes)
+        msg = NodeState(node=node.get_fully_qualified_name(), pid=os.getpid(),
+                        publishes=[t for t, _ in publishes], matched_subscribers=[n for _, n in publishes],
+                        subscribes=[t for t, _ in subscribes], matched_publishers=[n for _, n in subscribes])
+        msg.header.stamp = node.get_clock().now().to_msg()
+        self._publisher.publish(msg)
+
+
+class SimStart:
+    """The wall-clock epoch (ns) of scenario time 0 for a node that plays a scenario:
+    the ``sim_start_ns`` parameter when it is given (> 0), else the launcher's signal
+    on SIM_START_TOPIC, sent once every node of the graph is ready (None until then).
+    A node restarted mid-run gets the same signal again: it is latched."""
+
+    PARAM = 'sim_start_ns'
+    DESCRIPTION = ("epoch ns of scenario time 0 (source 'sim'); 0: when the launcher signals "
+                   f'that the graph is ready (on {SIM_START_TOPIC})')
+
+    def __init__(self, node: Node, sim_start_ns: int):
+        self.ns: Optional[int] = sim_start_ns if sim_start_ns > 0 else None
+        if self.ns is None:
+            self._subscription = node.create_subscription(Time, SIM_START_TOPIC, self._on_start,
+                                                          LATCHED_QOS)
+
+    def _on_start(self, msg: Time) -> None:
+        if self.ns is None:
+            self.ns = to_ns(msg)
+
+
 def run_node(node_factory: Callable[[], Node], args=None) -> None:
     """The one start/shutdown pattern of every jwo executable.
 
@@ -222,6 +282,7 @@ def run_node(node_factory: Callable[[], Node], args=None) -> None:
         print(f'error: {error}', file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         sys.exit(2)
+    reporter = StateReporter(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

@@ -31,11 +31,16 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from jwo_nodes.core.scoring import GateEntry, PartyMatcher
-from jwo_nodes.core.sim import NS, SimClock, Timeline
+from jwo_nodes.core.sim import NS, Timeline
 from jwo_nodes.graph import default_params_dir, processing_graph, store_graph
-from jwo_nodes.launcher import Supervisor
+from jwo_nodes.launcher import START_LEAD_S, Supervisor
 from jwo_nodes.bag.format import cdr_header_stamp_ns
-from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, REPLAY_INPUT_QOS, to_ns
+from jwo_nodes.readiness_watch import ReadinessWatch
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REPLAY_INPUT_QOS, StateReporter,
+                                  to_ns)
+
+# A graph not ready this long after its start has a problem: the run fails naming it.
+READY_TIMEOUT_S = 120.0
 
 
 class RunMonitor(Node):
@@ -48,6 +53,8 @@ class RunMonitor(Node):
 
     # Samples remembered per shelf for that (a few seconds at the fastest board rate).
     SAMPLES_KEPT = 2048
+
+    FQN = '/jwo/run_monitor'
 
     def __init__(self, store, watch_sensors: bool = False):
         super().__init__('run_monitor', namespace='/jwo')
@@ -78,6 +85,8 @@ class RunMonitor(Node):
         self.create_subscription(ReviewRequest, 'review/requests',
                                  lambda msg: self.review_requests.append(msg.receipt_id),
                                  DURABLE_EVENT_QOS)
+        # The monitor is a node of the graph too: a run starts once it listens.
+        self._reporter = StateReporter(self)
 
     def _on_gate(self, msg: GateEvent) -> None:
         if msg.direction == GateEvent.ENTRY:
@@ -130,7 +139,7 @@ class _Driver:
 
     failure: Optional[str] = None
 
-    def poll(self, monitor: RunMonitor) -> None:
+    def poll(self, monitor: RunMonitor, graph: ReadinessWatch) -> None:
         """Called every loop turn while the nodes run."""
 
     def finished_ns(self) -> Optional[int]:
@@ -141,12 +150,38 @@ class _Driver:
         pass
 
 
-def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns: int,
+class ScenarioStart(_Driver):
+    """Starts scenario time once the graph is ready (ReadinessWatch: every node up, every
+    publisher-subscriber pair of the graph matched, the monitor's included): scenario
+    time 0 is ``lead_s`` later, signalled to the simulated sensors. Fails naming what
+    is missing when the graph is not ready in READY_TIMEOUT_S."""
+
+    def __init__(self, lead_s: float = START_LEAD_S):
+        self.lead_ns = int(lead_s * NS)
+        self.start_ns: Optional[int] = None
+        self.log: Callable[[str], None] = lambda line: None
+
+    def poll(self, monitor: RunMonitor, graph: ReadinessWatch) -> None:
+        if self.start_ns is not None:
+            return
+        state = graph.state()
+        if state.ready:
+            self.start_ns = time.time_ns() + self.lead_ns
+            graph.signal_start(self.start_ns)
+            self.log(f'[launch] graph ready in {graph.ready_after_s():.1f} s: {len(graph.nodes)} nodes up, '
+                     f'every publisher-subscriber pair matched; scenario time 0 in {self.lead_ns / NS:g} s')
+        elif graph.ready_after_s() > READY_TIMEOUT_S:
+            self.failure = f'the graph was not ready after {READY_TIMEOUT_S:.0f} s: {state.summary()}'
+
+
+def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin: Callable[[], int],
            log_path: Path, deadline: Callable[[], int], exit_wall: Callable,
            on_receipt: Callable = None, before_stop: Callable = None,
-           driver: Optional[_Driver] = None, watch_sensors: bool = False) -> RunResult:
+           driver: Optional[_Driver] = None, watch_sensors: bool = False,
+           on_turn: Callable = None, supervisor_options: dict = None) -> RunResult:
     """Runs the node set and watches it until every party has its receipt, the
-    deadline (wall ns, asked every turn) passes, or something fails."""
+    deadline (wall ns, asked every turn) passes, or something fails. ``on_turn``
+    (supervisor) is called every turn (a chaos test kills nodes from it)."""
     driver = driver or _Driver()
     result = RunResult()
     wall_start = time.monotonic()
@@ -161,9 +196,11 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
     if not rclpy.ok():
         rclpy.init()
     monitor = RunMonitor(store, watch_sensors=watch_sensors)
+    graph = ReadinessWatch([spec.fqn for spec in specs], also=(RunMonitor.FQN,))
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
-    supervisor = Supervisor(specs, log=log)
+    executor.add_node(graph)
+    supervisor = Supervisor(specs, log=log, **(supervisor_options or {}))
     handled = 0
     try:
         supervisor.start()
@@ -171,7 +208,9 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
             if supervisor.poll() is not None:
                 result.failure = f'the node set stopped: {supervisor.failure}'
                 break
-            driver.poll(monitor)
+            driver.poll(monitor, graph)
+            if on_turn:
+                on_turn(supervisor)
             if driver.failure:
                 result.failure = driver.failure
                 break
@@ -197,12 +236,13 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin_ns:
     finally:
         driver.stop()
         supervisor.stop()
-        executor.remove_node(monitor)
-        monitor.destroy_node()
+        for node in (monitor, graph):
+            executor.remove_node(node)
+            node.destroy_node()
         with log_lock:
             log_file.close()
     result.exit_to_receipt_s = {p: s for p, s in result.exit_to_receipt_s.items() if s is not None}
-    result.changes = [(b, end - time_origin_ns, delta) for b, _, end, delta in monitor.changes]
+    result.changes = [(b, end - time_origin(), delta) for b, _, end, delta in monitor.changes]
     result.cart_latency_ms = monitor.cart_latency_ms
     result.review_requests = list(monitor.review_requests)
     result.sensor_to_cart_ms = monitor.sensor_to_cart_ms
@@ -214,38 +254,50 @@ def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_s
                  start_delay_s: float, with_cameras: bool, log_path: Path, grace_s: float,
                  on_receipt: Callable = None, overrides: dict = None,
                  with_uplink: bool = False, before_stop: Callable = None,
-                 vision: bool = False) -> RunResult:
-    """Runs the scenario through a fresh node set; returns when every party has its
+                 vision: bool = False, state_dir=None,
+                 on_turn: Callable[[Supervisor, Optional[int]], None] = None,
+                 supervisor_options: dict = None) -> RunResult:
+    """Runs the scenario through a fresh node set, started once the graph is ready
+    (``start_delay_s`` after: ScenarioStart); returns when every party has its
     receipt, when the grace period after the scenario's end is over, or on failure.
     ``before_stop(result)`` runs while the nodes are still up (e.g. to let the uplink
-    deliver)."""
-    clock = SimClock(time.time_ns() + int(start_delay_s * NS), time_scale)
+    deliver); ``on_turn(supervisor, scenario start wall ns or None)`` every turn;
+    ``supervisor_options``: keyword arguments of the Supervisor (e.g. ``resolve``).
+    ``state_dir``: where the nodes keep what survives their restarts (see store_graph)."""
+    # sim_start_ns 0: the simulated sensors wait for the start signal.
     specs = store_graph(store_path, params_dir=default_params_dir(), scenario=scenario_path,
-                        sim_start_ns=clock.start_ns, time_scale=time_scale, with_cameras=with_cameras,
-                        with_uplink=with_uplink, vision=vision)
+                        sim_start_ns=0, time_scale=time_scale, with_cameras=with_cameras,
+                        with_uplink=with_uplink, vision=vision, state_dir=state_dir)
     for spec in specs:
         spec.parameters.update((overrides or {}).get(spec.executable, {}))
-    end = clock.start_ns + int(timeline.duration_ns / time_scale) + int(grace_s * NS)
+    start = ScenarioStart(lead_s=start_delay_s)
+
+    def deadline() -> int:
+        if start.start_ns is None:
+            return time.time_ns() + NS    # ScenarioStart fails a graph that is never ready
+        return start.start_ns + int(timeline.duration_ns / time_scale) + int(grace_s * NS)
 
     def exit_wall(receipt: Receipt, monitor: RunMonitor) -> int:
         # The exit happens at its scenario time on the wall clock.
-        return clock.start_ns + (to_ns(receipt.exit_stamp) - clock.start_ns) / time_scale
+        return start.start_ns + (to_ns(receipt.exit_stamp) - start.start_ns) / time_scale
 
     return _watch(specs, store, parties={p.id for p in timeline.scenario.parties},
                   matcher=PartyMatcher(lambda gate_id, stamp_ns: timeline.party_at_entry(
-                      gate_id, stamp_ns - clock.start_ns)),
-                  time_origin_ns=clock.start_ns, log_path=log_path, deadline=lambda: end,
-                  exit_wall=exit_wall, on_receipt=on_receipt, before_stop=before_stop)
+                      gate_id, stamp_ns - start.start_ns)),
+                  time_origin=lambda: start.start_ns or 0, log_path=log_path, deadline=deadline,
+                  exit_wall=exit_wall, on_receipt=on_receipt, before_stop=before_stop, driver=start,
+                  on_turn=(lambda supervisor: on_turn(supervisor, start.start_ns)) if on_turn else None,
+                  supervisor_options=supervisor_options)
 
 
 class ReplayProcess(_Driver):
-    """`jwo replay BAG` as a child process, started once the processing nodes listen:
-    every topic it plays has as many subscribers as the graph will have
-    (``subscribers``: topic -> count, the monitor's own included). Its output goes to
-    the run log as ``[replay] ...``."""
+    """`jwo replay BAG` as a child process, started once the processing graph is ready
+    (ReadinessWatch) and every topic it plays has as many subscribers as the graph will
+    have (``subscribers``: topic -> count, the monitor's own included). Its output goes
+    to the run log as ``[replay] ...``."""
 
     def __init__(self, bag, *, topics: list, subscribers: dict, rate: Optional[float],
-                 ready_timeout_s: float = 120.0, extra_args=()):
+                 ready_timeout_s: float = READY_TIMEOUT_S, extra_args=()):
         self.bag = str(bag)
         self.topics = list(topics)
         self.subscribers = dict(subscribers)
@@ -261,14 +313,16 @@ class ReplayProcess(_Driver):
         self._reader: Optional[threading.Thread] = None
         self.log: Callable[[str], None] = lambda line: None
 
-    def poll(self, monitor: RunMonitor) -> None:
+    def poll(self, monitor: RunMonitor, graph: ReadinessWatch) -> None:
         if self.process is None:
             missing = [t for t, n in self.subscribers.items() if monitor.count_subscribers(t) < n]
-            if not missing:
+            state = graph.state()
+            if not missing and state.ready:
                 self._start()
             elif time.monotonic() > self.ready_deadline:
-                self.failure = (f'the processing nodes did not subscribe to {", ".join(missing[:3])}'
-                                f'{" ..." if len(missing) > 3 else ""} in time')
+                self.failure = (f'the processing graph was not ready in time: {state.summary()}' if missing == []
+                                else f'the processing nodes did not subscribe to {", ".join(missing[:3])}'
+                                f'{" ..." if len(missing) > 3 else ""} in time ({state.summary()})')
             return
         if self.returncode is None and self.process.poll() is not None:
             self._reader.join(2.0)
@@ -339,7 +393,8 @@ def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: P
     subscribers[POSITIONS_TOPIC] = 1
     subscribers.update({gate_topic(g): 2 for g in store.gates})   # fusion and the monitor
     with_topics = [t for t in subscribers if t != GROUND_TRUTH_TOPIC]
-    replay = ReplayProcess(bag, topics=with_topics, subscribers=subscribers, rate=rate,
+    replay = ReplayProcess(bag, topics=with_topics,
+                           subscribers=subscribers, rate=rate,
                            extra_args=[] if duration_s is None else ['--duration', repr(duration_s)])
     bag_s = truth.scenario['duration_ns'] / NS
     if duration_s is not None:
@@ -357,7 +412,7 @@ def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: P
 
     result = _watch(specs, store, parties=set(truth.parties),
                     matcher=PartyMatcher(truth.party_at_entry, truth.party_of_visit),
-                    time_origin_ns=truth.epoch_ns, log_path=log_path, deadline=deadline,
+                    time_origin=lambda: truth.epoch_ns, log_path=log_path, deadline=deadline,
                     exit_wall=exit_wall, on_receipt=on_receipt, driver=replay,
                     watch_sensors=watch_sensors)
     if result.failure is None and replay.process is None:

@@ -480,3 +480,25 @@ def test_a_walk_out_while_every_code_is_still_seen_waits_for_the_code_that_vanis
     assert lines_of(receipt) == {'COLA-330': 1}
     assert receipt.doubts and receipt.doubts[0].event_id.startswith('S1/')
     assert 'v2' not in s.receipts
+
+
+def test_a_change_found_after_a_sensor_restart_sends_every_visit_inside_to_review(store):
+    s = Store(store)
+    s.place('t1', 'v1', 'G1')
+    s.enter('v1')
+    s.run(1)
+    s.place('t1', 'v1', 'S1-B1')
+    s.run(2)
+    # The shelf was down when the item went: the change has the restart's stamps.
+    s._take(s.core.on_weight_change(ChangeInput('S1/restart-1', 'S1', ('S1-B1',), (-350.0,), s.t - NS, s.t, 1.5,
+                                                after_restart=True), WALL))
+    s.run(1)
+    s.place('t1', 'v1', 'G1')
+    s.run(1)
+    s.leave()
+    s.run(0.2)
+    s.place('t1', 'v1', None)
+    s.run(2)
+    receipt = s.receipts['v1']
+    assert receipt.status != FINAL
+    assert [(r.code, r.event_id) for r in receipt.reasons] == [('sensor_restarted', 'S1/restart-1')]

@@ -18,9 +18,10 @@ T0 = 1_700_000_000 * NS
 
 
 @pytest.fixture
-def graph(start_node, repo):
-    fusion = start_node('fusion_node', '-r', '__ns:=/jwo', '-p', f'store_config:={repo}/config/stores/demo.yaml',
-                        '--params-file', f'{repo}/config/params/fusion_node.yaml')
+def graph(start_node, repo, tmp_path):
+    # -p after the params file: a node's entry in the file wins over -p given before it.
+    fusion = start_node('fusion_node', '-r', '__ns:=/jwo', '--params-file', f'{repo}/config/params/fusion_node.yaml',
+                        '-p', f'store_config:={repo}/config/stores/demo.yaml', '-p', f'state_dir:={tmp_path}/state')
     rclpy.init()
     node = rclpy.create_node('fusion_test', namespace='/jwo')
     got = {'carts': [], 'receipts': [], 'reviews': [], 'diagnostics': {}}
@@ -36,7 +37,7 @@ def graph(start_node, repo):
     node.create_subscription(DiagnosticArray, '/diagnostics', on_diagnostics, EVENT_QOS)
     pubs = {
         'gate': node.create_publisher(GateEvent, 'gates/G1/events', DURABLE_EVENT_QOS),
-        'change': node.create_publisher(WeightChange, 'shelves/S1/weight/changes', EVENT_QOS),
+        'change': node.create_publisher(WeightChange, 'shelves/S1/weight/changes', DURABLE_EVENT_QOS),
         'positions': node.create_publisher(ShopperPositions, 'shoppers/positions', EVENT_QOS),
         'status': {s: node.create_publisher(ShelfStatus, f'shelves/{s}/weight/status', EVENT_QOS)
                    for s in ('S1', 'S2', 'S3', 'S4')},

@@ -1,4 +1,6 @@
-"""Gate line protocol, anonymous visits, duplicates, debounce and ordering (no ROS)."""
+"""Gate line protocol, anonymous visits, duplicates, debounce and ordering, open visits
+across restarts (no ROS)."""
+import json
 import random
 import re
 
@@ -234,6 +236,82 @@ def test_counts():
         gate.feed(line, stamp * 10 * S)
     assert gate.counts['lines'] == 4  # blank lines are not counted
     assert (gate.counts['entries'], gate.counts['exits'], gate.counts[g.MALFORMED]) == (1, 2, 1)
+
+
+# -- restarts: open visits exported and restored ------------------------------------
+
+SALT = b'gate-secret-salt-0123'
+
+
+def test_open_visits_survive_a_restart_as_hashes_and_codes():
+    gate = logic(salt=SALT)
+    card = gate.feed(f'ENTRY card {CARD} 3', 10 * S).event
+    qr = gate.feed(f'ENTRY qr {QR}', 20 * S).event
+    gate.feed(f'EXIT qr {QR}', 30 * S)
+    badge = gate.feed('ENTRY badge b7', 40 * S).event
+    saved = json.loads(json.dumps(gate.export_visits()))      # through a file
+    assert [v['code'] for v in saved['visits']] == [card.visit_code, badge.visit_code]
+    text = json.dumps(saved)
+    assert CARD not in text and QR not in text and SALT.hex() not in text
+    assert qr.visit_code not in text                          # closed: forgotten
+
+    restarted = logic(salt=SALT, random_bytes=seeded(99))
+    assert restarted.restore_visits(saved) == 2 and restarted.open_visits == 2
+    out = restarted.feed(f'EXIT card {CARD}', 50 * S).event
+    assert (out.visit_code, out.group_size) == (card.visit_code, 3)
+    # A restored credential's entry is a duplicate, as before the restart.
+    assert restarted.feed('ENTRY badge b7', 60 * S).outcome == g.DUPLICATE_ENTRY
+    assert restarted.open_visits == 1
+
+
+def test_restored_visits_expire_from_their_opening_stamp():
+    gate = logic(salt=SALT, max_visit_ns=3600 * S)
+    gate.feed(f'ENTRY card {CARD}', 0)
+    restarted = logic(salt=SALT, max_visit_ns=3600 * S)
+    restarted.restore_visits(gate.export_visits())
+    assert restarted.feed(f'EXIT card {CARD}', 3601 * S).outcome == g.EXIT_WITHOUT_ENTRY
+    assert restarted.counts[g.VISIT_EXPIRED] == 1
+
+
+def test_revision_follows_every_change_of_the_open_visits():
+    gate = logic(max_visit_ns=3600 * S)
+    revisions = [gate.revision]
+    for stamp, line in [(0, f'ENTRY card {CARD}'), (10, 'EXIT'), (20, f'EXIT card {CARD}'),
+                        (30, 'ENTRY qr a'), (30, 'garbage'), (4000, 'EXIT')]:
+        gate.feed(line, stamp * S)
+        revisions.append(gate.revision)
+    # entry, walk-out (no change), tap-out, entry, garbage (none), expiry
+    assert revisions == [0, 1, 1, 2, 3, 3, 4]
+
+
+@pytest.mark.parametrize('change', [
+    lambda d: d.update(salt_check='0' * 16),                  # hashed under another salt
+    lambda d: d.pop('visits'),
+    lambda d: d['visits'][0].update(credential_hash='abc'),
+    lambda d: d['visits'][0].update(credential_hash='00' * 31),
+    lambda d: d['visits'][0].pop('code'),
+    lambda d: d['visits'][0].update(group_size=0),
+    lambda d: d['visits'][0].update(opened_ns='1'),
+    lambda d: d['visits'].append(dict(d['visits'][0])),       # twice
+])
+def test_a_bad_saved_state_restores_nothing(change):
+    gate = logic(salt=SALT)
+    gate.feed(f'ENTRY card {CARD}', 0)
+    gate.feed(f'ENTRY qr {QR}', S)
+    document = json.loads(json.dumps(gate.export_visits()))
+    change(document)
+    restarted = logic(salt=SALT)
+    with pytest.raises(ValueError):
+        restarted.restore_visits(document)
+    assert restarted.open_visits == 0 and restarted.revision == 0
+
+
+def test_visits_are_restored_before_any_line():
+    gate = logic(salt=SALT)
+    saved = gate.export_visits()
+    gate.feed('EXIT', 0)
+    with pytest.raises(ValueError):
+        gate.restore_visits(saved)
 
 
 # -- byte stream to lines ---------------------------------------------------------

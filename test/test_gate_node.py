@@ -1,5 +1,6 @@
 """gate_node as a real process: lines through a pseudo-terminal (the serial source),
-stdin and the simulator; GateEvents and /diagnostics checked by an rclpy subscriber."""
+stdin and the simulator, and a restart between entry and tap-out; GateEvents and
+/diagnostics checked by an rclpy subscriber."""
 import os
 import subprocess
 import time
@@ -122,6 +123,37 @@ def test_serial_pty_events_and_garbage_counted(start_node, listener):
         assert listener.spin_until(lambda: len(listener.events) >= 3, 5.0)
         assert CARD not in node.log()
         assert node.stop() == 0
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_a_tap_out_after_a_restart_finds_its_visit(start_node, listener, tmp_path):
+    master, slave = os.openpty()
+    state = tmp_path / 'state'
+    args = gate_args(os.ttyname(slave), '-p', f'state_dir:={state}')
+    try:
+        node = start_node('gate_node', *args)
+        wait_for_link(listener, lambda data: os.write(master, data), node)
+        os.write(master, f'ENTRY card {CARD} 2\n'.encode())
+        assert listener.spin_until(lambda: listener.events, 5.0)
+        (entry,) = listener.events
+        assert node.stop() == 0, node.log()
+        saved = state / 'gate-G1.json'
+        assert CARD not in saved.read_text() and entry.visit_code in saved.read_text()
+        assert saved.stat().st_mode & 0o777 == 0o600
+
+        listener.events.clear()
+        node = start_node('gate_node', *args)
+        wait_for_link(listener, lambda data: os.write(master, data), node)
+        assert '1 open visits restored' in node.log()
+        os.write(master, f'EXIT card {CARD}\n'.encode())
+        assert listener.spin_until(lambda: listener.events, 5.0), node.log()
+        (exit_,) = listener.events
+        assert (exit_.direction, exit_.visit_code, exit_.group_size) == (
+            GateEvent.EXIT, entry.visit_code, 2)
+        assert entry.visit_code not in saved.read_text()      # closed: forgotten
+        assert node.stop() == 0, node.log()
     finally:
         os.close(master)
         os.close(slave)

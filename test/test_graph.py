@@ -117,6 +117,16 @@ def test_sim_start_defaults_to_a_little_after_now(scenario):
     assert len({s.parameters.get('sim_start_ns') for s in specs if s.executable != 'fusion_node'}) == 1
 
 
+def test_state_dir_reaches_the_nodes_that_keep_state(tmp_path, scenario):
+    for specs in (store_graph(DEMO, params_dir=None, state_dir=tmp_path / 'run' / 'state'),
+                  store_graph(DEMO, params_dir=None, scenario=scenario, sim_start_ns=1,
+                              state_dir=tmp_path / 'run' / 'state')):
+        for executable in ('weight_sensor_node', 'gate_node'):
+            for spec in by_executable(specs, executable):
+                assert spec.parameters['state_dir'] == str(tmp_path / 'run' / 'state')
+    assert not [s for s in store_graph(DEMO, params_dir=None) if 'state_dir' in s.parameters]
+
+
 def test_without_cameras(scenario):
     assert not by_executable(store_graph(DEMO, params_dir=None, with_cameras=False), 'camera_node')
     specs = store_graph(DEMO, params_dir=None, scenario=scenario, sim_start_ns=1, with_cameras=False)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from jwo_nodes.core.loadcell_sim import LoadCellNoise, LoadCellSim, shelf_seed
-from jwo_nodes.core.weight_detect import (MOVING, STABLE, BadSample, ChangeDetector,
-                                          DetectorSettings)
+from jwo_nodes.core.weight_detect import (MOVING, RESTART_NONE, RESTART_SEEN, RESTART_UNSURE,
+                                          STABLE, BadSample, ChangeDetector, DetectorSettings,
+                                          SavedLevels)
 
 NS = 1_000_000_000
 BINS = ('B0', 'B1', 'B2')
@@ -444,6 +445,138 @@ def test_settings_are_validated():
             ChangeDetector(BINS, rate)
     with pytest.raises(ValueError):
         ChangeDetector([], 50)
+
+
+# -- restarts: levels saved before, compared after ---------------------------------------------
+
+RESTART_AT = 1000 * NS      # stamp of the first sample after the restart
+MAX_AGE = 300 * NS
+
+
+def resumed(shelf, saved, seed=5, settings=DetectorSettings(), sigma=2.0) -> Run:
+    """The shelf through a fresh detector resumed from ``saved``, its samples stamped
+    from RESTART_AT."""
+    detector = ChangeDetector(BINS, shelf.rate, settings)
+    cells = LoadCellSim('S', 3, shelf.rate, shelf.true_fn(), seed, LoadCellNoise(sigma_g=sigma))
+    changes, trace = [], []
+    for k in range(shelf.samples):
+        sample = cells.next()
+        stamp = RESTART_AT + sample.t_ns
+        if k == 0:
+            detector.resume(saved, stamp, MAX_AGE)
+        before = detector.processed_until_ns
+        found = detector.feed(stamp, sample.grams)
+        changes += found
+        trace.append((before, detector.processed_until_ns, found))
+    return Run(changes, detector, trace)
+
+
+def saved_at(age_s, levels=(5000.0, 3000.0, 8000.0), bins=BINS) -> SavedLevels:
+    return SavedLevels(tuple(bins), tuple(levels), RESTART_AT - int(age_s * NS))
+
+
+def test_a_take_while_the_node_was_down_is_a_change_at_the_first_settled_level():
+    shelf = flat_shelf(50, 20, levels=(5000.0, 2650.0, 8000.0))   # B1: 350 g gone
+    add_change(shelf, 2, 10.0, -120.0)                            # B2: live, after
+    result = resumed(shelf, saved_at(20))
+    down, live = result.changes
+    assert (down.bin_id, down.restart, down.forced) == ('B1', RESTART_SEEN, False)
+    assert abs(down.delta_grams + 350.0) < 2.0 and abs(down.level_grams - 2650.0) < 2.0
+    # Stamped when the node saw it: both stamps are the first sample of the first
+    # settled level after the restart.
+    assert down.start_ns == down.end_ns and RESTART_AT <= down.end_ns < RESTART_AT + 2 * NS
+    assert (live.bin_id, live.restart) == ('B2', RESTART_NONE)
+    assert abs(live.delta_grams + 120.0) < 3.0
+    assert_processed_until_holds(result.trace)
+    # Until every resumed bin has its first level nothing after the restart is final.
+    assert result.trace[0][1] == RESTART_AT - 1 and result.detector.modes == [STABLE] * 3
+
+
+def test_resumed_bins_that_agree_with_their_saved_levels_say_nothing():
+    result = resumed(flat_shelf(50, 10), saved_at(20, levels=(5003.0, 2998.0, 8000.0)))
+    assert result.changes == []
+    assert not result.detector.changing
+    assert result.detector.processed_until_ns == RESTART_AT + 10 * NS
+
+
+@pytest.mark.parametrize('saved, flagged', [
+    # Older than the allowed age: a difference is unsure, an agreement is not reported.
+    (saved_at(MAX_AGE / NS + 1), [('B1', -350.0)]),
+    # Of other bins: every bin's first level is unsure, no difference to measure.
+    (saved_at(20, bins=('B0', 'B1', 'B9')), [('B0', 0.0), ('B1', 0.0), ('B2', 0.0)]),
+    # Unreadable.
+    (None, [('B0', 0.0), ('B1', 0.0), ('B2', 0.0)]),
+    # A bin with no level saved.
+    (saved_at(20, levels=(5000.0, None, 8000.0)), [('B1', 0.0)]),
+])
+def test_after_a_restart_what_cannot_be_told_is_flagged_unsure(saved, flagged):
+    result = resumed(flat_shelf(50, 10, levels=(5000.0, 2650.0, 8000.0)), saved)
+    assert [(c.bin_id, c.restart) for c in result.changes] == \
+        [(b, RESTART_UNSURE) for b, _ in flagged]
+    for change, (_, delta) in zip(result.changes, flagged):
+        assert abs(change.delta_grams - delta) < 2.0
+    assert_processed_until_holds(result.trace)
+
+
+def test_a_stream_that_starts_over_does_not_use_the_saved_levels():
+    """A simulation or replay restarted from its beginning: its stamps are not after
+    the saved ones; the detector starts as on a first start."""
+    shelf = flat_shelf(50, 10, levels=(5000.0, 2650.0, 8000.0))
+    result = resumed(shelf, saved_at(-5))
+    fresh = resumed(shelf, None)
+    assert result.changes == [] and len(fresh.changes) == 3
+    assert result.trace[0][1] == RESTART_AT
+
+
+def test_a_resumed_bin_that_does_not_settle_is_unsure_after_max_unsettled_s():
+    shelf = flat_shelf(20, 30)
+    shelf.grams[1] += 60.0 * np.sin(2 * np.pi * 1.3 * shelf.t)   # a bin that keeps swinging
+    result = resumed(shelf, saved_at(20), settings=DetectorSettings(max_unsettled_s=10.0))
+    (change,) = result.changes
+    assert (change.bin_id, change.restart, change.forced) == ('B1', RESTART_UNSURE, True)
+    # Settled by force on the sample after max_unsettled_s; its window began before.
+    decided = next(k for k, (_, _, found) in enumerate(result.trace) if found)
+    assert decided == 10 * shelf.rate + 1
+    assert RESTART_AT + 9 * NS < change.end_ns < RESTART_AT + 10 * NS
+    assert_processed_until_holds(result.trace)
+
+
+def test_saved_levels_round_trip_and_what_a_restarted_detector_keeps():
+    detector = ChangeDetector(BINS, 50)
+    assert detector.saved_levels() == SavedLevels(BINS, (None, None, None), 0)
+    detector.resume(saved_at(20, levels=(5000.0, None, 8000.0)), RESTART_AT, MAX_AGE)
+    detector.feed(RESTART_AT, [5000.0, 3000.0, 9000.0])
+    # Not settled yet: a trusted saved level is kept as it was, a missing one stays so.
+    kept = detector.saved_levels()
+    assert kept == SavedLevels(BINS, (5000.0, None, 8000.0), RESTART_AT)
+    assert SavedLevels.from_document(kept.to_document()) == kept
+    with pytest.raises(ValueError):
+        detector.resume(kept, RESTART_AT + NS, MAX_AGE)       # after the first sample
+    old = ChangeDetector(BINS, 50)
+    old.resume(saved_at(MAX_AGE / NS + 1), RESTART_AT, MAX_AGE)
+    old.feed(RESTART_AT, [5000.0, 3000.0, 8000.0])
+    assert old.saved_levels().levels == (None, None, None)    # untrusted: not passed on
+    for bad in ({}, {'bin_ids': ['B0'], 'levels': [], 'stamp_ns': 1},
+                {'bin_ids': ['B0'], 'levels': [float('nan')], 'stamp_ns': 1},
+                {'bin_ids': ['B0'], 'levels': [True], 'stamp_ns': 1},
+                {'bin_ids': [0], 'levels': [1.0], 'stamp_ns': 1},
+                {'bin_ids': ['B0'], 'levels': [1.0], 'stamp_ns': -1}, []):
+        with pytest.raises(ValueError):
+            SavedLevels.from_document(bad)
+
+
+def test_level_revision_grows_with_every_new_level():
+    shelf = flat_shelf(50, 12)
+    add_change(shelf, 0, 6.0, -200.0)
+    detector = ChangeDetector(BINS, 50)
+    cells = LoadCellSim('S', 3, 50, shelf.true_fn(), 1, LoadCellNoise(sigma_g=1.0))
+    revisions = []
+    for _ in range(shelf.samples):
+        sample = cells.next()
+        if detector.feed(sample.t_ns, sample.grams):
+            revisions.append(detector.level_revision)
+    assert revisions == [4]           # three first levels, then the change
+    assert detector.level_revision == 4
 
 
 # -- the load-cell simulator ------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """weight_sensor_node as a process: an HX711 board on a pseudo-terminal (with garbage,
 NaN, bad checksums, lost and out-of-order lines), and the simulated shelf of the
-demo scenario; checked from a subscriber in this process."""
+demo scenario, and a restart with the levels kept; checked from a subscriber in this
+process."""
+import json
 import os
 import re
 import threading
@@ -271,3 +273,51 @@ def test_unknown_shelf_does_not_start(repo, start_node):
     assert node.process.wait(15) == 2
     log = node.log()
     assert "no shelf 'S9'" in log and 'Traceback' not in log
+
+
+# -- a restart: the levels kept in the state folder -------------------------------------------
+
+def test_a_take_while_the_node_was_down_is_reported_after_its_restart(repo, start_node,
+                                                                      listener_for, tmp_path):
+    rate = 40
+    board = Board(rate)
+    listener = listener_for('S1')
+    state = tmp_path / 'state'
+    args = node_args(repo, 'S1', '-p', f'source:={board.path}', '-p', f'rate_hz:={rate}',
+                     '-p', f'calibration_offsets:={OFFSETS}',
+                     '-p', f'calibration_scales:={SCALES}', '-p', f'state_dir:={state}')
+    saved = state / 'shelf-S1.json'
+    level = [5000.0, 3000.0, 9000.0]
+    node = start_node('weight_sensor_node', *args)
+    try:
+        assert wait_for(listener.connected, 15), node.log()
+        board.hold(level, 2.0)                      # the first levels: saved, no change
+        assert wait_for(lambda: saved.exists() and None not in json.loads(
+            saved.read_text())['levels'], 3), node.log()
+    finally:
+        assert node.stop() == 0, node.log()
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert not listener.changes
+
+    # While the node is down a cola leaves B1; the board reads the new level from the
+    # restart on.
+    assert wait_for(lambda: not listener.connected(), 5)
+    restarted_ns = time.time_ns()
+    node = start_node('weight_sensor_node', *args)
+    try:
+        assert wait_for(listener.connected, 15), node.log()
+        taken = [level[0] - 350.0, level[1], level[2]]
+        board.next_at = time.monotonic()
+        board.hold(taken, 3.0)
+        assert wait_for(lambda: listener.changes, 3), node.log()
+        (change,) = listener.changes
+        assert (change.bin_ids, change.restart) == (['S1-B1'], WeightChange.RESTART_SEEN)
+        assert abs(change.delta_grams[0] + 350.0) < 3.0
+        # Stamped when the restarted node saw it: its first settled sample.
+        assert to_ns(change.start_stamp) == to_ns(change.end_stamp) > restarted_ns
+        assert 'seeded with the levels saved' in node.log()
+        assert wait_for(lambda: abs(json.loads(saved.read_text())['levels'][0]
+                                    - taken[0]) < 3.0, 3)
+    finally:
+        assert node.stop() == 0, node.log()
+        board.close()

@@ -15,6 +15,11 @@ fresh random visit code; a credential token is kept only as a salted HMAC-SHA256
 (per-gate salt) that maps an open visit, so a tap-out finds its visit code, and is
 forgotten when the visit closes or expires. Error messages describe the shape of a
 bad line and never repeat its content.
+
+Restarts: ``export_visits()`` gives the open visits as plain values (code, group size,
+opening stamp and the credential hash of each: no token) for the node's state file,
+and ``restore_visits()`` reopens them in a restarted gate, which must have the same
+salt for a tap-out to find its visit.
 """
 import base64
 import hashlib
@@ -38,6 +43,8 @@ MAX_GROUP_SIZE = 20
 MAX_TOKEN_CHARS = 256
 MAX_LINE_CHARS = 512
 SALT_BYTES = 32
+# HMAC message of the salt's check value: tells a state file hashed under another salt.
+_SALT_CHECK = b'jwo gate salt check'
 
 # Outcomes of one line; every one but EVENT and BLANK is also a counter name.
 EVENT = 'event'
@@ -137,6 +144,21 @@ class _Visit:
     opened_ns: int
 
 
+def _saved_visit(item) -> tuple:
+    """(credential hash, _Visit) of one item of export_visits(); ValueError when it is
+    malformed."""
+    try:
+        key = bytes.fromhex(item['credential_hash'])
+        code, group_size, opened_ns = item['code'], item['group_size'], item['opened_ns']
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f'malformed saved visit ({type(error).__name__})') from error
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (group_size, opened_ns))
+    if len(key) != hashlib.sha256().digest_size or not isinstance(code, str) or not whole \
+            or not 1 <= group_size <= MAX_GROUP_SIZE:
+        raise ValueError('malformed saved visit')
+    return key, _Visit(code, group_size, opened_ns)
+
+
 def new_visit_code(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
     """'v-' and 10 base32 characters (50 random bits)."""
     return 'v-' + base64.b32encode(random_bytes(7)).decode('ascii')[:10].lower()
@@ -169,6 +191,7 @@ class GateLogic:
         # Credential hash -> stamp of its latest scan, oldest first.
         self._last_scan: 'OrderedDict[bytes, int]' = OrderedDict()
         self.counts = {name: 0 for name in COUNTER_NAMES}
+        self._revision = 0
 
     def __repr__(self) -> str:
         return f'GateLogic({self.gate_id!r}, open_visits={len(self._visits)})'
@@ -176,6 +199,45 @@ class GateLogic:
     @property
     def open_visits(self) -> int:
         return len(self._visits)
+
+    @property
+    def revision(self) -> int:
+        """Grows whenever a visit opens, closes or expires: export_visits() changed."""
+        return self._revision
+
+    def export_visits(self) -> dict:
+        """The open visits as JSON values, oldest first: code, group size, opening
+        stamp and credential hash (hex) of each, with a check value of the salt (not
+        the salt). No token: a hash cannot be turned back into one without the salt."""
+        return {'salt_check': self._salt_check(),
+                'visits': [{'credential_hash': key.hex(), 'code': visit.code,
+                            'group_size': visit.group_size, 'opened_ns': visit.opened_ns}
+                           for key, visit in self._visits.items()]}
+
+    def restore_visits(self, document: dict) -> int:
+        """Reopens the visits of export_visits() (after a restart, before any line);
+        returns how many. ValueError, with nothing restored, when the document is
+        malformed or was hashed under another salt (no tap-out could match it)."""
+        if self._visits or self._last_stamp_ns is not None:
+            raise ValueError('visits are restored before the first line')
+        if not isinstance(document, dict) or document.get('salt_check') != self._salt_check():
+            raise ValueError('the saved visits were hashed under another salt')
+        visits = document.get('visits')
+        if not isinstance(visits, list):
+            raise ValueError('saved visits must be a list')
+        restored = [_saved_visit(item) for item in visits]
+        if len({key for key, _ in restored}) != len(restored) or \
+                len({visit.code for _, visit in restored}) != len(restored):
+            raise ValueError('saved visits repeat a credential or a code')
+        for key, visit in sorted(restored, key=lambda kv: kv[1].opened_ns):
+            self._visits[key] = visit
+            self._codes.add(visit.code)
+        self.counts['open_visits'] = len(self._visits)
+        self._revision += 1
+        return len(restored)
+
+    def _salt_check(self) -> str:
+        return hmac.new(self._salt, _SALT_CHECK, hashlib.sha256).hexdigest()[:16]
 
     def credential_hash(self, credential_kind: int, token: str) -> bytes:
         """HMAC-SHA256 of kind and token under this gate's salt."""
@@ -219,6 +281,7 @@ class GateLogic:
                 code = new_visit_code(self._random_bytes)
             self._visits[key] = _Visit(code, command.group_size, stamp_ns)
             self._codes.add(code)
+            self._revision += 1
             self.counts['entries'] += 1
             self.counts['open_visits'] = len(self._visits)
             return self._event(stamp_ns, ENTRY, code, command.credential_kind,
@@ -228,6 +291,7 @@ class GateLogic:
             return self._drop(EXIT_WITHOUT_ENTRY, 'tap-out with a credential that has no '
                               'open visit at this gate')
         self._codes.discard(visit.code)
+        self._revision += 1
         self.counts['exits'] += 1
         self.counts['open_visits'] = len(self._visits)
         return self._event(stamp_ns, EXIT, visit.code, command.credential_kind,
@@ -240,6 +304,7 @@ class GateLogic:
                 break
             del self._visits[key]
             self._codes.discard(visit.code)
+            self._revision += 1
             self.counts[VISIT_EXPIRED] += 1
         self.counts['open_visits'] = len(self._visits)
         horizon = max(self.debounce_ns, 0)

@@ -44,19 +44,37 @@ without an event. Changes on one bin closer together than W (2 W for small ones)
 merge into one. A stream starts in INIT: once the noise is known (30 differences)
 its first settled window is the baseline; whatever happened before is not reported.
 
+Restarts: ``saved_levels()`` is what the node keeps of a detector (every bin's settled
+level and the stamp it held at), and ``resume(saved, ...)`` seeds a fresh detector with
+it before its first sample. A seeded bin starts in INIT as usual, but holds
+``processed_until_ns`` just before that first sample until its first level settles,
+and compares that level with its saved one: a change while the node was down comes out
+as a change (``restart`` RESTART_SEEN), stamped when the node saw it: ``start_ns`` and
+``end_ns`` are both the first sample of the first settled window after the restart
+(when it happened while the node was down is unknown). Where the detector cannot tell
+(the saved levels are older than the allowed age or of another set of bins, a bin had
+no saved level, or a bin does not settle within ``max_unsettled_s`` of the restart and
+is settled by force), the change is flagged RESTART_UNSURE (``delta_grams`` 0 where
+there is no saved level to measure from).
+
 Bad input raises BadSample (a ValueError) with a ``reason`` the node counts, and
 leaves the detector exactly as it was.
 """
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 INIT = 0
 STABLE = 1
 MOVING = 2
+
+# DetectedChange.restart; the same values as the constants of jwo_msgs/WeightChange.
+RESTART_NONE = 0      # seen live
+RESTART_SEEN = 1      # against the level saved before a restart of the node
+RESTART_UNSURE = 2    # after a restart, where the detector cannot tell
 
 # BadSample reasons.
 WRONG_LENGTH = 'wrong_length'
@@ -156,6 +174,41 @@ class DetectedChange:
     level_grams: float = 0.0
     # Settled by force after max_unsettled_s (the level is a best guess).
     forced: bool = False
+    # RESTART_NONE, or how the first level after a restart compared with the saved one.
+    restart: int = RESTART_NONE
+
+
+@dataclass(frozen=True)
+class SavedLevels:
+    """What a detector keeps across a restart of its node: the settled level of every
+    bin (None: none known), as of the sample stamped ``stamp_ns``."""
+
+    bin_ids: Tuple[str, ...]
+    levels: Tuple[Optional[float], ...]
+    stamp_ns: int
+
+    def to_document(self) -> dict:
+        return {'bin_ids': list(self.bin_ids), 'levels': list(self.levels),
+                'stamp_ns': self.stamp_ns}
+
+    @classmethod
+    def from_document(cls, document: dict) -> 'SavedLevels':
+        """From to_document()'s plain values; ValueError when they are malformed."""
+        try:
+            bin_ids, levels, stamp_ns = (document['bin_ids'], document['levels'],
+                                         document['stamp_ns'])
+        except (KeyError, TypeError) as error:
+            raise ValueError(f'saved levels without {error}') from error
+        if not (isinstance(bin_ids, list) and all(isinstance(b, str) for b in bin_ids)):
+            raise ValueError('saved bin_ids must be a list of strings')
+        if not (isinstance(levels, list) and len(levels) == len(bin_ids) and all(
+                level is None or (isinstance(level, (int, float)) and not isinstance(level, bool)
+                                  and math.isfinite(level)) for level in levels)):
+            raise ValueError('saved levels must be a finite number or null per bin')
+        if isinstance(stamp_ns, bool) or not isinstance(stamp_ns, int) or stamp_ns < 0:
+            raise ValueError('saved stamp_ns must be a whole number >= 0')
+        return cls(tuple(bin_ids), tuple(None if level is None else float(level)
+                                         for level in levels), stamp_ns)
 
 
 class ChangeDetector:
@@ -218,18 +271,27 @@ class ChangeDetector:
         self._processed_until_ns = 0
         self._changing = False
         self._spreads = {}
+        self._level_revision = 0
+        # After resume(): the bins whose first level is compared with a saved one, that
+        # level (None: none known) and whether it may be trusted; the first stamp.
+        self._resuming = [False] * n
+        self._saved = [None] * n
+        self._saved_trusted = False
+        self._first_ns = 0
 
     # -- what the node reads -------------------------------------------------------
 
     @property
     def processed_until_ns(self) -> int:
         """Every change with end_ns <= this stamp has been returned by feed(); 0 before
-        the first sample. A bin between levels holds it just before its departure."""
+        the first sample. A bin between levels holds it just before its departure, a
+        resumed bin before its first level just before the first sample."""
         return self._processed_until_ns
 
     @property
     def changing(self) -> bool:
-        """Some bin is between levels: a change may still come."""
+        """Some bin is between levels (or resumed and before its first level): a change
+        may still come."""
         return self._changing
 
     @property
@@ -244,6 +306,55 @@ class ChangeDetector:
     @property
     def noise_grams(self) -> List[float]:
         return list(self._sigma)
+
+    @property
+    def level_revision(self) -> int:
+        """Grows whenever a bin takes a new level: saved_levels() changed with it
+        (besides slow drift)."""
+        return self._level_revision
+
+    def saved_levels(self) -> SavedLevels:
+        """What to keep across a restart: each bin's settled level; a bin not settled
+        since a resume keeps the level it was seeded with when that was trusted."""
+        levels = []
+        for i in range(self._n):
+            if self._mode[i] != INIT:
+                levels.append(self._base[i])
+            elif self._resuming[i] and self._saved_trusted:
+                levels.append(self._saved[i])
+            else:
+                levels.append(None)
+        return SavedLevels(self.bin_ids, tuple(levels), self._last_ns or 0)
+
+    def resume(self, saved: Optional[SavedLevels], first_ns: int, max_age_ns: int) -> str:
+        """Seeds a detector that has not had a sample yet with the levels its node saved
+        before a restart (None: there were some, but unreadable); ``first_ns``: the
+        stamp of the first sample to come. Returns what it did, for the log.
+
+        Saved at or after ``first_ns`` (a simulation or replay that starts over from
+        its beginning, or a clock set back): nothing is seeded, a first start. Of
+        other bins or unreadable: every bin's first level is RESTART_UNSURE. Older
+        than ``max_age_ns``: a bin whose first level differs is RESTART_UNSURE.
+        """
+        if self._last_ns is not None:
+            raise ValueError('resume() comes before the first sample')
+        if saved is not None and saved.stamp_ns >= first_ns:
+            return (f'saved levels are not older than the first sample '
+                    f'({(saved.stamp_ns - first_ns) / 1e9:.3f} s newer): the stream starts '
+                    'over; not used')
+        self._resuming = [True] * self._n
+        if saved is None or tuple(saved.bin_ids) != self.bin_ids:
+            self._saved = [None] * self._n
+            self._saved_trusted = False
+            what = ('saved levels unreadable' if saved is None
+                    else f'saved levels are of bins {list(saved.bin_ids)}')
+            return f"{what}: every bin's first level is an unsure change"
+        age_ns = first_ns - saved.stamp_ns
+        self._saved = list(saved.levels)
+        self._saved_trusted = age_ns <= max_age_ns
+        note = '' if self._saved_trusted else \
+            f' (older than {max_age_ns / 1e9:g} s: a difference is an unsure change)'
+        return f'seeded with the levels saved {age_ns / 1e9:.1f} s before{note}'
 
     @property
     def modes(self) -> List[int]:
@@ -262,6 +373,8 @@ class ChangeDetector:
         self._stamps[pos] = stamp_ns
         prev = self._prev
         self._prev = values
+        if self._last_ns is None:
+            self._first_ns = stamp_ns
         self._k += 1
         self._last_ns = stamp_ns
         if self._k % self._noise_every == 0:
@@ -305,6 +418,10 @@ class ChangeDetector:
             if self._mode[i] == MOVING:
                 changing = True
                 processed = min(processed, self._moving_since[i] - 1)
+            elif self._resuming[i]:
+                # Its first level may be a change that happened before this sample.
+                changing = True
+                processed = min(processed, self._first_ns - 1)
         self._processed_until_ns = processed
         self._changing = changing
         return changes
@@ -378,14 +495,23 @@ class ChangeDetector:
         if self._mode[i] == INIT:
             # The first level: once the noise is known from enough differences.
             count = min(self._dcount[i], self._nd)
-            if count < MIN_NOISE_SAMPLES:
-                return None
-            sigma = max(s.noise_floor_g, _robust_sigma(self._diffs[i, :count]))
-            settled = self._settle(window, sigma)
+            settled = None
+            if count >= MIN_NOISE_SAMPLES:
+                sigma = max(s.noise_floor_g, _robust_sigma(self._diffs[i, :count]))
+                settled = self._settle(window, sigma)
             if settled is not None:
+                level, first = settled
                 self._sigma[i] = sigma
-                self._set_stable(i, settled[0])
-            return None
+            elif self._resuming[i] and stamp_ns - self._first_ns > self._max_unsettled_ns:
+                level, first = float(np.median(window)), 0
+                self._sigma[i] = max(self._sigma[i], s.noise_floor_g, _mad_sigma(np.diff(window)))
+            else:
+                return None
+            self._set_stable(i, level)
+            if not self._resuming[i]:
+                return None
+            return self._restart_change(i, level, self._stamps[(pos - n + 1 + first) % self._r],
+                                        forced=settled is None)
         forced = False
         settled = self._settle(window, self._sigma[i])
         if settled is not None:
@@ -438,6 +564,23 @@ class ChangeDetector:
         return DetectedChange(bin_id=self.bin_ids[i], delta_grams=delta, start_ns=start_ns,
                               end_ns=max(end_ns, start_ns), noise_grams=self._sigma[i],
                               level_grams=level, forced=forced)
+
+    def _restart_change(self, i: int, level: float, end_ns: int, forced: bool):
+        """The first level of a resumed bin against its saved one: a change stamped at
+        that level's first sample, or None when the two agree."""
+        self._resuming[i] = False
+        saved = self._saved[i]
+        delta = 0.0 if saved is None else level - saved
+        if saved is not None and not forced:
+            s = self.settings
+            if abs(delta) < max(s.min_delta_g, s.delta_k * self._sigma[i]):
+                return None
+            restart = RESTART_SEEN if self._saved_trusted else RESTART_UNSURE
+        else:
+            restart = RESTART_UNSURE
+        return DetectedChange(bin_id=self.bin_ids[i], delta_grams=delta, start_ns=end_ns,
+                              end_ns=end_ns, noise_grams=self._sigma[i], level_grams=level,
+                              forced=forced, restart=restart)
 
     def _early_start(self, i: int, pos: int, delta: float) -> int:
         """The departure, moved back over the samples just before it that were
@@ -506,6 +649,7 @@ class ChangeDetector:
         return limit
 
     def _set_stable(self, i: int, level: float) -> None:
+        self._level_revision += 1
         self._mode[i] = STABLE
         self._stable_k[i] = self._k - 1
         self._prev_ok[i] = False

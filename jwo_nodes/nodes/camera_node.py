@@ -18,7 +18,7 @@ from sensor_msgs.msg import CompressedImage
 
 from jwo_nodes.core import frame_source
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.ros_common import (SENSOR_QOS, Counters, Param, declare_params, run_node,
+from jwo_nodes.ros_common import (SENSOR_QOS, Counters, Param, SimStart, declare_params, run_node,
                                   to_stamp)
 
 PARAMS = [
@@ -32,7 +32,7 @@ PARAMS = [
     Param('loop', bool, 'video file source: start again at its end (false: stop '
           'publishing)', True),
     Param('scenario', str, "scenario YAML file (source 'sim')", ''),
-    Param('sim_start_ns', int, "epoch ns of scenario time 0 (source 'sim'); 0: now", 0),
+    Param(SimStart.PARAM, int, SimStart.DESCRIPTION, 0, 0),
     Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
           1.0, 0.001, 1000.0),
     Param('sim_noise_sigma', float, "sensor noise of rendered frames, grey levels (source 'sim')",
@@ -76,8 +76,9 @@ class CameraNode(Node):
             # The simulator and renderer are only needed in sim mode.
             from jwo_nodes.core import render, sim
             self._timeline = sim.Timeline(sim.load_scenario(p.scenario, self.store), self.store)
-            self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
-            self._sim_clock = sim.SimClock(self._sim_start_ns, p.time_scale)
+            self._sim_module = sim
+            self._sim_start = SimStart(self, p.sim_start_ns)
+            self._sim_clock = None    # once scenario time 0 is known
             self._sim_next = 0
             self._figures = render.SceneFigures(self._timeline)
             noise = self._timeline.scenario.noise
@@ -131,6 +132,11 @@ class CameraNode(Node):
     def _capture_once(self) -> bool:
         """Grabs, encodes and publishes one frame; False when the source has ended."""
         if self._source is None:
+            if self._sim_clock is None:
+                if self._sim_start.ns is None:
+                    time.sleep(0.01)    # the capture thread waits for scenario time 0
+                    return True
+                self._sim_clock = self._sim_module.SimClock(self._sim_start.ns, self.params.time_scale)
             due = self._sim_clock.due(self.fps, self._sim_next,
                                       self.get_clock().now().nanoseconds)
             if not due:

@@ -1,5 +1,13 @@
 """fusion_node: gate events, shopper positions and shelf weight changes in; live carts,
-receipts and review requests out. All decisions are made by jwo_nodes.core.fusion."""
+receipts and review requests out. All decisions are made by jwo_nodes.core.fusion.
+
+Restarts: every input is journaled in ``<state_dir>/fusion-<store_id>.jsonl`` before it
+is acted on (jwo_nodes/core/fusion/journal.py, which says what is fsync'd when). A
+restarted node replays the journal, publishes the receipts it had issued but not yet
+published, and sends the visits still open to review (``fusion_restarted``). Gate events
+and weight changes are transient-local: their publishers re-send what fusion missed
+while it was down, and the journal drops the ones it already had.
+"""
 import time
 
 from jwo_msgs.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, Receipt,
@@ -8,9 +16,9 @@ from jwo_msgs.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, Receip
 from rclpy.node import Node
 
 from jwo_nodes.core.clips import clip_ref
-from jwo_nodes.core.config import load_store_config
-from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionCore, FusionSettings,
-                                   GateInput, TrackInput)
+from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionJournal, FusionSettings,
+                                   GateInput, JournalError, Outputs, TrackInput)
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, Counters, Param,
                                   declare_params,
                                   run_node, to_ns, to_stamp)
@@ -18,6 +26,11 @@ from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, Counte
 _DEFAULT = FusionSettings()
 PARAMS = [
     Param('store_config', str, 'Path of the store YAML (config/stores/<store>.yaml).', REQUIRED),
+    Param('state_dir', str, 'Folder of the journal of fusion\'s inputs (fusion-<store_id>.jsonl), '
+          'replayed when the node restarts: open visits survive a crash (~ is the home folder).',
+          '~/.local/state/jwo'),
+    Param('journal_sync_s', float, 'Positions, statuses and ticks are fsync\'d to the journal at most '
+          'this often; gate events and weight changes at once (s).', 0.2, 0.0, 10.0),
     Param('reach_free_m', float, 'A shopper this close to a bin\'s standing point is as likely as anybody '
           'to have reached into it (m).', _DEFAULT.reach_free_m, 0.0, 3.0),
     Param('reach_sigma_m', float, 'Farther away, the likelihood falls off as a normal of this spread (m).',
@@ -55,63 +68,96 @@ PARAMS = [
 _SETTINGS = [p.name for p in PARAMS if p.name in FusionSettings.__dataclass_fields__]
 
 COUNTERS = ('gate_events', 'weight_changes', 'position_updates', 'cart_updates', 'receipts',
-            'receipts_needs_review')
+            'receipts_needs_review', 'resent_events')
 
 
 class FusionNode(Node):
     def __init__(self):
+        self._fusion = None    # destroy_node runs also when the start fails
         super().__init__('fusion_node')
         params = declare_params(self, PARAMS)
         store = load_store_config(params.store_config)
-        self._core = FusionCore(store, FusionSettings(**{name: getattr(params, name) for name in _SETTINGS}))
+        settings = FusionSettings(**{name: getattr(params, name) for name in _SETTINGS})
+        try:
+            self._fusion = FusionJournal(store, settings, params.state_dir, time.time_ns(),
+                                         sync_interval_s=params.journal_sync_s)
+        except (JournalError, OSError) as error:
+            raise ConfigError(f'node {self.get_fully_qualified_name()}', 'state_dir', str(error))
         self._counters = Counters(self, 'fusion', COUNTERS)
         self._carts = self.create_publisher(CartUpdate, 'cart/updates', EVENT_QOS)
         self._receipts = self.create_publisher(Receipt, 'receipts', DURABLE_EVENT_QOS)
         self._reviews = self.create_publisher(ReviewRequest, 'review/requests', DURABLE_EVENT_QOS)
         for shelf_id in store.shelves:
             self.create_subscription(WeightChange, f'shelves/{shelf_id}/weight/changes',
-                                     self._on_change, EVENT_QOS)
+                                     self._on_change, DURABLE_EVENT_QOS)
             self.create_subscription(ShelfStatus, f'shelves/{shelf_id}/weight/status',
                                      self._on_status, EVENT_QOS)
         for gate_id in store.gates:
             self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         self.create_subscription(ShopperPositions, 'shoppers/positions', self._on_positions, EVENT_QOS)
-        self.create_timer(1.0 / params.tick_hz, lambda: self._publish(self._core.advance(time.time_ns())))
+        self.create_timer(1.0 / params.tick_hz, lambda: self._publish(self._fusion.advance(time.time_ns())))
         self.get_logger().info(f'fusion for store {store.store_id}: {len(store.shelves)} shelves, '
-                               f'{len(store.gates)} gates')
+                               f'{len(store.gates)} gates; journal {self._fusion.path}')
+        self._report_recovery()
+
+    def _report_recovery(self) -> None:
+        recovery = self._fusion.recovery
+        log = self.get_logger()
+        if recovery.inputs:
+            log.warning(f'restarted: replayed {recovery.inputs} inputs; open visits sent to review: '
+                        f'{", ".join(recovery.restarted) or "none"}')
+        if recovery.torn_bytes:
+            log.error(f'the journal ended in {recovery.torn_bytes} unreadable bytes (cut off)')
+        for line, error in recovery.failed:
+            log.error(f'journal line {line}: fusion failed on it and skipped it: {error}')
+        self._publish(Outputs(receipts=recovery.receipts))
 
     def _on_gate(self, msg: GateEvent) -> None:
         self._counters.count('gate_events')
         if msg.direction not in (GateEvent.ENTRY, GateEvent.EXIT):
             self._counters.warn('malformed_gate_event', f'{msg.event_id}: direction {msg.direction}')
             return
-        self._publish(self._core.on_gate_event(GateInput(
-            event_id=msg.event_id, gate_id=msg.gate_id, stamp_ns=to_ns(msg.header.stamp),
-            is_entry=msg.direction == GateEvent.ENTRY, visit_code=msg.visit_code,
-            group_size=msg.group_size), time.time_ns()))
+        event = GateInput(event_id=msg.event_id, gate_id=msg.gate_id, stamp_ns=to_ns(msg.header.stamp),
+                          is_entry=msg.direction == GateEvent.ENTRY, visit_code=msg.visit_code,
+                          group_size=msg.group_size)
+        self._publish_new(msg.event_id, 'duplicate_gate_event',
+                          self._fusion.on_gate_event(event, time.time_ns()))
 
     def _on_change(self, msg: WeightChange) -> None:
         self._counters.count('weight_changes')
-        self._publish(self._core.on_weight_change(ChangeInput(
-            event_id=msg.event_id, shelf_id=msg.shelf_id, bin_ids=tuple(msg.bin_ids),
-            delta_grams=tuple(msg.delta_grams), start_ns=to_ns(msg.start_stamp),
-            end_ns=to_ns(msg.end_stamp), noise_grams=msg.noise_grams), time.time_ns()))
+        change = ChangeInput(event_id=msg.event_id, shelf_id=msg.shelf_id, bin_ids=tuple(msg.bin_ids),
+                             delta_grams=tuple(msg.delta_grams), start_ns=to_ns(msg.start_stamp),
+                             end_ns=to_ns(msg.end_stamp), noise_grams=msg.noise_grams,
+                             after_restart=msg.restart != WeightChange.RESTART_NONE)
+        self._publish_new(msg.event_id, 'duplicate_weight_change',
+                          self._fusion.on_weight_change(change, time.time_ns()))
 
     def _on_status(self, msg: ShelfStatus) -> None:
-        self._publish(self._core.on_shelf_status(msg.shelf_id, to_ns(msg.processed_until),
-                                                 time.time_ns()))
+        self._publish(self._fusion.on_shelf_status(msg.shelf_id, to_ns(msg.processed_until),
+                                                   time.time_ns()))
 
     def _on_positions(self, msg: ShopperPositions) -> None:
         self._counters.count('position_updates')
         tracks = [TrackInput(s.track_id, s.visit_code, s.x, s.y,
                              (s.hand_x, s.hand_y) if s.hand_seen else None, s.confidence)
                   for s in msg.shoppers]
-        self._publish(self._core.on_positions(to_ns(msg.header.stamp), tracks, time.time_ns()))
+        self._publish(self._fusion.on_positions(to_ns(msg.header.stamp), tracks, time.time_ns()))
+
+    def _publish_new(self, event_id: str, duplicate_counter: str, out) -> None:
+        """Publishes what a gate event or weight change led to (None: the journal had
+        the event already)."""
+        if out is not None:
+            self._publish(out)
+        elif self._fusion.resent(event_id):
+            self._counters.count('resent_events')   # a publisher's history after our restart
+        else:
+            self._counters.warn(duplicate_counter, f'{event_id} seen before')
 
     def _publish(self, out) -> None:
-        for counter, message in self._core.problems:
+        problems = self._fusion.core.problems
+        for counter, message in problems:
             self._counters.warn(counter, message)
-        self._core.problems.clear()
+        problems.clear()
         for cart in out.carts:
             msg = CartUpdate(visit_code=cart.visit_code, revision=cart.revision,
                              cause_event_id=cart.cause_event_id,
@@ -121,6 +167,7 @@ class FusionNode(Node):
             self._counters.count('cart_updates')
         for receipt in out.receipts:
             self._publish_receipt(receipt)
+            self._fusion.published(receipt.receipt_id)
 
     def _publish_receipt(self, receipt) -> None:
         msg = Receipt(
@@ -145,6 +192,11 @@ class FusionNode(Node):
                                 events=[_doubt(d, receipt) for d in receipt.doubts])
         request.header.stamp = to_stamp(receipt.exit_ns)
         self._reviews.publish(request)
+
+    def destroy_node(self):
+        if self._fusion is not None:
+            self._fusion.close()
+        super().destroy_node()
 
 
 def _line(line) -> CartLine:

@@ -1,17 +1,31 @@
 """gate_node: one entry/exit gate. Reads the gate line protocol from the simulator,
 stdin or a serial reader and publishes anonymous jwo_msgs/GateEvent on
 /jwo/gates/<gate_id>/events. Credentials never leave this process (see
-jwo_nodes/core/gate_logic.py)."""
+jwo_nodes/core/gate_logic.py).
+
+Restarts (``state_dir`` set): the open visits (code, group size, opening stamp and the
+salted credential hash of each; never a token) are kept in
+``<state_dir>/gate-<gate_id>.json``, written atomically whenever a visit opens, closes
+or expires, so a tap-out after a restart still finds its visit. The hashes only match
+under the same salt: a configured ``salt`` is not written to the file (only a check
+value that tells when it changed); a random one is kept in the file while visits are
+open (a start without open visits draws a new one). With a random salt, whoever reads
+the file can test guessed tokens against its hashes: configure the salt from a secret
+where that matters.
+"""
 import os
 import queue
+import secrets
 import threading
 import time
+from pathlib import Path
 
 from jwo_msgs.msg import GateEvent
 
 from jwo_nodes.core import gate_logic
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, Counters, Param, declare_params,
+from jwo_nodes.core.state_file import StateFileError, read_state, write_state
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, Counters, Param, SimStart, declare_params,
                                   run_node, to_stamp)
 from rclpy.node import Node
 
@@ -26,9 +40,12 @@ PARAMS = [
     Param('max_visit_s', float, 'an open visit is forgotten after this many seconds '
           '(its shopper walked out without tapping out)', 14400.0, 60.0, 604800.0),
     Param('salt', str, 'secret salt of the credential hashes (at least 16 characters); '
-          "empty: a random salt per start (recommended)", ''),
+          "empty: a random salt per start (kept in the state file while visits are open)",
+          ''),
+    Param('state_dir', str, 'folder of the state file that keeps the open visits across '
+          "restarts (gate-<gate_id>.json); '': none kept", ''),
     Param('scenario', str, "scenario YAML file (source 'sim')", ''),
-    Param('sim_start_ns', int, "epoch ns of scenario time 0 (source 'sim'); 0: now", 0),
+    Param(SimStart.PARAM, int, SimStart.DESCRIPTION, 0, 0),
     Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
           1.0, 0.001, 1000.0),
 ]
@@ -53,14 +70,23 @@ class GateNode(Node):
             raise ConfigError(where, 'salt', 'must be empty (random) or at least 16 characters')
         self.gate_id = p.gate_id
         self.counters = Counters(self, f'gate/{self.gate_id}', gate_logic.COUNTER_NAMES
-                                 + ('serial_errors', 'serial_reopens', 'clock_step_back'))
+                                 + ('serial_errors', 'serial_reopens', 'clock_step_back',
+                                    'state_errors'))
+        self._state_path = None
+        saved = self._load_state(where) if p.state_dir else None
         # Sim runs are deterministic (event ids from 1); a real gate numbers from its
         # start time in ms, so event ids stay unique across restarts.
         first_seq = 1 if p.source == 'sim' else time.time_ns() // 1_000_000
+        salt = self._salt(saved)
+        # A random salt is saved with the visits: their hashes only match under it.
+        self._saved_salt = None if p.salt else salt.hex()
         self.logic = gate_logic.GateLogic(
             self.gate_id, debounce_ns=int(p.debounce_s * 1e9),
-            max_visit_ns=int(p.max_visit_s * 1e9),
-            salt=p.salt.encode('utf-8') if p.salt else None, first_seq=first_seq)
+            max_visit_ns=int(p.max_visit_s * 1e9), salt=salt, first_seq=first_seq)
+        if saved is not None:
+            self._restore_visits(saved)
+        if self._state_path is not None:
+            self._save_state()
         topic = 'events' if self.get_namespace() != '/' else f'/jwo/gates/{self.gate_id}/events'
         self.publisher = self.create_publisher(GateEvent, topic, DURABLE_EVENT_QOS)
         self._lines: 'queue.Queue[tuple]' = queue.Queue()
@@ -79,6 +105,55 @@ class GateNode(Node):
         self.get_logger().info(f'gate {self.gate_id} reading {p.source}, publishing on '
                                f'{self.publisher.topic_name}')
 
+    # -- open visits kept across restarts ----------------------------------------------
+
+    def _load_state(self, where: str):
+        """The saved document, or None (a first start, or unusable)."""
+        folder = Path(self.params.state_dir)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(where, 'state_dir', f'cannot create {folder}: {error}')
+        self._state_path = folder / f'gate-{self.gate_id}.json'
+        try:
+            return read_state(self._state_path)
+        except StateFileError as error:
+            self.counters.warn('state_errors', f'saved visits unusable: {error}')
+            return None
+
+    def _salt(self, saved) -> bytes:
+        """The configured salt; else the saved random one while it has open visits to
+        match; else a new one."""
+        if self.params.salt:
+            return self.params.salt.encode('utf-8')
+        if saved and saved.get('visits'):
+            try:
+                salt = bytes.fromhex(saved.get('salt'))
+            except (TypeError, ValueError):
+                salt = b''   # restore_visits() reports the mismatch
+            if len(salt) == gate_logic.SALT_BYTES:
+                return salt
+        return secrets.token_bytes(gate_logic.SALT_BYTES)
+
+    def _restore_visits(self, saved: dict) -> None:
+        try:
+            count = self.logic.restore_visits(saved)
+        except ValueError as error:
+            self.counters.warn('state_errors', f'saved visits not restored: {error}')
+            return
+        self._sync_counts()
+        self.get_logger().info(f'{count} open visits restored from {self._state_path}')
+
+    def _save_state(self) -> None:
+        document = self.logic.export_visits()
+        if self._saved_salt is not None:
+            document['salt'] = self._saved_salt
+        self._written_revision = self.logic.revision
+        try:
+            write_state(self._state_path, document)
+        except OSError as error:
+            self.counters.warn('state_errors', f'cannot save the open visits: {error}')
+
     # -- sources -------------------------------------------------------------------
 
     def _start_sim(self, where: str) -> None:
@@ -89,17 +164,19 @@ class GateNode(Node):
         timeline = sim.Timeline(sim.load_scenario(p.scenario, self.store), self.store)
         self._sim_lines = list(timeline.gate_lines(self.gate_id))
         self._sim_next = 0
-        self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
+        self._sim_start = SimStart(self, p.sim_start_ns)
         self.create_timer(POLL_S, self._sim_tick)
 
     def _sim_tick(self) -> None:
+        if self._sim_start.ns is None:
+            return    # scenario time 0 is not known yet
         now = self.get_clock().now().nanoseconds
         while self._sim_next < len(self._sim_lines):
             t_ns, line = self._sim_lines[self._sim_next]
-            if self._sim_start_ns + t_ns / self.params.time_scale > now:
+            if self._sim_start.ns + t_ns / self.params.time_scale > now:
                 break
             self._sim_next += 1
-            self._handle(line, self._sim_start_ns + int(t_ns))
+            self._handle(line, self._sim_start.ns + int(t_ns))
 
     def _receipt_stamp(self) -> int:
         """Node clock at receipt, never going back (a system clock step would otherwise
@@ -206,6 +283,8 @@ class GateNode(Node):
             self._warn(gate_logic.MALFORMED, 'line too long, dropped')
             return
         result = self.logic.feed(line, stamp_ns)
+        if self._state_path is not None and self.logic.revision != self._written_revision:
+            self._save_state()   # before the event: no published visit is ever unsaved
         if result.outcome == gate_logic.EVENT:
             self.publisher.publish(self._message(result.event))
         elif result.outcome in (gate_logic.MALFORMED, gate_logic.OUT_OF_ORDER,

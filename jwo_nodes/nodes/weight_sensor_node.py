@@ -19,6 +19,17 @@ node clock when their line arrived; replayed samples (``source: topic``) keep th
 stamps of their messages. Bad lines and samples are counted on /diagnostics and
 dropped; the node keeps running.
 
+Restarts (``state_dir`` set): the node keeps the settled level of every bin in
+``<state_dir>/shelf-<shelf_id>.json`` (written atomically after every new level, every
+STATE_REFRESH_S of sample time so its stamp says how recent it is, and at shutdown).
+A restarted node seeds its detector with it, so weight taken or put back while it was
+down comes out as a change when the bin first settles after the restart: flagged
+``restart = RESTART_SEEN`` and stamped at the first sample of that settled level (when
+it happened is unknown), or ``RESTART_UNSURE`` when it cannot tell (levels older than
+``state_max_age_s``, of other bins or unreadable; a bin that does not settle). See
+jwo_nodes/core/weight_detect.py. A simulation restarts its stream from the beginning:
+its stamps are not after the saved ones, and the state is not used.
+
 Replay input (``source: topic``): the subscription is reliable and keeps every sample
 (KEEP_ALL, matching the reliable publishers of ``jwo replay``), so a replay at any
 speed, ``--max`` included, feeds the detector every recorded sample in order and the
@@ -33,6 +44,7 @@ import math
 import queue
 import threading
 import time
+from pathlib import Path
 
 from jwo_msgs.msg import ShelfStatus, WeightChange, WeightReading
 from rcl_interfaces.msg import ParameterDescriptor
@@ -40,9 +52,13 @@ from rclpy.node import Node
 
 from jwo_nodes.core import hx711
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.core.weight_detect import STAMP_ORDER, BadSample, ChangeDetector, DetectorSettings
-from jwo_nodes.ros_common import (EVENT_QOS, REPLAY_INPUT_QOS, SENSOR_QOS, Counters, Param,
-                                  declare_params, run_node, to_ns, to_stamp)
+from jwo_nodes.core.state_file import StateFileError, read_state, write_state
+from jwo_nodes.core.weight_detect import (RESTART_NONE, RESTART_SEEN, RESTART_UNSURE,
+                                          STAMP_ORDER, BadSample, ChangeDetector,
+                                          DetectorSettings, SavedLevels)
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REPLAY_INPUT_QOS, SENSOR_QOS,
+                                  Counters, Param, SimStart, declare_params, run_node, to_ns,
+                                  to_stamp)
 
 _DEFAULTS = DetectorSettings()
 
@@ -76,9 +92,15 @@ PARAMS = [
           _DEFAULTS.noise_window_s, 2.0, 600.0),
     Param('max_unsettled_s', float, 'a bin between levels this long is settled by force '
           '(s)', _DEFAULTS.max_unsettled_s, 2.0, 3600.0),
+    # Restarts.
+    Param('state_dir', str, 'folder of the state file that keeps the bin levels across '
+          "restarts (shelf-<shelf_id>.json); '': none kept", ''),
+    Param('state_max_age_s', float, 'levels saved longer than this before the first '
+          'sample after a restart are not trusted: a difference is an unsure change (s)',
+          300.0, 1.0, 604800.0),
     # Simulation.
     Param('scenario', str, "scenario YAML file (source 'sim')", ''),
-    Param('sim_start_ns', int, "epoch ns of scenario time 0 (source 'sim'); 0: now", 0),
+    Param(SimStart.PARAM, int, SimStart.DESCRIPTION, 0, 0),
     Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
           1.0, 0.001, 1000.0),
 ]
@@ -95,8 +117,11 @@ ARRAY_PARAMS = {
 COUNTERS = ('samples', 'changes', hx711.MALFORMED, hx711.BAD_CHECKSUM,
             hx711.WRONG_BIN_COUNT, hx711.SATURATED, hx711.DUPLICATE, hx711.OUT_OF_ORDER,
             'dropped_lines', 'board_restarts', 'serial_errors', 'clock_step_back',
-            'forced_settle')
+            'forced_settle', 'state_errors')
 
+# No sample for this long (or for ten sample periods, when longer) and the shelf's
+# status on /diagnostics is STALE.
+SILENT_S = 5.0
 STATUS_PERIOD_S = 0.2
 # Samples are handled in batches this often (sim: published up to this late; serial:
 # stamped on arrival by the reader thread). Each executor wake-up costs far more CPU
@@ -108,6 +133,11 @@ CATCH_UP_S = 2.0
 # source 'topic': at most this many samples per batch (the status heartbeat and the
 # diagnostics keep going while a fast replay is worked off).
 MAX_BATCH = 5000
+# The state file is rewritten at least this often (sample time) while samples flow,
+# so its stamp tells how long the node was down, not how long the shelf stood still.
+STATE_REFRESH_S = 30.0
+RESTART_NOTES = {RESTART_NONE: '', RESTART_SEEN: ', changed while the node was down',
+                 RESTART_UNSURE: ', after a restart: unsure'}
 
 
 class WeightSensorNode(Node):
@@ -117,6 +147,7 @@ class WeightSensorNode(Node):
         self._stop = threading.Event()
         self._serial = None
         self._input_node = None
+        self._state_path = None
         super().__init__('weight_sensor_node')
         self.params = p = declare_params(self, PARAMS)
         where = f'node {self.get_fully_qualified_name()}'
@@ -137,12 +168,14 @@ class WeightSensorNode(Node):
         except ValueError as error:
             raise ConfigError(where, 'detection parameters', str(error))
         self.counters = Counters(self, f'shelf/{self.shelf_id}', COUNTERS)
+        wall_rate_hz = p.rate_hz * (p.time_scale if p.source == 'sim' else 1.0)
+        self.counters.expect('samples', max(SILENT_S, 10 / wall_rate_hz))
 
         prefix = '' if self.get_namespace() != '/' else f'/jwo/shelves/{self.shelf_id}/'
         # With source 'topic' weight/raw is the input: nothing republishes it.
         self.raw_pub = (None if p.source == 'topic' else
                         self.create_publisher(WeightReading, f'{prefix}weight/raw', SENSOR_QOS))
-        self.change_pub = self.create_publisher(WeightChange, f'{prefix}weight/changes', EVENT_QOS)
+        self.change_pub = self.create_publisher(WeightChange, f'{prefix}weight/changes', DURABLE_EVENT_QOS)
         self.status_pub = self.create_publisher(ShelfStatus, f'{prefix}weight/status', EVENT_QOS)
         # Sim runs and replays are deterministic (event ids from 1); a real shelf numbers
         # from its start time in ms, so event ids stay unique across restarts.
@@ -152,6 +185,9 @@ class WeightSensorNode(Node):
         self._status_stamp = 0           # stamp of the newest sample at the last status
         self._status_wall = 0.0          # monotonic time of the last status
         self._thread = None
+        self._resume = False             # saved levels wait for the first sample
+        if p.state_dir:
+            self._load_state(where)
         if p.source == 'sim':
             self._start_sim(where)
         elif p.source == 'topic':
@@ -167,6 +203,10 @@ class WeightSensorNode(Node):
 
     def _sample(self, stamp_ns: int, grams) -> None:
         """One sample: detect, publish the reading and any settled changes."""
+        if self._resume:
+            self._resume = False
+            self.get_logger().info(self.detector.resume(
+                self._levels_before_restart, stamp_ns, int(self.params.state_max_age_s * 1e9)))
         try:
             changes = self.detector.feed(stamp_ns, grams)
         except BadSample as error:
@@ -183,6 +223,46 @@ class WeightSensorNode(Node):
             self.raw_pub.publish(reading)
         for change in changes:
             self._publish_change(change, stamp_ns)
+        if self._state_path is not None:
+            self._keep_state(stamp_ns)
+
+    # -- levels kept across restarts -------------------------------------------------
+
+    def _load_state(self, where: str) -> None:
+        folder = Path(self.params.state_dir)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(where, 'state_dir', f'cannot create {folder}: {error}')
+        self._state_path = folder / f'shelf-{self.shelf_id}.json'
+        self._written_revision = self.detector.level_revision
+        self._written_ns = 0
+        try:
+            document = read_state(self._state_path)
+            if document is None:
+                return           # a first start
+            self._levels_before_restart = SavedLevels.from_document(document)
+        except (StateFileError, ValueError) as error:
+            self.counters.warn('state_errors', f'saved levels unusable: {error}')
+            self._levels_before_restart = None
+        self._resume = True
+
+    def _keep_state(self, stamp_ns: int) -> None:
+        """Saves the levels when a bin took a new one, else every STATE_REFRESH_S; not
+        before the first level (a file saved before keeps saying what it knew then)."""
+        revision = self.detector.level_revision
+        if revision and (revision != self._written_revision
+                         or stamp_ns - self._written_ns >= int(STATE_REFRESH_S * 1e9)):
+            self._save_state()
+
+    def _save_state(self) -> None:
+        saved = self.detector.saved_levels()
+        self._written_revision = self.detector.level_revision
+        self._written_ns = saved.stamp_ns
+        try:
+            write_state(self._state_path, saved.to_document())
+        except OSError as error:
+            self.counters.warn('state_errors', f'cannot save the levels: {error}')
 
     def _publish_change(self, change, decided_ns: int) -> None:
         if change.forced:
@@ -194,14 +274,15 @@ class WeightSensorNode(Node):
                            start_stamp=to_stamp(change.start_ns),
                            end_stamp=to_stamp(change.end_ns),
                            decided_stamp=to_stamp(decided_ns),
-                           noise_grams=float(change.noise_grams))
+                           noise_grams=float(change.noise_grams), restart=change.restart)
         msg.header.stamp = to_stamp(change.end_ns)
         msg.header.frame_id = self.shelf_id
         self._next_event += 1
         self.counters.count('changes')
         self.change_pub.publish(msg)
         self.get_logger().info(f'{msg.event_id}: {change.bin_id} {change.delta_grams:+.1f} g '
-                               f'(noise {change.noise_grams:.1f} g)')
+                               f'(noise {change.noise_grams:.1f} g)'
+                               + RESTART_NOTES[change.restart])
 
     def _publish_status(self) -> None:
         # Nothing to say before the first sample (and a restarted node must not tell
@@ -238,11 +319,13 @@ class WeightSensorNode(Node):
                                       lambda t_ns: timeline.bin_grams(shelf_id, t_ns),
                                       seed=scenario.seed,
                                       noise=LoadCellNoise.from_scenario(scenario.noise))
-        self._sim_start_ns = p.sim_start_ns or self.get_clock().now().nanoseconds
+        self._sim_start = SimStart(self, p.sim_start_ns)
         self._pending = None
         self.create_timer(BATCH_S, self._sim_tick)
 
     def _sim_tick(self) -> None:
+        if self._sim_start.ns is None:
+            return    # scenario time 0 is not known yet
         """Publishes every sample that is due (none ahead of its time), catching up
         when the timer was late."""
         scale = self.params.time_scale
@@ -252,13 +335,13 @@ class WeightSensorNode(Node):
             if self._pending is None:
                 self._pending = self._loadcells.next()
             sample = self._pending
-            if self._sim_start_ns + sample.t_ns / scale > now:
+            if self._sim_start.ns + sample.t_ns / scale > now:
                 return
             self._pending = None
             if sample.grams is None:
                 self.counters.count('dropped_lines')
                 continue
-            self._sample(self._sim_start_ns + sample.t_ns, sample.grams)
+            self._sample(self._sim_start.ns + sample.t_ns, sample.grams)
 
     # -- replayed samples (source 'topic') -----------------------------------------
 
@@ -322,8 +405,8 @@ class WeightSensorNode(Node):
     def _array_param(self, name: str, where: str) -> list:
         default, description = ARRAY_PARAMS[name]
         value = self.declare_parameter(
-            name, default, ParameterDescriptor(description=description,
-                                               dynamic_typing=True)).value
+            name, default, ParameterDescriptor(description=description, dynamic_typing=True,
+                                               read_only=True)).value
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                  and math.isfinite(v) for v in values):
@@ -420,6 +503,8 @@ class WeightSensorNode(Node):
     def destroy_node(self):
         self._stop.set()
         self._close_serial()
+        if self._state_path is not None and self.detector.level_revision:
+            self._save_state()   # its stamp: how recent the levels are at a planned stop
         if self._input_node is not None:
             self._input_node.destroy_node()
             self._input_node = None

@@ -29,8 +29,8 @@ from jwo_nodes.core.fusion.evidence import NOBODY, product_fits, reach_evidence
 from jwo_nodes.core.fusion.ledger import Ledger
 from jwo_nodes.core.fusion.solver import ChangeEvidence, apply_choice, solve
 from jwo_nodes.core.fusion.tracks import Sample, TrackBook
-from jwo_nodes.core.fusion.types import (FINAL, LOW_CONFIDENCE, NEEDS_REVIEW, NS, SENSOR_STALE,
-                                         UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
+from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW, NS,
+                                         SENSOR_RESTARTED, SENSOR_STALE, UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
                                          FusionSettings, GateInput, Outputs, Reason, ReceiptOut)
 from jwo_nodes.core.money import tax_cents
 
@@ -113,6 +113,9 @@ class FusionCore:
                 or not all(math.isfinite(d) for d in change.delta_grams)
                 or change.end_ns < change.start_ns):
             self._problem('malformed_weight_change', f'{change.event_id}: bins {change.bin_ids} deltas {change.delta_grams}')
+            return self.advance(wall_ns)
+        if change.after_restart:
+            self._sensor_restarted(change)
             return self.advance(wall_ns)
         if self._watermark() is not None and change.end_ns < self._watermark():
             self._problem('late_weight_change', f'{change.event_id} arrived after its shelf reported past it')
@@ -392,3 +395,42 @@ class FusionCore:
 
     def open_visits(self) -> list:
         return [code for code, v in self._visits.items() if not v.receipt_issued]
+
+    # -- restarts (jwo_nodes.core.fusion.journal) ----------------------------------
+
+    def mark_restarted(self, down_since_ns: int, now_ns: int) -> list:
+        """Fusion was down from ``down_since_ns`` (its last input) to ``now_ns``, wall
+        clock: every visit still waiting for its receipt goes to review, since what
+        happened meanwhile (positions above all) is lost; and a shelf's silence counts
+        from now, not across the outage. Returns the codes of the visits marked."""
+        detail = (f'fusion was down {(now_ns - down_since_ns) / NS:.1f} s (wall clock): '
+                  'evidence from then may be missing')
+        marked = []
+        for visit in self._visits.values():
+            if visit.receipt_issued or any(r.code == FUSION_RESTARTED for r in visit.reasons):
+                continue
+            visit.reasons.append(Reason(FUSION_RESTARTED, '', detail))
+            marked.append(visit.code)
+        self._shelf_wall = dict.fromkeys(self._shelf_wall, now_ns)
+        return marked
+
+    def _sensor_restarted(self, change: ChangeInput) -> None:
+        """A change a weight sensor found after its restart: any visit inside may have
+        made it while the sensor was down, so each goes to review with it (it is not
+        attributed: its stamps are those of the restart)."""
+        deltas = ', '.join(f'{d:+.0f} g on {b}' for b, d in zip(change.bin_ids, change.delta_grams))
+        for visit in self._visits.values():
+            if not visit.receipt_issued:
+                visit.reasons.append(Reason(SENSOR_RESTARTED, change.event_id,
+                                            f'shelf {change.shelf_id} restarted and found {deltas}'))
+        self._problem('sensor_restarted', f'{change.event_id}: {deltas} while shelf {change.shelf_id} was down')
+
+    def at_rest(self) -> bool:
+        """Whether what comes next depends on past inputs only through the recent
+        positions and the shelves' last statuses: no visit waits for its receipt,
+        nothing is pending, and no unsure change, stray or track identity is kept. (The
+        codes of visits that have their receipts are kept too, but matter only if they
+        come back.)"""
+        return (not self.open_visits() and not self._pending and not self._unresolved_exits
+                and not self._changes and not self._settled.strays.owners()
+                and not self._settled.identities)

@@ -65,14 +65,27 @@ class TrackBook:
         self._histories = {}          # track id -> deque of Sample
         self._exited = set()
         self.code_seen = {}           # visit code -> newest stamp a track carried it
+        self._swept_ns = None         # stamp of the last sweep of tracks gone for good
 
     def add(self, track_id: str, sample: Sample) -> None:
         if sample.visit_code:
             self.code_seen[sample.visit_code] = sample.stamp_ns
         history = self._histories.setdefault(track_id, deque())
         history.append(sample)
-        while history and history[0].stamp_ns < sample.stamp_ns - self._history_ns:
+        horizon = sample.stamp_ns - self._history_ns
+        while history and history[0].stamp_ns < horizon:
             history.popleft()
+        if self._swept_ns is None or self._swept_ns < horizon:
+            self._sweep(horizon)
+            self._swept_ns = sample.stamp_ns
+
+    def _sweep(self, horizon_ns: int) -> None:
+        """Forgets the tracks not seen since the horizon (a store sees thousands of
+        tracks a day): what a trimmed history would hold of them is nothing."""
+        gone = [track_id for track_id, history in self._histories.items() if history[-1].stamp_ns < horizon_ns]
+        for track_id in gone:
+            del self._histories[track_id]
+            self._exited.discard(track_id)
 
     def mark_exited(self, track_id: str) -> None:
         self._exited.add(track_id)

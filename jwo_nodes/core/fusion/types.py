@@ -14,6 +14,8 @@ UNMATCHED_PUT_BACK = 'unmatched_put_back'
 SENSOR_STALE = 'sensor_stale'
 UNRESOLVED_EXIT = 'unresolved_exit'
 LOW_CONFIDENCE = 'low_confidence'
+FUSION_RESTARTED = 'fusion_restarted'
+SENSOR_RESTARTED = 'sensor_restarted'
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,10 @@ class ChangeInput:
     start_ns: int
     end_ns: int
     noise_grams: float
+    # Seen by a weight sensor after its restart (its level differs from the one it
+    # saved, or it cannot tell): the change happened while it was down, at an unknown
+    # moment, so its stamps say nothing about who made it.
+    after_restart: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,356 @@
+"""Fusion's inputs on disk, so that a fusion_node killed at any moment comes back with
+its visits, carts and pending decisions. No rclpy here.
+
+FusionCore is deterministic given its inputs and the wall clock each came with, so the
+journal keeps exactly those: one JSON line per call of the core (gate event, weight
+change, shelf status, positions, tick) with its ``now`` (wall ns), written before the
+core acts on it. On start the lines are replayed into a fresh core and the replay's
+outputs are dropped, except the receipts it issues that were never marked published
+(the process died between the two): those are handed back to be published now.
+
+Durability. Each line goes to the kernel with one write() before the core sees the
+input, so kill -9 loses nothing. fsync decides what survives a power cut:
+* gate events and weight changes are fsync'd before the core acts on them: they are
+  rare and carry money; so are restarts and published marks;
+* positions, statuses and ticks at most every ``sync_interval_s``: losing the last
+  fraction of a second of them only makes a decision less sure;
+* everything is fsync'd before a receipt is handed out, so the replay issues every
+  published receipt again, the same, and its published mark suppresses it.
+A torn or unreadable tail (a power cut mid-write) ends the replay and is cut off.
+
+Published receipts. The node marks each receipt published after publishing it; one the
+replay issues without a mark is published again with the same id and content (the
+cloud ingest keeps receipts by id, so a crash between the two counts it once).
+
+Duplicates. A gate event or weight change whose id was seen before is dropped before it
+is journaled: a restarted fusion gets up to RESENT_DEPTH of each publisher's events
+again from its transient-local history.
+
+Restarts. After a replay that found inputs, the visits still waiting for their receipts
+go to review (FusionCore.mark_restarted: what happened while fusion was down is lost);
+the restart is a line too, so a later replay marks the same visits.
+
+Compaction. Once the journal has grown by ``compact_after_bytes`` and the core is at
+rest (FusionCore.at_rest: no visit waits for its receipt, nothing is pending, nothing
+unsure or astray is kept) with every receipt marked published, the journal is rewritten
+(temporary file, fsync, rename) as the ids seen, the positions of the last history_s
+and each shelf's last status: what the core's future still depends on. Until then it
+grows: an unsure change or a stray outlives the visit that made it, and only the inputs
+since the last rest rebuild it (the core has no snapshot of its state to write instead).
+"""
+import dataclasses
+import fcntl
+import json
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from jwo_nodes.core.config import StoreConfig
+from jwo_nodes.core.fusion.core import FusionCore
+from jwo_nodes.core.fusion.types import (NS, ChangeInput, FusionSettings, GateInput, Outputs,
+                                         TrackInput)
+
+FORMAT = 'jwo-fusion-journal'
+VERSION = 1
+# The depth of the transient-local history that re-sends events to a restarted fusion
+# (jwo_nodes.ros_common.DURABLE_EVENT_QOS): ids older than that never come back.
+RESENT_DEPTH = 1000
+COMPACT_AFTER_BYTES = 4 << 20
+
+
+class JournalError(Exception):
+    """A journal that is not this store's, or is in use by another process."""
+
+
+@dataclass
+class Recovery:
+    """What a start found in the journal."""
+    inputs: int = 0            # input lines replayed
+    torn_bytes: int = 0        # bytes cut off its end (a torn or unreadable tail)
+    receipts: list = dataclasses.field(default_factory=list)   # issued, never marked published
+    restarted: list = dataclasses.field(default_factory=list)  # codes of the visits sent to review
+    failed: list = dataclasses.field(default_factory=list)     # (line, error) of inputs the core failed on
+
+
+class _SeenIds:
+    """Event ids seen, the newest RESENT_DEPTH per source (a shelf or a gate)."""
+
+    def __init__(self, by_source: Optional[dict] = None):
+        self._by_source = {source: deque(ids) for source, ids in (by_source or {}).items()}
+        self._ids = {event_id for ids in self._by_source.values() for event_id in ids}
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, source: str, event_id: str) -> None:
+        ids = self._by_source.setdefault(source, deque())
+        ids.append(event_id)
+        self._ids.add(event_id)
+        if len(ids) > RESENT_DEPTH:
+            self._ids.discard(ids.popleft())
+
+    def ids(self) -> frozenset:
+        return frozenset(self._ids)
+
+    def document(self) -> dict:
+        return {source: list(ids) for source, ids in self._by_source.items()}
+
+
+class FusionJournal:
+    """A FusionCore whose inputs are journaled in <state_dir>/fusion-<store_id>.jsonl.
+
+    The input methods are FusionCore's; on_gate_event and on_weight_change return None
+    for an event seen before (and do nothing else). ``recovery`` says what the start
+    found; its receipts must be published, and every receipt handed out marked with
+    ``published`` once it is. Raises JournalError, or OSError when the state folder
+    cannot be used."""
+
+    def __init__(self, store: StoreConfig, settings: FusionSettings, state_dir, now_ns: int, *,
+                 sync_interval_s: float = 0.2, compact_after_bytes: int = COMPACT_AFTER_BYTES):
+        self.core = FusionCore(store, settings)
+        self._header = {'k': 'journal', 'format': FORMAT, 'version': VERSION, 'store_id': store.store_id}
+        self._sync_interval_s = sync_interval_s
+        self._compact_after_bytes = compact_after_bytes
+        self._history_ns = int(settings.history_s * NS)
+        folder = Path(state_dir).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / f'fusion-{store.store_id}.jsonl'
+        self._lock_fd = _lock(folder / f'fusion-{store.store_id}.lock')
+        self._seen = _SeenIds()
+        self._positions = deque()      # position lines of the last history_s, for compaction
+        self._positions_until = None
+        self._statuses = {}            # shelf id -> its last status line, for compaction
+        self._unpublished = set()      # receipt ids handed out, not yet marked published
+        self._fd = None
+        self._grown = 0                # bytes appended since the journal was last written whole
+        self._dirty = False
+        self._synced_at = time.monotonic()
+        try:
+            self.recovery = self._replay(now_ns)
+        except BaseException:
+            self.close()
+            raise
+        self._known_at_start = self._seen.ids()
+
+    # -- inputs (FusionCore's) -----------------------------------------------------
+
+    def on_gate_event(self, event: GateInput, wall_ns: int) -> Optional[Outputs]:
+        if event.event_id in self._seen:
+            return None
+        return self._input({'k': 'gate', 'now': wall_ns, 'event': dataclasses.asdict(event)}, sync=True)
+
+    def on_weight_change(self, change: ChangeInput, wall_ns: int) -> Optional[Outputs]:
+        if change.event_id in self._seen:
+            return None
+        return self._input({'k': 'change', 'now': wall_ns, 'event': dataclasses.asdict(change)}, sync=True)
+
+    def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
+        return self._input({'k': 'status', 'now': wall_ns, 'shelf': shelf_id, 'until': processed_until_ns})
+
+    def on_positions(self, stamp_ns: int, tracks: list, wall_ns: int) -> Outputs:
+        return self._input({'k': 'positions', 'now': wall_ns, 'stamp': stamp_ns,
+                            'tracks': [[t.track_id, t.visit_code, t.x, t.y, t.hand, t.confidence]
+                                       for t in tracks]})
+
+    def advance(self, wall_ns: int) -> Outputs:
+        return self._input({'k': 'tick', 'now': wall_ns})
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def published(self, receipt_id: str) -> None:
+        """Marks a receipt published: a replay does not hand it out again."""
+        self._write({'k': 'published', 'id': receipt_id}, sync=True)
+        self._unpublished.discard(receipt_id)
+        self._compact_if_due()
+
+    def resent(self, event_id: str) -> bool:
+        """Whether the event was known before this start (a publisher re-sending its
+        history to the restarted fusion), not seen twice since."""
+        return event_id in self._known_at_start
+
+    def close(self) -> None:
+        """Syncs and closes the journal (again: nothing)."""
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- the journal -----------------------------------------------------------------
+
+    def _input(self, record: dict, sync: bool = False) -> Outputs:
+        self._write(record, sync)
+        out = self._apply(record)
+        if out.receipts:
+            self._sync()
+            self._unpublished.update(r.receipt_id for r in out.receipts)
+        self._compact_if_due()
+        return out
+
+    def _apply(self, record: dict) -> Outputs:
+        """Hands one input line to the core: the same values live and in a replay."""
+        kind, now = record['k'], record['now']
+        if kind == 'gate':
+            event = GateInput(**record['event'])
+            self._seen.add(event.gate_id, event.event_id)
+            return self.core.on_gate_event(event, now)
+        if kind == 'change':
+            fields = record['event']
+            change = ChangeInput(**{**fields, 'bin_ids': tuple(fields['bin_ids']),
+                                    'delta_grams': tuple(fields['delta_grams'])})
+            self._seen.add(change.shelf_id, change.event_id)
+            return self.core.on_weight_change(change, now)
+        if kind == 'status':
+            self._statuses[record['shelf']] = record
+            return self.core.on_shelf_status(record['shelf'], record['until'], now)
+        if kind == 'positions':
+            self._keep_positions(record)
+            tracks = [TrackInput(track_id, code, x, y, tuple(hand) if hand is not None else None, confidence)
+                      for track_id, code, x, y, hand, confidence in record['tracks']]
+            return self.core.on_positions(record['stamp'], tracks, now)
+        if kind == 'tick':
+            return self.core.advance(now)
+        raise ValueError(f'unknown line kind {kind!r}')
+
+    def _keep_positions(self, record: dict) -> None:
+        # Only lines the core takes (it drops stamps that go back), of the last history_s:
+        # the core forgets older samples of a track once newer ones come.
+        stamp = record['stamp']
+        if self._positions_until is not None and stamp <= self._positions_until:
+            return
+        self._positions_until = stamp
+        self._positions.append(record)
+        while self._positions[0]['stamp'] < stamp - self._history_ns:
+            self._positions.popleft()
+
+    def _replay(self, now_ns: int) -> Recovery:
+        recovery = Recovery()
+        data = self.path.read_bytes() if self.path.exists() else b''
+        lines = data.split(b'\n')[:-1]   # the part after the last newline is torn
+        header = _parse(lines[0]) if lines else None
+        if header is None:
+            self._rewrite([])            # new, or torn before its header was whole
+            recovery.torn_bytes = len(data)
+            return recovery
+        if header != self._header:
+            raise JournalError(f'{self.path}: the journal of {header}, not {self._header}: '
+                               'move it away or use another state_dir')
+        issued = {}
+        down_since = None
+        offset = len(lines[0]) + 1
+        for number, line in enumerate(lines[1:], start=2):
+            record = _parse(line)
+            if record is None:
+                break
+            offset += len(line) + 1
+            kind = record['k']
+            if kind == 'published':
+                issued.pop(record['id'], None)
+            elif kind == 'seen':
+                self._seen = _SeenIds(record['ids'])
+            elif kind == 'restart':
+                self.core.mark_restarted(record['down'], record['now'])
+                down_since = record['now']
+            else:
+                recovery.inputs += 1
+                down_since = record['now']
+                try:
+                    out = self._apply(record)
+                except Exception as error:
+                    # The live core failed on this input too, and the process with it:
+                    # skipping it beats failing at every start.
+                    recovery.failed.append((number, f'{type(error).__name__}: {error}'))
+                    continue
+                issued.update((r.receipt_id, r) for r in out.receipts)
+        recovery.torn_bytes = len(data) - offset
+        if recovery.torn_bytes:
+            os.truncate(self.path, offset)
+        self._open_for_append(offset)
+        self.core.problems.clear()       # reported before the restart
+        recovery.receipts = list(issued.values())
+        self._unpublished = set(issued)
+        if down_since is not None:
+            self._write({'k': 'restart', 'down': down_since, 'now': now_ns}, sync=True)
+            recovery.restarted = self.core.mark_restarted(down_since, now_ns)
+        return recovery
+
+    def _compact_if_due(self) -> None:
+        if self._grown >= self._compact_after_bytes and not self._unpublished and self.core.at_rest():
+            self._rewrite([{'k': 'seen', 'ids': self._seen.document()}, *self._positions,
+                           *self._statuses.values()])
+
+    def _rewrite(self, records: list) -> None:
+        """Replaces the journal with the header and these lines, atomically."""
+        temporary = self.path.with_name(self.path.name + '.tmp')
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, b''.join(_line(r) for r in [self._header, *records]))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.path)
+        _fsync_dir(self.path.parent)
+        if self._fd is not None:
+            os.close(self._fd)
+        self._open_for_append(0)
+
+    def _open_for_append(self, grown: int) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._grown = grown
+
+    def _write(self, record: dict, sync: bool = False) -> None:
+        line = _line(record)
+        _write_all(self._fd, line)
+        self._grown += len(line)
+        self._dirty = True
+        if sync or time.monotonic() - self._synced_at >= self._sync_interval_s:
+            self._sync()
+
+    def _sync(self) -> None:
+        if self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+        self._synced_at = time.monotonic()
+
+
+def _line(record: dict) -> bytes:
+    return (json.dumps(record, separators=(',', ':')) + '\n').encode()
+
+
+def _parse(line: bytes) -> Optional[dict]:
+    """The record of a whole line; None for a torn or damaged one."""
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and 'k' in record else None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock(path: Path) -> int:
+    """An exclusive lock on the journal (the kernel drops it when the process dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise JournalError(f'{path}: another fusion_node uses this journal')
+    return fd
