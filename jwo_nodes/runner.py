@@ -320,9 +320,9 @@ class ReplayProcess(_Driver):
             if not missing and state.ready:
                 self._start()
             elif time.monotonic() > self.ready_deadline:
-                self.failure = (f'the processing graph was not ready in time: {state.summary()}' if missing == []
-                                else f'the processing nodes did not subscribe to {", ".join(missing[:3])}'
-                                f'{" ..." if len(missing) > 3 else ""} in time ({state.summary()})')
+                self.failure = (f'the processing nodes did not subscribe to {", ".join(missing[:3])}'
+                                f'{" ..." if len(missing) > 3 else ""} in time ({state.summary()})' if missing
+                                else f'the processing graph was not ready in time: {state.summary()}')
             return
         if self.returncode is None and self.process.poll() is not None:
             self._reader.join(2.0)

@@ -39,12 +39,6 @@ def _victims(store) -> list:
             '/jwo/shopper_sim_node', '/jwo/uplink_node', 'ingest']
 
 
-# Known gap, measured: a gate restarted before the tracker keeps its open visits but not
-# their ENTRY events on its durable topic, so a tracker restarted afterwards never learns
-# the codes of the visits already inside; their walk-outs stay unresolved and two of six
-# visits got no receipt. Strict: the day it passes, this marker must go.
-@pytest.mark.xfail(strict=True, reason='a restarted gate does not re-offer the ENTRY events of its '
-                                       'restored visits to late joiners (issue 10)')
 def test_nodes_killed_at_random_lose_nothing_and_charge_nothing_wrong(repo, tmp_path):
     store_path = repo / 'config/stores/demo.yaml'
     store = load_store_config(store_path)

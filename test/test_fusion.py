@@ -502,3 +502,30 @@ def test_a_change_found_after_a_sensor_restart_sends_every_visit_inside_to_revie
     receipt = s.receipts['v1']
     assert receipt.status != FINAL
     assert [(r.code, r.event_id) for r in receipt.reasons] == [('sensor_restarted', 'S1/restart-1')]
+
+
+def test_a_tracker_gone_silent_holds_no_receipt_back_for_ever(store):
+    """A tracker that died (and stays down) must not leave visits without a receipt: once
+    it has been silent tracker_stale_after_s, decisions go on without it, for review."""
+    s = Store(store)
+    s.place('t1', 'v1', 'G1')
+    s.enter('v1')
+    s.run(1)
+    s.places.clear()                     # the tracker stops here
+    wall = WALL
+    for _ in range(5):                   # the shelves go on reporting
+        s.t += NS
+        wall += NS
+        for shelf_id in store.shelves:
+            s._take(s.core.on_shelf_status(shelf_id, s.t - NS // 4, wall))
+    s._take(s.core.on_gate_event(GateInput('g/exit', 'G1', s.t, False, 'v1', 1), wall))
+    assert 'v1' not in s.receipts        # silent for 5 s: the tracker may only lag
+    for _ in range(10):
+        s.t += NS
+        wall += NS
+        for shelf_id in store.shelves:
+            s._take(s.core.on_shelf_status(shelf_id, s.t - NS // 4, wall))
+    receipt = s.receipts['v1']
+    assert receipt.status != FINAL
+    assert ('sensor_stale', 'the tracker stopped reporting positions') in [
+        (r.code, r.detail) for r in receipt.reasons]

@@ -273,6 +273,16 @@ def test_restored_visits_expire_from_their_opening_stamp():
     assert restarted.counts[g.VISIT_EXPIRED] == 1
 
 
+def test_a_restarted_gate_offers_the_entry_events_of_its_open_visits_again():
+    gate = logic(salt=SALT)
+    first = gate.feed(f'ENTRY card {CARD} 2', 0).event
+    gate.feed(f'ENTRY qr {QR}', S)
+    gate.feed(f'EXIT qr {QR}', 60 * S)         # closed: not offered again
+    restarted = logic(salt=SALT)
+    restarted.restore_visits(json.loads(json.dumps(gate.export_visits())))
+    assert restarted.entry_events() == [first]
+
+
 def test_revision_follows_every_change_of_the_open_visits():
     gate = logic(max_visit_ns=3600 * S)
     revisions = [gate.revision]

@@ -13,7 +13,7 @@ from jwo_msgs.msg import GateEvent
 from rclpy.executors import SingleThreadedExecutor
 
 from conftest import BIN, wait_until
-from jwo_nodes.ros_common import EVENT_QOS, to_ns
+from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, to_ns
 
 REPO = Path(__file__).resolve().parent.parent
 STORE = str(REPO / 'config/stores/demo.yaml')
@@ -147,6 +147,13 @@ def test_a_tap_out_after_a_restart_finds_its_visit(start_node, listener, tmp_pat
         node = start_node('gate_node', *args)
         wait_for_link(listener, lambda data: os.write(master, data), node)
         assert '1 open visits restored' in node.log()
+        # A consumer starting after the restart is offered the restored visit's ENTRY.
+        late = []
+        listener.node.create_subscription(GateEvent, TOPIC, late.append, DURABLE_EVENT_QOS)
+        entries = lambda: [(e.event_id, e.visit_code) for e in late if e.direction == GateEvent.ENTRY]
+        assert listener.spin_until(entries, 5.0), node.log()
+        assert entries() == [(entry.event_id, entry.visit_code)]
+        listener.events.clear()
         os.write(master, f'EXIT card {CARD}\n'.encode())
         assert listener.spin_until(lambda: listener.events, 5.0), node.log()
         (exit_,) = listener.events

@@ -51,8 +51,8 @@ def threshold_failures(groups: dict, thresholds: dict) -> list:
     return failures
 
 
-def run_eval(repo, out: Path, kept: str, *args) -> tuple:
-    result = subprocess.run([str(JWO), 'eval', '--out', str(out), '--time-scale', '4', *args],
+def run_eval(repo, out: Path, kept: str, *args, time_scale: float = 4) -> tuple:
+    result = subprocess.run([str(JWO), 'eval', '--out', str(out), '--time-scale', str(time_scale), *args],
                             cwd=repo, capture_output=True, text=True, timeout=2400)
     shutil.rmtree(repo / 'runs' / kept, ignore_errors=True)
     if out.is_dir():
@@ -62,7 +62,12 @@ def run_eval(repo, out: Path, kept: str, *args) -> tuple:
 
 
 def test_scenario_suite_with_vision_meets_thresholds(repo, tmp_path):
-    result, report_path = run_eval(repo, tmp_path / 'suite', 'suite-last', '--vision', '--suite', 'test/scenarios')
+    # At 2x, not 4x: at 4x the tracker on two cores falls behind the 80 frames a second
+    # and drops 190-240 of a hard scenario's frames as late (`late_frames`), so accuracy
+    # followed the machine's speed (2026-12-02: the same commit gave 9 and 12 wrong items
+    # on hard-0..4 at 4x; at 2x 2 late frames, 87 % exact among not flagged).
+    result, report_path = run_eval(repo, tmp_path / 'suite', 'suite-last', '--vision', '--suite', 'test/scenarios',
+                                   time_scale=2)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     groups = json.loads(report_path.read_text())['groups']
     assert set(groups) == set(VISION_THRESHOLDS)

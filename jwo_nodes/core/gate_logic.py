@@ -142,6 +142,9 @@ class _Visit:
     code: str
     group_size: int
     opened_ns: int
+    # Of its ENTRY event, re-offered after a restart ('' in state saved without it).
+    event_id: str = ''
+    credential_kind: int = CREDENTIAL_NONE
 
 
 def _saved_visit(item) -> tuple:
@@ -150,13 +153,14 @@ def _saved_visit(item) -> tuple:
     try:
         key = bytes.fromhex(item['credential_hash'])
         code, group_size, opened_ns = item['code'], item['group_size'], item['opened_ns']
-    except (KeyError, TypeError, ValueError) as error:
+        event_id, kind = item.get('event_id', ''), item.get('credential_kind', CREDENTIAL_NONE)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f'malformed saved visit ({type(error).__name__})') from error
-    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (group_size, opened_ns))
+    whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (group_size, opened_ns, kind))
     if len(key) != hashlib.sha256().digest_size or not isinstance(code, str) or not whole \
-            or not 1 <= group_size <= MAX_GROUP_SIZE:
+            or not isinstance(event_id, str) or not 1 <= group_size <= MAX_GROUP_SIZE:
         raise ValueError('malformed saved visit')
-    return key, _Visit(code, group_size, opened_ns)
+    return key, _Visit(code, group_size, opened_ns, event_id, kind)
 
 
 def new_visit_code(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
@@ -211,8 +215,18 @@ class GateLogic:
         the salt). No token: a hash cannot be turned back into one without the salt."""
         return {'salt_check': self._salt_check(),
                 'visits': [{'credential_hash': key.hex(), 'code': visit.code,
-                            'group_size': visit.group_size, 'opened_ns': visit.opened_ns}
+                            'group_size': visit.group_size, 'opened_ns': visit.opened_ns,
+                            'event_id': visit.event_id, 'credential_kind': visit.credential_kind}
                            for key, visit in self._visits.items()]}
+
+    def entry_events(self) -> list:
+        """The ENTRY events of the open visits, as first published (same ids): what a
+        restarted gate offers again to consumers that start after it (they drop the
+        ids they hold)."""
+        return [GateEventData(event_id=visit.event_id, gate_id=self.gate_id, stamp_ns=visit.opened_ns,
+                              direction=ENTRY, visit_code=visit.code, credential_kind=visit.credential_kind,
+                              group_size=visit.group_size)
+                for visit in self._visits.values() if visit.event_id]
 
     def restore_visits(self, document: dict) -> int:
         """Reopens the visits of export_visits() (after a restart, before any line);
@@ -279,13 +293,14 @@ class GateLogic:
             code = new_visit_code(self._random_bytes)
             while code in self._codes:
                 code = new_visit_code(self._random_bytes)
-            self._visits[key] = _Visit(code, command.group_size, stamp_ns)
+            result = self._event(stamp_ns, ENTRY, code, command.credential_kind, command.group_size)
+            self._visits[key] = _Visit(code, command.group_size, stamp_ns, result.event.event_id,
+                                       command.credential_kind)
             self._codes.add(code)
             self._revision += 1
             self.counts['entries'] += 1
             self.counts['open_visits'] = len(self._visits)
-            return self._event(stamp_ns, ENTRY, code, command.credential_kind,
-                               command.group_size)
+            return result
         visit = self._visits.pop(key, None)
         if visit is None:
             return self._drop(EXIT_WITHOUT_ENTRY, 'tap-out with a credential that has no '

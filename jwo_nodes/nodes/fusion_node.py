@@ -59,6 +59,9 @@ PARAMS = [
           'lies on a bin) before the oldest is settled.', _DEFAULT.max_unsure_changes, 0, 10000),
     Param('stale_after_s', float, 'A sensor silent this long (wall clock) stops holding decisions back (s).',
           _DEFAULT.stale_after_s, 0.5, 600.0),
+    Param('tracker_stale_after_s', float, 'The tracker silent this long (no positions at all, wall clock) '
+          'stops holding decisions back: its visits are decided without it and go to review (s).',
+          _DEFAULT.tracker_stale_after_s, 1.0, 600.0),
     Param('unseen_exit_s', float, 'A walk-out nobody with a visit was seen at closes, this long after, '
           'the open visit no track has carried since (s).', _DEFAULT.unseen_exit_s, 1.0, 600.0),
     Param('tick_hz', float, 'How often pending decisions are re-checked without new input (Hz).',

@@ -74,6 +74,10 @@ class GateNode(Node):
                                     'state_errors'))
         self._state_path = None
         saved = self._load_state(where) if p.state_dir else None
+        if p.source == 'sim':
+            # A restarted simulated gate plays its scenario's lines from the start again:
+            # that rebuilds its visits, and their event ids, exactly as before.
+            saved = None
         # Sim runs are deterministic (event ids from 1); a real gate numbers from its
         # start time in ms, so event ids stay unique across restarts.
         first_seq = 1 if p.source == 'sim' else time.time_ns() // 1_000_000
@@ -89,6 +93,10 @@ class GateNode(Node):
             self._save_state()
         topic = 'events' if self.get_namespace() != '/' else f'/jwo/gates/{self.gate_id}/events'
         self.publisher = self.create_publisher(GateEvent, topic, DURABLE_EVENT_QOS)
+        # The restored visits' ENTRY events, again: a consumer that starts after this
+        # restart (the tracker) learns the codes of the shoppers already inside.
+        for event in self.logic.entry_events():
+            self.publisher.publish(self._message(event))
         self._lines: 'queue.Queue[tuple]' = queue.Queue()
         self._last_receipt_ns = 0
         self._thread = None

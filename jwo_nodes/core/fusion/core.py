@@ -71,6 +71,7 @@ class FusionCore:
         # Wall time of the first input: a shelf never heard from is silent since then,
         # not since this core started (a replay or a late sensor set may begin long after).
         self._inputs_wall = None
+        self._positions_wall = None   # wall ns of the newest positions
         self._pending = []            # heap of (stamp, order, seq, kind, item)
         self._seq = itertools.count()
         self._changes = []            # ChangeEvidence not yet settled on a receipt
@@ -128,6 +129,7 @@ class FusionCore:
             self._problem('out_of_order_positions', f'positions at {stamp_ns} after {self._positions_until}')
             return self.advance(wall_ns)
         self._positions_until = stamp_ns
+        self._positions_wall = wall_ns
         for track in tracks:
             if not (math.isfinite(track.x) and math.isfinite(track.y)):
                 self._problem('malformed_position', f'track {track.track_id}: ({track.x}, {track.y})')
@@ -177,18 +179,23 @@ class FusionCore:
         if watermark is not None and self._unresolved_exits:
             self._settle_unresolved_exits(watermark)
         stale = self._stale_shelves(wall_ns)
+        tracker_stale = self._tracker_stale(wall_ns)
         for visit in list(self._visits.values()):
             if visit.closed_ns is None or visit.receipt_issued:
                 continue
             if watermark is not None and watermark >= visit.closed_ns:
-                out.receipts.append(self._receipt(visit, stale))
+                out.receipts.append(self._receipt(visit, stale, tracker_stale))
         return out
 
     def _watermark(self, wall_ns: Optional[int] = None) -> Optional[int]:
-        """The stamp up to which every live source has reported."""
-        if self._positions_until is None:
+        """The stamp up to which every live source has reported (a source silent for
+        stale_after_s no longer holds decisions back: its visits go to review)."""
+        if self._tracker_stale(wall_ns):
+            bounds = []
+        elif self._positions_until is None:
             return None
-        bounds = [self._positions_until - int(self.settings.window_margin_s * NS)]
+        else:
+            bounds = [self._positions_until - int(self.settings.window_margin_s * NS)]
         stale = self._stale_shelves(wall_ns) if wall_ns is not None else set()
         for shelf_id, until in self._shelf_until.items():
             if shelf_id in stale:
@@ -196,7 +203,7 @@ class FusionCore:
             if until is None:
                 return None
             bounds.append(until)
-        return min(bounds)
+        return min(bounds) if bounds else None
 
     def _stale_shelves(self, wall_ns: Optional[int]) -> set:
         if wall_ns is None or self._inputs_wall is None:
@@ -204,6 +211,13 @@ class FusionCore:
         limit = int(self.settings.stale_after_s * NS)
         return {shelf_id for shelf_id, seen in self._shelf_wall.items()
                 if wall_ns - (seen if seen is not None else self._inputs_wall) > limit}
+
+    def _tracker_stale(self, wall_ns: Optional[int]) -> bool:
+        """No positions for stale_after_s (wall clock): the tracker is down."""
+        if wall_ns is None or self._inputs_wall is None:
+            return False
+        seen = self._positions_wall if self._positions_wall is not None else self._inputs_wall
+        return wall_ns - seen > int(self.settings.tracker_stale_after_s * NS)
 
     def _input_at(self, wall_ns: int) -> None:
         if self._inputs_wall is None:
@@ -345,13 +359,15 @@ class FusionCore:
 
     # -- outputs -------------------------------------------------------------------
 
-    def _receipt(self, visit: _Visit, stale: set) -> ReceiptOut:
+    def _receipt(self, visit: _Visit, stale: set, tracker_stale: bool) -> ReceiptOut:
         solution = self._solve()
         cart = {sku: n for sku, n in solution.cart(visit.code).items() if n > 0}
         doubts = receipts.doubts_of(visit.code, solution, self.store, self._cameras_of_shelf)
         reasons = list(visit.reasons)
         for shelf_id in sorted(stale):
             reasons.append(Reason(SENSOR_STALE, '', f'shelf {shelf_id} stopped reporting'))
+        if tracker_stale:
+            reasons.append(Reason(SENSOR_STALE, '', 'the tracker stopped reporting positions'))
         cost = expected_cost(cart, [(p, {s: n for s, n in c.items() if n > 0})
                                     for p, c in solution.cart_probabilities(visit.code)],
                              self._prices, self.store.review)
@@ -412,6 +428,7 @@ class FusionCore:
             visit.reasons.append(Reason(FUSION_RESTARTED, '', detail))
             marked.append(visit.code)
         self._shelf_wall = dict.fromkeys(self._shelf_wall, now_ns)
+        self._positions_wall = now_ns
         return marked
 
     def _sensor_restarted(self, change: ChangeInput) -> None:

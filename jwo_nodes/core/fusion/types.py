@@ -55,6 +55,9 @@ class FusionSettings:
     max_unsure_changes: int = 12
     # A sensor silent for this long (wall clock) no longer holds decisions back.
     stale_after_s: float = 3.0
+    # ... and the tracker, whose frames may lag behind on a busy machine, this long:
+    # then its visits are decided without it, and go to review.
+    tracker_stale_after_s: float = 10.0
     # Position history kept per track.
     history_s: float = 300.0
     # A walk-out that no shopper with a visit was seen at (the tracker lost who it
