@@ -14,6 +14,7 @@ from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -276,20 +277,22 @@ def run_node(node_factory: Callable[[], Node], args=None) -> None:
     Ctrl-C or SIGTERM, after destroying the node cleanly.
     """
     rclpy.init(args=args)
+    node = None
     try:
         node = node_factory()
+        StateReporter(node)  # kept alive by the node's timer
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
-        rclpy.try_shutdown()
         sys.exit(2)
-    reporter = StateReporter(node)
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        pass  # Ctrl-C or SIGTERM, possibly while the node was still starting
+    except RCLError:
+        if rclpy.ok():
+            raise  # else SIGTERM shut the context down while the node was being built
     finally:
-        executor.remove_node(node)
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()

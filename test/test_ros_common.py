@@ -1,7 +1,12 @@
 """What every node shares (jwo_nodes.ros_common), on a real rclpy node in this process:
 parameters are read-only unless dynamic, a dynamic one is checked and then read by the
 node; the counters' status on /diagnostics goes WARN on bad input and STALE when the
-input goes silent."""
+input goes silent; run_node exits cleanly on a signal even while the node is being built."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -10,7 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
-from conftest import wait_until
+from conftest import REPO, wait_until
 from jwo_nodes.ros_common import EVENT_QOS, Counters, Param, declare_params
 
 SPECS = [
@@ -88,3 +93,36 @@ def test_counters_warn_on_bad_input_and_go_stale_when_silent(node):
     finally:
         executor.remove_node(node)
         executor.shutdown()
+
+
+SLOW_NODE = textwrap.dedent("""
+    import sys, time
+    from rclpy.node import Node
+    from std_msgs.msg import String
+    from jwo_nodes.ros_common import run_node
+
+    class SlowToBuild(Node):
+        def __init__(self):
+            super().__init__('slow_to_build')
+            print('building', flush=True)
+            for i in range(400):  # a node that opens many endpoints, one at a time
+                self.create_publisher(String, f'/slow_to_build/t{i}', 10)
+                time.sleep(0.005)
+
+    run_node(SlowToBuild)
+    print('exited', flush=True)
+""")
+
+
+@pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_node_is_being_built_is_a_clean_exit(sig, tmp_path):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get('PYTHONPATH', '')]),
+               ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    process = subprocess.Popen([sys.executable, '-c', SLOW_NODE], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=env)
+    assert process.stdout.readline() == 'building\n'
+    time.sleep(0.3)
+    process.send_signal(sig)
+    output = process.communicate(timeout=20)[0]
+    assert process.returncode == 0, output
+    assert output.rstrip().endswith('exited'), output
