@@ -39,6 +39,10 @@ EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
 DURABLE_EVENT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
                                reliability=ReliabilityPolicy.RELIABLE,
                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Status for monitors: only the newest matters, so the history stays small.
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
 # State a late joiner needs at once (layout, configuration).
 # Sensor samples played back from a bag (`jwo replay`): reliable, every sample kept
 # until taken. The replayer's publishers are reliable (jwo_nodes/bag/replayer.py), so
@@ -192,7 +196,7 @@ class Counters:
         self._bad_inputs = set()
         # Monotonic: silence is measured in wall time, whatever the system clock does.
         self._health = health.Health(time.monotonic_ns())
-        self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', EVENT_QOS)
+        self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
         self._timer = node.create_timer(1.0, self.publish)
 
     def expect(self, name: str, within_s: float) -> None:

@@ -355,6 +355,26 @@ def test_bad_input_is_counted_and_loses_nothing(store):
                                'malformed_position': 1})
 
 
+def test_a_store_open_for_months_keeps_only_what_is_going_on(store):
+    """A visit with its receipt is forgotten, cart and all, once no unsettled change
+    names it; what later visits depend on is kept (a stray left on a bin), and so is its
+    code: its ENTRY or EXIT sent again is known for what it is."""
+    s = Store(store)
+    visit(s, 'v0', 't0', ('S2-B3', -214.0), ('S1-B1', +214.0))   # nuts left on the cola bin
+    for n in range(1, 4):
+        visit(s, f'v{n}', f't{n}', ('S1-B1', -350.0))
+    assert list(s.core._visits) == ['v0'] == s.core._settled.carts.owners()   # its put-back is in doubt
+    s._take(s.core.on_gate_event(GateInput('g/again', 'G1', s.t, True, 'v2', 1), WALL))
+    visit(s, 'v4', 't4', ('S1-B1', -214.0))                      # takes the stray nuts
+    assert lines_of(s.receipts['v4']) == {'NUTS-200': 1} and s.receipts['v4'].status == FINAL
+    assert sorted(s.receipts) == ['v0', 'v1', 'v2', 'v3', 'v4']
+    assert s.core._visits == {} and s.core._settled.carts.owners() == []
+    problems = Counter(name for name, _ in s.core.problems)
+    assert problems['duplicate_gate_event'] == 1 and 'exit_without_entry' not in problems
+    s.leave('v3'); s.run(1)
+    assert s.core.problems[-1][0] == 'exit_after_close'
+
+
 def test_arrival_times_do_not_change_receipts(store):
     """Decided from stamps: a detector that reports 3 s late gives the same receipts."""
     timeline = Timeline(load_scenario('config/scenarios/demo.yaml', store), store)

@@ -31,11 +31,17 @@ from jwo_nodes.core.fusion.solver import ChangeEvidence, apply_choice, solve
 from jwo_nodes.core.fusion.tracks import Sample, TrackBook
 from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW, NS,
                                          SENSOR_RESTARTED, SENSOR_STALE, UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
-                                         FusionSettings, GateInput, Outputs, Reason, ReceiptOut)
+                                         FusionSettings, GateInput, Outputs, Reason, ReceiptOut,
+                                         SeenIds)
 from jwo_nodes.core.money import tax_cents
 
 # A shopper with a visit this much farther from a gate than one without is as near.
 _AS_NEAR_M = 0.25
+# A visit is forgotten once it has its receipt and no unsettled change names it (a store
+# open for months holds only what is going on); its code is remembered this long after
+# its exit, longer than a gate keeps a visit open (gate_logic: 4 h), so that an ENTRY or
+# EXIT a gate sends again after a restart is known for what it is.
+GONE_CODES_KEPT_NS = 24 * 3600 * NS
 
 
 @dataclass
@@ -62,7 +68,8 @@ class FusionCore:
         self.settings = settings
         self.problems = []            # (counter name, message), drained by the node
         self._visits = {}
-        self._seen_events = set()
+        self._gone = {}               # code of a forgotten visit -> its exit stamp, oldest first
+        self._seen_events = SeenIds()
         self._tracks = TrackBook(settings.history_s, settings.just_entered_s)
         self._unresolved_exits = []   # walk-outs nobody with a visit was seen at
         self._positions_until = None  # newest positions stamp
@@ -86,12 +93,12 @@ class FusionCore:
 
     def on_gate_event(self, event: GateInput, wall_ns: int) -> Outputs:
         self._input_at(wall_ns)
-        if not self._first_time(event.event_id, 'duplicate_gate_event'):
+        if not self._first_time(event.gate_id, event.event_id, 'duplicate_gate_event'):
             return self.advance(wall_ns)
         if event.is_entry:
             if not event.visit_code:
                 self._problem('malformed_gate_event', f'{event.event_id}: ENTRY without a visit code')
-            elif event.visit_code in self._visits:
+            elif event.visit_code in self._visits or event.visit_code in self._gone:
                 self._problem('duplicate_gate_event', f'{event.event_id}: visit {event.visit_code} entered already')
             else:
                 self._visits[event.visit_code] = _Visit(event.visit_code, event.gate_id, event.stamp_ns,
@@ -102,7 +109,7 @@ class FusionCore:
 
     def on_weight_change(self, change: ChangeInput, wall_ns: int) -> Outputs:
         self._input_at(wall_ns)
-        if not self._first_time(change.event_id, 'duplicate_weight_change'):
+        if not self._first_time(change.shelf_id, change.event_id, 'duplicate_weight_change'):
             return self.advance(wall_ns)
         shelf = self.store.shelves.get(change.shelf_id)
         if shelf is None:
@@ -300,6 +307,9 @@ class FusionCore:
         margin = int(self.settings.window_margin_s * NS)
         if event.visit_code:
             visit = self._visits.get(event.visit_code)
+            if visit is None and event.visit_code in self._gone:
+                self._exit_after_close(event)
+                return
             if visit is None:
                 self._problem('exit_without_entry', f'{event.event_id}: visit {event.visit_code} never entered')
                 return
@@ -313,14 +323,17 @@ class FusionCore:
                 self._unresolved_exits.append(event)
                 return
         if visit.closed_ns is not None:
-            # Somebody else left carrying a code of a visit gone already: whose walk-out
-            # it was is settled as for a walk-out nobody with a visit was seen at.
-            self._problem('exit_after_close', f'{event.event_id}: visit {visit.code} has left already')
-            self._unresolved_exits.append(event)
+            self._exit_after_close(event)
             return
         if track:
             self._tracks.mark_exited(track)
         self._close(visit, event.stamp_ns)
+
+    def _exit_after_close(self, event: GateInput) -> None:
+        """Somebody else left carrying (or tapping) the code of a visit gone already:
+        whose walk-out it was is settled as for one nobody with a visit was seen at."""
+        self._problem('exit_after_close', f'{event.event_id}: visit {event.visit_code} has left already')
+        self._unresolved_exits.append(event)
 
     def _close(self, visit: _Visit, stamp_ns: int) -> None:
         visit.exits.append(stamp_ns)
@@ -395,16 +408,33 @@ class FusionCore:
             confidence=round(solution.exact_probability(visit.code), 3),
             doubts=tuple(dict.fromkeys(doubts)), expected_cost_cents=round(cost, 1))
         self._settle_finished_changes()
+        self._forget_finished_visits(visit.closed_ns)
         return receipt
 
     # -- bookkeeping ---------------------------------------------------------------
 
-    def _first_time(self, event_id: str, counter: str) -> bool:
+    def _first_time(self, source: str, event_id: str, counter: str) -> bool:
         if event_id in self._seen_events:
             self._problem(counter, f'{event_id} seen before')
             return False
-        self._seen_events.add(event_id)
+        self._seen_events.add(source, event_id)
         return True
+
+    def _forget_finished_visits(self, now_ns: int) -> None:
+        """Forgets the visits with receipts that no unsettled change names, with their
+        carts and when their codes were last seen; keeps their codes GONE_CODES_KEPT_NS."""
+        named = {c.visit_code for change in self._changes for c in change.visits}
+        finished = [v for v in self._visits.values() if v.receipt_issued and v.code not in named]
+        for visit in finished:
+            del self._visits[visit.code]
+            self._gone[visit.code] = visit.closed_ns
+        if finished:
+            self._settled = self._settled.without_carts([v.code for v in finished])
+            self._tracks.code_seen = {c: t for c, t in self._tracks.code_seen.items() if c in self._visits}
+        for code, closed_ns in list(self._gone.items()):
+            if closed_ns >= now_ns - GONE_CODES_KEPT_NS:
+                break
+            del self._gone[code]
 
     def _problem(self, counter: str, message: str) -> None:
         self.problems.append((counter, message))

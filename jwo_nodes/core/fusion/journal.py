@@ -50,14 +50,11 @@ from typing import Optional
 
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion.core import FusionCore
-from jwo_nodes.core.fusion.types import (NS, ChangeInput, FusionSettings, GateInput, Outputs,
+from jwo_nodes.core.fusion.types import (NS, ChangeInput, FusionSettings, GateInput, Outputs, SeenIds,
                                          TrackInput)
 
 FORMAT = 'jwo-fusion-journal'
 VERSION = 1
-# The depth of the transient-local history that re-sends events to a restarted fusion
-# (jwo_nodes.ros_common.DURABLE_EVENT_QOS): ids older than that never come back.
-RESENT_DEPTH = 1000
 COMPACT_AFTER_BYTES = 4 << 20
 
 
@@ -73,30 +70,6 @@ class Recovery:
     receipts: list = dataclasses.field(default_factory=list)   # issued, never marked published
     restarted: list = dataclasses.field(default_factory=list)  # codes of the visits sent to review
     failed: list = dataclasses.field(default_factory=list)     # (line, error) of inputs the core failed on
-
-
-class _SeenIds:
-    """Event ids seen, the newest RESENT_DEPTH per source (a shelf or a gate)."""
-
-    def __init__(self, by_source: Optional[dict] = None):
-        self._by_source = {source: deque(ids) for source, ids in (by_source or {}).items()}
-        self._ids = {event_id for ids in self._by_source.values() for event_id in ids}
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._ids
-
-    def add(self, source: str, event_id: str) -> None:
-        ids = self._by_source.setdefault(source, deque())
-        ids.append(event_id)
-        self._ids.add(event_id)
-        if len(ids) > RESENT_DEPTH:
-            self._ids.discard(ids.popleft())
-
-    def ids(self) -> frozenset:
-        return frozenset(self._ids)
-
-    def document(self) -> dict:
-        return {source: list(ids) for source, ids in self._by_source.items()}
 
 
 class FusionJournal:
@@ -119,7 +92,7 @@ class FusionJournal:
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f'fusion-{store.store_id}.jsonl'
         self._lock_fd = _lock(folder / f'fusion-{store.store_id}.lock')
-        self._seen = _SeenIds()
+        self._seen = SeenIds()
         self._positions = deque()      # position lines of the last history_s, for compaction
         self._positions_until = None
         self._statuses = {}            # shelf id -> its last status line, for compaction
@@ -252,7 +225,7 @@ class FusionJournal:
             if kind == 'published':
                 issued.pop(record['id'], None)
             elif kind == 'seen':
-                self._seen = _SeenIds(record['ids'])
+                self._seen = SeenIds(record['ids'])
             elif kind == 'restart':
                 self.core.mark_restarted(record['down'], record['now'])
                 down_since = record['now']

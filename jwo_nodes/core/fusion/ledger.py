@@ -49,6 +49,11 @@ class Counts:
             by_owner.pop(owner, None)
         return Counts(by_owner, hash_ % _MODULUS)
 
+    def without(self, owners) -> 'Counts':
+        """A copy with nothing of these owners."""
+        gone = set(owners)
+        return Counts({owner: items for owner, items in self._by_owner.items() if owner not in gone})
+
     def owners(self) -> list:
         return list(self._by_owner)
 
@@ -86,6 +91,9 @@ class Ledger:
         identities[track] = visit_code
         return Ledger(self.carts, self.strays, MappingProxyType(identities),
                       (hash_ + _term(track, visit_code)) % _MODULUS)
+
+    def without_carts(self, visit_codes) -> 'Ledger':
+        return Ledger(self.carts.without(visit_codes), self.strays, self.identities, self._identities_hash)
 
     def keeping_identities(self, keep) -> 'Ledger':
         """A copy that remembers only the track decisions for which keep(track, code)."""

@@ -1,8 +1,12 @@
 """What fusion takes in and gives out, and its settings: plain frozen values, no rclpy."""
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
 NS = 1_000_000_000
+# The depth of the transient-local history that re-sends events to a restarted fusion
+# (jwo_nodes.ros_common.DURABLE_EVENT_QOS): ids older than that never come back.
+RESENT_DEPTH = 1000
 FINAL, NEEDS_REVIEW = 'FINAL', 'NEEDS_REVIEW'
 
 # Review reason codes (the same strings as jwo_msgs/ReviewReason constants).
@@ -185,3 +189,27 @@ class ReceiptOut:
 class Outputs:
     carts: list = field(default_factory=list)
     receipts: list = field(default_factory=list)
+
+
+class SeenIds:
+    """Event ids seen, the newest RESENT_DEPTH per source (a shelf or a gate)."""
+
+    def __init__(self, by_source: Optional[dict] = None):
+        self._by_source = {source: deque(ids) for source, ids in (by_source or {}).items()}
+        self._ids = {event_id for ids in self._by_source.values() for event_id in ids}
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def add(self, source: str, event_id: str) -> None:
+        ids = self._by_source.setdefault(source, deque())
+        ids.append(event_id)
+        self._ids.add(event_id)
+        if len(ids) > RESENT_DEPTH:
+            self._ids.discard(ids.popleft())
+
+    def ids(self) -> frozenset:
+        return frozenset(self._ids)
+
+    def document(self) -> dict:
+        return {source: list(ids) for source, ids in self._by_source.items()}
