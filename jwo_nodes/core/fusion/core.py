@@ -17,8 +17,8 @@ something no product or cart explains touched it. The changes it settled are the
 committed. No rclpy here.
 """
 import heapq
-import itertools
 import math
+import pickle
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -42,6 +42,8 @@ _AS_NEAR_M = 0.25
 # its exit, longer than a gate keeps a visit open (gate_logic: 4 h), so that an ENTRY or
 # EXIT a gate sends again after a restart is known for what it is.
 GONE_CODES_KEPT_NS = 24 * 3600 * NS
+# What a core takes from its store config and settings, not kept in its saved state.
+_FROM_CONFIG = ('store', 'settings', 'problems', '_prices', '_cameras_of_shelf')
 
 
 @dataclass
@@ -80,7 +82,7 @@ class FusionCore:
         self._inputs_wall = None
         self._positions_wall = None   # wall ns of the newest positions
         self._pending = []            # heap of (stamp, order, seq, kind, item)
-        self._seq = itertools.count()
+        self._seq = 0                 # order of pending inputs with equal stamps
         self._changes = []            # ChangeEvidence not yet settled on a receipt
         self._settled = Ledger()      # carts and strays as issued receipts settled them
         self._solution = None
@@ -104,7 +106,7 @@ class FusionCore:
                 self._visits[event.visit_code] = _Visit(event.visit_code, event.gate_id, event.stamp_ns,
                                                         max(1, event.group_size))
         else:
-            heapq.heappush(self._pending, (event.stamp_ns, 1, next(self._seq), 'exit', event))
+            heapq.heappush(self._pending, (event.stamp_ns, 1, self._next_seq(), 'exit', event))
         return self.advance(wall_ns)
 
     def on_weight_change(self, change: ChangeInput, wall_ns: int) -> Outputs:
@@ -127,7 +129,7 @@ class FusionCore:
             return self.advance(wall_ns)
         if self._watermark() is not None and change.end_ns < self._watermark():
             self._problem('late_weight_change', f'{change.event_id} arrived after its shelf reported past it')
-        heapq.heappush(self._pending, (change.end_ns, 0, next(self._seq), 'change', change))
+        heapq.heappush(self._pending, (change.end_ns, 0, self._next_seq(), 'change', change))
         return self.advance(wall_ns)
 
     def on_positions(self, stamp_ns: int, tracks: list, wall_ns: int) -> Outputs:
@@ -436,6 +438,10 @@ class FusionCore:
                 break
             del self._gone[code]
 
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
     def _problem(self, counter: str, message: str) -> None:
         self.problems.append((counter, message))
 
@@ -472,12 +478,15 @@ class FusionCore:
                                             f'shelf {change.shelf_id} restarted and found {deltas}'))
         self._problem('sensor_restarted', f'{change.event_id}: {deltas} while shelf {change.shelf_id} was down')
 
-    def at_rest(self) -> bool:
-        """Whether what comes next depends on past inputs only through the recent
-        positions and the shelves' last statuses: no visit waits for its receipt,
-        nothing is pending, and no unsure change, stray or track identity is kept. (The
-        codes of visits that have their receipts are kept too, but matter only if they
-        come back.)"""
-        return (not self.open_visits() and not self._pending and not self._unresolved_exits
-                and not self._changes and not self._settled.strays.owners()
-                and not self._settled.identities)
+    # -- saved state (jwo_nodes.core.fusion.journal) -------------------------------
+
+    def saved_state(self) -> bytes:
+        """Everything the core's future depends on (not what the store config gives).
+        A pickle: read back only by the same code, from fusion's own state folder."""
+        return pickle.dumps({name: value for name, value in vars(self).items() if name not in _FROM_CONFIG},
+                            protocol=pickle.HIGHEST_PROTOCOL)
+
+    def load_state(self, saved: bytes) -> None:
+        """Becomes the core whose saved_state this is (on this store config)."""
+        self.__dict__.update(pickle.loads(saved))
+        self.problems = []

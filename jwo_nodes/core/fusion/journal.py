@@ -30,28 +30,30 @@ Restarts. After a replay that found inputs, the visits still waiting for their r
 go to review (FusionCore.mark_restarted: what happened while fusion was down is lost);
 the restart is a line too, so a later replay marks the same visits.
 
-Compaction. Once the journal has grown by ``compact_after_bytes`` and the core is at
-rest (FusionCore.at_rest: no visit waits for its receipt, nothing is pending, nothing
-unsure or astray is kept) with every receipt marked published, the journal is rewritten
-(temporary file, fsync, rename) as the ids seen, the positions of the last history_s
-and each shelf's last status: what the core's future still depends on. Until then it
-grows: an unsure change or a stray outlives the visit that made it, and only the inputs
-since the last rest rebuild it (the core has no snapshot of its state to write instead).
+Compaction. Once the journal has grown by ``compact_after_bytes`` and every receipt is
+marked published, it is rewritten (temporary file, fsync, rename) as the ids seen and
+the core's saved state (FusionCore.saved_state: visits, carts, the bin ledger, pending
+inputs and decisions, recent positions), so it stays small however long the store is
+never empty, and a restart replays minutes, not a day. The state is a pickle tagged
+with a fingerprint of the fusion code: a journal whose state another version of jwo
+wrote is refused (JournalError) rather than misread; upgrade while the store is closed,
+or move the journal away (the visits then open go without receipts).
 """
+import base64
 import dataclasses
 import fcntl
+import functools
+import hashlib
 import json
 import os
 import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion.core import FusionCore
-from jwo_nodes.core.fusion.types import (NS, ChangeInput, FusionSettings, GateInput, Outputs, SeenIds,
-                                         TrackInput)
+from jwo_nodes.core.fusion.types import ChangeInput, FusionSettings, GateInput, Outputs, SeenIds, TrackInput
 
 FORMAT = 'jwo-fusion-journal'
 VERSION = 1
@@ -87,16 +89,13 @@ class FusionJournal:
         self._header = {'k': 'journal', 'format': FORMAT, 'version': VERSION, 'store_id': store.store_id}
         self._sync_interval_s = sync_interval_s
         self._compact_after_bytes = compact_after_bytes
-        self._history_ns = int(settings.history_s * NS)
         folder = Path(state_dir).expanduser()
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / f'fusion-{store.store_id}.jsonl'
         self._lock_fd = _lock(folder / f'fusion-{store.store_id}.lock')
         self._seen = SeenIds()
-        self._positions = deque()      # position lines of the last history_s, for compaction
-        self._positions_until = None
-        self._statuses = {}            # shelf id -> its last status line, for compaction
         self._unpublished = set()      # receipt ids handed out, not yet marked published
+        self._last_input_wall = None   # the wall clock the newest input came with
         self._fd = None
         self._grown = 0                # bytes appended since the journal was last written whole
         self._dirty = False
@@ -168,6 +167,7 @@ class FusionJournal:
     def _apply(self, record: dict) -> Outputs:
         """Hands one input line to the core: the same values live and in a replay."""
         kind, now = record['k'], record['now']
+        self._last_input_wall = now
         if kind == 'gate':
             event = GateInput(**record['event'])
             self._seen.add(event.gate_id, event.event_id)
@@ -179,27 +179,14 @@ class FusionJournal:
             self._seen.add(change.shelf_id, change.event_id)
             return self.core.on_weight_change(change, now)
         if kind == 'status':
-            self._statuses[record['shelf']] = record
             return self.core.on_shelf_status(record['shelf'], record['until'], now)
         if kind == 'positions':
-            self._keep_positions(record)
             tracks = [TrackInput(track_id, code, x, y, tuple(hand) if hand is not None else None, confidence)
                       for track_id, code, x, y, hand, confidence in record['tracks']]
             return self.core.on_positions(record['stamp'], tracks, now)
         if kind == 'tick':
             return self.core.advance(now)
         raise ValueError(f'unknown line kind {kind!r}')
-
-    def _keep_positions(self, record: dict) -> None:
-        # Only lines the core takes (it drops stamps that go back), of the last history_s:
-        # the core forgets older samples of a track once newer ones come.
-        stamp = record['stamp']
-        if self._positions_until is not None and stamp <= self._positions_until:
-            return
-        self._positions_until = stamp
-        self._positions.append(record)
-        while self._positions[0]['stamp'] < stamp - self._history_ns:
-            self._positions.popleft()
 
     def _replay(self, now_ns: int) -> Recovery:
         recovery = Recovery()
@@ -226,6 +213,12 @@ class FusionJournal:
                 issued.pop(record['id'], None)
             elif kind == 'seen':
                 self._seen = SeenIds(record['ids'])
+            elif kind == 'state':
+                if record['code'] != code_fingerprint():
+                    raise JournalError(f'{self.path}: its saved state was written by another version of '
+                                       'jwo fusion: replay it with that version, or move it away')
+                self.core.load_state(base64.b64decode(record['core']))
+                down_since = self._last_input_wall = record['now']
             elif kind == 'restart':
                 self.core.mark_restarted(record['down'], record['now'])
                 down_since = record['now']
@@ -253,9 +246,10 @@ class FusionJournal:
         return recovery
 
     def _compact_if_due(self) -> None:
-        if self._grown >= self._compact_after_bytes and not self._unpublished and self.core.at_rest():
-            self._rewrite([{'k': 'seen', 'ids': self._seen.document()}, *self._positions,
-                           *self._statuses.values()])
+        if self._grown >= self._compact_after_bytes and not self._unpublished:
+            self._rewrite([{'k': 'seen', 'ids': self._seen.document()},
+                           {'k': 'state', 'code': code_fingerprint(), 'now': self._last_input_wall,
+                            'core': base64.b64encode(self.core.saved_state()).decode()}])
 
     def _rewrite(self, records: list) -> None:
         """Replaces the journal with the header and these lines, atomically."""
@@ -289,6 +283,16 @@ class FusionJournal:
             os.fsync(self._fd)
             self._dirty = False
         self._synced_at = time.monotonic()
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """A digest of the fusion package's source: a saved state is read back only by the
+    code that wrote it."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob('*.py')):
+        digest.update(path.name.encode() + b'\0' + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _line(record: dict) -> bytes:

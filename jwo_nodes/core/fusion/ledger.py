@@ -100,9 +100,17 @@ class Ledger:
         return Ledger(self.carts, self.strays,
                       MappingProxyType({k: c for k, c in self.identities.items() if keep(k, c)}))
 
+    def __reduce__(self):
+        # A read-only view is no pickle: saved as a dict, viewed again when read back.
+        return _ledger, (self.carts, self.strays, dict(self.identities), self._identities_hash)
+
     def __eq__(self, other):
         return (isinstance(other, Ledger) and hash(self) == hash(other) and self.carts == other.carts
                 and self.strays == other.strays and self.identities == other.identities)
 
     def __hash__(self):
         return hash((self.carts._hash, self.strays._hash, self._identities_hash))
+
+
+def _ledger(carts: Counts, strays: Counts, identities: dict, identities_hash: int) -> Ledger:
+    return Ledger(carts, strays, MappingProxyType(identities), identities_hash)
