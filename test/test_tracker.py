@@ -278,6 +278,23 @@ def test_a_close_encounter_lowers_identity_until_the_colour_confirms_it():
     assert all(t.confidence >= 0.95 for t in coloured[-1][1])     # their clothes say who is who
 
 
+def test_after_a_close_encounter_look_alikes_are_less_sure_of_who_is_who():
+    """Told apart by their clothes, but barely: confirmed in proportion to how much more
+    each looks like their own visitor than like the other (reid_margin)."""
+    a, b = line(0.6, 4.0, 3.0, 2.0, 0, 15), line(0.6, 4.0, 3.3, 2.0, 15, 30)
+
+    def confidences(look_of_b):
+        tracker = Tracker([GATE])
+        tracker.add_entry('G1', 0, 'v-A', 1)
+        tracker.add_entry('G1', 15 * DT, 'v-B', 1)
+        seen = walk(tracker, {'a': a, 'b': b}, 60, looks={'a': RED, 'b': look_of_b})
+        assert [t.visit_code for t in seen[-1][1]] == ['v-A', 'v-B']
+        return [t.confidence for t in seen[-1][1]]
+
+    assert all(c >= 0.95 for c in confidences(BLUE))
+    assert all(0.8 < c < 0.9 for c in confidences((0.22, 0.2, 4.8)))   # 0.28 from RED: 0.95 x 0.28 / 0.3
+
+
 def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart():
     apart = [det(1.0, 4.0, 'front', look=RED), det(1.7, 4.0, 'back', look=RED)]
     assert len(merge_detections(apart, 0.5)) == 2

@@ -77,7 +77,8 @@ class TrackerSettings:
     # track holding it looks unlike them (beyond appearance_reject) or was lost.
     reid_learn_frames: int = 8
     reid_accept: float = 0.25
-    reid_identity: float = 0.95       # identity of a track re-identified beyond doubt
+    reid_identity: float = 0.95       # identity of a track re-identified beyond doubt:
+    reid_margin: float = 0.3          # ... looking this much more like its visitor than any other
 
 
 @dataclass(frozen=True)
@@ -450,7 +451,8 @@ class Tracker:
         """Moves visit codes to the tracks that look like their visitors (Hungarian on
         colour distance) where the track holding a code was lost or looks unlike its
         visitor: what keeps a code on its shopper after tracks swapped or broke. A track
-        that looks like its visitor and like no other visitor is sure again.
+        that looks like its visitor and like no other visitor is sure again, as sure as
+        it looks more like its visitor than like the next.
 
         A visitor whose track went out on an EXIT is forgotten; one whose track ended
         otherwise (it vanished at the gate, or stayed lost) is kept keep_lost_s for a
@@ -472,17 +474,21 @@ class Tracker:
                   and t.appearance_n >= 3]
         if not known or not tracks:
             return
-        cost = look.distances([v.appearance for v in known], [t.appearance for t in tracks])
-        cost -= 0.05 * np.array([[v.track is t for t in tracks] for v in known])   # holders stay
+        unlike = look.distances([v.appearance for v in known], [t.appearance for t in tracks])
+        cost = unlike - 0.05 * np.array([[v.track is t for t in tracks] for v in known])   # holders stay
         for r, c in zip(*linear_sum_assignment(cost)):
             visitor, track = known[r], tracks[c]
             held = visitor.track
             if cost[r, c] > s.reid_accept:
                 continue
             if track is held:
-                if all(cost[other, c] > s.reid_accept for other in range(len(known))
-                       if known[other].visit_code != visitor.visit_code):
-                    track.identity = max(track.identity, s.reid_identity)
+                others = [unlike[other, c] for other in range(len(known))
+                          if known[other].visit_code != visitor.visit_code]
+                if all(d > s.reid_accept for d in others):
+                    # Sure in proportion to how much less it looks like anybody else:
+                    # look-alikes are where codes end up on the wrong shopper.
+                    margin = min(others, default=math.inf) - unlike[r, c]
+                    track.identity = max(track.identity, s.reid_identity * min(1.0, margin / s.reid_margin))
                 continue
             if held is not None and not held.lost and held.appearance_n >= 3 and \
                     look.distance(visitor.appearance, held.appearance) <= s.appearance_reject:
