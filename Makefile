@@ -43,7 +43,7 @@ demo: setup
 
 test: setup
 	@tools/ensure_chromium.sh
-	@$(PY) -m pytest -q test
+	@$(PY) -m pytest -q --durations=15 test
 
 # Replay throughput and sensor-to-cart latency on a 40-shelf store (about 10 minutes);
 # a quicker look: make bench BENCH_ARGS='--shelves 8 --visits 6 --minutes 2'.
