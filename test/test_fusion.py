@@ -6,8 +6,8 @@ import pytest
 
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.fusion import (AMBIGUOUS_ATTRIBUTION, AMBIGUOUS_PRODUCT, FINAL,
-                                   NEEDS_REVIEW, NS, UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK,
-                                   UNRESOLVED_EXIT, ChangeInput, FusionCore, GateInput,
+                                   NEEDS_REVIEW, NO_CANDIDATE, NS, UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK,
+                                   SENSOR_STALE, UNRESOLVED_EXIT, ChangeInput, FusionCore, GateInput,
                                    TrackInput)
 from jwo_nodes.core.sim import Timeline, load_scenario
 
@@ -373,6 +373,46 @@ def test_a_store_open_for_months_keeps_only_what_is_going_on(store):
     assert problems['duplicate_gate_event'] == 1 and 'exit_without_entry' not in problems
     s.leave('v3'); s.run(1)
     assert s.core.problems[-1][0] == 'exit_after_close'
+
+
+def test_a_gate_event_sent_late_sends_the_visits_it_could_change_to_review(store):
+    """A restarted gate sends an ENTRY after fusion decided changes stamped after it:
+    they were weighed without that visit, so it and whoever they went to go to review."""
+    s = Store(store)
+    visit(s, 'v0', 't0')                                    # came and went before: untouched
+    s.place('t2', 'v2', 'G1'); s.enter('v2'); s.run(1)
+    cola = store.bin('S1-B1')
+    s.place('t2', 'v2', (cola.x + 0.4, cola.y))            # beside the taker: a candidate
+    entered = s.t
+    s.place('t1', '', 'S1-B1'); s.run(2)                    # the tracker has no code for t1 yet
+    s.change('S1-B1', -700.0); s.run(1)
+    s._take(s.core.on_gate_event(GateInput('g/late', 'G1', entered, True, 'v1', 1), WALL))
+    s.place('t1', 'v1', 'G1'); s.run(1); s.leave('v1'); s.run(0.3); s.place('t1', 'v1', None); s.run(2)
+    s.place('t2', 'v2', 'G1'); s.run(1); s.leave('v2'); s.run(0.3); s.place('t2', 'v2', None); s.run(2)
+    assert s.receipts['v0'].status == FINAL
+    for code in ('v1', 'v2'):
+        assert s.receipts[code].status == NEEDS_REVIEW
+        assert any(r.code == SENSOR_STALE and 'g/late' in r.detail for r in s.receipts[code].reasons)
+    assert 'late_gate_event' in [name for name, _ in s.core.problems]
+
+
+def test_a_change_while_the_tracker_sees_nobody_sends_every_visit_inside_to_review(store):
+    """An orphan: nobody with a visit was near (the tracker was down, or lost them), so
+    every visit inside not surely seen elsewhere could have made it; one seen surely
+    elsewhere could not."""
+    s = Store(store)
+    for code in ('v1', 'v2', 'v3'):
+        s.place(code, code, 'G1'); s.enter(code); s.run(1)
+        s.place(code, code, ('S4-B3' if code == 'v3' else 'S2-B1'))
+    s.confidence['v2'] = 0.6                                   # in doubt: could be anybody
+    s.run(2)
+    s.place('v1', 'v1', None)                                  # lost by the tracker
+    s.run(3); s.change('S1-B1', -350.0); s.run(1)
+    for code in ('v1', 'v2', 'v3'):
+        s.place(code, code, 'G1'); s.run(1); s.leave(code); s.run(0.3); s.place(code, code, None); s.run(2)
+    assert {code: r.status for code, r in s.receipts.items()} == {'v1': NEEDS_REVIEW, 'v2': NEEDS_REVIEW,
+                                                                 'v3': FINAL}
+    assert any(r.code == NO_CANDIDATE for r in s.receipts['v1'].reasons)
 
 
 def test_arrival_times_do_not_change_receipts(store):

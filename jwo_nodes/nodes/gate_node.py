@@ -15,6 +15,7 @@ where that matters.
 """
 import os
 import queue
+import random
 import secrets
 import threading
 import time
@@ -50,9 +51,9 @@ PARAMS = [
           1.0, 0.001, 1000.0),
 ]
 
-# A simulated gate's lines are stamped from the scenario, so how often it looks for the
-# next one only delays publication (a faster poll cost a tenth of a core).
-SIM_POLL_S = 0.05
+# How often a simulated gate looks for scenario time 0 until it has it (then it wakes
+# when each line is due).
+SIM_START_POLL_S = 0.05
 
 
 class GateNode(Node):
@@ -76,10 +77,13 @@ class GateNode(Node):
                                     'state_errors'))
         self._state_path = None
         saved = self._load_state(where) if p.state_dir else None
+        random_bytes = secrets.token_bytes
         if p.source == 'sim':
             # A restarted simulated gate plays its scenario's lines from the start again:
-            # that rebuilds its visits, and their event ids, exactly as before.
+            # that rebuilds its visits, their event ids and (drawn from a generator seeded
+            # by the scenario) their codes exactly as before.
             saved = None
+            random_bytes = random.Random(f'{p.scenario}:{self.gate_id}').randbytes
         # Sim runs are deterministic (event ids from 1); a real gate numbers from its
         # start time in ms, so event ids stay unique across restarts.
         first_seq = 1 if p.source == 'sim' else time.time_ns() // 1_000_000
@@ -88,7 +92,8 @@ class GateNode(Node):
         self._saved_salt = None if p.salt else salt.hex()
         self.logic = gate_logic.GateLogic(
             self.gate_id, debounce_ns=int(p.debounce_s * 1e9),
-            max_visit_ns=int(p.max_visit_s * 1e9), salt=salt, first_seq=first_seq)
+            max_visit_ns=int(p.max_visit_s * 1e9), salt=salt, random_bytes=random_bytes,
+            first_seq=first_seq)
         if saved is not None:
             self._restore_visits(saved)
         if self._state_path is not None:
@@ -176,18 +181,23 @@ class GateNode(Node):
         self._sim_lines = list(timeline.gate_lines(self.gate_id))
         self._sim_next = 0
         self._sim_start = SimStart(self, p.sim_start_ns)
-        self.create_timer(SIM_POLL_S, self._sim_tick)
+        self._sim_timer = self.create_timer(SIM_START_POLL_S, self._sim_tick)
 
     def _sim_tick(self) -> None:
+        """Publishes the lines due, then sleeps until the next one is."""
         if self._sim_start.ns is None:
             return    # scenario time 0 is not known yet
         now = self.get_clock().now().nanoseconds
         while self._sim_next < len(self._sim_lines):
             t_ns, line = self._sim_lines[self._sim_next]
-            if self._sim_start.ns + t_ns / self.params.time_scale > now:
-                break
+            due_ns = self._sim_start.ns + t_ns / self.params.time_scale
+            if due_ns > now:
+                self.destroy_timer(self._sim_timer)
+                self._sim_timer = self.create_timer((due_ns - now) / 1e9, self._sim_tick)
+                return
             self._sim_next += 1
             self._handle(line, self._sim_start.ns + int(t_ns))
+        self.destroy_timer(self._sim_timer)
 
     def _receipt_stamp(self) -> int:
         """Node clock at receipt, never going back (a system clock step would otherwise

@@ -25,11 +25,11 @@ from typing import Optional
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion import receipts
 from jwo_nodes.core.fusion.cost import expected_cost
-from jwo_nodes.core.fusion.evidence import NOBODY, product_fits, reach_evidence
+from jwo_nodes.core.fusion.evidence import NOBODY, identity_belief, product_fits, reach_evidence
 from jwo_nodes.core.fusion.ledger import Ledger
 from jwo_nodes.core.fusion.solver import ChangeEvidence, apply_choice, solve
 from jwo_nodes.core.fusion.tracks import Sample, TrackBook
-from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW, NS,
+from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW, NO_CANDIDATE, NS,
                                          SENSOR_RESTARTED, SENSOR_STALE, UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
                                          FusionSettings, GateInput, Outputs, Reason, ReceiptOut,
                                          SeenIds)
@@ -84,6 +84,7 @@ class FusionCore:
         self._pending = []            # heap of (stamp, order, seq, kind, item)
         self._seq = 0                 # order of pending inputs with equal stamps
         self._changes = []            # ChangeEvidence not yet settled on a receipt
+        self._decided_until = None    # newest end stamp of a change acted on
         self._settled = Ledger()      # carts and strays as issued receipts settled them
         self._solution = None
         self._prices = {sku: p.price_cents for sku, p in store.products.items()}
@@ -105,6 +106,7 @@ class FusionCore:
             else:
                 self._visits[event.visit_code] = _Visit(event.visit_code, event.gate_id, event.stamp_ns,
                                                         max(1, event.group_size))
+                self._check_late(event)
         else:
             heapq.heappush(self._pending, (event.stamp_ns, 1, self._next_seq(), 'exit', event))
         return self.advance(wall_ns)
@@ -180,8 +182,10 @@ class FusionCore:
             _, _, _, kind, item = heapq.heappop(self._pending)
             if kind == 'change':
                 self._add_change(item)
+                self._decided_until = max(item.end_ns, self._decided_until or item.end_ns)
                 causes.append(item)
             else:
+                self._check_late(item)
                 self._apply_exit(item)
         if causes:
             out.carts.extend(self._snapshots(causes[-1]))
@@ -244,12 +248,25 @@ class FusionCore:
             if reach.visits[0].visit_code == NOBODY:
                 self._problem('unattributed_change', f'{change.event_id}: {delta:+.0f} g on {bin_id}: '
                               'nobody with an open visit was likely near')
+                self._orphan(change.event_id, bin_id, delta, windows, open_codes)
             seen_near = any(w.reach_distance(bin_.x, bin_.y, *span) <= self.settings.reach_free_m
                             + 2 * self.settings.reach_sigma_m for w in windows)
             self._changes.append(ChangeEvidence(
                 change.event_id, change.shelf_id, bin_id, delta, change.start_ns, change.end_ns, reach,
                 product_fits(self.store, abs(delta), change.noise_grams), seen_near))
         self._settle_finished_changes()
+
+    def _orphan(self, event_id: str, bin_id: str, delta: float, windows: list, open_codes: set) -> None:
+        """A change nobody with an open visit was likely near (the tracker lost them, or
+        was down): each open visit not surely seen elsewhere then could have made it, so
+        goes to review with it (with or without a sure track there are few of these:
+        a tracker that lost somebody, or was down)."""
+        elsewhere = {w.visit_code for w in windows
+                     if w.visit_code and identity_belief(w.confidence, self.settings) >= receipts.SURE}
+        for code in sorted(open_codes - elsewhere):
+            self._visits[code].reasons.append(Reason(
+                NO_CANDIDATE, event_id, f'{delta:+.0f} g on {bin_id}: nobody with an open visit was seen near '
+                'it, and this visit was not surely seen elsewhere'))
 
     def _solve(self):
         """The solution of the unsettled changes: extended when changes were only added
@@ -330,6 +347,22 @@ class FusionCore:
         if track:
             self._tracks.mark_exited(track)
         self._close(visit, event.stamp_ns)
+
+    def _check_late(self, event: GateInput) -> None:
+        """A gate event stamped before changes fusion has already decided (the gate was
+        restarted and sent it late): those changes were weighed without it, so its visit
+        and every visit they may be goes to review."""
+        if self._decided_until is None or event.stamp_ns >= self._decided_until:
+            return
+        codes = {event.visit_code} | {c.visit_code for change in self._changes if change.end_ns >= event.stamp_ns
+                                      for c in change.visits}
+        detail = (f'gate {event.gate_id} sent {event.event_id} late: changes up to '
+                  f'{(self._decided_until - event.stamp_ns) / NS:.1f} s after it were decided without it')
+        for code in sorted(codes):
+            visit = self._visits.get(code)
+            if visit is not None and not visit.receipt_issued:
+                visit.reasons.append(Reason(SENSOR_STALE, event.event_id, detail))
+        self._problem('late_gate_event', detail)
 
     def _exit_after_close(self, event: GateInput) -> None:
         """Somebody else left carrying (or tapping) the code of a visit gone already:
