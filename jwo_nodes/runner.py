@@ -41,6 +41,13 @@ from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REPLAY_INPUT_QOS
 
 # A graph not ready this long after its start has a problem: the run fails naming it.
 READY_TIMEOUT_S = 120.0
+# ... plus this much per node: DDS discovery among N processes grows faster than N on
+# two cores (2026-12-02: 13 nodes were ready in 5 s, 44 in 94 s).
+READY_TIMEOUT_PER_NODE_S = 4.0
+
+
+def ready_timeout_s(nodes: int) -> float:
+    return READY_TIMEOUT_S + READY_TIMEOUT_PER_NODE_S * nodes
 
 
 class RunMonitor(Node):
@@ -154,7 +161,7 @@ class ScenarioStart(_Driver):
     """Starts scenario time once the graph is ready (ReadinessWatch: every node up, every
     publisher-subscriber pair of the graph matched, the monitor's included): scenario
     time 0 is ``lead_s`` later, signalled to the simulated sensors. Fails naming what
-    is missing when the graph is not ready in READY_TIMEOUT_S."""
+    is missing when the graph is not ready in ready_timeout_s."""
 
     def __init__(self, lead_s: float = START_LEAD_S):
         self.lead_ns = int(lead_s * NS)
@@ -170,8 +177,9 @@ class ScenarioStart(_Driver):
             graph.signal_start(self.start_ns)
             self.log(f'[launch] graph ready in {graph.ready_after_s():.1f} s: {len(graph.nodes)} nodes up, '
                      f'every publisher-subscriber pair matched; scenario time 0 in {self.lead_ns / NS:g} s')
-        elif graph.ready_after_s() > READY_TIMEOUT_S:
-            self.failure = f'the graph was not ready after {READY_TIMEOUT_S:.0f} s: {state.summary()}'
+        elif graph.ready_after_s() > ready_timeout_s(len(graph.nodes)):
+            self.failure = (f'the graph was not ready after {ready_timeout_s(len(graph.nodes)):.0f} s: '
+                            f'{state.summary()}')
 
 
 def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin: Callable[[], int],
