@@ -259,8 +259,7 @@ class FusionCore:
     def _orphan(self, event_id: str, bin_id: str, delta: float, windows: list, open_codes: set) -> None:
         """A change nobody with an open visit was likely near (the tracker lost them, or
         was down): each open visit not surely seen elsewhere then could have made it, so
-        goes to review with it (with or without a sure track there are few of these:
-        a tracker that lost somebody, or was down)."""
+        goes to review with it."""
         elsewhere = {w.visit_code for w in windows
                      if w.visit_code and identity_belief(w.confidence, self.settings) >= receipts.SURE}
         for code in sorted(open_codes - elsewhere):
