@@ -178,8 +178,7 @@ class ScenarioStart(_Driver):
             self.log(f'[launch] graph ready in {graph.ready_after_s():.1f} s: {len(graph.nodes)} nodes up, '
                      f'every publisher-subscriber pair matched; scenario time 0 in {self.lead_ns / NS:g} s')
         elif graph.ready_after_s() > ready_timeout_s(len(graph.nodes)):
-            self.failure = (f'the graph was not ready after {ready_timeout_s(len(graph.nodes)):.0f} s: '
-                            f'{state.summary()}')
+            self.failure = f'the graph was not ready after {graph.ready_after_s():.0f} s: {state.summary()}'
 
 
 def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin: Callable[[], int],
@@ -305,13 +304,13 @@ class ReplayProcess(_Driver):
     to the run log as ``[replay] ...``."""
 
     def __init__(self, bag, *, topics: list, subscribers: dict, rate: Optional[float],
-                 ready_timeout_s: float = READY_TIMEOUT_S, extra_args=()):
+                 extra_args=()):
         self.bag = str(bag)
         self.topics = list(topics)
         self.subscribers = dict(subscribers)
         self.rate = rate
-        self.ready_deadline = time.monotonic() + ready_timeout_s
         self.extra_args = list(extra_args)
+        self.created = time.monotonic()    # the graph is given ready_timeout_s from here
         self.process: Optional[subprocess.Popen] = None
         self.started_ns: Optional[int] = None
         self.playing_since_ns: Optional[int] = None   # when it said it starts publishing
@@ -327,7 +326,7 @@ class ReplayProcess(_Driver):
             state = graph.state()
             if not missing and state.ready:
                 self._start()
-            elif time.monotonic() > self.ready_deadline:
+            elif time.monotonic() - self.created > ready_timeout_s(len(graph.nodes)):
                 self.failure = (f'the processing nodes did not subscribe to {", ".join(missing[:3])}'
                                 f'{" ..." if len(missing) > 3 else ""} in time ({state.summary()})' if missing
                                 else f'the processing graph was not ready in time: {state.summary()}')

@@ -381,6 +381,20 @@ def test_a_store_never_empty_is_compacted_with_its_strays_and_open_visits(store,
     assert_same_receipts(receipts, expected, {'v9'})
 
 
+def test_a_damaged_saved_state_is_refused_naming_the_journal(store, tmp_path):
+    s = Script(store)
+    s.visit('v1', 't1', ('S1-B1', -350.0))
+    journal = FusionJournal(store, SETTINGS, tmp_path, WALL0, compact_after_bytes=1)
+    feed(journal, s.steps, {})
+    journal.close()
+    lines = journal.path.read_text().splitlines()
+    state = json.loads(lines[2])
+    state['core'] = state['core'][:100]
+    journal.path.write_text('\n'.join([*lines[:2], json.dumps(state), *lines[3:]]) + '\n')
+    with pytest.raises(JournalError, match='saved state cannot be read'):
+        FusionJournal(store, SETTINGS, tmp_path, WALL0)
+
+
 def test_a_state_another_version_wrote_is_refused(store, tmp_path, monkeypatch):
     s = Script(store)
     s.visit('v1', 't1', ('S1-B1', -350.0))

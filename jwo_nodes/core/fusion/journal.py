@@ -217,7 +217,11 @@ class FusionJournal:
                 if record['code'] != code_fingerprint():
                     raise JournalError(f'{self.path}: its saved state was written by another version of '
                                        'jwo fusion: replay it with that version, or move it away')
-                self.core.load_state(base64.b64decode(record['core']))
+                try:
+                    self.core.load_state(base64.b64decode(record['core']))
+                except Exception as error:    # whatever a damaged pickle raises
+                    raise JournalError(f'{self.path}: line {number}: its saved state cannot be read '
+                                       f'({type(error).__name__}: {error}): move the journal away') from error
                 down_since = self._last_input_wall = record['now']
             elif kind == 'restart':
                 self.core.mark_restarted(record['down'], record['now'])
