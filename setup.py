@@ -36,6 +36,7 @@ setup(
             'vision_tracker_node = jwo_nodes.nodes.vision_tracker_node:main',
             'uplink_node = jwo_nodes.nodes.uplink_node:main',
             'clip_node = jwo_nodes.nodes.clip_node:main',
+            'node_container = jwo_nodes.nodes.node_container:main',
             'jwo-cloud = jwo_cloud.cli:main',
         ],
     },

@@ -42,6 +42,7 @@ from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.scenario_gen import generate
 from jwo_nodes.core.scoring import percentiles, score_visits
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
+from jwo_nodes.launcher import add_shelves_per_process
 
 BINS_PER_SHELF = 3
 SHELVES_PER_ROW = 10
@@ -50,6 +51,7 @@ HOP_LATENCY_S = 10.0
 
 
 def add_arguments(parser) -> None:
+    add_shelves_per_process(parser)
     parser.add_argument('--shelves', type=int, default=40, help='shelves in the generated store')
     parser.add_argument('--rate-hz', type=int, default=60, help='load-cell samples per second')
     parser.add_argument('--visits', type=int, default=30, help='visits in the recording')
@@ -277,7 +279,8 @@ def run(args) -> int:
              'weight_sensor_nodes ...')
         with _Ticker('replaying'):
             result, replay = run_bag(store, str(store_path), bag, truth, rate=None,
-                                     log_path=out / 'throughput.nodes.log', grace_s=60.0)
+                                     log_path=out / 'throughput.nodes.log', grace_s=60.0,
+                                     shelves_per_process=args.shelves_per_process)
         # 'replay done: ...', or '... interrupted' when the last receipt came while the
         # replayer still waited for its final acknowledgements.
         done = re.search(r'replay \w+: (\d+) messages in ([\d.]+) s', replay.played() or '')
@@ -309,7 +312,7 @@ def run(args) -> int:
         with _Ticker('replaying'):
             result, replay = run_bag(store, str(store_path), bag, truth, rate=1.0, duration_s=window,
                                      log_path=out / 'latency.nodes.log', grace_s=5.0,
-                                     watch_sensors=True)
+                                     watch_sensors=True, shelves_per_process=args.shelves_per_process)
         if result.failure and not result.sensor_to_cart_ms:
             print(f'error: the latency run failed: {result.failure} (see {out / "latency.nodes.log"})',
                   file=sys.stderr)

@@ -20,13 +20,14 @@ from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.money import format_cents
 from jwo_nodes.core.scoring import items_of, percentiles
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.launcher import START_LEAD_S
+from jwo_nodes.launcher import START_LEAD_S, add_shelves_per_process
 from jwo_nodes.runner import run_scenario
 
 MATCH, REVIEW, WRONG, MISSING = 'MATCH', 'REVIEW', 'WRONG', 'MISSING'
 
 
 def add_arguments(parser) -> None:
+    add_shelves_per_process(parser)
     parser.add_argument('--store', default='config/stores/demo.yaml', help='store config YAML')
     parser.add_argument('--scenario', default='config/scenarios/demo.yaml', help='scenario YAML')
     parser.add_argument('--time-scale', type=float, default=2.0,
@@ -144,7 +145,7 @@ def run(args) -> int:
                               start_delay_s=args.start_delay, with_cameras=not args.no_cameras,
                               vision=args.vision, state_dir=run_dir / 'state',
                               log_path=run_dir / 'nodes.log', grace_s=args.grace, on_receipt=on_receipt,
-                              with_uplink=cloud is not None,
+                              with_uplink=cloud is not None, shelves_per_process=args.shelves_per_process,
                               overrides=cloud.overrides() if cloud else None,
                               before_stop=(lambda r: _report_cloud(cloud, store.store_id, r)) if cloud else None)
     except KeyboardInterrupt:

@@ -43,13 +43,14 @@ from jwo_nodes.core.scenario_gen import PRESETS, generate
 from jwo_nodes.core.scoring import (RunCost, calibration, percentiles, run_cost, score_visits,
                                     score_weight_events, threshold_sweep)
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.launcher import START_LEAD_S
+from jwo_nodes.launcher import START_LEAD_S, add_shelves_per_process
 from jwo_nodes.runner import run_bag, run_scenario
 
 DEFAULT_STORE = 'config/stores/demo.yaml'
 
 
 def add_arguments(parser) -> None:
+    add_shelves_per_process(parser)
     parser.add_argument('scenarios', nargs='*', metavar='SCENARIO_OR_BAG',
                         help='scenario YAML files, or bags from `jwo simbag` (directories or '
                              '.mcap files)')
@@ -191,7 +192,8 @@ def run(args) -> int:
                                   time_scale=args.time_scale,
                                   start_delay_s=args.start_delay, with_cameras=args.cameras,
                                   vision=args.vision, state_dir=out / f'{path.stem}.state',
-                                  log_path=out / f'{path.stem}.nodes.log', grace_s=args.grace)
+                                  log_path=out / f'{path.stem}.nodes.log', grace_s=args.grace,
+                                  shelves_per_process=args.shelves_per_process)
             expected = timeline.expected_items()
             visits = score_visits(expected, result.receipts, prices)
             events = score_weight_events(
@@ -271,7 +273,8 @@ def _run_bag(args, index: int, total: int, path: Path, bag: dict, out: Path, pri
     print(f'[{index}/{total}] bag {path}: {truth.name}, {len(truth.parties)} parties, '
           f'{duration_s:.0f} s ({pace}) ...', flush=True)
     result, _ = run_bag(bag['store'], bag['store_path'], path, truth, rate=rate,
-                     log_path=out / f'{path.name}.nodes.log', grace_s=args.grace)
+                     log_path=out / f'{path.name}.nodes.log', grace_s=args.grace,
+                     shelves_per_process=args.shelves_per_process)
     expected = truth.expected_items()
     visits = score_visits(expected, result.receipts, prices)
     events = score_weight_events(

@@ -66,6 +66,73 @@ class NodeSpec:
         return parameters
 
 
+# The executable that holds several nodes in one process (jwo_nodes/nodes/node_container.py).
+CONTAINER = 'node_container'
+# Weight sensor nodes composed into one process by default: a process per shelf costs
+# tens of MB and a DDS participant each, and one Python process keeps up with this many
+# shelves' samples (measured by `jwo bench`); more shelves make more containers, so the
+# cores share the work.
+SHELVES_PER_CONTAINER = 25
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One process of the graph: one node run by its own executable, or several in a
+    node_container, each with its own name, namespace and parameters."""
+
+    nodes: tuple
+
+    @property
+    def executable(self) -> str:
+        return self.nodes[0].executable if len(self.nodes) == 1 else CONTAINER
+
+    @property
+    def package(self) -> str:
+        return self.nodes[0].package
+
+    @property
+    def respawn(self) -> bool:
+        return all(node.respawn for node in self.nodes)
+
+    @property
+    def label(self) -> str:
+        """The node's name, or the container's: ``/jwo/shelves/{S1..S25}`` (the range of
+        its nodes' namespaces)."""
+        if len(self.nodes) == 1:
+            return self.nodes[0].fqn
+        parent, first = self.nodes[0].namespace.rsplit('/', 1)
+        last = self.nodes[-1].namespace.rsplit('/', 1)[1]
+        return f'{parent}/{{{first}..{last}}}'
+
+    @property
+    def node_fqns(self) -> tuple:
+        return tuple(node.fqn for node in self.nodes)
+
+    def ros_args(self) -> list:
+        """The arguments after the executable."""
+        if len(self.nodes) == 1:
+            return self.nodes[0].ros_args()
+        return [arg for node in self.nodes for arg in ('--node', node.executable, *node.ros_args(), '--')]
+
+
+def compose(specs: list, shelves_per_container: int = SHELVES_PER_CONTAINER) -> list:
+    """The processes that run ``specs``: the weight sensor nodes in containers of up to
+    ``shelves_per_container`` (1: a process each), placed where the first of them was;
+    every other node in a process of its own, in spec order."""
+    if shelves_per_container < 1:
+        raise ValueError(f'shelves_per_container must be at least 1, got {shelves_per_container}')
+    shelves = [spec for spec in specs if spec.executable == 'weight_sensor_node']
+    groups = [tuple(shelves[i:i + shelves_per_container])
+              for i in range(0, len(shelves), shelves_per_container)]
+    processes = []
+    for spec in specs:
+        if spec.executable != 'weight_sensor_node':
+            processes.append(ProcessSpec((spec,)))
+        elif spec is shelves[0]:
+            processes += [ProcessSpec(group) for group in groups]
+    return processes
+
+
 # Words the ROS parameter parser (rcl_yaml_param_parser) reads as bool or null.
 _SPECIAL_WORDS = {'y', 'n', 'yes', 'no', 'true', 'false', 'on', 'off', 'null', '~', ''}
 _PLAIN = re.compile(r'[A-Za-z0-9_/.][A-Za-z0-9_/.@%+~-]*')

@@ -1,14 +1,16 @@
-"""`jwo launch`: starts the node set of a store, one process per node, and watches it.
+"""`jwo launch`: starts the node set of a store and watches it.
 
 The ros2 launch stand-in for installs without `launch`/`launch_ros` (the PyPI
-wheels). The node graph comes from jwo_nodes.graph.store_graph, the same function
-launch/store.launch.py uses.
+wheels). The node graph comes from jwo_nodes.graph.store_graph and its processes from
+jwo_nodes.graph.compose (the shelves composed in node_containers, every other node in
+a process of its own), the functions launch/store.launch.py uses.
 
     jwo launch config/stores/demo.yaml
     jwo launch config/stores/demo.yaml --scenario config/scenarios/demo.yaml --time-scale 2
 
 Supervisor (usable from Python, e.g. by `jwo demo`):
-  * every output line of a node is printed as ``[<namespace>/<name>] <line>``;
+  * every output line of a process is printed as ``[<namespace>/<name>] <line>``
+    (a container's as ``[/jwo/shelves/{S1..S25}] <line>``);
   * a node that crashes (non-zero exit or killed) is restarted after a back-off
     that doubles from 0.5 s to 30 s and resets once the node stayed up 30 s;
     a node that exits 0 is not restarted;
@@ -29,7 +31,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from jwo_nodes.core.config import ConfigError
-from jwo_nodes.graph import NodeSpec, default_params_dir, store_graph
+from jwo_nodes.graph import (SHELVES_PER_CONTAINER, NodeSpec, ProcessSpec, compose, default_params_dir,
+                             store_graph)
 
 # Seconds between the graph being ready and scenario time 0 (the signal reaches every
 # node well before).
@@ -92,9 +95,9 @@ def _describe_status(returncode: int) -> str:
 
 
 class _Child:
-    """One NodeSpec and its current process."""
+    """One ProcessSpec and its current process."""
 
-    def __init__(self, spec: NodeSpec, path: str, backoff: float):
+    def __init__(self, spec: ProcessSpec, path: str, backoff: float):
         self.spec = spec
         self.path = path
         self.process: Optional[subprocess.Popen] = None
@@ -111,7 +114,8 @@ class _Child:
 
 
 class Supervisor:
-    """Runs NodeSpecs as processes, prefixes their output, restarts crashed ones.
+    """Runs ProcessSpecs (or NodeSpecs, a process each), prefixes their output,
+    restarts crashed ones.
 
         with Supervisor(store_graph(...)) as stack:   # start() ... stop()
             ...
@@ -130,8 +134,8 @@ class Supervisor:
                  backoff_initial: float = 0.5, backoff_max: float = 30.0,
                  backoff_reset: float = 30.0, startup_grace: float = 10.0,
                  stop_timeout: float = 10.0, term_timeout: float = 5.0):
-        self.specs = list(specs)
-        names = [spec.fqn for spec in self.specs]
+        self.specs = [ProcessSpec((spec,)) if isinstance(spec, NodeSpec) else spec for spec in specs]
+        names = [fqn for spec in self.specs for fqn in spec.node_fqns]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f'duplicate node names: {", ".join(duplicates)}')
@@ -169,7 +173,7 @@ class Supervisor:
                 self._children.append(_Child(spec, path, self.backoff_initial))
         if missing:
             self._children = []
-            lines = [f'cannot start {spec.fqn}: executable {spec.executable!r} not found '
+            lines = [f'cannot start {spec.label}: executable {spec.executable!r} not found '
                      f'(looked next to {sys.executable}, on PATH and in <prefix>/lib/{spec.package}/'
                      '; is jwo_nodes installed?)' for spec in missing]
             raise LaunchError('\n'.join(lines))
@@ -177,17 +181,18 @@ class Supervisor:
             for child in self._children:
                 self._spawn(child)
         except OSError as error:
-            self._say(f'error: cannot start {child.spec.fqn}: {error}')
+            self._say(f'error: cannot start {child.spec.label}: {error}')
             self._shutdown_children()
             self._result = EXIT_FAILED
-            raise LaunchError(f'cannot start {child.spec.fqn} ({child.path}): {error}') from error
+            raise LaunchError(f'cannot start {child.spec.label} ({child.path}): {error}') from error
         self._monitor = threading.Thread(target=self._watch, name='jwo-supervisor', daemon=True)
         self._monitor.start()
 
     def pid(self, fqn: str) -> Optional[int]:
-        """The process id of the node named ``fqn`` while it runs, else None."""
+        """The process id of the node named ``fqn`` (or of its container) while it
+        runs, else None."""
         for child in self._children:
-            if child.spec.fqn == fqn and child.running():
+            if fqn in child.spec.node_fqns and child.running():
                 return child.process.pid
         return None
 
@@ -218,13 +223,14 @@ class Supervisor:
         return self.poll()
 
     def pids(self) -> dict:
-        """{fqn: pid} of the nodes running now."""
-        return {child.spec.fqn: child.process.pid for child in self._children
-                if child.process is not None and child.process.returncode is None}
+        """{fqn: pid} of the nodes running now (nodes of one container share a pid)."""
+        return {fqn: child.process.pid for child in self._children
+                if child.process is not None and child.process.returncode is None
+                for fqn in child.spec.node_fqns}
 
     def starts(self) -> dict:
-        """{fqn: how many times it was started}."""
-        return {child.spec.fqn: child.starts for child in self._children}
+        """{fqn: how many times its process was started}."""
+        return {fqn: child.starts for child in self._children for fqn in child.spec.node_fqns}
 
     def __enter__(self) -> 'Supervisor':
         self.start()
@@ -264,14 +270,14 @@ class Supervisor:
         child.started_at = time.monotonic()
         child.starts += 1
         child.next_start = None
-        child.reader = threading.Thread(target=self._pump, args=(child.spec.fqn, process.stdout),
-                                        name=f'jwo-output {child.spec.fqn}', daemon=True)
+        child.reader = threading.Thread(target=self._pump, args=(child.spec.label, process.stdout),
+                                        name=f'jwo-output {child.spec.label}', daemon=True)
         child.reader.start()
         again = f' (start {child.starts})' if child.starts > 1 else ''
-        self._say(f'started {child.spec.fqn} (pid {process.pid}){again}')
+        self._say(f'started {child.spec.label} (pid {process.pid}){again}')
 
-    def _pump(self, fqn: str, pipe) -> None:
-        prefix = f'[{fqn}] '
+    def _pump(self, label: str, pipe) -> None:
+        prefix = f'[{label}] '
         try:
             for raw in iter(pipe.readline, b''):
                 line = _ANSI.sub('', raw.decode('utf-8', errors='replace')).rstrip('\r\n')
@@ -310,7 +316,7 @@ class Supervisor:
                 try:
                     self._spawn(child)
                 except OSError as error:
-                    self._fail(EXIT_FAILED, f'cannot restart {child.spec.fqn} ({child.path}): {error}')
+                    self._fail(EXIT_FAILED, f'cannot restart {child.spec.label} ({child.path}): {error}')
                     return True
         if all(child.finished for child in self._children):
             failed = [c for c in self._children if c.last_returncode not in (0, None)]
@@ -325,18 +331,18 @@ class Supervisor:
             child.reader.join(1.0)   # its last lines first, then why it ended
         child.last_returncode = returncode
         uptime = now - child.started_at
-        fqn = child.spec.fqn
+        label = child.spec.label
         status = _describe_status(returncode)
         if returncode == NODE_CONFIG_ERROR and uptime <= self.startup_grace:
-            self._fail(EXIT_CONFIG, f'{fqn} cannot start: {status} after {uptime:.1f} s '
+            self._fail(EXIT_CONFIG, f'{label} cannot start: {status} after {uptime:.1f} s '
                                     '(configuration error, see its output above); not restarting it')
             return True
         if returncode == 0:
-            self._say(f'{fqn} {status}; not restarting it')
+            self._say(f'{label} {status}; not restarting it')
             child.finished = True
             return False
         if not child.spec.respawn:
-            self._say(f'{fqn} {status} after {uptime:.1f} s; respawn is off, not restarting it')
+            self._say(f'{label} {status} after {uptime:.1f} s; respawn is off, not restarting it')
             child.finished = True
             return False
         if uptime >= self.backoff_reset:
@@ -344,7 +350,7 @@ class Supervisor:
         delay = child.backoff
         child.backoff = min(child.backoff * 2, self.backoff_max)
         child.next_start = now + delay
-        self._say(f'{fqn} {status} after {uptime:.1f} s; restarting it in {delay:g} s')
+        self._say(f'{label} {status} after {uptime:.1f} s; restarting it in {delay:g} s')
         return False
 
     def _fail(self, status: int, message: str) -> None:
@@ -363,13 +369,13 @@ class Supervisor:
             self._signal(child, signal.SIGINT)
         running = self._wait_all(running, self.stop_timeout)
         if running:
-            self._say(f'{", ".join(c.spec.fqn for c in running)} still running '
+            self._say(f'{", ".join(c.spec.label for c in running)} still running '
                       f'{self.stop_timeout:g} s after SIGINT; sending SIGTERM')
             for child in running:
                 self._signal(child, signal.SIGTERM)
             running = self._wait_all(running, self.term_timeout)
         if running:
-            self._say(f'{", ".join(c.spec.fqn for c in running)} ignored SIGTERM; sending SIGKILL')
+            self._say(f'{", ".join(c.spec.label for c in running)} ignored SIGTERM; sending SIGKILL')
             for child in running:
                 self._signal(child, signal.SIGKILL)
             self._wait_all(running, None)
@@ -461,6 +467,23 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}')
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'must be at least 1, got {text!r}')
+    return value
+
+
+def add_shelves_per_process(parser) -> None:
+    parser.add_argument('--shelves-per-process', type=_positive_int, default=SHELVES_PER_CONTAINER,
+                        metavar='N', help='weight sensor nodes composed into one process (default '
+                        f'{SHELVES_PER_CONTAINER}; 1: a process per shelf, as every other node has)')
+
+
 def add_arguments(parser) -> None:
     parser.add_argument('store', help='store config, e.g. config/stores/demo.yaml')
     parser.add_argument('--scenario', metavar='FILE',
@@ -473,6 +496,7 @@ def add_arguments(parser) -> None:
     parser.add_argument('--params-dir', metavar='DIR',
                         help='where <executable>.yaml params files are (default: config/params)')
     parser.add_argument('--no-cameras', action='store_true', help='start no camera nodes')
+    add_shelves_per_process(parser)
     parser.add_argument('--uplink', action='store_true',
                         help='also start uplink_node (receipts to the cloud ingest; see cloud/README.md) '
                              'and, with cameras, clip_node (review clips)')
@@ -492,13 +516,14 @@ def run(args) -> int:
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         return EXIT_CONFIG
-    _print_line(f'{LAUNCH_PREFIX} store {args.store}: {len(specs)} nodes'
+    processes = compose(specs, args.shelves_per_process)
+    _print_line(f'{LAUNCH_PREFIX} store {args.store}: {len(specs)} nodes in {len(processes)} processes'
                 + (f', scenario {args.scenario} at time scale {args.time_scale:g}, '
                    f'starting {args.start_delay:g} s after the graph is ready' if args.scenario else ''))
     from jwo_nodes.readiness_watch import GraphAnnouncer   # rclpy only where a graph runs
     announcer = GraphAnnouncer(specs, args.start_delay if args.scenario else None,
                                lambda line: _print_line(f'{LAUNCH_PREFIX} {line}'))
     try:
-        return supervise(specs, on_turn=announcer.turn)
+        return supervise(processes, on_turn=announcer.turn)
     finally:
         announcer.close()

@@ -10,7 +10,7 @@ from rclpy.node import Node
 
 from jwo_nodes.core.readiness import NodeReport, Readiness, readiness
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, LATCHED_QOS, NODE_STATES_TOPIC, SIM_START_TOPIC,
-                                  StateReporter, to_stamp)
+                                  StateReporter, spin_arrived, to_stamp)
 
 NS = 1_000_000_000
 
@@ -25,6 +25,7 @@ class ReadinessWatch(Node):
         super().__init__('launcher', namespace='/jwo')
         self.nodes = list(nodes) + list(also) + [self.FQN]
         self.reports = {}              # node name -> its newest NodeReport
+        self.states_seen = 0
         self.started_ns = time.time_ns()
         self.ready_ns: Optional[int] = None
         # A reader deep enough for every node's latched state at once.
@@ -33,6 +34,7 @@ class ReadinessWatch(Node):
         self._reporter = StateReporter(self)
 
     def _on_state(self, msg: NodeState) -> None:
+        self.states_seen += 1
         self.reports[msg.node] = NodeReport(msg.node, msg.pid,
                                             dict(zip(msg.publishes, msg.matched_subscribers)),
                                             dict(zip(msg.subscribes, msg.matched_publishers)))
@@ -71,7 +73,9 @@ class GraphAnnouncer:
         self._next_note_s = 10.0
 
     def turn(self) -> None:
-        self._executor.spin_once(timeout_sec=0.0)
+        # Every NodeState that has arrived, not one per turn: a starting graph of dozens
+        # of nodes sends a hundred or more.
+        spin_arrived(self._executor, lambda: self.watch.states_seen)
         if self._announced:
             return
         state = self.watch.state()

@@ -178,6 +178,30 @@ def to_stamp(ns: int) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
+# Period ns -> the callbacks of that period's timer, while run_nodes runs several nodes
+# in this process; None otherwise (a node alone, or nodes built by a test).
+_shared_timers = None
+
+
+def shared_timer(node: Node, period_s: float, callback: Callable[[], None]) -> None:
+    """Calls ``callback`` every ``period_s``. Nodes composed in one process share one
+    timer per period (its first node holds it): every executor wake-up walks the wait
+    set of every node in the process, so 25 shelves ticking on timers of their own
+    cost 25 times the wake-ups for the same work. Callbacks run in the order added."""
+    if _shared_timers is None:
+        node.create_timer(period_s, callback)
+        return
+    callbacks = _shared_timers.get(round(period_s * 1e9))
+    if callbacks is None:
+        callbacks = _shared_timers[round(period_s * 1e9)] = []
+
+        def tick() -> None:
+            for each in callbacks:
+                each()
+        node.create_timer(period_s, tick)
+    callbacks.append(callback)
+
+
 # diagnostic_msgs levels by jwo_nodes.core.health level.
 _LEVELS = {health.OK: DiagnosticStatus.OK, health.WARN: DiagnosticStatus.WARN,
            health.ERROR: DiagnosticStatus.ERROR, health.STALE: DiagnosticStatus.STALE}
@@ -197,7 +221,7 @@ class Counters:
         # Monotonic: silence is measured in wall time, whatever the system clock does.
         self._health = health.Health(time.monotonic_ns())
         self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
-        self._timer = node.create_timer(1.0, self.publish)
+        shared_timer(node, 1.0, self.publish)
 
     def expect(self, name: str, within_s: float) -> None:
         """The counter ``name`` grows at least every ``within_s`` while the node's input
@@ -234,7 +258,7 @@ class StateReporter:
         self._node = node
         self._last = None
         self._publisher = node.create_publisher(NodeState, NODE_STATES_TOPIC, NODE_STATES_QOS)
-        self._timer = node.create_timer(period_s, self.report)
+        shared_timer(node, period_s, self.report)
         self.report()
 
     def report(self) -> None:
@@ -274,29 +298,52 @@ class SimStart:
             self.ns = to_ns(msg)
 
 
-def run_node(node_factory: Callable[[], Node], args=None) -> None:
-    """The one start/shutdown pattern of every jwo executable.
+def spin_arrived(executor, handled: Callable[[], int], limit: int = 1000) -> None:
+    """Spins without waiting until the callbacks counted by ``handled()`` find nothing
+    more (at most ``limit``): spin_once handles one callback, and one without a timeout
+    finds nothing every other time, so only two empty ones in a row end it."""
+    idle = 0
+    for _ in range(limit):
+        before = handled()
+        executor.spin_once(timeout_sec=0.0)
+        idle = idle + 1 if handled() == before else 0
+        if idle == 2:
+            return
 
-    Exits 2 with one line on stderr when the node cannot start (bad config), 0 after
-    Ctrl-C or SIGTERM, after destroying the node cleanly.
+
+def run_node(node_factory: Callable[..., Node], args=None) -> None:
+    """The one start/shutdown pattern of every jwo executable: run_nodes with one node."""
+    run_nodes([node_factory], args)
+
+
+def run_nodes(node_factories: list, args=None) -> None:
+    """Builds the nodes in order and spins them in one executor until Ctrl-C or SIGTERM
+    (``node_container`` composes several nodes in one process this way).
+
+    Exits 2 with one line on stderr when a node cannot start (bad config), 0 after
+    Ctrl-C or SIGTERM, after destroying every node cleanly.
     """
+    global _shared_timers
     rclpy.init(args=args)
-    node = None
+    nodes = []
+    # Composed nodes are destroyed together, so their timers can be shared.
+    _shared_timers = {} if len(node_factories) > 1 else None
     try:
-        node = node_factory()
-        StateReporter(node)  # kept alive by the node's timer
         executor = SingleThreadedExecutor()
-        executor.add_node(node)
+        for node_factory in node_factories:
+            nodes.append(node_factory())
+            StateReporter(nodes[-1])  # kept alive by its timer
+            executor.add_node(nodes[-1])
         executor.spin()
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         sys.exit(2)
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C or SIGTERM, possibly while the node was still starting
+        pass  # Ctrl-C or SIGTERM, possibly while a node was still starting
     except RCLError:
         if rclpy.ok():
-            raise  # else SIGTERM shut the context down while the node was being built
+            raise  # else SIGTERM shut the context down while a node was being built
     finally:
-        if node is not None:
+        for node in reversed(nodes):
             node.destroy_node()
         rclpy.try_shutdown()

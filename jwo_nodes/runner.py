@@ -32,7 +32,7 @@ from rclpy.node import Node
 
 from jwo_nodes.core.scoring import GateEntry, PartyMatcher
 from jwo_nodes.core.sim import NS, Timeline
-from jwo_nodes.graph import default_params_dir, processing_graph, store_graph
+from jwo_nodes.graph import SHELVES_PER_CONTAINER, compose, default_params_dir, processing_graph, store_graph
 from jwo_nodes.launcher import START_LEAD_S, Supervisor
 from jwo_nodes.bag.format import cdr_header_stamp_ns
 from jwo_nodes.readiness_watch import ReadinessWatch
@@ -185,7 +185,8 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin: Ca
            log_path: Path, deadline: Callable[[], int], exit_wall: Callable,
            on_receipt: Callable = None, before_stop: Callable = None,
            driver: Optional[_Driver] = None, watch_sensors: bool = False,
-           on_turn: Callable = None, supervisor_options: dict = None) -> RunResult:
+           on_turn: Callable = None, supervisor_options: dict = None,
+           shelves_per_process: int = SHELVES_PER_CONTAINER) -> RunResult:
     """Runs the node set and watches it until every party has its receipt, the
     deadline (wall ns, asked every turn) passes, or something fails. ``on_turn``
     (supervisor) is called every turn (a chaos test kills nodes from it)."""
@@ -207,7 +208,7 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin: Ca
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
     executor.add_node(graph)
-    supervisor = Supervisor(specs, log=log, **(supervisor_options or {}))
+    supervisor = Supervisor(compose(specs, shelves_per_process), log=log, **(supervisor_options or {}))
     handled = 0
     try:
         supervisor.start()
@@ -263,13 +264,15 @@ def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_s
                  with_uplink: bool = False, before_stop: Callable = None,
                  vision: bool = False, state_dir=None,
                  on_turn: Callable[[Supervisor, Optional[int]], None] = None,
-                 supervisor_options: dict = None) -> RunResult:
+                 supervisor_options: dict = None,
+                 shelves_per_process: int = SHELVES_PER_CONTAINER) -> RunResult:
     """Runs the scenario through a fresh node set, started once the graph is ready
     (``start_delay_s`` after: ScenarioStart); returns when every party has its
     receipt, when the grace period after the scenario's end is over, or on failure.
     ``before_stop(result)`` runs while the nodes are still up (e.g. to let the uplink
     deliver); ``on_turn(supervisor, scenario start wall ns or None)`` every turn;
-    ``supervisor_options``: keyword arguments of the Supervisor (e.g. ``resolve``).
+    ``supervisor_options``: keyword arguments of the Supervisor (e.g. ``resolve``);
+    ``shelves_per_process``: see graph.compose.
     ``state_dir``: where the nodes keep what survives their restarts (see store_graph)."""
     # sim_start_ns 0: the simulated sensors wait for the start signal.
     specs = store_graph(store_path, params_dir=default_params_dir(), scenario=scenario_path,
@@ -294,7 +297,7 @@ def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_s
                   time_origin=lambda: start.start_ns or 0, log_path=log_path, deadline=deadline,
                   exit_wall=exit_wall, on_receipt=on_receipt, before_stop=before_stop, driver=start,
                   on_turn=(lambda supervisor: on_turn(supervisor, start.start_ns)) if on_turn else None,
-                  supervisor_options=supervisor_options)
+                  supervisor_options=supervisor_options, shelves_per_process=shelves_per_process)
 
 
 class ReplayProcess(_Driver):
@@ -383,7 +386,7 @@ class ReplayProcess(_Driver):
 def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: Path,
             grace_s: float, on_receipt: Callable = None, overrides: dict = None,
             max_wall_s: Optional[float] = None, duration_s: Optional[float] = None,
-            watch_sensors: bool = False) -> tuple:
+            watch_sensors: bool = False, shelves_per_process: int = SHELVES_PER_CONTAINER) -> tuple:
     """Plays a simulator bag (jwo_nodes.simbag) into a fresh set of processing nodes
     with `jwo replay` (``rate`` times real time, None: as fast as they keep up; only the
     first ``duration_s`` of bag time when given); returns (RunResult, ReplayProcess)
@@ -421,7 +424,7 @@ def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: P
                     matcher=PartyMatcher(truth.party_at_entry, truth.party_of_visit),
                     time_origin=lambda: truth.epoch_ns, log_path=log_path, deadline=deadline,
                     exit_wall=exit_wall, on_receipt=on_receipt, driver=replay,
-                    watch_sensors=watch_sensors)
+                    watch_sensors=watch_sensors, shelves_per_process=shelves_per_process)
     if result.failure is None and replay.process is None:
         result.failure = 'the replay never started'
     return result, replay

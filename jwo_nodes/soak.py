@@ -61,7 +61,7 @@ from jwo_nodes.core import soak_stats
 from jwo_nodes.core.config import ConfigError, load_store_config, parse_store_config
 from jwo_nodes.core.scenario_gen import PRESETS, generate
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.launcher import START_LEAD_S
+from jwo_nodes.launcher import START_LEAD_S, add_shelves_per_process
 
 DEFAULT_STORE = 'config/stores/demo.yaml'
 HARNESS = '(harness)'
@@ -78,6 +78,7 @@ _LEVEL_NAMES = {0: 'OK', 1: 'WARN', 2: 'ERROR', 3: 'STALE'}
 
 
 def add_arguments(parser) -> None:
+    add_shelves_per_process(parser)
     parser.add_argument('--minutes', type=float, default=30.0,
                         help='wall minutes of traffic, from scenario time 0 (default 30)')
     parser.add_argument('--load', type=float, default=2.0,
@@ -204,7 +205,7 @@ class Sampler:
         self.series = {}          # node -> [(time_s, pid, rss_mb, cpu_pct)]
         self.counters = {}        # (node, counter) -> [(time_s, value)]
         self._last = {}           # node -> (pid, ticks, monotonic s)
-        self.fqns = []
+        self.processes = {}       # process label -> the fqns of its nodes
         self.starts = {}
         self.start_ns = None
         self.next_sample_ns = None
@@ -235,17 +236,14 @@ class Sampler:
                 self.not_ok[status.name] += 1
 
     def spin(self) -> None:
-        """Takes every diagnostics message waiting (spin_once handles one at a time)."""
-        for _ in range(200):
-            before = self._arrived
-            self.executor.spin_once(timeout_sec=0)
-            if self._arrived == before:
-                break
+        """Takes every diagnostics message waiting."""
+        from jwo_nodes.ros_common import spin_arrived
+        spin_arrived(self.executor, lambda: self._arrived, limit=200)
 
     def __call__(self, supervisor, start_ns) -> None:
         self.spin()
-        if not self.fqns:
-            self.fqns = [spec.fqn for spec in supervisor.specs]
+        if not self.processes:
+            self.processes = {spec.label: spec.node_fqns for spec in supervisor.specs}
         self.starts = supervisor.starts()
         if start_ns is None:
             return
@@ -267,7 +265,8 @@ class Sampler:
 
     def sample(self, supervisor, t_s: float) -> None:
         t = round(t_s, 2)
-        pids = [(fqn, supervisor.pid(fqn)) for fqn in self.fqns] + [(HARNESS, os.getpid())]
+        pids = [(label, supervisor.pid(fqns[0])) for label, fqns in self.processes.items()]
+        pids.append((HARNESS, os.getpid()))
         for name, pid in pids:
             rss_mb = cpu = None
             if pid is not None:
@@ -312,24 +311,28 @@ def summarise(sampler: Sampler, t_end: float, timeline: Timeline, receipts: dict
               latencies: list) -> dict:
     from jwo_nodes.core.scoring import percentiles
     nodes = {}
-    for name in sampler.fqns + [HARNESS]:
+    for name, fqns in [*sampler.processes.items(), (HARNESS, ())]:
         rows = sampler.series.get(name, [])
         memory = soak_stats.memory_summary([(t, pid, rss) for t, pid, rss, _ in rows], t_end)
-        started = sampler.starts.get(name)
+        started = sampler.starts.get(fqns[0]) if fqns else None
         if started:   # the supervisor's count also sees a restart between two samples
             memory['restarts'] = max(memory['restarts'], started - 1)
         watched = {}
         for (node, counter), values in sorted(sampler.counters.items()):
-            if node == name and soak_stats.is_watched(counter):
+            if node in fqns and soak_stats.is_watched(counter):
                 series = [v for _, v in values]
-                watched[counter] = {'first': series[0], 'last': series[-1],
-                                    'growth': soak_stats.counter_growth(series)}
+                # A container's counters are named by node: its shelves count the same things.
+                key = counter if len(fqns) == 1 else f'{node} {counter}'
+                watched[key] = {'first': series[0], 'last': series[-1],
+                                'growth': soak_stats.counter_growth(series)}
+        worst = max((sampler.worst_level[f] for f in fqns if f in sampler.worst_level), default=None)
         nodes[name] = {**memory,
+                       'nodes': len(fqns),
                        'cpu_mean_pct': soak_stats.mean(c for t, _, _, c in rows if t >= 0),
                        'cpu_max_pct': max((c for t, _, _, c in rows if t >= 0 and c is not None), default=None),
                        'watched_counters': watched,
-                       'diagnostics_worst_level': _LEVEL_NAMES.get(sampler.worst_level.get(name)),
-                       'diagnostics_not_ok': sampler.not_ok.get(name, 0)}
+                       'diagnostics_worst_level': _LEVEL_NAMES.get(worst),
+                       'diagnostics_not_ok': sum(sampler.not_ok.get(f, 0) for f in fqns)}
     exits = {}
     for t_ns, _, party, _ in timeline.exits:
         exits[party] = max(exits.get(party, 0), t_ns)
@@ -357,7 +360,7 @@ def print_table(summary: dict, t_end: float) -> None:
     nodes = summary['nodes']
     width = max(len(n) for n in nodes)
     print()
-    print(f'{"node":<{width}}  {"RSS start":>9}  {"RSS end":>8}  {"slope 2nd half":>14}  '
+    print(f'{"process":<{width}}  {"RSS start":>9}  {"RSS end":>8}  {"slope 2nd half":>14}  '
           f'{"levelled":>8}  {"restarts":>8}  {"CPU mean":>8}  watched counters grew')
     for name, n in nodes.items():
         levelled = {True: 'yes', False: 'NO', None: '?'}[n['levelled']]
@@ -455,7 +458,8 @@ def run(args) -> int:
                                   time_scale=1.0, start_delay_s=args.start_delay,
                                   with_cameras=args.cameras or args.vision, vision=args.vision,
                                   log_path=out / 'nodes.log', grace_s=20.0, state_dir=out / 'state',
-                                  on_receipt=on_receipt, on_turn=sampler)
+                                  on_receipt=on_receipt, on_turn=sampler,
+                                  shelves_per_process=args.shelves_per_process)
             failure = result.failure or 'the run ended before the wall time (every party had its receipt?)'
         except WallTimeUp:
             pass

@@ -3,21 +3,24 @@
     ros2 launch jwo_nodes store.launch.py store:=config/stores/demo.yaml
     ros2 launch jwo_nodes store.launch.py store:=<store.yaml> scenario:=<scenario.yaml> time_scale:=2.0
 
-The nodes, names, namespaces and parameters come from jwo_nodes.graph.store_graph,
-the function `jwo launch` (jwo_nodes.launcher) uses too; this file only turns its
-NodeSpecs into launch_ros Node actions. Without launch/launch_ros (the PyPI wheels)
-use `jwo launch` instead: same arguments, same graph.
+The nodes, names, namespaces and parameters come from jwo_nodes.graph.store_graph
+and their grouping into processes from jwo_nodes.graph.compose, the functions `jwo
+launch` (jwo_nodes.launcher) uses too; this file only turns a process of one node into
+a launch_ros Node action and a node_container of several (the shelves) into an
+ExecuteProcess. Without launch/launch_ros (the PyPI wheels) use `jwo launch` instead:
+same arguments, same graph.
 """
 import os
 import time
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.substitutions import ExecutableInPackage
 
-from jwo_nodes.graph import DEFAULT_START_DELAY_S, store_graph
+from jwo_nodes.graph import DEFAULT_START_DELAY_S, SHELVES_PER_CONTAINER, compose, store_graph
 
 # launch_ros restarts with a fixed delay (jwo launch backs off exponentially).
 RESPAWN_DELAY_S = 2.0
@@ -43,12 +46,19 @@ def _nodes(context, *args, **kwargs):
         time_scale=float(arg('time_scale')),
         with_cameras=arg('cameras').lower() in ('true', '1', 'yes', 'on'),
         with_uplink=arg('uplink').lower() in ('true', '1', 'yes', 'on'))
-    return [
-        Node(package=spec.package, executable=spec.executable, name=spec.name,
-             namespace=spec.namespace, parameters=spec.launch_parameters(),
-             respawn=spec.respawn, respawn_delay=RESPAWN_DELAY_S, output='screen')
-        for spec in specs
-    ]
+    return [_action(process) for process in compose(specs, int(arg('shelves_per_process')))]
+
+
+def _action(process):
+    if len(process.nodes) > 1:
+        return ExecuteProcess(cmd=[ExecutableInPackage(process.executable, process.package),
+                                   *process.ros_args()],
+                              name=process.label, respawn=process.respawn,
+                              respawn_delay=RESPAWN_DELAY_S, output='screen')
+    [spec] = process.nodes
+    return Node(package=spec.package, executable=spec.executable, name=spec.name,
+                namespace=spec.namespace, parameters=spec.launch_parameters(),
+                respawn=spec.respawn, respawn_delay=RESPAWN_DELAY_S, output='screen')
 
 
 def generate_launch_description() -> LaunchDescription:
@@ -68,5 +78,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('uplink', default_value='false',
                               description='start the uplink to the cloud ingest (and, with '
                                           'cameras, the review clip writer)'),
+        DeclareLaunchArgument('shelves_per_process', default_value=str(SHELVES_PER_CONTAINER),
+                              description='weight sensor nodes composed into one process '
+                                          '(1: a process per shelf)'),
         OpaqueFunction(function=_nodes),
     ])

@@ -11,7 +11,7 @@ import yaml
 
 from jwo_nodes.core.config import ConfigError
 from jwo_nodes import graph
-from jwo_nodes.graph import NodeSpec, format_param_value, store_graph
+from jwo_nodes.graph import NodeSpec, compose, format_param_value, store_graph
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / 'config' / 'stores' / 'demo.yaml'
@@ -265,7 +265,8 @@ def test_ros_parses_the_arguments_back(params_dir, scenario):
 
 def test_launch_file_compiles_and_uses_the_shared_graph(monkeypatch, tmp_path, params_dir, scenario):
     """store.launch.py with stand-ins for launch/launch_ros (not installable here):
-    its Node actions are exactly store_graph's specs."""
+    its actions are exactly the processes of store_graph's specs: a Node per process
+    of one node, an ExecuteProcess of node_container for the shelves."""
     launch_file = REPO / 'launch' / 'store.launch.py'
     py_compile.compile(str(launch_file), cfile=str(tmp_path / 'store.launch.pyc'), doraise=True)
 
@@ -284,10 +285,12 @@ def test_launch_file_compiles_and_uses_the_shared_graph(monkeypatch, tmp_path, p
         'launch': types.SimpleNamespace(LaunchDescription=lambda actions: list(actions)),
         'launch.actions': types.SimpleNamespace(
             DeclareLaunchArgument=type('DeclareLaunchArgument', (Action,), {}),
+            ExecuteProcess=type('ExecuteProcess', (Action,), {}),
             OpaqueFunction=type('OpaqueFunction', (Action,), {})),
         'launch.substitutions': types.SimpleNamespace(LaunchConfiguration=LaunchConfiguration),
         'launch_ros': types.SimpleNamespace(),
         'launch_ros.actions': types.SimpleNamespace(Node=type('Node', (Action,), {})),
+        'launch_ros.substitutions': types.SimpleNamespace(ExecutableInPackage=lambda e, p: f'<{p}/{e}>'),
         'ament_index_python.packages': types.SimpleNamespace(
             get_package_share_directory=lambda package: str(REPO)),
     }
@@ -307,16 +310,38 @@ def test_launch_file_compiles_and_uses_the_shared_graph(monkeypatch, tmp_path, p
     context = {**defaults, 'store': str(DEMO), 'params_dir': str(params_dir),
                'scenario': str(scenario), 'time_scale': '2.0',
                'start_delay': '3', 'cameras': 'false'}
-    nodes = opaque[0].kwargs['function'](context)
-    sim_start = nodes[1].kwargs['parameters'][-1]['sim_start_ns']
-    expected = store_graph(DEMO, params_dir=params_dir, scenario=context['scenario'],
-                           sim_start_ns=sim_start, time_scale=2.0, with_cameras=False)
-    assert [n.kwargs for n in nodes] == [
+    actions = opaque[0].kwargs['function'](context)
+    sim_start = actions[1].kwargs['parameters'][-1]['sim_start_ns']
+    expected = compose(store_graph(DEMO, params_dir=params_dir, scenario=context['scenario'],
+                                   sim_start_ns=sim_start, time_scale=2.0, with_cameras=False))
+    assert [type(a).__name__ for a in actions] == ['Node', 'Node', 'ExecuteProcess', 'Node']
+    assert [a.kwargs for a in actions] == [
+        dict(cmd=['<jwo_nodes/node_container>', *p.ros_args()], name=p.label, respawn=True,
+             respawn_delay=module.RESPAWN_DELAY_S, output='screen') if len(p.nodes) > 1 else
         dict(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace,
              parameters=s.launch_parameters(), respawn=s.respawn,
-             respawn_delay=module.RESPAWN_DELAY_S, output='screen') for s in expected]
+             respawn_delay=module.RESPAWN_DELAY_S, output='screen')
+        for p in expected for s in p.nodes[:1]]
 
     live = opaque[0].kwargs['function']({**context, 'scenario': '', 'cameras': 'true'})
-    assert len(live) == 8
-    assert all('scenario' not in n.kwargs['parameters'][-1] for n in live)
+    assert [type(a).__name__ for a in live] == ['Node', 'ExecuteProcess', 'Node', 'Node', 'Node']
+    assert all('scenario' not in a.kwargs['parameters'][-1] for a in live if type(a).__name__ == 'Node')
+    apart = opaque[0].kwargs['function']({**context, 'scenario': '', 'shelves_per_process': '1'})
+    assert [type(a).__name__ for a in apart] == ['Node'] * 6
 
+
+
+def test_shelves_are_composed_in_containers_of_the_given_size(params_dir, scenario):
+    specs = store_graph(DEMO, params_dir=params_dir, scenario=scenario, sim_start_ns=1)
+    shelves = [s for s in specs if s.executable == 'weight_sensor_node']
+    processes = compose(specs, 3)
+    # The containers take the first shelf's place; every other node runs alone, in order.
+    assert [p.executable for p in processes] == [
+        'fusion_node', 'shopper_sim_node', 'node_container', 'weight_sensor_node', 'gate_node',
+        *['camera_node'] * (len(specs) - 3 - len(shelves))]
+    assert [n for p in processes for n in p.nodes] == specs
+    assert processes[2].nodes == tuple(shelves[:3]) and processes[2].label == '/jwo/shelves/{S1..S3}'
+    assert processes[3].label == '/jwo/shelves/S4/weight_sensor_node'
+    assert all(len(p.nodes) == 1 for p in compose(specs, 1))
+    with pytest.raises(ValueError):
+        compose(specs, 0)

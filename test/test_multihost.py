@@ -23,7 +23,8 @@ from jwo_nodes.launcher import resolve_executable
 from jwo_nodes.runner import run_scenario
 
 SCENARIO = 'test/scenarios/hard-adjacent-same-moment.yaml'
-ON_HOST_B = {'weight_sensor_node', 'shopper_sim_node'}
+# The shelves (composed in a node_container) and the simulator run on host B.
+ON_HOST_B = {'node_container', 'shopper_sim_node'}
 SUBNET = '10.77.{}.{}'
 
 
@@ -97,7 +98,7 @@ def test_two_hosts_over_udp_give_the_receipts_of_one(tmp_path, host_b):
         'ROS_STATIC_PEERS': there}, namespace, here)
     log = (tmp_path / 'split.log').read_text()
     # The sensors really ran over there: started through `ip netns exec`.
-    assert f'ip netns exec {namespace}' in (tmp_path / 'host-b' / 'weight_sensor_node').read_text()
+    assert f'ip netns exec {namespace}' in (tmp_path / 'host-b' / 'node_container').read_text()
     assert 'graph ready' in log
     assert split == single
     assert len(split) == 3

@@ -194,6 +194,16 @@ def check_keys(file: str, mapping: dict, known: tuple, parent: str, what: str = 
                               f'unknown {what} {name!r} ({hint})')
 
 
+# libyaml's parser where PyYAML has it: a store of hundreds of shelves parses in
+# milliseconds instead of a quarter second, in every node that loads it.
+_YAML_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
+
+
+def parse_yaml(text: str):
+    """yaml.safe_load, with libyaml when available; raises yaml.YAMLError."""
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 def load_store_config(path) -> StoreConfig:
     """Reads and validates a store YAML file; raises ConfigError on the first problem."""
     path = str(path)
@@ -202,7 +212,7 @@ def load_store_config(path) -> StoreConfig:
     except OSError as error:
         raise ConfigError(path, '<file>', f'cannot read: {error.strerror}')
     try:
-        document = yaml.safe_load(text)
+        document = parse_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, 'problem_mark', None)
         where = f'line {mark.line + 1}, column {mark.column + 1}' if mark else '<yaml>'

@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import yaml
 
-from jwo_nodes.core.config import SHELF_DEPTH_M, ConfigError, StoreConfig, check_keys
+from jwo_nodes.core.config import SHELF_DEPTH_M, ConfigError, StoreConfig, check_keys, parse_yaml
 from jwo_nodes.core.money import tax_cents
 
 NS = 1_000_000_000
@@ -181,7 +181,7 @@ class _Person:
 def load_scenario(path, store: StoreConfig) -> Scenario:
     path = str(path)
     try:
-        document = yaml.safe_load(Path(path).read_text())
+        document = parse_yaml(Path(path).read_text())
     except OSError as error:
         raise ConfigError(path, '<file>', f'cannot read: {error.strerror}')
     except yaml.YAMLError as error:

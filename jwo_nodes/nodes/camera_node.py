@@ -49,8 +49,8 @@ SILENT_S = 5.0
 
 class CameraNode(Node):
 
-    def __init__(self):
-        super().__init__('camera_node')
+    def __init__(self, **node_options):
+        super().__init__('camera_node', **node_options)
         self._stop = threading.Event()
         self._thread = None
         self._source = None
@@ -214,7 +214,7 @@ class CameraNode(Node):
 
 
 def main(args=None):
-    run_node(lambda: CameraNode(), args)
+    run_node(CameraNode, args)
 
 
 if __name__ == '__main__':

@@ -49,8 +49,8 @@ class _Job:
 
 class ClipNode(Node):
 
-    def __init__(self):
-        super().__init__('clip_node')
+    def __init__(self, **node_options):
+        super().__init__('clip_node', **node_options)
         self._stop = threading.Event()
         self._jobs = queue.SimpleQueue()
         # The writer's outcomes (counter, message or None), counted on the executor thread.

@@ -75,9 +75,9 @@ COUNTERS = ('gate_events', 'weight_changes', 'position_updates', 'cart_updates',
 
 
 class FusionNode(Node):
-    def __init__(self):
+    def __init__(self, **node_options):
         self._fusion = None    # destroy_node runs also when the start fails
-        super().__init__('fusion_node')
+        super().__init__('fusion_node', **node_options)
         params = declare_params(self, PARAMS)
         store = load_store_config(params.store_config)
         settings = FusionSettings(**{name: getattr(params, name) for name in _SETTINGS})

@@ -58,8 +58,8 @@ SIM_START_POLL_S = 0.05
 
 class GateNode(Node):
 
-    def __init__(self):
-        super().__init__('gate_node')
+    def __init__(self, **node_options):
+        super().__init__('gate_node', **node_options)
         self._stop = threading.Event()
         self._serial = None
         self.params = p = declare_params(self, PARAMS)
@@ -343,7 +343,7 @@ class GateNode(Node):
 
 
 def main(args=None):
-    run_node(lambda: GateNode(), args)
+    run_node(GateNode, args)
 
 
 if __name__ == '__main__':

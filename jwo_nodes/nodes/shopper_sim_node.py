@@ -25,8 +25,8 @@ PARAMS = [
 
 
 class ShopperSimNode(Node):
-    def __init__(self):
-        super().__init__('shopper_sim_node')
+    def __init__(self, **node_options):
+        super().__init__('shopper_sim_node', **node_options)
         params = declare_params(self, PARAMS)
         store = load_store_config(params.store_config)
         scenario = load_scenario(params.scenario, store)

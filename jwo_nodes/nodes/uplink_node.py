@@ -53,8 +53,8 @@ COUNTERS = ('receipts', 'review_requests', 'duplicates', 'malformed_message', 'o
 
 class UplinkNode(Node):
 
-    def __init__(self):
-        super().__init__('uplink_node')
+    def __init__(self, **node_options):
+        super().__init__('uplink_node', **node_options)
         self.params = p = declare_params(self, PARAMS)
         where = f'node {self.get_fully_qualified_name()}'
         self.store = load_store_config(p.store_config)
@@ -148,7 +148,7 @@ class UplinkNode(Node):
 
 
 def main(args=None):
-    run_node(lambda: UplinkNode(), args)
+    run_node(UplinkNode, args)
 
 
 if __name__ == '__main__':

@@ -61,8 +61,8 @@ COUNTERS = ('frames', 'batches', 'partial_batches', 'bad_frames', 'late_frames',
 
 
 class VisionTrackerNode(Node):
-    def __init__(self):
-        super().__init__('vision_tracker_node')
+    def __init__(self, **node_options):
+        super().__init__('vision_tracker_node', **node_options)
         p = self.params = declare_params(self, PARAMS)
         where = f'node {self.get_fully_qualified_name()}'
         self.store = load_store_config(p.store_config)

@@ -57,8 +57,8 @@ from jwo_nodes.core.weight_detect import (RESTART_NONE, RESTART_SEEN, RESTART_UN
                                           STAMP_ORDER, BadSample, ChangeDetector,
                                           DetectorSettings, SavedLevels)
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REPLAY_INPUT_QOS, SENSOR_QOS,
-                                  Counters, Param, SimStart, declare_params, run_node, to_ns,
-                                  to_stamp)
+                                  Counters, Param, SimStart, declare_params, run_node, shared_timer,
+                                  to_ns, to_stamp)
 
 _DEFAULTS = DetectorSettings()
 
@@ -142,13 +142,13 @@ RESTART_NOTES = {RESTART_NONE: '', RESTART_SEEN: ', changed while the node was d
 
 class WeightSensorNode(Node):
 
-    def __init__(self):
+    def __init__(self, **node_options):
         # Before anything can fail: destroy_node() runs on a half-built node too.
         self._stop = threading.Event()
         self._serial = None
         self._input_node = None
         self._state_path = None
-        super().__init__('weight_sensor_node')
+        super().__init__('weight_sensor_node', **node_options)
         self.params = p = declare_params(self, PARAMS)
         where = f'node {self.get_fully_qualified_name()}'
         self.store = load_store_config(p.store_config)
@@ -194,7 +194,7 @@ class WeightSensorNode(Node):
             self._start_topic(f'{prefix}weight/raw')
         else:
             self._start_serial(where)
-        self.create_timer(STATUS_PERIOD_S, self._publish_status)
+        shared_timer(self, STATUS_PERIOD_S, self._publish_status)
         self.get_logger().info(
             f'shelf {self.shelf_id} ({len(self.bin_ids)} bins, {p.rate_hz} Hz) reading '
             f'{p.source}, publishing on {self.change_pub.topic_name}')
@@ -321,13 +321,13 @@ class WeightSensorNode(Node):
                                       noise=LoadCellNoise.from_scenario(scenario.noise))
         self._sim_start = SimStart(self, p.sim_start_ns)
         self._pending = None
-        self.create_timer(BATCH_S, self._sim_tick)
+        shared_timer(self, BATCH_S, self._sim_tick)
 
     def _sim_tick(self) -> None:
-        if self._sim_start.ns is None:
-            return    # scenario time 0 is not known yet
         """Publishes every sample that is due (none ahead of its time), catching up
         when the timer was late."""
+        if self._sim_start.ns is None:
+            return    # scenario time 0 is not known yet
         scale = self.params.time_scale
         now = self.get_clock().now().nanoseconds
         budget = int(CATCH_UP_S * self.params.rate_hz)
@@ -354,7 +354,7 @@ class WeightSensorNode(Node):
                                 start_parameter_services=False, enable_rosout=False)
         self._input = self._input_node.create_subscription(
             WeightReading, self.resolve_topic_name(topic), lambda msg: None, REPLAY_INPUT_QOS)
-        self.create_timer(BATCH_S, self._drain_topic)
+        shared_timer(self, BATCH_S, self._drain_topic)
 
     def _drain_topic(self) -> None:
         subscription = self._input
@@ -399,7 +399,7 @@ class WeightSensorNode(Node):
         self._serial = self._open_serial(where)
         self._thread = threading.Thread(target=self._read_serial, daemon=True,
                                         name=f'hx711-{self.shelf_id}')
-        self.create_timer(BATCH_S, self._drain)
+        shared_timer(self, BATCH_S, self._drain)
         self._thread.start()
 
     def _array_param(self, name: str, where: str) -> list:
@@ -512,7 +512,7 @@ class WeightSensorNode(Node):
 
 
 def main(args=None):
-    run_node(lambda: WeightSensorNode(), args)
+    run_node(WeightSensorNode, args)
 
 
 if __name__ == '__main__':
