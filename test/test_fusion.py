@@ -140,19 +140,21 @@ class Store:
         else:
             self.hands[track] = self.store.shelf_point(bin_id)
 
-    def change(self, bin_id, delta, event_id=None):
+    def change(self, bin_id, delta, event_id=None, end_ns=None):
         shelf = self.store.bin(bin_id).shelf_id
+        end_ns = self.t if end_ns is None else end_ns
         self._take(self.core.on_weight_change(ChangeInput(
-            event_id or f'{shelf}/{next(self._ids)}', shelf, (bin_id,), (delta,), self.t - NS, self.t, 1.5), WALL))
+            event_id or f'{shelf}/{next(self._ids)}', shelf, (bin_id,), (delta,), end_ns - NS, end_ns, 1.5), WALL))
 
-    def run(self, seconds):
+    def run(self, seconds, reporting=None):
+        """Tracker frames and heartbeats of the ``reporting`` shelves (default: all)."""
         end = self.t + int(seconds * NS)
         while self.t < end:
             self.t += NS // 10
             tracks = [TrackInput(track, code, x, y, self.hands.get(track), self.confidence.get(track, 1.0))
                       for track, (code, (x, y)) in self.places.items()]
             self._take(self.core.on_positions(self.t, tracks, WALL))
-            for shelf_id in self.store.shelves:
+            for shelf_id in self.store.shelves if reporting is None else reporting:
                 self._take(self.core.on_shelf_status(shelf_id, self.t - NS // 4, WALL))
 
 
@@ -331,6 +333,35 @@ def test_receipt_waits_for_every_shelf_to_report_past_the_exit(store):
     s2.t += NS
     s2._take(s2.core.on_positions(s2.t, [], WALL))
     assert 'v1' not in s2.receipts or s2.receipts['v1'] is None
+
+
+def test_a_change_is_in_the_cart_before_the_other_shelves_report_and_a_slower_shelfs_takes_its_place(store):
+    """A shelf's change is acted on once the tracker is past it, not once every shelf
+    is: the cart shows it while another shelf lags; that shelf's earlier change, sent
+    late, is solved in its place; the receipt waits for every shelf and is the one of
+    the changes arriving in order."""
+    def shop(s, s2_late: bool):
+        s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+        s.place('t1', 'v1', 'S2-B1'); s.run(2)
+        slow_end = s.t
+        if not s2_late:
+            s.change('S2-B1', -165.0)
+        s.place('t1', 'v1', 'S1-B1'); s.run(2, reporting=['S1', 'S3', 'S4'])
+        s.change('S1-B1', -350.0)
+        s.run(1, reporting=['S1', 'S3', 'S4'])
+        cart_before_s2 = {line.sku: line.quantity for line in s.carts[-1].lines}
+        if s2_late:
+            s.change('S2-B1', -165.0, end_ns=slow_end)
+        s.place('t1', 'v1', 'G1'); s.run(1, reporting=['S1', 'S3', 'S4']); s.leave(); s.run(0.2, reporting=[])
+        assert 'v1' not in s.receipts         # S2 has not reported past the exit
+        s.place('t1', 'v1', None); s.run(2)
+        return cart_before_s2, s.receipts['v1']
+
+    cart, late = shop(Store(store), s2_late=True)
+    assert cart == {'COLA-330': 1}
+    _, in_order = shop(Store(store), s2_late=False)
+    assert lines_of(late) == lines_of(in_order) == {'COLA-330': 1, 'CHIPS-150': 1}
+    assert late.status == in_order.status == FINAL
 
 
 def test_bad_input_is_counted_and_loses_nothing(store):

@@ -1,10 +1,13 @@
 """Edge fusion: gate events, shopper positions and shelf weight changes in; a live
 cart per visit and a receipt at exit out.
 
-Everything is decided from stamps. An input is acted on only once every source has
-reported past its stamp (the shelves through their heartbeats' ``processed_until``,
-the tracker through its newest positions), so a replay at any speed, or inputs that
-arrive in another order, give the same carts and receipts. Wall time is used for one
+Everything is decided from stamps. A weight change or an exit is acted on as soon as
+the tracker has reported past it (its evidence window is then complete; its own shelf
+has, since it sent it), whatever the other shelves report: the changes are solved in
+stamp order, a late one from a slower shelf taking its place among them. A receipt is
+issued only once every source has reported past the exit (the shelves through their
+heartbeats' ``processed_until``), so a replay at any speed, or inputs that arrive in
+another order, give the same receipts. Wall time is used for one
 thing only: declaring a silent sensor stale, which makes the receipts it affects
 NEEDS_REVIEW instead of waiting forever.
 
@@ -16,6 +19,7 @@ the expected cost of being wrong exceeds the store's review cost (cost.py), or w
 something no product or cart explains touched it. The changes it settled are then
 committed. No rclpy here.
 """
+import bisect
 import heapq
 import math
 import pickle
@@ -44,6 +48,11 @@ _AS_NEAR_M = 0.25
 GONE_CODES_KEPT_NS = 24 * 3600 * NS
 # What a core takes from its store config and settings, not kept in its saved state.
 _FROM_CONFIG = ('store', 'settings', 'problems', '_prices', '_cameras_of_shelf')
+
+
+def _stamp_order(change: ChangeEvidence) -> tuple:
+    """The order changes are solved in: by stamp, whichever shelf reported first."""
+    return change.end_ns, change.start_ns, change.event_id, change.bin_id
 
 
 @dataclass
@@ -129,7 +138,8 @@ class FusionCore:
         if change.after_restart:
             self._sensor_restarted(change)
             return self.advance(wall_ns)
-        if self._watermark() is not None and change.end_ns < self._watermark():
+        reported = self._shelf_until[change.shelf_id]
+        if reported is not None and change.end_ns < reported:
             self._problem('late_weight_change', f'{change.event_id} arrived after its shelf reported past it')
         heapq.heappush(self._pending, (change.end_ns, 0, self._next_seq(), 'change', change))
         return self.advance(wall_ns)
@@ -173,12 +183,12 @@ class FusionCore:
     # -- deciding ------------------------------------------------------------------
 
     def advance(self, wall_ns: int) -> Outputs:
-        """Acts on every pending input all sources have reported past; issues the
-        receipts whose visits have closed and whose shelves have caught up."""
+        """Acts on every pending input the tracker has reported past; issues the
+        receipts whose visits have closed and whose shelves have all caught up."""
         out = Outputs()
-        watermark = self._watermark(wall_ns)
+        tracked = self._tracked_until(wall_ns)
         causes = []
-        while self._pending and watermark is not None and self._pending[0][0] <= watermark:
+        while self._pending and tracked is not None and self._pending[0][0] <= tracked:
             _, _, _, kind, item = heapq.heappop(self._pending)
             if kind == 'change':
                 self._add_change(item)
@@ -189,6 +199,7 @@ class FusionCore:
                 self._apply_exit(item)
         if causes:
             out.carts.extend(self._snapshots(causes[-1]))
+        watermark = self._watermark(wall_ns)
         if watermark is not None and self._unresolved_exits:
             self._settle_unresolved_exits(watermark)
         stale = self._stale_shelves(wall_ns)
@@ -200,15 +211,23 @@ class FusionCore:
                 out.receipts.append(self._receipt(visit, stale, tracker_stale))
         return out
 
+    def _tracked_until(self, wall_ns: Optional[int] = None) -> Optional[float]:
+        """The stamp up to which the tracker has reported, less the evidence window's
+        margin: a change or exit before it has every position it is weighed by. None
+        before the first positions; no bound while the tracker is stale."""
+        if self._tracker_stale(wall_ns):
+            return math.inf
+        if self._positions_until is None:
+            return None
+        return self._positions_until - int(self.settings.window_margin_s * NS)
+
     def _watermark(self, wall_ns: Optional[int] = None) -> Optional[int]:
         """The stamp up to which every live source has reported (a source silent for
         stale_after_s no longer holds decisions back: its visits go to review)."""
-        if self._tracker_stale(wall_ns):
-            bounds = []
-        elif self._positions_until is None:
+        tracked = self._tracked_until(wall_ns)
+        if tracked is None:
             return None
-        else:
-            bounds = [self._positions_until - int(self.settings.window_margin_s * NS)]
+        bounds = [] if tracked == math.inf else [tracked]
         stale = self._stale_shelves(wall_ns) if wall_ns is not None else set()
         for shelf_id, until in self._shelf_until.items():
             if shelf_id in stale:
@@ -251,9 +270,10 @@ class FusionCore:
                 self._orphan(change.event_id, bin_id, delta, windows, open_codes)
             seen_near = any(w.reach_distance(bin_.x, bin_.y, *span) <= self.settings.reach_free_m
                             + 2 * self.settings.reach_sigma_m for w in windows)
-            self._changes.append(ChangeEvidence(
+            # In stamp order: a slower shelf's change takes its place among the faster ones'.
+            bisect.insort(self._changes, ChangeEvidence(
                 change.event_id, change.shelf_id, bin_id, delta, change.start_ns, change.end_ns, reach,
-                product_fits(self.store, abs(delta), change.noise_grams), seen_near))
+                product_fits(self.store, abs(delta), change.noise_grams), seen_near), key=_stamp_order)
         self._settle_finished_changes()
 
     def _orphan(self, event_id: str, bin_id: str, delta: float, windows: list, open_codes: set) -> None:
