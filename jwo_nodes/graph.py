@@ -69,9 +69,8 @@ class NodeSpec:
 # The executable that holds several nodes in one process (jwo_nodes/nodes/node_container.py).
 CONTAINER = 'node_container'
 # Weight sensor nodes composed into one process by default: a process per shelf costs
-# tens of MB and a DDS participant each, and one Python process keeps up with this many
-# shelves' samples (measured by `jwo bench`); more shelves make more containers, so the
-# cores share the work.
+# about 80 MB and a DDS participant each (README "Processes"); a store with more shelves
+# gets more containers, so its shelves are not held to one Python thread (one core).
 SHELVES_PER_CONTAINER = 25
 
 
