@@ -138,9 +138,10 @@ class FusionCore:
         if change.after_restart:
             self._sensor_restarted(change)
             return self.advance(wall_ns)
-        reported = self._shelf_until[change.shelf_id]
-        if reported is not None and change.end_ns < reported:
-            self._problem('late_weight_change', f'{change.event_id} arrived after its shelf reported past it')
+        # Against every shelf's report: a shelf's own heartbeat travels on another topic
+        # and may overtake its change.
+        if self._watermark() is not None and change.end_ns < self._watermark():
+            self._problem('late_weight_change', f'{change.event_id} arrived after the shelves reported past it')
         heapq.heappush(self._pending, (change.end_ns, 0, self._next_seq(), 'change', change))
         return self.advance(wall_ns)
 
