@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -73,3 +74,16 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return predicate()
+
+
+def spin_in_thread(executor, context):
+    """Spins ``executor`` in a daemon thread until ``context`` shuts down."""
+    def spin():
+        while context.ok():
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutting down
+                return
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    return thread

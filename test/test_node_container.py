@@ -2,7 +2,6 @@
 each with its own name, namespace, parameters, topics and diagnostics."""
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
@@ -12,7 +11,7 @@ from jwo_msgs.msg import NodeState, WeightChange
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from conftest import BIN, wait_until
+from conftest import BIN, spin_in_thread, wait_until
 from jwo_nodes.graph import NodeSpec, ProcessSpec
 from jwo_nodes.nodes.node_container import UsageError, parse_nodes
 from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, NODE_STATES_TOPIC
@@ -65,15 +64,7 @@ class Watcher:
             (s.name, s.hardware_id) for s in m.status), EVENT_QOS)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                return
+        self.thread = spin_in_thread(self.executor, self.context)
 
     def close(self):
         self.executor.shutdown()
