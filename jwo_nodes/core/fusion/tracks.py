@@ -11,7 +11,7 @@ from typing import Optional
 from jwo_nodes.core.fusion.types import NS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
     """One track at one stamp."""
     stamp_ns: int

@@ -62,8 +62,11 @@ class FusionSettings:
     # ... and the tracker, whose frames may lag behind on a busy machine, this long:
     # then its visits are decided without it, and go to review.
     tracker_stale_after_s: float = 10.0
-    # Position history kept per track.
-    history_s: float = 300.0
+    # Position history kept per track. A change's evidence is read once, when it comes
+    # in; the oldest that can still come is one a sensor held while fusion restarted
+    # (seconds), and positions are not replayed after an outage, so a minute is ample.
+    # It sets fusion's memory and the size of its journal's state record.
+    history_s: float = 60.0
     # A walk-out that no shopper with a visit was seen at (the tracker lost who it
     # was) closes, this long after it, the open visit no track has carried since --
     # the one seen last closest to the walk-out -- for review, rather than never.
