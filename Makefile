@@ -1,13 +1,13 @@
 # jwo: `make demo` runs the simulated store end to end, `make test` runs the tests.
 # Both set up what they need first (a virtual environment with the ROS 2 Kilted
-# wheels, the jwo_msgs interfaces built into it, jwo installed) and skip what is done.
+# wheels, the jwo interfaces built into it, jwo installed) and skip what is done.
 
 VENV    := .venv
 STAMPS  := $(VENV)/.stamps
 PY      := $(VENV)/bin/python
 PYTHON  ?= $(shell for p in python3.12 python3.11 python3.10 python3; do \
              command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(not (3,10) <= sys.version_info[:2] <= (3,12))' 2>/dev/null && { echo $$p; break; }; done)
-MSG_SOURCES := $(wildcard msg/*.msg) msg/CMakeLists.txt msg/package.xml
+MSG_SOURCES := $(wildcard msg/*.msg) CMakeLists.txt package.xml
 STORE   ?= config/stores/demo.yaml
 SCENARIO ?= config/scenarios/demo.yaml
 # The demo tracks shoppers on the rendered camera frames; DEMO_ARGS= runs the simulator's
@@ -29,12 +29,12 @@ $(STAMPS)/venv: requirements-ros.txt requirements.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/msgs: $(STAMPS)/venv $(MSG_SOURCES) tools/build_msgs.sh
-	@echo "==> building the jwo_msgs interfaces"
+	@echo "==> building the jwo interfaces"
 	@tools/build_msgs.sh $(VENV)
 	@touch $@
 
-$(STAMPS)/jwo: $(STAMPS)/msgs setup.py setup.cfg package.xml
-	@echo "==> installing jwo_nodes"
+$(STAMPS)/jwo: $(STAMPS)/msgs setup.py setup.cfg
+	@echo "==> installing jwo (jwo_nodes, jwo_cloud)"
 	@$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 

@@ -127,7 +127,7 @@ class RosFeed:
         os.environ['ROS_DOMAIN_ID'] = str(domain)
         os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
         import rclpy
-        from jwo_msgs import msg as msgs
+        from jwo import msg as msgs
         from jwo_nodes.ros_common import DURABLE_EVENT_QOS
         self.msgs = msgs
         rclpy.init()

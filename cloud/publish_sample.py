@@ -41,7 +41,7 @@ def main(argv=None) -> int:
 
     import rclpy
     from builtin_interfaces.msg import Time
-    from jwo_msgs import msg as m
+    from jwo import msg as m
 
     from jwo_nodes.ros_common import DURABLE_EVENT_QOS
     rclpy.init()

@@ -108,7 +108,7 @@ HOP_PUBLISHER = '''
 import sys, time
 import rclpy
 import rclpy.duration
-from jwo_msgs.msg import WeightReading
+from jwo.msg import WeightReading
 from jwo_nodes.bag.replayer import replay_qos
 mode, topic, samples, count, rate = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
 data = open(samples, 'rb').read().split(b'\\0SPLIT\\0')
@@ -146,7 +146,7 @@ def measure_hop(samples: list, rate_hz: float, folder: Path) -> dict:
     """The bare rclpy hop between two processes: throughput of ``samples`` (serialized
     WeightReadings) published as fast as they go, and the one-way latency at
     ``rate_hz``."""
-    from jwo_msgs.msg import WeightReading
+    from jwo.msg import WeightReading
     from jwo_nodes.bag.format import cdr_header_stamp_ns
     from jwo_nodes.ros_common import REPLAY_INPUT_QOS
     samples_file = folder / 'hop-samples.bin'

@@ -19,8 +19,8 @@ import yaml
 
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.sim import load_scenario
+from jwo_nodes.paths import PACKAGE, data_path
 
-PACKAGE = 'jwo_nodes'
 ROOT_NAMESPACE = '/jwo'
 
 # Seconds between `ros2 launch` and scenario time 0 when no start time is given (the
@@ -177,18 +177,10 @@ def _is_plain_string(text: str) -> bool:
 
 
 def default_params_dir() -> Optional[Path]:
-    """Where the per-executable params files are: the source checkout's
-    config/params (editable installs), else <prefix>/share/jwo_nodes/config/params."""
-    package_dir = Path(__file__).resolve().parent
-    candidates = [package_dir.parent / 'config' / 'params']
-    # site-packages/jwo_nodes -> <prefix>/lib/pythonX.Y/site-packages: prefix is 3 up.
-    candidates.append(package_dir.parents[3] / 'share' / PACKAGE / 'config' / 'params'
-                      if len(package_dir.parents) > 3 else None)
-    candidates.append(Path(sys.prefix) / 'share' / PACKAGE / 'config' / 'params')
-    for candidate in candidates:
-        if candidate is not None and candidate.is_dir():
-            return candidate
-    return None
+    """Where the per-executable params files are: the checkout's config/params
+    (editable installs), else <prefix>/share/jwo/config/params."""
+    found = data_path('config', 'params')
+    return found if found is not None and found.is_dir() else None
 
 
 def _params_file(params_dir, executable: str) -> Optional[str]:

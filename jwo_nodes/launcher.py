@@ -33,6 +33,7 @@ from typing import Callable, Optional
 from jwo_nodes.core.config import ConfigError
 from jwo_nodes.graph import (SHELVES_PER_CONTAINER, NodeSpec, ProcessSpec, compose, default_params_dir,
                              store_graph)
+from jwo_nodes.paths import PACKAGE, install_prefixes
 
 # Seconds between the graph being ready and scenario time 0 (the signal reaches every
 # node well before).
@@ -60,24 +61,18 @@ def _print_line(line: str) -> None:
         pass
 
 
-def executable_candidates(executable: str, package: str = 'jwo_nodes') -> list:
+def executable_candidates(executable: str, package: str = PACKAGE) -> list:
     """Where a node executable may be, in order: next to sys.executable (the venv's
     bin), on PATH, then <prefix>/lib/<package>/ of colcon/ament installs."""
     candidates = [Path(sys.executable).parent / executable]
     found = shutil.which(executable)
     if found:
         candidates.append(Path(found))
-    prefixes = [Path(p) for p in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep) if p]
-    package_dir = Path(__file__).resolve().parent
-    if len(package_dir.parents) > 3:
-        # <prefix>/lib/pythonX.Y/site-packages/jwo_nodes
-        prefixes.append(package_dir.parents[3])
-    prefixes.append(Path(sys.prefix))
-    candidates += [prefix / 'lib' / package / executable for prefix in prefixes]
+    candidates += [prefix / 'lib' / package / executable for prefix in install_prefixes()]
     return candidates
 
 
-def resolve_executable(executable: str, package: str = 'jwo_nodes') -> Optional[str]:
+def resolve_executable(executable: str, package: str = PACKAGE) -> Optional[str]:
     """The path of a node executable, or None when it is nowhere to be found."""
     for candidate in executable_candidates(executable, package):
         if candidate.is_file() and os.access(candidate, os.X_OK):

@@ -5,7 +5,7 @@ import time
 from typing import Optional
 
 from builtin_interfaces.msg import Time
-from jwo_msgs.msg import NodeState
+from jwo.msg import NodeState
 from rclpy.node import Node
 
 from jwo_nodes.core.readiness import NodeReport, Readiness, readiness

@@ -21,7 +21,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
-from jwo_msgs.msg import NodeState
+from jwo.msg import NodeState
 
 from jwo_nodes.core import health
 from jwo_nodes.core.config import ConfigError

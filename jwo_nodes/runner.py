@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import rclpy
-from jwo_msgs.msg import CartUpdate, GateEvent, Receipt, ReviewRequest, WeightChange, WeightReading
+from jwo.msg import CartUpdate, GateEvent, Receipt, ReviewRequest, WeightChange, WeightReading
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 

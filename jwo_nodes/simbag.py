@@ -45,7 +45,7 @@ import numpy as np
 import yaml
 from rclpy.serialization import deserialize_message
 
-from jwo_msgs.msg import GateEvent, GroundTruth, ShopperPosition, ShopperPositions, WeightReading
+from jwo.msg import GateEvent, GroundTruth, ShopperPosition, ShopperPositions, WeightReading
 
 from jwo_nodes.bag import cdr
 from jwo_nodes.bag.format import BagError, BagReader, BagWriter, CorruptBagError
@@ -319,12 +319,12 @@ def write_simbag(out, store: StoreConfig, scenario: Scenario, *, store_text: str
                        tracker_rate_hz=tracker_rate_hz, events=events, documents=documents)
     end = epoch_ns + timeline.duration_ns
     with BagWriter(out, compression=compression) as writer:
-        writer.add_topic(GROUND_TRUTH_TOPIC, 'jwo_msgs/msg/GroundTruth', [EVENT_QOS])
+        writer.add_topic(GROUND_TRUTH_TOPIC, 'jwo/msg/GroundTruth', [EVENT_QOS])
         for gate_id in sorted(store.gates):
-            writer.add_topic(gate_topic(gate_id), 'jwo_msgs/msg/GateEvent', [DURABLE_EVENT_QOS])
-        writer.add_topic(POSITIONS_TOPIC, 'jwo_msgs/msg/ShopperPositions', [EVENT_QOS])
+            writer.add_topic(gate_topic(gate_id), 'jwo/msg/GateEvent', [DURABLE_EVENT_QOS])
+        writer.add_topic(POSITIONS_TOPIC, 'jwo/msg/ShopperPositions', [EVENT_QOS])
         for shelf_id in sorted(store.shelves):
-            writer.add_topic(raw_topic(shelf_id), 'jwo_msgs/msg/WeightReading', [SENSOR_QOS])
+            writer.add_topic(raw_topic(shelf_id), 'jwo/msg/WeightReading', [SENSOR_QOS])
         sequences = Counter()
         next_report = time.monotonic() + 1.0
         for count, (stamp, _, _, topic, data) in enumerate(heapq.merge(*streams), 1):
@@ -402,9 +402,9 @@ def read_ground_truth(reader: BagReader) -> GroundTruthRecord:
     if topic is None:
         raise BagError(path, f'no {GROUND_TRUTH_TOPIC} topic: not a bag written by `jwo simbag` '
                        '(jwo eval scores bags against their ground truth)')
-    if topic.type != 'jwo_msgs/msg/GroundTruth':
+    if topic.type != 'jwo/msg/GroundTruth':
         raise BagError(topic.file, f'{GROUND_TRUTH_TOPIC} carries {topic.type}, not '
-                       'jwo_msgs/msg/GroundTruth', where=topic.where)
+                       'jwo/msg/GroundTruth', where=topic.where)
     truth = None
     kinds = {ENTRY: [], WEIGHT_EVENT: []}
     receipts = {}

@@ -1,7 +1,7 @@
 """ros2 launch front end of the jwo node graph (full ROS 2 installs).
 
-    ros2 launch jwo_nodes store.launch.py store:=config/stores/demo.yaml
-    ros2 launch jwo_nodes store.launch.py store:=<store.yaml> scenario:=<scenario.yaml> time_scale:=2.0
+    ros2 launch jwo store.launch.py store:=config/stores/demo.yaml
+    ros2 launch jwo store.launch.py store:=<store.yaml> scenario:=<scenario.yaml> time_scale:=2.0
 
 The nodes, names, namespaces and parameters come from jwo_nodes.graph.store_graph
 and their grouping into processes from jwo_nodes.graph.compose, the functions `jwo
@@ -27,7 +27,7 @@ RESPAWN_DELAY_S = 2.0
 
 
 def _share(*parts: str) -> str:
-    return os.path.join(get_package_share_directory('jwo_nodes'), *parts)
+    return os.path.join(get_package_share_directory('jwo'), *parts)
 
 
 def _nodes(context, *args, **kwargs):

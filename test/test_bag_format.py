@@ -12,7 +12,7 @@ import yaml
 from rclpy.serialization import serialize_message
 
 from builtin_interfaces.msg import Time
-from jwo_msgs.msg import CartLine, GateEvent, Receipt, ReviewReason, WeightReading
+from jwo.msg import CartLine, GateEvent, Receipt, ReviewReason, WeightReading
 from std_msgs.msg import Header, String
 
 from jwo_nodes.bag.format import (BagError, BagReader, BagWriter, CorruptBagError,
@@ -57,9 +57,9 @@ def reading(i):
 
 
 MESSAGES = {  # topic -> (type, qos, factory)
-    GATES: ('jwo_msgs/msg/GateEvent', [EVENT], gate),
-    RECEIPTS: ('jwo_msgs/msg/Receipt', [EVENT, EVENT], receipt),
-    RAW: ('jwo_msgs/msg/WeightReading', [SENSOR], reading),
+    GATES: ('jwo/msg/GateEvent', [EVENT], gate),
+    RECEIPTS: ('jwo/msg/Receipt', [EVENT, EVENT], receipt),
+    RAW: ('jwo/msg/WeightReading', [SENSOR], reading),
     CHATTER: ('std_msgs/msg/String', [], lambda i: String(data=f'hello {i} ünïcode')),
     HEADERS: ('std_msgs/msg/Header', [EVENT],
               lambda i: Header(frame_id=f'f{i}', stamp=Time(sec=i))),
@@ -99,16 +99,16 @@ def test_format_module_does_not_import_rclpy():
 
 
 def test_definition_is_rosbag2s_concatenated_msg_text():
-    text = DefinitionSource().full_text('jwo_msgs/msg/Receipt')
+    text = DefinitionSource().full_text('jwo/msg/Receipt')
     sections = text.split('\n' + '=' * 80 + '\n')
     assert sections[0].startswith('uint8 FINAL=0')
     assert [s.splitlines()[0] for s in sections[1:]] == [
-        'MSG: builtin_interfaces/Time', 'MSG: jwo_msgs/CartLine', 'MSG: jwo_msgs/ReviewReason',
+        'MSG: builtin_interfaces/Time', 'MSG: jwo/CartLine', 'MSG: jwo/ReviewReason',
         'MSG: std_msgs/Header']  # sorted, depth first, each once (Time not repeated for Header)
     assert 'builtin_interfaces/Time stamp' in sections[-1]
-    assert DefinitionSource().type_hash('jwo_msgs/msg/Receipt').startswith('RIHS01_')
-    assert starts_with_header(DefinitionSource().full_text('jwo_msgs/msg/GateEvent'))
-    assert not starts_with_header(DefinitionSource().full_text('jwo_msgs/msg/CartLine'))
+    assert DefinitionSource().type_hash('jwo/msg/Receipt').startswith('RIHS01_')
+    assert starts_with_header(DefinitionSource().full_text('jwo/msg/GateEvent'))
+    assert not starts_with_header(DefinitionSource().full_text('jwo/msg/CartLine'))
 
 
 def test_header_stamp_from_cdr():
@@ -141,7 +141,7 @@ def test_layout_and_metadata_yaml(bag):
     assert set(topics) == set(MESSAGES)
     gates = topics[GATES]
     assert gates['message_count'] == N
-    assert gates['topic_metadata']['type'] == 'jwo_msgs/msg/GateEvent'
+    assert gates['topic_metadata']['type'] == 'jwo/msg/GateEvent'
     assert gates['topic_metadata']['serialization_format'] == 'cdr'
     assert gates['topic_metadata']['offered_qos_profiles'][0]['reliability'] == 'reliable'
     assert gates['topic_metadata']['type_description_hash'].startswith('RIHS01_')

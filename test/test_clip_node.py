@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from jwo_msgs.msg import DoubtfulEvent, ReviewRequest
+from jwo.msg import DoubtfulEvent, ReviewRequest
 from sensor_msgs.msg import CompressedImage
 
 from conftest import wait_until

@@ -1,5 +1,5 @@
 """The uplink schema: the committed protobuf module matches the .proto, and ROS
-messages convert to envelopes (pure converter, real jwo_msgs too)."""
+messages convert to envelopes (pure converter, real jwo messages too)."""
 import sys
 from pathlib import Path
 
@@ -69,7 +69,7 @@ def test_invalid_receipts_are_caught():
 
 
 def test_real_ros_messages_convert():
-    msgs = pytest.importorskip('jwo_msgs.msg')
+    msgs = pytest.importorskip('jwo.msg')
     from builtin_interfaces.msg import Time
     msg = msgs.Receipt(receipt_id='R1', store_id='demo', visit_code='V1', status=msgs.Receipt.FINAL,
                        subtotal_cents=298, tax_cents=0, total_cents=298, confidence=0.9)

@@ -7,7 +7,7 @@ import time
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from jwo_msgs.msg import (CartUpdate, GateEvent, Receipt, ReviewRequest, ShelfStatus,
+from jwo.msg import (CartUpdate, GateEvent, Receipt, ReviewRequest, ShelfStatus,
                           ShopperPosition, ShopperPositions, WeightChange)
 
 from conftest import wait_until

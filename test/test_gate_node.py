@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from jwo_msgs.msg import GateEvent
+from jwo.msg import GateEvent
 from rclpy.executors import SingleThreadedExecutor
 
 from conftest import BIN, wait_until

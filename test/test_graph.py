@@ -62,7 +62,7 @@ def test_live_graph_of_the_demo_store(params_dir):
         '/jwo/cameras/cam_front/camera_node', '/jwo/cameras/cam_back/camera_node']
     store_config = str(DEMO.resolve())
     for spec in specs:
-        assert spec.package == 'jwo_nodes'
+        assert spec.package == 'jwo'
         assert spec.name == spec.executable
         assert spec.respawn is True
         assert spec.parameters['store_config'] == store_config
@@ -316,7 +316,7 @@ def test_launch_file_compiles_and_uses_the_shared_graph(monkeypatch, tmp_path, p
                                    sim_start_ns=sim_start, time_scale=2.0, with_cameras=False))
     assert [type(a).__name__ for a in actions] == ['Node', 'Node', 'ExecuteProcess', 'Node']
     assert [a.kwargs for a in actions] == [
-        dict(cmd=['<jwo_nodes/node_container>', *p.ros_args()], name=p.label, respawn=True,
+        dict(cmd=['<jwo/node_container>', *p.ros_args()], name=p.label, respawn=True,
              respawn_delay=module.RESPAWN_DELAY_S, output='screen') if len(p.nodes) > 1 else
         dict(package=s.package, executable=s.executable, name=s.name, namespace=s.namespace,
              parameters=s.launch_parameters(), respawn=s.respawn,

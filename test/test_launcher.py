@@ -60,7 +60,7 @@ class Programs:
         path.chmod(0o755)
         return path
 
-    def resolve(self, executable: str, package: str = 'jwo_nodes'):
+    def resolve(self, executable: str, package: str = 'jwo'):
         path = self.dir / executable
         return str(path) if path.exists() else None
 

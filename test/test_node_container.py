@@ -7,7 +7,7 @@ import time
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from jwo_msgs.msg import NodeState, WeightChange
+from jwo.msg import NodeState, WeightChange
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 

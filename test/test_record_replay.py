@@ -17,7 +17,7 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from rclpy.serialization import deserialize_message, serialize_message
 
 from builtin_interfaces.msg import Time
-from jwo_msgs.msg import CartLine, GateEvent, Receipt, WeightReading
+from jwo.msg import CartLine, GateEvent, Receipt, WeightReading
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import String
 

@@ -9,7 +9,7 @@ import subprocess
 from rclpy.serialization import deserialize_message
 
 from conftest import BIN
-from jwo_msgs.msg import WeightReading
+from jwo.msg import WeightReading
 from jwo_nodes.bag.format import BagReader, BagWriter
 from jwo_nodes.simbag import (EPOCH_NS, GROUND_TRUTH_TOPIC, POSITIONS_TOPIC,
                               gate_topic, raw_topic)

@@ -22,7 +22,7 @@ from jwo_cloud.bucket import DirBucket  # noqa: E402
 from jwo_cloud.ingest import Ingest  # noqa: E402
 
 rclpy = pytest.importorskip('rclpy')
-msgs = pytest.importorskip('jwo_msgs.msg')
+msgs = pytest.importorskip('jwo.msg')
 
 
 class Uplink:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from jwo_msgs.msg import GateEvent, ShopperPositions
+from jwo.msg import GateEvent, ShopperPositions
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CompressedImage
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from jwo_msgs.msg import ShelfStatus, WeightChange, WeightReading
+from jwo.msg import ShelfStatus, WeightChange, WeightReading
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Builds the jwo_msgs interface package (msg/) with CMake into the virtual environment
-# given as $1, the way colcon would on a ROS 2 install.
+# Builds the jwo package's interfaces (msg/) with its CMakeLists.txt into the virtual
+# environment given as $1, the way colcon would on a ROS 2 install; pip installs the
+# Python side (the Makefile).
 set -euo pipefail
 venv=$(cd "$1" && pwd)
 repo=$(cd "$(dirname "$0")/.." && pwd)
-build="$repo/build/jwo_msgs"
+build="$repo/build/jwo"
 py="$venv/bin/python"
 
 # The ROS wheels' exported CMake targets name the include paths of the machine that
@@ -27,10 +28,10 @@ export PATH="$venv/bin:$PATH"
 export CMAKE_PREFIX_PATH="$venv"
 export AMENT_PREFIX_PATH="$venv"
 export CMAKE_POLICY_VERSION_MINIMUM=3.5
-cmake -S "$repo/msg" -B "$build" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$repo" -B "$build" -DCMAKE_BUILD_TYPE=Release -DJWO_INTERFACES_ONLY=ON \
   -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$py" \
   -DBUILD_TESTING=OFF -Wno-dev >"$build/configure.log" 2>&1 \
   || { cat "$build/configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 1; }
 cmake --install "$build" >"$build/install.log" 2>&1 || { tail -50 "$build/install.log"; exit 1; }
-echo "jwo_msgs built into $venv"
+echo "jwo interfaces built into $venv"

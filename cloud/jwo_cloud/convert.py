@@ -1,4 +1,4 @@
-"""ROS messages (jwo_msgs/Receipt, jwo_msgs/ReviewRequest) to uplink envelopes.
+"""ROS messages (jwo/Receipt, jwo/ReviewRequest) to uplink envelopes.
 
 Pure: it reads the messages' attributes and never imports rclpy, so it is tested with
 plain stand-in objects as well as real messages. Each message becomes outbox items
@@ -9,7 +9,7 @@ review reaches the queue only after its clips are in the bucket.
 from jwo_cloud import wire
 from jwo_cloud.wire import pb
 
-# jwo_msgs/Receipt status constants.
+# jwo/Receipt status constants.
 ROS_FINAL = 0
 ROS_NEEDS_REVIEW = 1
 

@@ -1,6 +1,6 @@
 """Helpers for the cloud tests and the benchmark: keys in a temporary directory, a real
 S3-API server on loopback (moto), a bucket that fails on demand, and stand-ins for the
-ROS messages (same attribute names as jwo_msgs) so the pure parts run without ROS."""
+ROS messages (same attribute names as the jwo messages) so the pure parts run without ROS."""
 import contextlib
 import os
 import threading
@@ -35,7 +35,7 @@ def stamp(ns: int) -> SimpleNamespace:
 
 
 def fake_receipt(n: int, store_id: str = 'demo', status: int = 1, lines=None):
-    """A jwo_msgs/Receipt look-alike; status 1 = NEEDS_REVIEW, 0 = FINAL."""
+    """A jwo/Receipt look-alike; status 1 = NEEDS_REVIEW, 0 = FINAL."""
     lines = lines if lines is not None else [('COLA-330', 'Cola 330 ml can', 2, 149),
                                              ('CHOC-100', 'Dark chocolate 100 g', 1, 199)]
     cart = [SimpleNamespace(sku=s, name=name, quantity=q, unit_price_cents=u,

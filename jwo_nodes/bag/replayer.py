@@ -46,7 +46,7 @@ CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 
 # Types whose live publishers offer transient local (ros_common.DURABLE_EVENT_QOS) and
 # whose subscribers ask for it, also in bags recorded before they did.
-DURABLE_TYPES = {'jwo_msgs/msg/GateEvent'}
+DURABLE_TYPES = {'jwo/msg/GateEvent'}
 
 
 def replay_qos(profiles, type_name: str = '') -> QoSProfile:

@@ -217,11 +217,7 @@ class Detector:
 
 
 def default_model_path() -> Optional[str]:
-    """models/detector.onnx of the source checkout, or of <prefix>/share/jwo_nodes."""
-    import sys
-    package = Path(__file__).resolve().parents[1]
-    for candidate in (package.parent / 'models' / 'detector.onnx',
-                      Path(sys.prefix) / 'share' / 'jwo_nodes' / 'models' / 'detector.onnx'):
-        if candidate.is_file():
-            return str(candidate)
-    return None
+    """models/detector.onnx of the source checkout, or of <prefix>/share/jwo."""
+    from jwo_nodes.paths import data_path
+    found = data_path('models', 'detector.onnx')
+    return str(found) if found is not None else None

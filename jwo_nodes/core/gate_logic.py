@@ -1,7 +1,7 @@
 """Entry/exit gate logic: the gate line protocol and the open visits of one gate.
 
 No rclpy here. The gate node feeds lines with their stamps (int ns) and maps the
-results to jwo_msgs/GateEvent.
+results to jwo/GateEvent.
 
 Line protocol (serial, stdin and the simulator), one command per line, keywords in
 any case, fields separated by any whitespace:
@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
-# Same values as the constants of jwo_msgs/GateEvent.
+# Same values as the constants of jwo/GateEvent.
 ENTRY = 0
 EXIT = 1
 CREDENTIAL_NONE = 0
@@ -115,7 +115,7 @@ def parse_line(line: str) -> Optional[GateCommand]:
 
 @dataclass(frozen=True)
 class GateEventData:
-    """What the node publishes as jwo_msgs/GateEvent. No identity in here."""
+    """What the node publishes as jwo/GateEvent. No identity in here."""
 
     event_id: str
     gate_id: str

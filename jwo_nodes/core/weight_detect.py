@@ -71,7 +71,7 @@ INIT = 0
 STABLE = 1
 MOVING = 2
 
-# DetectedChange.restart; the same values as the constants of jwo_msgs/WeightChange.
+# DetectedChange.restart; the same values as the constants of jwo/WeightChange.
 RESTART_NONE = 0      # seen live
 RESTART_SEEN = 1      # against the level saved before a restart of the node
 RESTART_UNSURE = 2    # after a restart, where the detector cannot tell

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from jwo_msgs.msg import ReviewRequest
+from jwo.msg import ReviewRequest
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 

@@ -10,7 +10,7 @@ while it was down, and the journal drops the ones it already had.
 """
 import time
 
-from jwo_msgs.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, Receipt,
+from jwo.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, Receipt,
                           ReviewReason, ReviewRequest, ShelfStatus, ShopperPositions,
                           WeightChange)
 from rclpy.node import Node

@@ -1,5 +1,5 @@
 """gate_node: one entry/exit gate. Reads the gate line protocol from the simulator,
-stdin or a serial reader and publishes anonymous jwo_msgs/GateEvent on
+stdin or a serial reader and publishes anonymous jwo/GateEvent on
 /jwo/gates/<gate_id>/events. Credentials never leave this process (see
 jwo_nodes/core/gate_logic.py).
 
@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from jwo_msgs.msg import GateEvent
+from jwo.msg import GateEvent
 
 from jwo_nodes.core import gate_logic
 from jwo_nodes.core.config import ConfigError, load_store_config

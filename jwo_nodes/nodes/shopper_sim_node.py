@@ -6,7 +6,7 @@ entry gate as that gate's ENTRY event fires.
 """
 import time
 
-from jwo_msgs.msg import GateEvent, ShopperPosition, ShopperPositions
+from jwo.msg import GateEvent, ShopperPosition, ShopperPositions
 from rclpy.node import Node
 
 from jwo_nodes.core.config import load_store_config

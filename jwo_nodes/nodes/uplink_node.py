@@ -1,7 +1,7 @@
 """uplink_node: the store's way to the cloud.
 
-Subscribes to /jwo/receipts (jwo_msgs/Receipt) and /jwo/review/requests
-(jwo_msgs/ReviewRequest). Each message is converted to protobuf envelopes
+Subscribes to /jwo/receipts (jwo/Receipt) and /jwo/review/requests
+(jwo/ReviewRequest). Each message is converted to protobuf envelopes
 (jwo_cloud.convert, pure) and written to the durable outbox (jwo_nodes.core.outbox:
 SQLite WAL, synchronous=FULL) before anything else; the sender thread
 (jwo_cloud.uplink) then delivers it to the cloud ingest over ZeroMQ + CURVE, one ack per
@@ -11,7 +11,7 @@ key: no cloud credentials.
 """
 import time
 
-from jwo_msgs.msg import Receipt, ReviewRequest
+from jwo.msg import Receipt, ReviewRequest
 from rclpy.node import Node
 
 from jwo_cloud import convert

@@ -12,7 +12,7 @@ import time
 
 import cv2
 import numpy as np
-from jwo_msgs.msg import GateEvent, ShopperPosition, ShopperPositions
+from jwo.msg import GateEvent, ShopperPosition, ShopperPositions
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CompressedImage

@@ -6,11 +6,11 @@ own ``weight/raw`` topic as a bag replays it (``jwo replay``), detects settled w
 changes per bin (jwo_nodes/core/weight_detect.py) and publishes, under
 /jwo/shelves/<shelf_id>:
 
-- ``weight/raw``     jwo_msgs/WeightReading, every sample (SENSOR_QOS; not with
+- ``weight/raw``     jwo/WeightReading, every sample (SENSOR_QOS; not with
   ``source: topic``, where it is the input);
-- ``weight/changes`` jwo_msgs/WeightChange, one per settled change of one bin
+- ``weight/changes`` jwo/WeightChange, one per settled change of one bin
   (EVENT_QOS, event_id ``<shelf_id>/<seq>``);
-- ``weight/status``  jwo_msgs/ShelfStatus at 5 Hz from the first sample on
+- ``weight/status``  jwo/ShelfStatus at 5 Hz from the first sample on
   (EVENT_QOS; header.stamp: the newest sample): every change that ended at or
   before ``processed_until`` has been published before it.
 
@@ -46,7 +46,7 @@ import threading
 import time
 from pathlib import Path
 
-from jwo_msgs.msg import ShelfStatus, WeightChange, WeightReading
+from jwo.msg import ShelfStatus, WeightChange, WeightReading
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 

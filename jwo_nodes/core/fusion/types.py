@@ -9,7 +9,7 @@ NS = 1_000_000_000
 RESENT_DEPTH = 1000
 FINAL, NEEDS_REVIEW = 'FINAL', 'NEEDS_REVIEW'
 
-# Review reason codes (the same strings as jwo_msgs/ReviewReason constants).
+# Review reason codes (the same strings as jwo/ReviewReason constants).
 AMBIGUOUS_ATTRIBUTION = 'ambiguous_attribution'
 NO_CANDIDATE = 'no_candidate'
 UNIDENTIFIED_ITEM = 'unidentified_item'
