@@ -14,7 +14,7 @@ SCENARIO ?= config/scenarios/demo.yaml
 # stand-in tracker instead.
 DEMO_ARGS ?= --vision
 
-.PHONY: setup demo test bench bench-vision train clean
+.PHONY: setup demo test suite bench bench-vision train clean
 .DEFAULT_GOAL := demo
 
 setup: $(STAMPS)/jwo
@@ -41,9 +41,16 @@ $(STAMPS)/jwo: $(STAMPS)/msgs setup.py setup.cfg
 demo: setup
 	@$(VENV)/bin/jwo demo --store $(STORE) --scenario $(SCENARIO) $(DEMO_ARGS)
 
+# Two test workers (pytest-xdist): most tests wait on processes and DDS, and the vision
+# suite's groups spread over both.
 test: setup
 	@tools/ensure_chromium.sh
-	@$(PY) -m pytest -q --durations=15 test
+	@$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 test
+
+# The scenario suite with vision through the real nodes at 2x, the yardstick for the
+# figures in the README (about 19 minutes; `make test` runs it as pure code).
+suite: setup
+	@$(VENV)/bin/jwo eval --vision --suite test/scenarios --time-scale 2
 
 # Replay throughput and sensor-to-cart latency on a 40-shelf store (about 10 minutes);
 # a quicker look: make bench BENCH_ARGS='--shelves 8 --visits 6 --minutes 2'.

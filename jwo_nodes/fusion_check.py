@@ -12,6 +12,7 @@ tracker's frames. Scored as `jwo eval` scores (jwo_nodes.core.scoring), per scen
 and per scenario group. `jwo eval` stays the yardstick: it runs the real nodes.
 """
 import json
+import pickle
 import sys
 import time
 from collections import defaultdict
@@ -44,6 +45,8 @@ def add_arguments(parser) -> None:
     parser.add_argument('--vision', action='store_true',
                         help='track on detections from rendered frames (cached by jwo vision-check)')
     parser.add_argument('--cache', default='runs/vision-cache', help='detections cache folder')
+    parser.add_argument('--jobs', type=int, default=1, metavar='N',
+                        help='scenarios run at once, each in a process of its own')
     parser.add_argument('--verbose', action='store_true', help='print every visit not exact or flagged')
     parser.add_argument('--report', help='also write the totals per scenario group to this JSON file')
 
@@ -142,40 +145,69 @@ def as_scored(receipt) -> dict:
             'reasons': [{'code': r.code} for r in receipt.reasons]}
 
 
-def _steps(path: str, args, store):
-    import pickle
-
+def _detections(path: str, store, cache: str) -> list:
+    """[(t_ns, shoppers, hands)] of a scenario's rendered frames, from the cache or
+    rendered and detected now (and cached)."""
     from jwo_nodes.core.detector import Detector, DetectorSettings as VisionSettings, default_model_path
     from jwo_nodes.vision_check import _cache_key, detect_scenario
     model = default_model_path()
-    key = Path(args.cache) / f'{Path(path).stem}-{_cache_key(path, args.store, model, 0.0, 80)}.pkl'
+    key = Path(cache) / f'{Path(path).stem}-{_cache_key(path, store.path, model, 0.0, 80)}.pkl'
     if key.is_file():
         return pickle.loads(key.read_bytes())
     steps = detect_scenario(path, store, Detector(VisionSettings(model_path=model)), 0.0, 80)
     key.parent.mkdir(parents=True, exist_ok=True)
-    key.write_bytes(pickle.dumps(steps))
+    partial = key.with_suffix('.part')
+    partial.write_bytes(pickle.dumps(steps))
+    partial.replace(key)
     return steps
+
+
+def _scenario(path: str, store_path: str, vision: bool, cache: str) -> tuple:
+    """(receipts by party, expected items, seconds) of one scenario: in this process or
+    in a worker of --jobs."""
+    started = time.perf_counter()
+    store = load_store_config(store_path)
+    timeline = Timeline(load_scenario(path, store), store)
+    if vision:
+        steps = _detections(path, store, cache)
+        positions = lambda tl, ev: vision_positions(tl, ev, steps)
+    else:
+        positions = standin_positions
+    receipts, _ = run_scenario(timeline, positions)
+    return receipts, timeline.expected_items(), time.perf_counter() - started
+
+
+def _scenario_job(job: tuple) -> tuple:
+    return _scenario(*job)
+
+
+def _results(jobs: list, processes: int):
+    """_scenario of each job, in order, as each is done."""
+    if processes == 1 or len(jobs) == 1:
+        yield from map(_scenario_job, jobs)
+        return
+    import multiprocessing
+    with multiprocessing.get_context('spawn').Pool(min(processes, len(jobs))) as pool:
+        yield from pool.imap(_scenario_job, jobs)
 
 
 def run(args) -> int:
     try:
         store = load_store_config(args.store)
-        timelines = [(path, Timeline(load_scenario(path, store), store)) for path in args.scenarios]
+        for path in args.scenarios:
+            load_scenario(path, store)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f'error: --jobs {args.jobs}: expected at least 1', file=sys.stderr)
+        return 2
+    jobs = [(path, args.store, args.vision, args.cache) for path in args.scenarios]
+    results = _results(jobs, args.jobs)
     prices = {sku: p.price_cents for sku, p in store.products.items()}
     groups = defaultdict(dict)       # group -> scenario/party -> scored row
     decided = defaultdict(list)     # group -> (expected cost or None if always reviewed, exact)
-    for index, (path, timeline) in enumerate(timelines, 1):
-        started = time.perf_counter()
-        if args.vision:
-            steps = _steps(path, args, store)
-            positions = lambda tl, ev, steps=steps: vision_positions(tl, ev, steps)
-        else:
-            positions = standin_positions
-        receipts, core = run_scenario(timeline, positions)
-        expected = timeline.expected_items()
+    for index, (path, (receipts, expected, seconds)) in enumerate(zip(args.scenarios, results), 1):
         scored = {party: as_scored(r) for party, r in receipts.items() if party}
         score = score_visits(expected, scored, prices)
         group = groups[Path(path).stem.split('-')[0]]
@@ -185,8 +217,8 @@ def run(args) -> int:
             always = receipt is None or any(r.code in ALWAYS_REVIEWED for r in receipt.reasons)
             decided[Path(path).stem.split('-')[0]].append(
                 (None if always else receipt.expected_cost_cents, row['exact']))
-        print(f'[{index}/{len(timelines)}] {Path(path).name}: ' + _summary(score)
-              + f' ({time.perf_counter() - started:.1f} s)', flush=True)
+        print(f'[{index}/{len(jobs)}] {Path(path).name}: ' + _summary(score)
+              + f' ({seconds:.1f} s)', flush=True)
         if args.verbose:
             for party, row in score['per_visit'].items():
                 if row['exact'] and not row['flagged']:

@@ -156,9 +156,13 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
 
 def _cache_key(path: str, store_path: str, model: str, fps: float, jpeg_quality: int) -> str:
     digest = hashlib.sha256()
+    # Everything the detections follow from: the scenario and store, the model, and the
+    # code that moves the shoppers, renders the frames and detects on them.
     core = Path(__file__).with_name('core')
     for part in (Path(path).read_bytes(), Path(store_path).read_bytes(), Path(model).read_bytes(),
-                 *(core.joinpath(name).read_bytes() for name in ('render.py', 'perception.py', 'appearance.py')),
+                 Path(__file__).read_bytes(),
+                 *(core.joinpath(name).read_bytes() for name in ('sim.py', 'render.py', 'perception.py',
+                                                                 'appearance.py', 'detector.py')),
                  repr((fps, jpeg_quality)).encode()):
         digest.update(part)
     return digest.hexdigest()[:16]

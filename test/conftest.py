@@ -11,8 +11,11 @@ from pathlib import Path
 import pytest
 
 # A distinct domain per pytest process, discovery kept on this machine: parallel test
-# runs (and a demo running beside them) never see each other's nodes.
-os.environ['ROS_DOMAIN_ID'] = str(1 + os.getpid() % 100)
+# runs (and a demo running beside them) never see each other's nodes. The workers of one
+# run (pytest-xdist gw0, gw1, ...) never share one: with two, one takes odd, one even.
+_WORKER = int(os.environ.get('PYTEST_XDIST_WORKER', 'gw0')[2:])
+_WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+os.environ['ROS_DOMAIN_ID'] = str(1 + (os.getpid() % (100 // _WORKERS)) * _WORKERS + _WORKER)
 os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
 os.environ.setdefault('RCUTILS_COLORIZED_OUTPUT', '0')
 
@@ -87,3 +90,15 @@ def spin_in_thread(executor, context):
     thread = threading.Thread(target=spin, daemon=True)
     thread.start()
     return thread
+
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow(seconds): a test that takes about this long; '
+                                       'the slowest start first, so parallel workers finish together')
+
+
+def pytest_collection_modifyitems(items):
+    def seconds(item):
+        marker = item.get_closest_marker('slow')
+        return marker.args[0] if marker else 0
+    items.sort(key=seconds, reverse=True)   # stable: the rest keep their order

@@ -26,6 +26,8 @@ from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.demo import LocalCloud
 from jwo_nodes.runner import run_scenario
 
+pytestmark = pytest.mark.slow(100)
+
 SEED = 20261202
 KILLS = 8
 # Evidence lost in an outage that a receipt in review names instead of guessing.

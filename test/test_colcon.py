@@ -15,6 +15,9 @@ from rclpy.executors import SingleThreadedExecutor
 from conftest import REPO, wait_until
 from jwo_nodes.ros_common import EVENT_QOS
 
+# One worker builds the workspace once for all of them.
+pytestmark = [pytest.mark.slow(70), pytest.mark.xdist_group('colcon')]
+
 VENV = os.path.dirname(sys.executable)
 BUILD_TIMEOUT_S = 600
 

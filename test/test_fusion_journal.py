@@ -192,6 +192,7 @@ def crash_points(steps) -> list:
     return sorted({k for k in events + [i + 7 for i in events] if k < len(steps)})
 
 
+@pytest.mark.slow(40)
 @pytest.mark.parametrize('eager', [False, True])
 def test_a_crash_anywhere_gives_the_receipts_of_a_run_that_never_stopped(store, tmp_path, eager):
     """eager: the journal compacts at every chance it gets; it must still keep the

@@ -22,6 +22,8 @@ from jwo_nodes.core.sim import Timeline, load_scenario
 from jwo_nodes.launcher import resolve_executable
 from jwo_nodes.runner import run_scenario
 
+pytestmark = pytest.mark.slow(60)
+
 SCENARIO = 'test/scenarios/hard-adjacent-same-moment.yaml'
 # The shelves (composed in a node_container) and the simulator run on host B.
 ON_HOST_B = {'node_container', 'shopper_sim_node'}

@@ -6,6 +6,7 @@ import json
 import struct
 import subprocess
 
+import pytest
 from rclpy.serialization import deserialize_message
 
 from conftest import BIN
@@ -94,6 +95,7 @@ def test_eval_refuses_a_truncated_bag(repo, tmp_path):
     assert not (out / 'report.json').exists()
 
 
+@pytest.mark.slow(45)
 def test_replay_at_1x_and_at_max_gives_identical_receipts(repo, tmp_path):
     """Detection, fusion and receipts decide from stamps, not arrival times: the bag of
     two shoppers reaching into adjacent bins at the same moment replays to the same

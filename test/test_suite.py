@@ -1,18 +1,23 @@
-"""The scenario suite (test/scenarios) through the real nodes, with accuracy thresholds
-that fail the build when a change makes receipts worse. `jwo eval` does the work; its
-report is kept under runs/suite-last (and runs/suite-standin-last) for a look after a
-failure.
+"""The scenario suite (test/scenarios), with accuracy thresholds that fail the build
+when a change makes receipts worse.
 
-The whole suite runs with vision: camera nodes render every camera's frames and
-vision_tracker_node tracks shoppers on them. The hand-written hard cases also run with
-the simulator's stand-in tracker, which knows where everybody is: there fusion alone is
-judged, and it must be exact. The real-store layout's scenarios (test/scenarios/corner)
-run through fusion as pure code. Every visit must get a receipt."""
+The whole suite runs with vision: every camera's frames rendered, the shipped detector
+and the tracker on them, the change detector on the load cells and fusion, as pure code
+fed in stamp order (`jwo fusion-check --vision`, the nodes' own core), one test per
+scenario group so that parallel test workers share it. Through the real nodes at 2x
+(`make suite`, `jwo eval --vision`) it gives the same figures and takes three times as
+long; here one hard case runs that way. The hand-written hard cases also run through the
+real nodes with the simulator's stand-in tracker, which knows where everybody is: there
+fusion alone is judged, and it must be exact. The real-store layout's scenarios
+(test/scenarios/corner) run through fusion as pure code. Every visit must get a receipt.
+Reports are kept under runs/suite-* for a look after a failure."""
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 JWO = Path(sys.executable).parent / 'jwo'
 
@@ -23,6 +28,8 @@ JWO = Path(sys.executable).parent / 'jwo'
 # 0.969 / 0.619 / 0 items. Wrong charges fell from 6 hard items to none (the tracker is
 # less sure of look-alikes; a change nobody with a visit was near sends the visits that
 # could have made it to review), at the price of more hard visits flagged (0.51 before).
+# The pure loop gives the same shares (2026-12-03: medium 1.0 / 0.54 / 0, hard 0.969 /
+# 0.619 / 0; the nodes at 2x, the same day: medium 1.0 / 0.54, hard 0.969 / 0.619).
 # The issue's targets are medium 0.99 / 0.10, hard 0.97 / 0.25.
 VISION_THRESHOLDS = {
     'easy': (0.95, 0.15, 0),
@@ -59,20 +66,47 @@ def run_eval(repo, out: Path, kept: str, *args, time_scale: float = 4) -> tuple:
     return result, out / 'report.json'
 
 
-def test_scenario_suite_with_vision_meets_thresholds(repo, tmp_path):
-    # At 2x, not 4x: at 4x the tracker on two cores falls behind the 80 frames a second
-    # and drops 190-240 of a hard scenario's frames as late (`late_frames`), so accuracy
-    # followed the machine's speed (2026-12-02: the same commit gave 9 and 12 wrong items
-    # on hard-0..4 at 4x; at 2x 2 late frames, 87 % exact among not flagged).
-    result, report_path = run_eval(repo, tmp_path / 'suite', 'suite-last', '--vision', '--suite', 'test/scenarios',
-                                   time_scale=2)
+def fusion_check(repo, report: Path, kept: str, *args) -> dict:
+    # Two scenarios at once: the other test worker mostly waits on processes and DDS.
+    result = subprocess.run([str(JWO), 'fusion-check', '--jobs', '2', '--report', str(report), *args],
+                            cwd=repo, capture_output=True, text=True, timeout=1800)
+    print(result.stdout)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    groups = json.loads(report_path.read_text())['groups']
-    assert set(groups) == set(VISION_THRESHOLDS)
-    failures = threshold_failures(groups, VISION_THRESHOLDS)
+    shutil.copyfile(report, repo / 'runs' / kept)
+    return json.loads(report.read_text())['groups']
+
+
+# Seconds each group takes on a fresh clone, to start the longest first.
+VISION_SECONDS = {'hard': 230, 'medium': 115, 'easy': 90}
+
+
+@pytest.mark.parametrize('group', [pytest.param(group, marks=pytest.mark.slow(seconds))
+                                   for group, seconds in VISION_SECONDS.items()])
+def test_scenario_suite_with_vision_meets_thresholds(repo, tmp_path, group):
+    # Detections are cached in runs/vision-cache under a hash of everything they follow
+    # from (jwo_nodes.vision_check), so only a fresh checkout or a change renders again.
+    scenarios = sorted(str(p.relative_to(repo)) for p in (repo / 'test' / 'scenarios').glob(f'{group}-*.yaml'))
+    assert scenarios
+    (repo / 'runs').mkdir(exist_ok=True)
+    groups = fusion_check(repo, tmp_path / 'report.json', f'suite-{group}-last.json', '--vision', *scenarios)
+    assert set(groups) == {group}
+    failures = threshold_failures(groups, {group: VISION_THRESHOLDS[group]})
     assert not failures, '\n'.join(failures)
 
 
+@pytest.mark.slow(20)
+def test_a_hard_case_with_vision_through_the_real_nodes(repo, tmp_path):
+    # At 2x, not 4x: at 4x the tracker on two cores falls behind the 80 frames a second
+    # and drops frames as late (`late_frames`), so accuracy would follow the machine's speed.
+    result, report_path = run_eval(repo, tmp_path / 'vision', 'suite-vision-nodes-last', '--vision',
+                                   'test/scenarios/hard-group-handoff.yaml', '--max-wrong-charges', '0',
+                                   time_scale=2)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    totals = json.loads(report_path.read_text())['groups']['hard']
+    assert totals['visits'] == 2 and totals['missing_receipts'] == 0
+
+
+@pytest.mark.slow(80)
 def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_path):
     cases = sorted(str(p.relative_to(repo)) for p in (repo / 'test' / 'scenarios').glob('hard-[a-z]*.yaml'))
     assert len(cases) == 6
@@ -91,16 +125,13 @@ CORNER_THRESHOLDS = {
 }
 
 
+@pytest.mark.slow(80)
 def test_real_store_layout_through_fusion_meets_thresholds(repo, tmp_path):
-    report = tmp_path / 'corner.json'
     scenarios = sorted(str(p.relative_to(repo)) for p in (repo / 'test' / 'scenarios' / 'corner').glob('*.yaml'))
     assert len(scenarios) == 10
-    result = subprocess.run([str(JWO), 'fusion-check', '--store', 'config/stores/corner.yaml',
-                             '--report', str(report), *scenarios],
-                            cwd=repo, capture_output=True, text=True, timeout=1200)
-    print(result.stdout)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    groups = json.loads(report.read_text())['groups']
+    (repo / 'runs').mkdir(exist_ok=True)
+    groups = fusion_check(repo, tmp_path / 'corner.json', 'suite-corner-last.json',
+                          '--store', 'config/stores/corner.yaml', *scenarios)
     assert set(groups) == set(CORNER_THRESHOLDS)
     failures = threshold_failures(groups, CORNER_THRESHOLDS)
     assert not failures, '\n'.join(failures)
