@@ -43,6 +43,7 @@ from jwo_nodes.core.scenario_gen import generate
 from jwo_nodes.core.scoring import percentiles, score_visits
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.launcher import add_shelves_per_process
+from jwo_nodes.proc_usage import TICKS_PER_S, usage
 
 BINS_PER_SHELF = 3
 SHELVES_PER_ROW = 10
@@ -213,6 +214,46 @@ class _Ticker:
         self._thread.join()
 
 
+class StoreUsage:
+    """CPU and resident memory of the store's processes while the bag plays (from its
+    first message to the end of the run), sampled once a second from the runner's loop."""
+
+    def __init__(self):
+        self.first = {}     # process label -> (pid, CPU ticks, monotonic s)
+        self.latest = {}    # process label -> (pid, CPU ticks, monotonic s, resident MB)
+        self.shelves = {}   # process label -> shelves in it
+        self._next_s = 0.0
+
+    def __call__(self, supervisor, replay) -> None:
+        now = time.monotonic()
+        if replay.playing_since_ns is None or now < self._next_s:
+            return
+        self._next_s = now + 1.0
+        for spec in supervisor.specs:
+            pid = supervisor.pid(spec.node_fqns[0])
+            rss_mb, ticks = usage(pid) if pid is not None else (None, None)
+            if ticks is None:
+                continue
+            if self.first.get(spec.label, (pid,))[0] != pid:   # restarted: measure the new one
+                self.first.pop(spec.label)
+            self.first.setdefault(spec.label, (pid, ticks, now))
+            self.latest[spec.label] = (pid, ticks, now, rss_mb or 0.0)
+            self.shelves[spec.label] = sum(1 for node in spec.nodes if node.executable == 'weight_sensor_node')
+
+    def summary(self, shelf_count: int) -> dict:
+        def cores(label):
+            (_, t0, s0), (_, t1, s1, _) = self.first[label], self.latest[label]
+            return (t1 - t0) / TICKS_PER_S / (s1 - s0) if s1 > s0 else 0.0
+        shelf_labels = [label for label, count in self.shelves.items() if count]
+        return {
+            'processes': len(self.latest),
+            'cpu_cores': sum(cores(label) for label in self.latest),
+            'rss_mb': sum(rss for *_, rss in self.latest.values()),
+            'per_shelf_cpu_pct': 100 * sum(cores(label) for label in shelf_labels) / shelf_count,
+            'per_shelf_rss_mb': sum(self.latest[label][3] for label in shelf_labels) / shelf_count,
+        }
+
+
 def run(args) -> int:
     for name in ('shelves', 'visits', 'rate_hz'):
         if getattr(args, name) < 1:
@@ -309,16 +350,26 @@ def run(args) -> int:
         # 5. latency
         window = min(args.latency_window, bag_s)
         _say(f'[5/5] latency: jwo replay --rate 1 of the first {window:.0f} s ...')
+        store_usage = StoreUsage()
         with _Ticker('replaying'):
             result, replay = run_bag(store, str(store_path), bag, truth, rate=1.0, duration_s=window,
                                      log_path=out / 'latency.nodes.log', grace_s=5.0,
-                                     watch_sensors=True, shelves_per_process=args.shelves_per_process)
-        if result.failure and not result.sensor_to_cart_ms:
+                                     watch_sensors=True, shelves_per_process=args.shelves_per_process,
+                                     on_turn=store_usage)
+        done = re.search(r'replay \w+: (\d+) messages in ([\d.]+) s', replay.played() or '')
+        if result.failure and not result.sensor_to_cart_ms or not store_usage.latest:
             print(f'error: the latency run failed: {result.failure} (see {out / "latency.nodes.log"})',
                   file=sys.stderr)
             return 1
         latency = {'sensor_to_cart_ms': percentiles(result.sensor_to_cart_ms),
-                   'change_to_cart_ms': percentiles(result.cart_latency_ms)}
+                   'change_to_cart_ms': percentiles(result.cart_latency_ms),
+                   # The replayer keeps to the bag's clock only if the machine keeps up.
+                   'replay_wall_s': float(done.group(2)) if done else None, 'window_s': window,
+                   'store': store_usage.summary(len(store.shelves))}
+        used = latency['store']
+        _say(f'    {window:.0f} s of bag replayed in {latency["replay_wall_s"] or float("nan"):.1f} s; '
+             f'{used["processes"]} store processes: {used["cpu_cores"]:.2f} cores, {used["rss_mb"]:.0f} MB; '
+             f'per shelf {used["per_shelf_cpu_pct"]:.2f} % of a core, {used["per_shelf_rss_mb"]:.1f} MB')
     finally:
         rclpy.try_shutdown()
 
@@ -349,6 +400,9 @@ def run(args) -> int:
          f'{ratios["sensor_to_cart_p50_to_hop_p50"]:.1f}'),
         (f'  ({s2c.get("count", 0)} cart updates)', f'p99 {s2c.get("p99", nan):.1f} ms',
          f'{ratios["sensor_to_cart_p99_to_hop_p99"]:.1f}'),
+        (f'real time: {latency["window_s"]:.0f} s of bag in', f'{latency["replay_wall_s"] or nan:.1f} s', ''),
+        (f'  {used["processes"]} store processes', f'{used["cpu_cores"]:.2f} cores, {used["rss_mb"]:.0f} MB', ''),
+        ('  per shelf', f'{used["per_shelf_cpu_pct"]:.2f} % core, {used["per_shelf_rss_mb"]:.1f} MB', ''),
     ]
     _say(f'\njwo bench: {len(store.shelves)} shelves x {BINS_PER_SHELF} bins at {args.rate_hz} Hz, '
          f'{len(truth.parties)} visits, {bag_s / 60:.1f} min, {summary.messages} messages')

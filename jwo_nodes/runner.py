@@ -386,13 +386,14 @@ class ReplayProcess(_Driver):
 def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: Path,
             grace_s: float, on_receipt: Callable = None, overrides: dict = None,
             max_wall_s: Optional[float] = None, duration_s: Optional[float] = None,
-            watch_sensors: bool = False, shelves_per_process: int = SHELVES_PER_CONTAINER) -> tuple:
+            watch_sensors: bool = False, shelves_per_process: int = SHELVES_PER_CONTAINER,
+            on_turn: Callable = None) -> tuple:
     """Plays a simulator bag (jwo_nodes.simbag) into a fresh set of processing nodes
     with `jwo replay` (``rate`` times real time, None: as fast as they keep up; only the
     first ``duration_s`` of bag time when given); returns (RunResult, ReplayProcess)
     when every party has its receipt, ``grace_s`` after the replay ended, or on
     failure. ``truth``: the bag's GroundTruthRecord; ``watch_sensors``: see
-    RunMonitor."""
+    RunMonitor; ``on_turn(supervisor, replay)`` every turn of the watch."""
     from jwo_nodes.simbag import GROUND_TRUTH_TOPIC, POSITIONS_TOPIC, gate_topic, raw_topic
     specs = processing_graph(store_path, params_dir=default_params_dir(),
                              rate_hz=truth.scenario['weight_rate_hz'])
@@ -424,7 +425,8 @@ def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: P
                     matcher=PartyMatcher(truth.party_at_entry, truth.party_of_visit),
                     time_origin=lambda: truth.epoch_ns, log_path=log_path, deadline=deadline,
                     exit_wall=exit_wall, on_receipt=on_receipt, driver=replay,
-                    watch_sensors=watch_sensors, shelves_per_process=shelves_per_process)
+                    watch_sensors=watch_sensors, shelves_per_process=shelves_per_process,
+                    on_turn=(lambda supervisor: on_turn(supervisor, replay)) if on_turn else None)
     if result.failure is None and replay.process is None:
         result.failure = 'the replay never started'
     return result, replay

@@ -62,6 +62,7 @@ from jwo_nodes.core.config import ConfigError, load_store_config, parse_store_co
 from jwo_nodes.core.scenario_gen import PRESETS, generate
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.launcher import START_LEAD_S, add_shelves_per_process
+from jwo_nodes.proc_usage import TICKS_PER_S, usage
 
 DEFAULT_STORE = 'config/stores/demo.yaml'
 HARNESS = '(harness)'
@@ -172,14 +173,6 @@ class WallTimeUp(Exception):
     (its finally) and lets it through."""
 
 
-def _read(path: str):
-    try:
-        with open(path) as stream:
-            return stream.read()
-    except OSError:
-        return None
-
-
 class Sampler:
     """Called every turn of the runner's loop (on_turn): spins its own executor for
     the /diagnostics subscriber, samples the node processes every ``sample_s``, prints
@@ -193,7 +186,6 @@ class Sampler:
         from jwo_nodes.ros_common import EVENT_QOS
         self.seconds, self.sample_s = seconds, sample_s
         self.receipts = receipts
-        self.ticks_per_s = os.sysconf('SC_CLK_TCK')
         self.node = rclpy.create_node('soak_watch', namespace='/jwo')
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
@@ -270,13 +262,11 @@ class Sampler:
         for name, pid in pids:
             rss_mb = cpu = None
             if pid is not None:
-                kb = soak_stats.parse_vmrss_kb(_read(f'/proc/{pid}/status') or '')
-                ticks = soak_stats.parse_stat_ticks(_read(f'/proc/{pid}/stat') or '')
-                rss_mb = None if kb is None else kb / 1024.0
+                rss_mb, ticks = usage(pid)
                 now_s = time.monotonic()
                 last = self._last.get(name)
                 if last is not None and last[0] == pid:
-                    cpu = soak_stats.cpu_percent(last[1], ticks, now_s - last[2], self.ticks_per_s)
+                    cpu = soak_stats.cpu_percent(last[1], ticks, now_s - last[2], TICKS_PER_S)
                 if ticks is not None:
                     self._last[name] = (pid, ticks, now_s)
             self.series.setdefault(name, []).append((t, pid, rss_mb, cpu))
