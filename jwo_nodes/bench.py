@@ -22,7 +22,9 @@ Steps, each printed as it goes:
 5. latency: `jwo replay --rate 1` of the first W seconds of the bag: per cart update,
    from the arrival of the sample on which its weight change was decided
    (WeightChange.decided_stamp) to the arrival of the update, both at one subscriber
-   in this process, as for the baseline's one hop.
+   in this process, as for the baseline's one hop (arrival: when the middleware
+   received the message, MessageInfo received_timestamp); with the CPU and memory of
+   the store's processes meanwhile, and whether the replay kept to real time.
 
 Prints a table and writes bench.json in the run folder.
 """
@@ -162,7 +164,7 @@ def measure_hop(samples: list, rate_hz: float, folder: Path) -> dict:
                                           int(HOP_LATENCY_S * rate_hz), rate_hz)):
             arrivals = []
             subscription = node.create_subscription(
-                WeightReading, topic, lambda data: arrivals.append((time.time_ns(), data)),
+                WeightReading, topic, lambda data, info: arrivals.append((info['received_timestamp'], data)),
                 REPLAY_INPUT_QOS, raw=True)
             publisher = subprocess.Popen(
                 [sys.executable, '-c', HOP_PUBLISHER, mode, topic, str(samples_file), str(count),

@@ -68,6 +68,8 @@ class RunMonitor(Node):
         self.entries = []          # GateEntry of every ENTRY event
         self.exit_wall = {}        # (gate_id, stamp_ns) of an EXIT event -> wall ns received
         self.changes = []          # (bin_id, start_ns, end_ns, delta_grams) per bin
+        # Latencies from when the middleware received each message in this process
+        # (MessageInfo received_timestamp), so this loop's own delays do not count.
         self.change_wall = {}      # event id -> wall ns received
         self.cart_latency_ms = []  # weight change received -> cart update received
         self.sensor_to_cart_ms = []  # deciding sample received -> cart update received
@@ -85,7 +87,7 @@ class RunMonitor(Node):
             for shelf_id in store.shelves:
                 self._sample_wall[shelf_id] = {}
                 self.create_subscription(WeightReading, f'shelves/{shelf_id}/weight/raw',
-                                         lambda data, s=shelf_id: self._on_sample(s, data),
+                                         lambda data, info, s=shelf_id: self._on_sample(s, data, info),
                                          REPLAY_INPUT_QOS, raw=True)
         self.create_subscription(CartUpdate, 'cart/updates', self._on_cart, EVENT_QOS)
         self.create_subscription(Receipt, 'receipts', self._on_receipt, DURABLE_EVENT_QOS)
@@ -101,20 +103,20 @@ class RunMonitor(Node):
         else:
             self.exit_wall.setdefault((msg.gate_id, to_ns(msg.header.stamp)), time.time_ns())
 
-    def _on_sample(self, shelf_id: str, data: bytes) -> None:
+    def _on_sample(self, shelf_id: str, data: bytes, info) -> None:
         seen = self._sample_wall[shelf_id]
-        seen[cdr_header_stamp_ns(data)] = time.time_ns()
+        seen[cdr_header_stamp_ns(data)] = info['received_timestamp']
         if len(seen) > self.SAMPLES_KEPT:  # stamps arrive in order: drop the older half
             self._sample_wall[shelf_id] = dict(list(seen.items())[self.SAMPLES_KEPT // 2:])
 
-    def _on_change(self, msg: WeightChange) -> None:
-        self.change_wall[msg.event_id] = time.time_ns()
+    def _on_change(self, msg: WeightChange, info) -> None:
+        self.change_wall[msg.event_id] = info['received_timestamp']
         self._decided[msg.event_id] = (msg.shelf_id, to_ns(msg.decided_stamp))
         for bin_id, delta in zip(msg.bin_ids, msg.delta_grams):
             self.changes.append((bin_id, to_ns(msg.start_stamp), to_ns(msg.end_stamp), delta))
 
-    def _on_cart(self, msg: CartUpdate) -> None:
-        now = time.time_ns()
+    def _on_cart(self, msg: CartUpdate, info) -> None:
+        now = info['received_timestamp']
         received = self.change_wall.get(msg.cause_event_id)
         if received is not None:
             self.cart_latency_ms.append((now - received) / 1e6)
