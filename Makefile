@@ -45,7 +45,7 @@ demo: setup
 # suite's groups spread over both.
 test: setup
 	@tools/ensure_chromium.sh
-	@$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 test
+	@$(PY) -m pytest -q -n 2 --durations=15 test
 
 # The scenario suite with vision through the real nodes at 2x, the yardstick for the
 # figures in the README (about 19 minutes; `make test` runs it as pure code).

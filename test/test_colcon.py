@@ -15,8 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from conftest import REPO, wait_until
 from jwo_nodes.ros_common import EVENT_QOS
 
-# One worker builds the workspace once for all of them.
-pytestmark = [pytest.mark.slow(70), pytest.mark.xdist_group('colcon')]
+pytestmark = pytest.mark.slow(70)
 
 VENV = os.path.dirname(sys.executable)
 BUILD_TIMEOUT_S = 600
@@ -38,14 +37,11 @@ def colcon_env() -> dict:
     return env
 
 
-@pytest.fixture(scope='module')
-def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp('jwo_ws')
+def copy_checkout(root):
     for path in checkout_files():
         target = root / 'src' / 'jwo' / path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / path, target)
-    return root
 
 
 def run(workspace, command: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -53,14 +49,17 @@ def run(workspace, command: str, timeout: float = 60) -> subprocess.CompletedPro
                           capture_output=True, timeout=timeout)
 
 
-@pytest.fixture(scope='module')
-def built(workspace):
-    listed = run(workspace, 'colcon list')
+def test_colcon_builds_a_workspace_that_runs(tmp_path):
+    """One build (a minute of CPU), then what a user does with it."""
+    copy_checkout(tmp_path)
+    listed = run(tmp_path, 'colcon list')
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split() == ['jwo', 'src/jwo', '(ros.ament_cmake)']
-    build = run(workspace, 'colcon build --event-handlers console_direct-', BUILD_TIMEOUT_S)
+    build = run(tmp_path, 'colcon build --event-handlers console_direct-', BUILD_TIMEOUT_S)
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
-    return workspace
+    the_install_holds_the_executables_interfaces_data_and_tools(tmp_path)
+    a_bad_config_stops_an_installed_node_with_one_line(tmp_path)
+    an_installed_gate_node_publishes_to_this_process(tmp_path)
 
 
 def sourced(workspace, command: str, **kwargs) -> subprocess.CompletedProcess:
@@ -72,7 +71,7 @@ def console_scripts() -> list:
     return sorted(line.split('=')[0].strip() for line in lines if ' = ' in line)
 
 
-def test_the_install_holds_the_executables_interfaces_data_and_tools(built):
+def the_install_holds_the_executables_interfaces_data_and_tools(built):
     lib = built / 'install' / 'jwo' / 'lib'
     assert sorted(p.name for p in (lib / 'jwo').iterdir()) == console_scripts()
     share = built / 'install' / 'jwo' / 'share' / 'jwo'
@@ -91,14 +90,14 @@ def test_the_install_holds_the_executables_interfaces_data_and_tools(built):
     assert data.stdout.split() == [str(share / 'config' / 'params'), str(share / 'models' / 'detector.onnx')]
 
 
-def test_a_bad_config_stops_an_installed_node_with_one_line(built):
+def a_bad_config_stops_an_installed_node_with_one_line(built):
     result = sourced(built, 'install/jwo/lib/jwo/fusion_node --ros-args -p store_config:=/no/such.yaml')
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ['error: /no/such.yaml: <file>: cannot read: '
                                                    'No such file or directory']
 
 
-def test_an_installed_gate_node_publishes_to_this_process(built):
+def an_installed_gate_node_publishes_to_this_process(built):
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node('colcon_test_listener', context=context)
