@@ -114,7 +114,7 @@ def vision_positions(timeline: Timeline, events: list, steps: list) -> list:
 
 
 def run_scenario(timeline: Timeline, positions) -> tuple:
-    """(receipts by party as scoring dicts, FusionCore) of one scenario."""
+    """The receipts of one scenario, by party."""
     events, _ = gate_events(timeline, epoch_ns=0)
     party_of_visit = {e.visit_code: timeline.party_at_entry(e.gate_id, e.stamp_ns)
                       for e in events if e.direction == ENTRY}
@@ -135,7 +135,7 @@ def run_scenario(timeline: Timeline, positions) -> tuple:
             out = core.on_positions(stamp, item, stamp)
         for receipt in out.receipts:
             receipts[party_of_visit.get(receipt.visit_code)] = receipt
-    return receipts, core
+    return receipts
 
 
 def as_scored(receipt) -> dict:
@@ -173,7 +173,7 @@ def _scenario(path: str, store_path: str, vision: bool, cache: str) -> tuple:
         positions = lambda tl, ev: vision_positions(tl, ev, steps)
     else:
         positions = standin_positions
-    receipts, _ = run_scenario(timeline, positions)
+    receipts = run_scenario(timeline, positions)
     return receipts, timeline.expected_items(), time.perf_counter() - started
 
 
