@@ -8,7 +8,6 @@ Pure: no rclpy, no launch imports.
 """
 import math
 import re
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
