@@ -620,3 +620,23 @@ def test_a_tracker_gone_silent_holds_no_receipt_back_for_ever(store):
     assert receipt.status != FINAL
     assert ('sensor_stale', 'the tracker stopped reporting positions') in [
         (r.code, r.detail) for r in receipt.reasons]
+
+
+@pytest.mark.slow(12)
+def test_the_same_inputs_give_the_same_receipts_whatever_the_string_hash_seed(repo):
+    """A restarted fusion is a new process with a new string hash seed: which hypotheses
+    the beam keeps must not depend on the order a set happens to list visits in."""
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+    jwo = Path(sys.executable).parent / 'jwo'
+    outputs = set()
+    for seed in ('0', '1', '2'):
+        result = subprocess.run([str(jwo), 'fusion-check', '--verbose', 'test/scenarios/hard-3.yaml'], cwd=repo,
+                                capture_output=True, text=True, timeout=120,
+                                env={**os.environ, 'PYTHONHASHSEED': seed})
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.add(re.sub(r'\([0-9.]+ s\)', '', result.stdout))
+    assert len(outputs) == 1

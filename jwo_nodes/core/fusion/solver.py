@@ -163,14 +163,15 @@ def solve(changes: list, start: Ledger, store: StoreConfig, settings: FusionSett
         old = [i for i in indices if i < solved]
         kept = extendable.get(tuple(old))
         beam, done = (kept.beam, len(old)) if kept is not None else ([Hypothesis(0.0, start, ())], 0)
-        visits = set().union(*(_visits_of(changes[i]) for i in indices))
+        # Sorted: which alternatives the beam keeps must not follow the string hash seed.
+        visits = sorted(set().union(*(_visits_of(changes[i]) for i in indices)))
         for index in indices[done:]:
             beam = _step(changes[index], beam, visits, store, settings)
         components.append(_Component(list(indices), beam))
     return Solution(list(changes), start, components)
 
 
-def _step(change: ChangeEvidence, beam: list, visits: set, store: StoreConfig,
+def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
           settings: FusionSettings) -> list:
     """The beam after one more change: the beam_width likeliest hypotheses, and for each
     of the component's visits the likeliest hypothesis of each other cart it may have
