@@ -16,9 +16,10 @@ GATE = Gate('G1', 0.6, 4.0, 0.8, 'sim')
 DT = NS // 10
 
 
-# Clothing colours as jwo_nodes.core.appearance describes them (blue share, green
-# share, log brightness).
-RED, BLUE, GREEN = (0.15, 0.2, 4.8), (0.6, 0.25, 4.6), (0.2, 0.6, 4.7)
+# Shoppers as jwo_nodes.core.appearance describes them: the clothes' colour (blue
+# share, green share, log brightness), then the hair's (all dark here).
+DARK_HAIR = (0.31, 0.31, 3.1)
+RED, BLUE, GREEN = ((0.15, 0.2, 4.8) + DARK_HAIR, (0.6, 0.25, 4.6) + DARK_HAIR, (0.2, 0.6, 4.7) + DARK_HAIR)
 
 
 def det(x, y, camera='cam', score=0.9, look=None):
@@ -96,6 +97,33 @@ def test_a_group_entering_on_one_entry_all_get_its_code_and_the_next_party_its_o
     assert {nearest[f'g{i}'].visit_code for i in range(3)} == {'v-GROUP'}
     assert len({nearest[f'g{i}'].track_id for i in range(3)}) == 3
     assert nearest['solo'].visit_code == 'v-SOLO'
+    assert tracker.counters['entries_unfilled'] == 0
+
+
+def test_a_code_given_to_a_false_start_at_the_gate_passes_to_the_person_coming_in():
+    """A spurious detection beside the entrant starts a track as they do and, nearer in
+    time to the ENTRY, takes the code; it dies before its colour is learnt, and the
+    code goes to the entrant's track."""
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 10 * DT, 'v-IN', 1)
+    ghost = lambda k: (0.3, 3.8) if 10 <= k < 16 else None   # noqa: E731  (beside the entrant)
+    seen = walk(tracker, {'ghost': ghost, 'ana': line(0.6, 4.0, 5.0, 4.0, 10, 60)}, 70, looks={'ana': RED})
+    assert seen[-1][2]['ana'].visit_code == 'v-IN'
+    assert tracker.counters['entry_codes_passed_on'] == 1
+
+
+def test_an_entrant_who_looks_like_a_shopper_inside_still_gets_their_code():
+    """Look-alike clothes do not make the entrant the shopper inside, who is still
+    being followed elsewhere; neither do they let that shopper's code jump to them
+    while their own colour is being learnt."""
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-A', 1)
+    tracker.add_entry('G1', 40 * DT, 'v-B', 1)
+    a = lambda k: line(0.6, 4.0, 6.0, 6.0, 0, 30)(k)   # noqa: E731
+    b = line(0.6, 4.0, 3.0, 2.0, 40, 70)
+    seen = walk(tracker, {'a': a, 'b': b}, 90, looks={'a': RED, 'b': (0.16, 0.2, 4.8) + DARK_HAIR})
+    near = seen[-1][2]
+    assert near['a'].visit_code == 'v-A' and near['b'].visit_code == 'v-B'
     assert tracker.counters['entries_unfilled'] == 0
 
 
@@ -292,7 +320,7 @@ def test_after_a_close_encounter_look_alikes_are_less_sure_of_who_is_who():
         return [t.confidence for t in seen[-1][1]]
 
     assert all(c >= 0.95 for c in confidences(BLUE))
-    assert all(0.8 < c < 0.9 for c in confidences((0.22, 0.2, 4.8)))   # 0.28 from RED: 0.95 x 0.28 / 0.3
+    assert all(0.8 < c < 0.9 for c in confidences((0.22, 0.2, 4.8) + DARK_HAIR))   # 0.28 from RED: 0.95 x 0.28 / 0.3
 
 
 def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart():

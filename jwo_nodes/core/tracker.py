@@ -15,7 +15,11 @@ update, start and lose tracks:
   then lost: kept out of sight for re-acquisition for ``keep_lost_s``, except at a gate,
   where it has left.
 * ENTRY events (``add_entry``) give their visit code to the tracks started at that gate
-  around the entry's stamp, as many as the group has people, in order of their start.
+  around the entry's stamp, as many as the group has people, in order of their start
+  (not to one that looks like a shopper inside whom no track follows now: that is them
+  coming back past the gate). A code whose track is lost or ends before its shopper's
+  colours are learnt (a false start beside the person coming in) passes to another
+  anonymous track that started at the gate then.
 * EXIT events (``add_exit``) mark the coded track at the gate as gone out; if it is
   still seen ``exit_grace_s`` later, that is somebody else (a shopper entering as
   another leaves looks like one track at the gate): the track ends and a new one starts
@@ -127,22 +131,23 @@ class _Track:
 
 
 @dataclass
-class _Visitor:
-    """One person a visit code was given to, as the tracker remembers them."""
-    visit_code: str
-    track: Optional[_Track]          # None: their track ended while they had not gone out
-    appearance: Optional[np.ndarray] = None
-    n: int = 0
-    orphaned_ns: Optional[int] = None
-
-
-@dataclass
 class _Entry:
     gate_id: str
     stamp_ns: int
     visit_code: str
     people: int
     given: int = 0
+
+
+@dataclass
+class _Visitor:
+    """One person a visit code was given to, as the tracker remembers them."""
+    visit_code: str
+    track: Optional[_Track]          # None: their track ended while they had not gone out
+    entry: _Entry                    # the ENTRY that gave the code
+    appearance: Optional[np.ndarray] = None
+    n: int = 0
+    orphaned_ns: Optional[int] = None
 
 
 def merge_detections(detections: list, radius_m: float, same_look_radius_m: float = 0.0) -> list:
@@ -158,7 +163,7 @@ def merge_detections(detections: list, radius_m: float, same_look_radius_m: floa
             cx, cy = cluster[1] / cluster[0], cluster[2] / cluster[0]
             distance = math.hypot(d.x - cx, d.y - cy)
             if distance > radius_m:
-                unlike = look.distance(cluster[5], d.appearance)
+                unlike = look.clothes_distance(cluster[5], d.appearance)
                 if unlike is None or unlike > _SAME_LOOK:
                     continue
             if distance <= best_distance and d.camera not in cluster[3]:
@@ -191,7 +196,7 @@ class Tracker:
             'steps', 'detections', 'merged', 'tracks_started_at_gate', 'tracks_started_elsewhere',
             'tracks_confirmed', 'tracks_lost', 'tracks_left', 'reacquired', 'visits_assigned',
             'entries_unfilled', 'close_encounters', 'hands', 'hands_unassigned', 'out_of_order',
-            'exits_matched', 'tracks_split_at_exit', 'codes_moved')}
+            'exits_matched', 'tracks_split_at_exit', 'codes_moved', 'entry_codes_passed_on')}
 
     # -- inputs ----------------------------------------------------------------------
 
@@ -273,7 +278,7 @@ class Tracker:
                 distance = math.hypot(track.state[0] - d.x, track.state[1] - d.y)
                 if distance > limit:
                     continue
-                unlike = look.distance(known, d.appearance)
+                unlike = look.clothes_distance(known, d.appearance)
                 if reacquire and unlike is not None and unlike > s.appearance_reject:
                     continue   # somebody else: better a new track than the wrong identity
                 # Unknown colours cost what a typical match does, so they neither win nor lose.
@@ -417,35 +422,61 @@ class Tracker:
     def _assign_entries(self) -> None:
         if self.stamp_ns is None:
             return
-        s = self.settings
         still = []
         for entry in self._entries:
-            low = entry.stamp_ns - int(s.entry_before_s * NS)
-            high = entry.stamp_ns + int((s.entry_after_s + s.group_stagger_s * (entry.people - 1)) * NS)
             # Confirmed tracks only: a tentative one may be a false start (a second
             # detection of someone already tracked) that dies and takes the code along.
-            # Nor one that looks like somebody already in: a shopper passing the gate.
-            candidates = sorted((t for t in self.tracks if not t.visit_code and t.confirmed
-                                 and t.gate_id == entry.gate_id and low <= t.born_ns <= high
-                                 and not self._looks_like_a_visitor(t)),
-                                key=lambda t: (abs(t.born_ns - entry.stamp_ns), t.id))
-            for track in candidates[:entry.people - entry.given]:
+            for track in self._entrants(entry)[:entry.people - entry.given]:
                 track.visit_code = entry.visit_code
-                self._visitors.append(_Visitor(entry.visit_code, track))
+                self._visitors.append(_Visitor(entry.visit_code, track, entry))
                 entry.given += 1
                 self.counters['visits_assigned'] += 1
             if entry.given >= entry.people:
                 continue
-            if self.stamp_ns > high:
+            if self.stamp_ns > self._entry_window(entry)[1]:
                 self.counters['entries_unfilled'] += 1
                 continue
             still.append(entry)
         self._entries = still
 
-    def _looks_like_a_visitor(self, track: _Track) -> bool:
+    def _entry_window(self, entry: _Entry) -> tuple:
+        """(first, last) birth stamp of a track that can be an entry's person."""
+        s = self.settings
+        return (entry.stamp_ns - int(s.entry_before_s * NS),
+                entry.stamp_ns + int((s.entry_after_s + s.group_stagger_s * (entry.people - 1)) * NS))
+
+    def _entrants(self, entry: _Entry) -> list:
+        """The anonymous confirmed tracks that started at an entry's gate in its window,
+        the nearest in time first; not one that looks like a visitor no track is
+        following now (that visitor passing the gate again)."""
+        low, high = self._entry_window(entry)
+        return sorted((t for t in self.tracks if not t.visit_code and t.confirmed and not t.lost
+                       and t.exited_ns is None and t.gate_id == entry.gate_id
+                       and low <= t.born_ns <= high and not self._looks_like_a_missing_visitor(t)),
+                      key=lambda t: (abs(t.born_ns - entry.stamp_ns), t.id))
+
+    def _looks_like_a_missing_visitor(self, track: _Track) -> bool:
         return track.appearance is not None and any(
-            v.n >= 3 and look.distance(v.appearance, track.appearance) <= self.settings.reid_accept
+            v.n >= 3 and (v.track is None or v.track.lost)
+            and look.distance(v.appearance, track.appearance) <= self.settings.reid_accept
             for v in self._visitors)
+
+    def _pass_on_entry_codes(self) -> None:
+        """A visitor whose track was lost or ended before its colour was learnt cannot
+        be found again by colour: that track was most likely a false start beside the
+        person coming in. Its code goes to another track that started at the gate then
+        and has none."""
+        for visitor in self._visitors:
+            if (visitor.track is not None and not visitor.track.lost) or visitor.n >= 3:
+                continue
+            entrants = self._entrants(visitor.entry)
+            if entrants:
+                if visitor.track is not None and visitor.track.visit_code == visitor.visit_code:
+                    visitor.track.visit_code = ''
+                visitor.track = entrants[0]
+                visitor.track.visit_code = visitor.visit_code
+                visitor.orphaned_ns = None
+                self.counters['entry_codes_passed_on'] += 1
 
     def _reidentify(self) -> None:
         """Moves visit codes to the tracks that look like their visitors (Hungarian on
@@ -469,9 +500,12 @@ class Tracker:
                 continue
             kept.append(visitor)
         self._visitors = kept
+        self._pass_on_entry_codes()
         known = [v for v in self._visitors if v.n >= 3]
+        # A track whose visitor's colour is still being learnt is theirs: it came in as them.
+        learning = {id(v.track) for v in self._visitors if v.n < 3 and v.track is not None}
         tracks = [t for t in self.tracks if t.confirmed and not t.lost and t.exited_ns is None
-                  and t.appearance_n >= 3]
+                  and t.appearance_n >= 3 and id(t) not in learning]
         if not known or not tracks:
             return
         unlike = look.distances([v.appearance for v in known], [t.appearance for t in tracks])
@@ -497,6 +531,9 @@ class Tracker:
                     v is not visitor and v.track is held and v.visit_code == held.visit_code
                     for v in self._visitors):
                 held.visit_code = ''
+            for other in self._visitors:
+                if other.track is track and other.visit_code != visitor.visit_code:
+                    other.track, other.orphaned_ns = None, self.stamp_ns   # to be found again
             track.visit_code = visitor.visit_code
             track.identity *= 0.9
             visitor.track = track
