@@ -55,14 +55,14 @@ def test_the_shopper_at_the_bin_is_the_likely_one_and_a_hand_beats_standing(stor
     point, shelf = (bin_.x, bin_.y), store.shelf_point('S2-B1')
     span = (0, NS)
     near, far = window('t1', 'v1', bin_.x, bin_.y), window('t2', 'v2', bin_.x + 1.0, bin_.y)
-    ranked = candidates([near, far], point, shelf, span, {'v1', 'v2'}, SETTINGS)
+    ranked = candidates([near, far], point, shelf, span, {'v1': 1, 'v2': 1}, SETTINGS)
     assert ranked[0].visit_code == 'v1' and ranked[0].probability > 0.99
     # Both half-way: even; the one whose hand is in the bin wins.
     left, right = window('t1', 'v1', bin_.x + 0.5, bin_.y), window('t2', 'v2', bin_.x - 0.5, bin_.y)
-    even = {c.visit_code: c.probability for c in candidates([left, right], point, shelf, span, {'v1', 'v2'}, SETTINGS)}
+    even = {c.visit_code: c.probability for c in candidates([left, right], point, shelf, span, {'v1': 1, 'v2': 1}, SETTINGS)}
     assert even['v1'] == pytest.approx(even['v2'])
     left = window('t1', 'v1', bin_.x + 0.5, bin_.y, hand=shelf)
-    handed = {c.visit_code: c.probability for c in candidates([left, right], point, shelf, span, {'v1', 'v2'}, SETTINGS)}
+    handed = {c.visit_code: c.probability for c in candidates([left, right], point, shelf, span, {'v1': 1, 'v2': 1}, SETTINGS)}
     assert handed['v1'] > 0.9
 
 
@@ -71,11 +71,24 @@ def test_a_doubted_identity_goes_to_the_visits_nobody_carries(store):
     doubted = window('t1', 'v1', bin_.x, bin_.y, confidence=0.4)
     ranked = {c.visit_code: c.probability
               for c in candidates([doubted], (bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS),
-                                        {'v1', 'v2', 'v3'}, SETTINGS)}
+                                        {'v1': 1, 'v2': 1, 'v3': 1}, SETTINGS)}
     belief = SETTINGS.identity_floor + (1 - SETTINGS.identity_floor) * 0.4
     assert ranked['v1'] == pytest.approx(belief, abs=0.01)
     assert ranked['v2'] == pytest.approx(ranked['v3']) == pytest.approx((1 - belief) / 2, abs=0.01)
     assert ranked.get(NOBODY, 0.0) < 0.01
+
+
+def test_an_anonymous_shopper_is_more_likely_one_of_a_group_nobody_follows(store):
+    """A group of three came in; one of them is followed. An anonymous track's change is
+    then most likely one of the other two's, not the solo shopper's whose track is a
+    little in doubt."""
+    bin_ = store.bin('S1-B1')
+    anonymous = window('t1', '', bin_.x, bin_.y)
+    followed, solo = window('t2', 'group', 5.0, 5.0), window('t3', 'solo', 8.0, 5.0, confidence=0.9)
+    ranked = {c.visit_code: c.probability
+              for c in candidates([anonymous, followed, solo], (bin_.x, bin_.y), store.shelf_point('S1-B1'),
+                                  (0, NS), {'group': 3, 'solo': 1}, SETTINGS)}
+    assert ranked['group'] > 0.95 and ranked['solo'] < 0.05
 
 
 def change(store, event_id, bin_id, delta, visits, t):

@@ -29,7 +29,7 @@ from typing import Optional
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion import receipts
 from jwo_nodes.core.fusion.cost import expected_cost
-from jwo_nodes.core.fusion.evidence import NOBODY, identity_belief, product_fits, reach_evidence
+from jwo_nodes.core.fusion.evidence import NOBODY, identity_belief, product_fits, reach_evidence, unaccounted
 from jwo_nodes.core.fusion.ledger import Ledger
 from jwo_nodes.core.fusion.solver import ChangeEvidence, apply_choice, solve
 from jwo_nodes.core.fusion.tracks import Sample, TrackBook
@@ -67,6 +67,10 @@ class _Visit:
     published: dict = field(default_factory=dict)   # the cart of the last snapshot
     closed_ns: Optional[int] = None
     receipt_issued: bool = False
+
+    @property
+    def people_inside(self) -> int:
+        return max(1, self.group_size - len(self.exits))
 
     def open_during(self, start_ns: int, end_ns: int) -> bool:
         return (not self.receipt_issued and self.entry_ns <= end_ns
@@ -259,16 +263,17 @@ class FusionCore:
     def _add_change(self, change: ChangeInput) -> None:
         margin = int(self.settings.window_margin_s * NS)
         windows = self._tracks.windows(change.start_ns - margin, change.end_ns + margin)
-        open_codes = {code for code, v in self._visits.items() if v.open_during(change.start_ns, change.end_ns)}
+        open_people = {code: v.people_inside for code, v in self._visits.items()
+                       if v.open_during(change.start_ns, change.end_ns)}
         for bin_id, delta in zip(change.bin_ids, change.delta_grams):
             bin_ = self.store.bin(bin_id)
             span = (change.start_ns, change.end_ns)
             reach = reach_evidence(windows, (bin_.x, bin_.y), self.store.shelf_point(bin_id), span,
-                                   open_codes, self.settings)
+                                   open_people, self.settings)
             if reach.visits[0].visit_code == NOBODY:
                 self._problem('unattributed_change', f'{change.event_id}: {delta:+.0f} g on {bin_id}: '
                               'nobody with an open visit was likely near')
-                self._orphan(change.event_id, bin_id, delta, windows, open_codes)
+                self._orphan(change.event_id, bin_id, delta, windows, open_people)
             seen_near = any(w.reach_distance(bin_.x, bin_.y, *span) <= self.settings.reach_free_m
                             + 2 * self.settings.reach_sigma_m for w in windows)
             # In stamp order: a slower shelf's change takes its place among the faster ones'.
@@ -277,13 +282,17 @@ class FusionCore:
                 product_fits(self.store, abs(delta), change.noise_grams), seen_near), key=_stamp_order)
         self._settle_finished_changes()
 
-    def _orphan(self, event_id: str, bin_id: str, delta: float, windows: list, open_codes: set) -> None:
+    def _orphan(self, event_id: str, bin_id: str, delta: float, windows: list, open_people: dict) -> None:
         """A change nobody with an open visit was likely near (the tracker lost them, or
-        was down): each open visit not surely seen elsewhere then could have made it, so
-        goes to review with it."""
-        elsewhere = {w.visit_code for w in windows
-                     if w.visit_code and identity_belief(w.confidence, self.settings) >= receipts.SURE}
-        for code in sorted(open_codes - elsewhere):
+        was down): each open visit with somebody not surely seen elsewhere then could
+        have made it, so goes to review with it."""
+        beliefs = {}
+        for w in windows:
+            if w.visit_code:
+                beliefs.setdefault(w.visit_code, []).append(identity_belief(w.confidence, self.settings))
+        for code in sorted(open_people):
+            if unaccounted(open_people[code], beliefs.get(code, ())) <= 1.0 - receipts.SURE:
+                continue
             self._visits[code].reasons.append(Reason(
                 NO_CANDIDATE, event_id, f'{delta:+.0f} g on {bin_id}: nobody with an open visit was seen near '
                 'it, and this visit was not surely seen elsewhere'))
@@ -318,7 +327,7 @@ class FusionCore:
         # Who a track was matters while its code's visit or the one it was decided to be
         # is still waiting; changes still open are re-solved from the new start.
         self._settled = ledger.keeping_identities(
-            lambda track, code: track[1] in waiting or code in waiting)
+            lambda track, code: track[-1] in waiting or code in waiting)
         self._changes = [c for i, c in enumerate(self._changes) if i not in settled]
         self._solution = None
 

@@ -50,8 +50,9 @@ def identity_belief(confidence: float, settings: FusionSettings) -> float:
 @dataclass(frozen=True)
 class TrackCandidate:
     """One track seen around a change, as the solver weighs it."""
-    # (track id, code it carried): the solver decides once per hypothesis who that is,
-    # so every change the track made follows the same decision.
+    # (track id, identity epoch, code it carried): the solver decides once per
+    # hypothesis who that is, so every change the track made in that epoch follows the
+    # same decision.
     identity: tuple
     visit_code: str          # the code it carried (NOBODY for none)
     probability: float       # that this track's shopper made the change
@@ -69,24 +70,25 @@ class Reach:
     visits: tuple            # VisitCandidate, most likely first
 
 
-def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple, open_codes: set,
+def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple, open_people: dict,
                    settings: FusionSettings) -> Reach:
     """Who may have made a change at a bin (its standing point and shelf point).
     ``windows`` are the TrackWindows around the change, ``span`` its (start, end)
-    stamps; ``open_codes`` the visits inside the store then. A track's shopper made it
-    in proportion to how near they stood (and where hands were seen, whether theirs
-    was in the bin); a track is its code's shopper with the identity belief, else one
-    of the visits no track carried then or whose own tracks are in doubt, in
-    proportion to that doubt."""
+    stamps; ``open_people`` the visits inside the store then, with how many people
+    each has inside. A track's shopper made it in proportion to how near they stood
+    (and where hands were seen, whether theirs was in the bin); a track is its code's
+    shopper with the identity belief, else one of the visits' people no sure track
+    carried then, in proportion to how many of them are unaccounted for (a group of
+    three followed on one track has two people somewhere, likely on anonymous tracks)."""
     s = settings
     hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
-    sure_of = {}        # visit code -> the belief in its surest track anywhere then
+    beliefs = {}        # visit code -> the beliefs in its tracks anywhere then
     near = []           # (window, code, belief, likelihood, distance, hand share)
     for window in windows:
-        code = window.visit_code if window.visit_code in open_codes else NOBODY
+        code = window.visit_code if window.visit_code in open_people else NOBODY
         belief = identity_belief(window.confidence, s) if code else 0.0
         if code:
-            sure_of[code] = max(sure_of.get(code, 0.0), belief)
+            beliefs.setdefault(code, []).append(belief)
         d = window.reach_distance(*point, *span)
         if d > s.candidate_radius_m:
             continue
@@ -96,7 +98,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
             likelihood *= s.hand_floor + (1.0 - s.hand_floor) * min(1.0, share / s.hand_full_share)
         near.append((window, code, belief, likelihood, d, share))
     total = s.background_weight + sum(item[3] for item in near)
-    doubt = {code: 1.0 - sure_of.get(code, 0.0) for code in open_codes}
+    doubt = {code: unaccounted(people, beliefs.get(code, ())) for code, people in open_people.items()}
     tracks, weight, distance, hand = [], {NOBODY: s.background_weight / total}, {}, {}
     for window, code, belief, likelihood, d, share in near:
         if likelihood / total < _NEGLIGIBLE_VISIT:
@@ -106,7 +108,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
         elsewhere = tuple(sorted(((c, x / spread) for c, x in others.items()), key=lambda e: (-e[1], e[0])))
         if not elsewhere:
             belief = 1.0 if code else 0.0      # nobody else it could be
-        candidate = TrackCandidate((window.track_id, code), code, likelihood / total, belief, elsewhere)
+        candidate = TrackCandidate((*window.identity, code), code, likelihood / total, belief, elsewhere)
         tracks.append(candidate)
         for visit, p, _ in who_it_was(candidate):
             weight[visit] = weight.get(visit, 0.0) + p
@@ -118,6 +120,12 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     visits = tuple(VisitCandidate(c, w / kept, round(distance.get(c, math.inf), 3), round(hand.get(c, 0.0), 3))
                    for c, w in ranked)
     return Reach(tuple(tracks), s.background_weight / total, visits)
+
+
+def unaccounted(people: int, beliefs) -> float:
+    """How many of a visit's people inside are not on its tracks: its people less the
+    beliefs of its surest tracks, one per person."""
+    return max(0.0, people - sum(sorted(beliefs, reverse=True)[:people]))
 
 
 def who_it_was(track: TrackCandidate) -> list:

@@ -1,14 +1,23 @@
 """The shoppers' positions as the tracker published them: one history per track, each
 sample with the visit code and confidence it had then (a code the tracker moves to
-another track goes with it)."""
+another track goes with it), and its identity epoch: who a track is holds from one
+change to the next only while nothing put it in doubt in between."""
 import bisect
 import itertools
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from jwo_nodes.core.fusion.types import NS
+
+# The tracker lowers a track's confidence for good when its identity is put in doubt
+# (two tracks close enough to swap: x0.85, a re-acquisition: x0.75); coasting lowers it
+# for a while, by at most 5 % a frame at 10 Hz. A fall larger than this, or a gap in the
+# track's positions longer than COASTED_S (it was lost and found again), starts a new
+# identity epoch.
+DOUBT_FALL = 0.88
+COASTED_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +29,7 @@ class Sample:
     hand: Optional[tuple]
     visit_code: str
     confidence: float
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,13 @@ class TrackWindow:
         """The code the track carried for most of the window ('' for none)."""
         codes = [s.visit_code for s in self.samples]
         return max(dict.fromkeys(codes), key=codes.count)
+
+    @property
+    def identity(self) -> tuple:
+        """(track id, epoch) of most of the window: changes with one identity were made
+        by one person, whoever that is."""
+        epochs = [s.epoch for s in self.samples]
+        return self.track_id, max(dict.fromkeys(epochs), key=epochs.count)
 
     @property
     def confidence(self) -> float:
@@ -71,6 +88,11 @@ class TrackBook:
         if sample.visit_code:
             self.code_seen[sample.visit_code] = sample.stamp_ns
         history = self._histories.setdefault(track_id, deque())
+        if history:
+            last = history[-1]
+            doubted = (sample.confidence < DOUBT_FALL * last.confidence
+                       or sample.stamp_ns - last.stamp_ns > COASTED_S * NS)
+            sample = replace(sample, epoch=last.epoch + doubted)
         history.append(sample)
         horizon = sample.stamp_ns - self._history_ns
         while history and history[0].stamp_ns < horizon:
