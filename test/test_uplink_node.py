@@ -177,7 +177,9 @@ def test_uplink_node_killed_while_cloud_is_down_loses_nothing(tmp_path, ros):
     try:
         assert wait_until(lambda: sorted(bucket.list('')) == expected_keys(numbers), 20), (
             sorted(bucket.list('')), uplink.log())
-        assert ingest.counters()['objects_written'] == len(expected_keys(numbers))
+        # The ingest counts an object after writing it: the listing can see it first.
+        assert wait_until(lambda: ingest.counters()['objects_written'] == len(expected_keys(numbers)), 5), \
+            ingest.counters()
     finally:
         assert uplink.stop() == 0, uplink.log()
         ingest.stop()
