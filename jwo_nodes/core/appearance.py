@@ -6,7 +6,7 @@ A ceiling camera sees a standing person's shoulders displaced from the feet, awa
 the point under the camera (the nadir), by about ``torso_lean`` times the feet's floor
 distance from it (shoulder height / (camera height - shoulder height): 0.1 for a
 camera at 14 m above 1.3 m shoulders in the simulator, larger for lower cameras), and
-the top of the head a quarter farther (``head_lean``). The clothes' colour is the
+the top of the head a quarter farther (``head_lean_share``). The clothes' colour is the
 dominant one of pixels sampled on rings around the shoulder point (the shirt covers
 most of them; the head, an arm, a neighbour or the floor where the feet were placed a
 little off cover the rest): the sample with the most others of a like colour,

@@ -70,6 +70,7 @@ class _Visit:
 
     @property
     def people_inside(self) -> int:
+        """The visit's people not yet seen leaving (a group leaves one by one)."""
         return max(1, self.group_size - len(self.exits))
 
     def open_during(self, start_ns: int, end_ns: int) -> bool:
