@@ -29,10 +29,10 @@ from typing import Optional
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion import receipts
 from jwo_nodes.core.fusion.cost import expected_cost
-from jwo_nodes.core.fusion.evidence import NOBODY, identity_belief, product_fits, reach_evidence, unaccounted
+from jwo_nodes.core.fusion.evidence import NOBODY, product_fits, reach_evidence, unaccounted
 from jwo_nodes.core.fusion.ledger import Ledger
 from jwo_nodes.core.fusion.solver import ChangeEvidence, apply_choice, solve
-from jwo_nodes.core.fusion.tracks import Sample, TrackBook
+from jwo_nodes.core.fusion.tracks import TrackBook
 from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW, NO_CANDIDATE, NS,
                                          SENSOR_RESTARTED, SENSOR_STALE, UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
                                          FusionSettings, GateInput, Outputs, Reason, ReceiptOut,
@@ -169,8 +169,7 @@ class FusionCore:
             if not 0.0 <= confidence <= 1.0:   # NaN too
                 self._problem('malformed_position', f'track {track.track_id}: confidence {confidence}')
                 confidence = min(1.0, max(0.0, confidence)) if math.isfinite(confidence) else 0.0
-            self._tracks.add(track.track_id, Sample(stamp_ns, track.x, track.y, hand, track.visit_code,
-                                                    confidence))
+            self._tracks.add(track.track_id, stamp_ns, track.x, track.y, hand, track.visit_code, confidence)
         return self.advance(wall_ns)
 
     def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
@@ -287,12 +286,9 @@ class FusionCore:
         """A change nobody with an open visit was likely near (the tracker lost them, or
         was down): each open visit with somebody not surely seen elsewhere then could
         have made it, so goes to review with it."""
-        beliefs = {}
-        for w in windows:
-            if w.visit_code:
-                beliefs.setdefault(w.visit_code, []).append(identity_belief(w.confidence, self.settings))
+        missing = unaccounted(windows, open_people, self.settings)
         for code in sorted(open_people):
-            if unaccounted(open_people[code], beliefs.get(code, ())) <= 1.0 - receipts.SURE:
+            if missing[code] <= 1.0 - receipts.SURE:
                 continue
             self._visits[code].reasons.append(Reason(
                 NO_CANDIDATE, event_id, f'{delta:+.0f} g on {bin_id}: nobody with an open visit was seen near '

@@ -82,13 +82,10 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     three followed on one track has two people somewhere, likely on anonymous tracks)."""
     s = settings
     hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
-    beliefs = {}        # visit code -> the beliefs in its tracks anywhere then
     near = []           # (window, code, belief, likelihood, distance, hand share)
     for window in windows:
         code = window.visit_code if window.visit_code in open_people else NOBODY
         belief = identity_belief(window.confidence, s) if code else 0.0
-        if code:
-            beliefs.setdefault(code, []).append(belief)
         d = window.reach_distance(*point, *span)
         if d > s.candidate_radius_m:
             continue
@@ -98,7 +95,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
             likelihood *= s.hand_floor + (1.0 - s.hand_floor) * min(1.0, share / s.hand_full_share)
         near.append((window, code, belief, likelihood, d, share))
     total = s.background_weight + sum(item[3] for item in near)
-    doubt = {code: unaccounted(people, beliefs.get(code, ())) for code, people in open_people.items()}
+    doubt = unaccounted(windows, open_people, s)
     tracks, weight, distance, hand = [], {NOBODY: s.background_weight / total}, {}, {}
     for window, code, belief, likelihood, d, share in near:
         if likelihood / total < _NEGLIGIBLE_VISIT:
@@ -122,10 +119,15 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     return Reach(tuple(tracks), s.background_weight / total, visits)
 
 
-def unaccounted(people: int, beliefs) -> float:
-    """How many of a visit's people inside are not on its tracks: its people less the
-    beliefs of its surest tracks, one per person."""
-    return max(0.0, people - sum(sorted(beliefs, reverse=True)[:people]))
+def unaccounted(windows: list, open_people: dict, settings: FusionSettings) -> dict:
+    """visit code -> how many of its people inside are not on its tracks in the
+    windows: its people less the beliefs of its surest tracks, one per person."""
+    beliefs = {code: [] for code in open_people}
+    for window in windows:
+        if window.visit_code in beliefs:
+            beliefs[window.visit_code].append(identity_belief(window.confidence, settings))
+    return {code: max(0.0, people - sum(sorted(beliefs[code], reverse=True)[:people]))
+            for code, people in open_people.items()}
 
 
 def who_it_was(track: TrackCandidate) -> list:

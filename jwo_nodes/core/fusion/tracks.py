@@ -6,7 +6,7 @@ import bisect
 import itertools
 import math
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 from jwo_nodes.core.fusion.types import NS
@@ -84,15 +84,18 @@ class TrackBook:
         self.code_seen = {}           # visit code -> newest stamp a track carried it
         self._swept_ns = None         # stamp of the last sweep of tracks gone for good
 
-    def add(self, track_id: str, sample: Sample) -> None:
-        if sample.visit_code:
-            self.code_seen[sample.visit_code] = sample.stamp_ns
+    def add(self, track_id: str, stamp_ns: int, x: float, y: float, hand: Optional[tuple], visit_code: str,
+            confidence: float) -> None:
+        """One published position of a track, in its identity epoch."""
+        if visit_code:
+            self.code_seen[visit_code] = stamp_ns
         history = self._histories.setdefault(track_id, deque())
+        epoch = 0
         if history:
             last = history[-1]
-            doubted = (sample.confidence < DOUBT_FALL * last.confidence
-                       or sample.stamp_ns - last.stamp_ns > COASTED_S * NS)
-            sample = replace(sample, epoch=last.epoch + doubted)
+            epoch = last.epoch + (confidence < DOUBT_FALL * last.confidence
+                                  or stamp_ns - last.stamp_ns > COASTED_S * NS)
+        sample = Sample(stamp_ns, x, y, hand, visit_code, confidence, epoch)
         history.append(sample)
         horizon = sample.stamp_ns - self._history_ns
         while history and history[0].stamp_ns < horizon:
