@@ -78,6 +78,22 @@ def test_a_doubted_identity_goes_to_the_visits_nobody_carries(store):
     assert ranked.get(NOBODY, 0.0) < 0.01
 
 
+def test_a_doubted_identity_is_somebody_else_only_as_far_as_somebody_is_missing(store):
+    """The tracker doubts t1 is v1 (a close pass); the only other shopper inside, v2, is
+    followed by a track nearly sure to be theirs. For t1 to be v2, v2 must be missing
+    from their own track: the doubt shrinks with how unaccounted-for v2 is."""
+    bin_ = store.bin('S1-B1')
+    doubted = window('t1', 'v1', bin_.x, bin_.y, confidence=0.4)
+    args = ((bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS), {'v1': 1, 'v2': 1}, SETTINGS)
+    belief = SETTINGS.identity_floor + (1 - SETTINGS.identity_floor) * 0.4
+    unseen = {c.visit_code: c.probability for c in candidates([doubted], *args)}
+    assert unseen['v2'] == pytest.approx(1 - belief, abs=0.01)
+    followed = window('t2', 'v2', 8.0, 5.0, confidence=0.9)          # belief 0.95: 0.05 unaccounted
+    seen = {c.visit_code: c.probability for c in candidates([doubted, followed], *args)}
+    assert seen['v2'] == pytest.approx((1 - belief) * 0.05, abs=0.005)
+    assert seen['v1'] > 0.98
+
+
 def test_an_anonymous_shopper_is_more_likely_one_of_a_group_nobody_follows(store):
     """A group of three came in; one of them is followed. An anonymous track's change is
     then most likely one of the other two's, not the solo shopper's whose track is a

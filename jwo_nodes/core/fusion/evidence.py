@@ -79,7 +79,8 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     (and where hands were seen, whether theirs was in the bin); a track is its code's
     shopper with the identity belief, else one of the visits' people no sure track
     carried then, in proportion to how many of them are unaccounted for (a group of
-    three followed on one track has two people somewhere, likely on anonymous tracks)."""
+    three followed on one track has two people somewhere, likely on anonymous tracks);
+    where less than one person is unaccounted for, the doubt shrinks with it."""
     s = settings
     hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
     near = []           # (window, code, belief, likelihood, distance, hand share)
@@ -105,6 +106,10 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
         elsewhere = tuple(sorted(((c, x / spread) for c, x in others.items()), key=lambda e: (-e[1], e[0])))
         if not elsewhere:
             belief = 1.0 if code else 0.0      # nobody else it could be
+        elif code:
+            # To be somebody else, somebody else must be missing: the doubt shrinks
+            # with how few people are unaccounted for (a swap needs a partner).
+            belief = 1.0 - (1.0 - belief) * min(1.0, spread)
         candidate = TrackCandidate((*window.identity, code), code, likelihood / total, belief, elsewhere)
         tracks.append(candidate)
         for visit, p, _ in who_it_was(candidate):
