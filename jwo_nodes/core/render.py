@@ -13,6 +13,7 @@ can be dropped (seeded per camera and frame).
 shopper's floor point (feet) and each visible hand, in pixels of this camera.
 Pure numpy/cv2: no rclpy, no clocks.
 """
+import functools
 import math
 import zlib
 from dataclasses import dataclass
@@ -35,6 +36,8 @@ HAND_HEIGHT = 0.62
 HAND_ABOVE_BOARD_M = 0.1
 HAND_HEIGHT_RANGE_M = (0.25, 1.95)
 _SEGMENTS = 20
+_ANGLES = np.linspace(0, 2 * np.pi, _SEGMENTS, endpoint=False)
+_COS, _SIN = np.cos(_ANGLES), np.sin(_ANGLES)
 _NOISE_PAD = 64
 
 
@@ -58,6 +61,7 @@ _HAIR = ((20, 20, 25), (30, 50, 80), (40, 80, 130), (150, 170, 190), (60, 60, 60
 _SKIN = ((60, 90, 140), (90, 130, 180), (120, 160, 210), (150, 190, 230), (40, 60, 100))
 
 
+@functools.lru_cache(maxsize=4096)   # drawn once per person, not per frame and camera
 def person_look(seed: int, person_id: str) -> Look:
     rng = np.random.default_rng(_seed('look', seed, person_id))
     shirt = tuple(int(v) for v in rng.integers(0, 256, 3))
@@ -130,13 +134,17 @@ class CameraRenderer:
 
     def to_pixels(self, points) -> np.ndarray:
         pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-        homo = np.c_[pts, np.ones(len(pts))] @ self._inverse.T
+        homo = np.ones((len(pts), 3))
+        homo[:, :2] = pts
+        homo = homo @ self._inverse.T
         with np.errstate(divide='ignore', invalid='ignore'):
             return homo[:, :2] / homo[:, 2:3]
 
     def _ring(self, x: float, y: float, r: float) -> np.ndarray:
-        a = np.linspace(0, 2 * np.pi, _SEGMENTS, endpoint=False)
-        return np.stack([x + r * np.cos(a), y + r * np.sin(a)], axis=1)
+        ring = np.empty((_SEGMENTS, 2))
+        ring[:, 0] = x + r * _COS
+        ring[:, 1] = y + r * _SIN
+        return ring
 
     def _raised(self, x: float, y: float, height_share: float, look: Look) -> tuple:
         k = self.settings.lean * height_share * look.height_m / 1.7
