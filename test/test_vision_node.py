@@ -148,3 +148,57 @@ def test_tracks_a_shopper_on_camera_frames(start_node, feeder):
     assert int(counts.get('bad_frames', 0)) >= 1, counts
     assert int(counts.get('batches', 0)) >= 0.8 * sent
     assert 'detector on the CPU' in node.log() or 'CUDA' in node.log()
+
+
+def test_a_slow_inference_holds_up_neither_the_frames_nor_the_gate_events():
+    """The node in this process with a detector that takes 0.3 s a batch: the executor's
+    callbacks (frames, gate events) return at once, the time steps are tracked in
+    order on the inference thread, and destroying the node waits for the ones queued."""
+    from rclpy.parameter import Parameter
+
+    from jwo_nodes.nodes.vision_tracker_node import VisionTrackerNode
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = VisionTrackerNode(context=context, namespace='/jwo',
+                             parameter_overrides=[Parameter('store_config', value=STORE_PATH)])
+    try:
+        detect = node.detector.detect
+
+        def slow_detect(frames):
+            time.sleep(0.3)
+            return detect(frames)
+        node.detector.detect = slow_detect
+        published = []
+        node.publisher.publish = published.append
+        renderers = {c: CameraRenderer(STORE, cam, RenderSettings(seed=5)) for c, cam in STORE.cameras.items()}
+        figures = SceneFigures(Timeline(parse_scenario(SCENARIO, STORE), STORE))
+        base, steps = time.time_ns(), 4
+        in_callbacks = 0.0
+
+        def call(callback, *args):
+            nonlocal in_callbacks
+            started = time.perf_counter()
+            callback(*args)
+            in_callbacks += time.perf_counter() - started
+        for k in range(steps):
+            t = k * NS // 10
+            for camera_id, renderer in renderers.items():
+                msg = CompressedImage(format='jpeg')
+                msg.header.stamp = to_stamp(base + t)
+                msg.data = jpeg(renderer.render(figures.at(t), t / NS, k).image)
+                call(node._on_frame, camera_id, msg)
+            entry = GateEvent(event_id=f'e{k}', gate_id='G1', direction=GateEvent.ENTRY,
+                              visit_code=f'v-{k}', group_size=1)
+            entry.header.stamp = to_stamp(base + t)
+            call(node._on_gate, entry)
+        time.sleep(node.params.batch_wait_s + 0.05)
+        call(node._on_timer)                  # the last time step waits for no camera
+        # Decoding happens in the callbacks, inference (1.2 s here) does not.
+        assert in_callbacks < 0.3, in_callbacks
+        assert len(published) < steps
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    stamps = [to_ns(m.header.stamp) - base for m in published]
+    assert stamps == [k * NS // 10 for k in range(steps)]
+    assert node.counters.values['entries'] == steps and node.counters.values['batches'] == steps

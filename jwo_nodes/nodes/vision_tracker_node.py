@@ -7,7 +7,13 @@ hands through each camera's homography, tracks them on the floor and publishes
 ``shoppers/positions`` stamped with the frames' stamp, each track with its hand when
 one was seen: the seam fusion reads, which the simulator's shopper_sim_node fills
 without cameras (and without hands).
+
+Inference and tracking run on a thread of their own, fed a queue of time steps: the
+executor only batches frames and takes gate events, so a slow batch delays neither the
+next frames nor, in a container, the other nodes.
 """
+import queue
+import threading
 import time
 
 import cv2
@@ -35,8 +41,9 @@ PARAMS = [
     Param('hand_threshold', float, 'Minimum score of a hand detection.', 0.35, 0.01, 0.99),
     Param('nms_iou', float, 'YOLO models: boxes overlapping more than this are one.', 0.5, 0.05, 0.95),
     Param('threads', int, 'ONNX Runtime threads per run (0: its default).', 0, 0, 64),
-    Param('frame_queue', int, 'Frames kept per camera while a time step is processed: a tracker '
-          'busy for a moment catches up on them instead of losing them (best effort).', 50, 1, 1000),
+    Param('frame_queue', int, 'Frames kept per camera, and time steps waiting for inference: a '
+          'tracker busy for a moment catches up on them instead of losing them (beyond it the oldest '
+          'time step is dropped, counted as dropped_batches).', 50, 1, 1000),
     Param('batch_tolerance_s', float, 'Frames of different cameras stamped within this are one '
           'time step.', 0.05, 0.0, 1.0),
     Param('batch_wait_s', float, 'Wall seconds a time step waits for a silent camera before it '
@@ -56,7 +63,7 @@ PARAMS = [
           'this many metres when matching detections to tracks (0: position only).', 1.0, 0.0, 5.0),
 ]
 
-COUNTERS = ('frames', 'batches', 'partial_batches', 'bad_frames', 'late_frames',
+COUNTERS = ('frames', 'batches', 'partial_batches', 'bad_frames', 'late_frames', 'dropped_batches',
             'inference_ms_total', 'entries', 'exits')
 
 
@@ -92,6 +99,12 @@ class VisionTrackerNode(Node):
         self.samplers = {c.id: AppearanceSampler(c, look) for c in self.store.cameras.values()}
         self.batcher = FrameBatcher(self.store.cameras, int(p.batch_tolerance_s * 1e9))
         self._pending_since = None
+        # The tracker is fed by the inference thread (steps) and the executor (gate events).
+        self._tracker_lock = threading.Lock()
+        self._steps = queue.Queue(maxsize=p.frame_queue)
+        self._failure = None
+        self._tracker_counts = {}
+        self._worker = threading.Thread(target=self._infer, name='vision_inference', daemon=True)
         self.counters = Counters(self, 'vision_tracker', COUNTERS + tuple(self.tracker.counters))
         self.publisher = self.create_publisher(ShopperPositions, 'shoppers/positions', EVENT_QOS)
         frames_qos = QoSProfile(history=SENSOR_QOS.history, depth=p.frame_queue,
@@ -102,6 +115,7 @@ class VisionTrackerNode(Node):
         for gate_id in self.store.gates:
             self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         self.create_timer(0.05, self._on_timer)
+        self._worker.start()
         self.get_logger().info(
             f'detector {model}: {self.detector.format}, input {self.detector.input_width}x'
             f'{self.detector.input_height}, {self.detector.provider}; cameras '
@@ -114,13 +128,15 @@ class VisionTrackerNode(Node):
         if msg.direction != GateEvent.ENTRY:
             # A walk-out has no visit code: the tracker takes the coded track at the gate.
             self.counters.count('exits')
-            self.tracker.add_exit(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code)
+            with self._tracker_lock:
+                self.tracker.add_exit(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code)
             return
         if not msg.visit_code:
             self.counters.warn('bad_gate_events', f'{msg.event_id}: ENTRY without a visit code')
             return
         self.counters.count('entries')
-        self.tracker.add_entry(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code, max(1, msg.group_size))
+        with self._tracker_lock:
+            self.tracker.add_entry(msg.gate_id, to_ns(msg.header.stamp), msg.visit_code, max(1, msg.group_size))
 
     def _on_frame(self, camera_id: str, msg: CompressedImage) -> None:
         self.counters.count('frames')
@@ -132,17 +148,23 @@ class VisionTrackerNode(Node):
         if self._pending_since is None and self.batcher.pending:
             self._pending_since = time.monotonic()
         for batch in ready:
-            self._process(batch)
+            self._hand_over(batch)
 
     def _on_timer(self) -> None:
+        if self._failure is not None:
+            raise self._failure     # in the executor: the node fails as if the callback had
+        # The tracker's counters, copied here: /diagnostics is published from this thread.
+        self.counters.values.update(self._tracker_counts)
         if self._pending_since is not None and time.monotonic() - self._pending_since > self.params.batch_wait_s:
             batch = self.batcher.flush()
             if batch:
-                self._process(batch)
+                self._hand_over(batch)
 
-    def _process(self, batch) -> None:
-        stamp_ns, messages = batch
+    def _hand_over(self, batch) -> None:
+        """Decodes a time step's frames and queues them for the inference thread; when it
+        is that far behind, the oldest waiting step goes (like a frame a camera dropped)."""
         self._pending_since = time.monotonic() if self.batcher.pending else None
+        stamp_ns, messages = batch
         cameras, frames = [], []
         for camera_id, msg in messages.items():
             frame = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
@@ -158,14 +180,39 @@ class VisionTrackerNode(Node):
             return
         if len(frames) < len(self.store.cameras):
             self.counters.count('partial_batches')
+        step = (stamp_ns, cameras, frames)
+        while True:
+            try:
+                self._steps.put_nowait(step)
+                return
+            except queue.Full:
+                try:
+                    self._steps.get_nowait()
+                    self.counters.count('dropped_batches')
+                except queue.Empty:
+                    pass
+
+    def _infer(self) -> None:
+        """The inference thread: one queued time step after the other."""
+        while True:
+            step = self._steps.get()
+            if step is None:
+                return
+            try:
+                self._track(*step)
+            except Exception as error:  # noqa: BLE001 - raised again in the executor
+                self._failure = error
+                return
+
+    def _track(self, stamp_ns: int, cameras: list, frames: list) -> None:
         started = time.perf_counter()
         results = self.detector.detect(frames)
         self.counters.count('inference_ms_total', int(round((time.perf_counter() - started) * 1000)))
         shoppers, hands = floor_detections(cameras, frames, results, self.samplers)
-        tracks, given = self.tracker.step(stamp_ns, shoppers, hands)
+        with self._tracker_lock:
+            tracks, given = self.tracker.step(stamp_ns, shoppers, hands)
+            self._tracker_counts = dict(self.tracker.counters)
         self.counters.count('batches')
-        for name, value in self.tracker.counters.items():
-            self.counters.values[name] = value
         msg = ShopperPositions()
         msg.header.stamp = to_stamp(stamp_ns)
         msg.header.frame_id = 'floor'
@@ -179,6 +226,18 @@ class VisionTrackerNode(Node):
                 confidence=float(t.confidence), hand_seen=hand is not None,
                 hand_x=hand.x if hand else 0.0, hand_y=hand.y if hand else 0.0))
         self.publisher.publish(msg)
+
+    def destroy_node(self):
+        # The steps already queued are processed first; a thread that failed takes none.
+        while self._worker.is_alive():
+            try:
+                self._steps.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        if self._worker.ident is not None:
+            self._worker.join()
+        return super().destroy_node()
 
 
 def main(args=None):
