@@ -150,17 +150,20 @@ def test_tracks_a_shopper_on_camera_frames(start_node, feeder):
     assert 'detector on the CPU' in node.log() or 'CUDA' in node.log()
 
 
-def test_a_slow_inference_holds_up_neither_the_frames_nor_the_gate_events():
+@pytest.mark.parametrize('queued', [50, 1])
+def test_a_slow_inference_holds_up_neither_the_frames_nor_the_gate_events(queued):
     """The node in this process with a detector that takes 0.3 s a batch: the executor's
     callbacks (frames, gate events) return at once, the time steps are tracked in
-    order on the inference thread, and destroying the node waits for the ones queued."""
+    order on the inference thread, and destroying the node waits for the ones queued.
+    With room for one waiting step, the older ones are dropped and counted."""
     from rclpy.parameter import Parameter
 
     from jwo_nodes.nodes.vision_tracker_node import VisionTrackerNode
     context = rclpy.Context()
     rclpy.init(context=context)
     node = VisionTrackerNode(context=context, namespace='/jwo',
-                             parameter_overrides=[Parameter('store_config', value=STORE_PATH)])
+                             parameter_overrides=[Parameter('store_config', value=STORE_PATH),
+                                                  Parameter('frame_queue', value=queued)])
     try:
         detect = node.detector.detect
 
@@ -200,5 +203,8 @@ def test_a_slow_inference_holds_up_neither_the_frames_nor_the_gate_events():
         node.destroy_node()
         rclpy.shutdown(context=context)
     stamps = [to_ns(m.header.stamp) - base for m in published]
-    assert stamps == [k * NS // 10 for k in range(steps)]
-    assert node.counters.values['entries'] == steps and node.counters.values['batches'] == steps
+    dropped = node.counters.values['dropped_batches']
+    assert node.counters.values['entries'] == steps and node.counters.values['batches'] == len(stamps)
+    assert stamps == sorted(stamps) and set(stamps) <= {k * NS // 10 for k in range(steps)}
+    assert len(stamps) + dropped == steps and stamps[-1] == (steps - 1) * NS // 10
+    assert dropped == 0 if queued >= steps else dropped >= 1

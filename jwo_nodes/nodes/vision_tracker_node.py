@@ -15,6 +15,7 @@ next frames nor, in a container, the other nodes.
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -62,6 +63,14 @@ PARAMS = [
     Param('appearance_weight_m', float, 'A clothing colour difference (0 same .. 1 unlike) counts as '
           'this many metres when matching detections to tracks (0: position only).', 1.0, 0.0, 5.0),
 ]
+
+@dataclass(frozen=True)
+class _TimeStep:
+    """One time step's decoded frames, waiting for the inference thread."""
+    stamp_ns: int
+    cameras: list
+    frames: list
+
 
 COUNTERS = ('frames', 'batches', 'partial_batches', 'bad_frames', 'late_frames', 'dropped_batches',
             'inference_ms_total', 'entries', 'exits')
@@ -180,15 +189,16 @@ class VisionTrackerNode(Node):
             return
         if len(frames) < len(self.store.cameras):
             self.counters.count('partial_batches')
-        step = (stamp_ns, cameras, frames)
+        step = _TimeStep(stamp_ns, cameras, frames)
         while True:
             try:
                 self._steps.put_nowait(step)
                 return
             except queue.Full:
                 try:
-                    self._steps.get_nowait()
-                    self.counters.count('dropped_batches')
+                    dropped = self._steps.get_nowait()
+                    self.counters.warn('dropped_batches', f'inference {self._steps.maxsize} time steps behind: '
+                                       f'the one stamped {dropped.stamp_ns} is dropped')
                 except queue.Empty:
                     pass
 
@@ -199,12 +209,13 @@ class VisionTrackerNode(Node):
             if step is None:
                 return
             try:
-                self._track(*step)
+                self._track(step)
             except Exception as error:  # noqa: BLE001 - raised again in the executor
                 self._failure = error
                 return
 
-    def _track(self, stamp_ns: int, cameras: list, frames: list) -> None:
+    def _track(self, step: _TimeStep) -> None:
+        stamp_ns, cameras, frames = step.stamp_ns, step.cameras, step.frames
         started = time.perf_counter()
         results = self.detector.detect(frames)
         self.counters.count('inference_ms_total', int(round((time.perf_counter() - started) * 1000)))
