@@ -114,6 +114,7 @@ class Store:
 
     def _take(self, out):
         self.carts.extend(out.carts)
+        self.carts.extend(self.core.solved_carts())   # as the node publishes them
         for receipt in out.receipts:
             self.receipts[receipt.visit_code] = receipt
 
@@ -183,7 +184,12 @@ def test_take_quantity_and_put_back(store):
     assert receipt.status == FINAL
     assert lines_of(receipt) == {'COLA-330': 2, 'NUTS-200': 1}
     assert receipt.total_cents == 2 * 149 + 449
-    assert [c.revision for c in s.carts] == [1, 2, 3]
+    # Each change: its first look at once, then the joint solve's cart (here the same
+    # items, with the solved probabilities).
+    assert [c.revision for c in s.carts] == [1, 2, 3, 4, 5, 6]
+    items = [{line.sku: line.quantity for line in c.lines} for c in s.carts]
+    assert items == [{'COLA-330': 3}] * 2 + [{'COLA-330': 2}] * 2 + [{'COLA-330': 2, 'NUTS-200': 1}] * 2
+    assert [c.cause_event_id for c in s.carts[::2]] == [c.cause_event_id for c in s.carts[1::2]]
 
 
 def test_misplaced_item_is_known_to_the_next_shopper(store):

@@ -327,3 +327,56 @@ def test_a_take_while_the_node_was_down_is_reported_after_its_restart(repo, star
     finally:
         assert node.stop() == 0, node.log()
         board.close()
+
+
+# -- replayed readings (source 'topic') ---------------------------------------------------
+
+def test_replayed_readings_are_batched_at_rest_and_taken_one_by_one_while_a_bin_changes(repo):
+    """The node in this process, readings published to it one at a time. At rest the
+    executor does not spin its input (the readings wait for the batch timer); from the
+    moment a bin leaves its level until the change goes out it does, so the change is
+    published on the reading that settles it."""
+    from rclpy.parameter import Parameter
+
+    from jwo_nodes.nodes.weight_sensor_node import WeightSensorNode
+    from jwo_nodes.ros_common import REPLAY_INPUT_QOS, to_stamp
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    node = WeightSensorNode(context=context, namespace='/jwo/shelves/S1', parameter_overrides=[
+        Parameter('store_config', value=str(repo / 'config/stores/demo.yaml')),
+        Parameter('shelf_id', value='S1'), Parameter('source', value='topic'),
+        Parameter('rate_hz', value=50)])
+    feeder = Node('feeder', context=context)
+    try:
+        executor.add_node(node)
+        publisher = feeder.create_publisher(WeightReading, '/jwo/shelves/S1/weight/raw', REPLAY_INPUT_QOS)
+        changes = []
+        node.change_pub.publish = changes.append
+        assert wait_for(lambda: publisher.get_subscription_count() == 1, 10)
+        followed = []     # per reading: was the input spun when it was handled
+        grams = [500.0, 800.0, 1000.0]
+        decided = None                             # the reading the change went out on
+        for k in range(250):                       # 5 s at 50 Hz: 1 s still, a take, still
+            if k == 50:
+                grams[0] -= 350.0
+            msg = WeightReading(shelf_id='S1', bin_ids=node.bin_ids,
+                                bin_grams=[g + 0.3 * np.sin(k + i) for i, g in enumerate(grams)])
+            msg.header.stamp = to_stamp(NS + k * NS // 50)
+            publisher.publish(msg)
+            deadline = time.monotonic() + 5
+            while node._last_stamp != NS + k * NS // 50 and time.monotonic() < deadline:
+                executor.spin_once(timeout_sec=0.01)
+            assert node._last_stamp == NS + k * NS // 50
+            followed.append(node._input_node in executor.get_nodes())
+            if changes and decided is None:
+                decided = k
+        assert len(changes) == 1 and round(changes[0].delta_grams[0]) == -350
+        assert to_ns(changes[0].decided_stamp) == NS + decided * NS // 50
+        assert not any(followed[:50]) and not any(followed[decided:])
+        assert all(followed[55:decided])
+    finally:
+        executor.shutdown()
+        feeder.destroy_node()
+        node.destroy_node()
+        rclpy.shutdown(context=context)

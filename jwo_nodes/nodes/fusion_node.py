@@ -157,20 +157,26 @@ class FusionNode(Node):
             self._counters.warn(duplicate_counter, f'{event_id} seen before')
 
     def _publish(self, out) -> None:
+        """Publishes what an input led to (the carts as first looked at), then the carts
+        of the joint solve, which may re-weigh earlier changes."""
         problems = self._fusion.core.problems
         for counter, message in problems:
             self._counters.warn(counter, message)
         problems.clear()
-        for cart in out.carts:
+        self._publish_carts(out.carts)
+        for receipt in out.receipts:
+            self._publish_receipt(receipt)
+            self._fusion.published(receipt.receipt_id)
+        self._publish_carts(self._fusion.solved_carts())
+
+    def _publish_carts(self, carts: list) -> None:
+        for cart in carts:
             msg = CartUpdate(visit_code=cart.visit_code, revision=cart.revision,
                              cause_event_id=cart.cause_event_id,
                              lines=[_line(line) for line in cart.lines], total_cents=cart.total_cents)
             msg.header.stamp = to_stamp(cart.stamp_ns)
             self._carts.publish(msg)
             self._counters.count('cart_updates')
-        for receipt in out.receipts:
-            self._publish_receipt(receipt)
-            self._fusion.published(receipt.receipt_id)
 
     def _publish_receipt(self, receipt) -> None:
         msg = Receipt(

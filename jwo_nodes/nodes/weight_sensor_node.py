@@ -125,7 +125,9 @@ SILENT_S = 5.0
 STATUS_PERIOD_S = 0.2
 # Samples are handled in batches this often (sim: published up to this late; serial:
 # stamped on arrival by the reader thread). Each executor wake-up costs far more CPU
-# than a sample, and a store runs dozens of these nodes on a small box.
+# than a sample, and a store runs dozens of these nodes on a small box. While a bin is
+# changing, a replayed or serial sample is handled as it arrives instead, so a change
+# goes out on the sample that settles it, not up to a batch later.
 BATCH_S = 0.05
 # A late sim timer publishes at most this many scenario seconds per tick, so the
 # status heartbeat keeps going while it catches up.
@@ -353,8 +355,25 @@ class WeightSensorNode(Node):
                                 context=self.context, use_global_arguments=False,
                                 start_parameter_services=False, enable_rosout=False)
         self._input = self._input_node.create_subscription(
-            WeightReading, self.resolve_topic_name(topic), lambda msg: None, REPLAY_INPUT_QOS)
+            WeightReading, self.resolve_topic_name(topic), self._reading_while_changing, REPLAY_INPUT_QOS)
+        self._following = False
         shared_timer(self, BATCH_S, self._drain_topic)
+
+    def _follow_topic(self) -> None:
+        """While a bin is changing the executor spins the input node too, so each reading
+        is handled as it arrives; at rest the readings wait for the next batch."""
+        changing = self.detector.changing
+        if changing == self._following or self.executor is None:
+            return
+        if changing:
+            self.executor.add_node(self._input_node)
+        else:
+            self.executor.remove_node(self._input_node)
+        self._following = changing
+
+    def _reading_while_changing(self, msg: WeightReading) -> None:
+        self._reading(msg)
+        self._follow_topic()
 
     def _drain_topic(self) -> None:
         subscription = self._input
@@ -366,6 +385,7 @@ class WeightSensorNode(Node):
                     break
                 handled += 1
                 self._reading(taken[0])
+        self._follow_topic()
         if self._last_stamp and (not self._status_stamp or self._last_stamp - self._status_stamp
                                  >= int(STATUS_PERIOD_S * 1e9)):
             self._send_status()
@@ -400,6 +420,8 @@ class WeightSensorNode(Node):
         self._thread = threading.Thread(target=self._read_serial, daemon=True,
                                         name=f'hx711-{self.shelf_id}')
         shared_timer(self, BATCH_S, self._drain)
+        # While a bin is changing the reader wakes the executor on each line.
+        self._line_arrived = self.create_guard_condition(self._drain)
         self._thread.start()
 
     def _array_param(self, name: str, where: str) -> list:
@@ -455,6 +477,8 @@ class WeightSensorNode(Node):
             if data:
                 for line in splitter.feed(data):
                     self._lines.put((line, self.get_clock().now().nanoseconds))
+                    if self.detector.changing:
+                        self._line_arrived.trigger()
 
     def _close_serial(self) -> None:
         port, self._serial = self._serial, None
@@ -506,6 +530,8 @@ class WeightSensorNode(Node):
         if self._state_path is not None and self.detector.level_revision:
             self._save_state()   # its stamp: how recent the levels are at a planned stop
         if self._input_node is not None:
+            if self._input_node.executor is not None:
+                self._input_node.executor.remove_node(self._input_node)
             self._input_node.destroy_node()
             self._input_node = None
         return super().destroy_node()

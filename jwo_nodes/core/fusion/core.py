@@ -31,7 +31,7 @@ from jwo_nodes.core.fusion import receipts
 from jwo_nodes.core.fusion.cost import expected_cost
 from jwo_nodes.core.fusion.evidence import NOBODY, product_fits, reach_evidence, unaccounted
 from jwo_nodes.core.fusion.ledger import Ledger
-from jwo_nodes.core.fusion.solver import ChangeEvidence, apply_choice, solve
+from jwo_nodes.core.fusion.solver import ChangeEvidence, FirstLook, apply_choice, solve
 from jwo_nodes.core.fusion.tracks import TrackBook
 from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW, NO_CANDIDATE, NS,
                                          SENSOR_RESTARTED, SENSOR_STALE, UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
@@ -67,6 +67,8 @@ class _Visit:
     published: dict = field(default_factory=dict)   # the cart of the last snapshot
     closed_ns: Optional[int] = None
     receipt_issued: bool = False
+    # The last snapshot was a first look (its line probabilities are estimates).
+    looked: bool = False
 
     @property
     def people_inside(self) -> int:
@@ -101,6 +103,8 @@ class FusionCore:
         self._decided_until = None    # newest end stamp of a change acted on
         self._settled = Ledger()      # carts and strays as issued receipts settled them
         self._solution = None
+        self._settle_due = False      # a change was added since the last settling
+        self._unsolved_cause = None   # the change of the last first look not yet solved
         self._prices = {sku: p.price_cents for sku, p in store.products.items()}
         self._cameras_of_shelf = {
             shelf_id: tuple(c.id for c in store.cameras.values() if shelf_id in c.sees_shelves)
@@ -192,18 +196,19 @@ class FusionCore:
         receipts whose visits have closed and whose shelves have all caught up."""
         out = Outputs()
         tracked = self._tracked_until(wall_ns)
-        causes = []
+        look = None
         while self._pending and tracked is not None and self._pending[0][0] <= tracked:
             _, _, _, kind, item = heapq.heappop(self._pending)
             if kind == 'change':
-                self._add_change(item)
+                if look is None:
+                    look = FirstLook(self._solve(), self.store, self.settings)
+                for evidence in self._add_change(item):
+                    out.carts.extend(self._first_look_snapshot(look, evidence, item))
                 self._decided_until = max(item.end_ns, self._decided_until or item.end_ns)
-                causes.append(item)
+                self._unsolved_cause = item
             else:
                 self._check_late(item)
                 self._apply_exit(item)
-        if causes:
-            out.carts.extend(self._snapshots(causes[-1]))
         watermark = self._watermark(wall_ns)
         if watermark is not None and self._unresolved_exits:
             self._settle_unresolved_exits(watermark)
@@ -260,7 +265,21 @@ class FusionCore:
         if self._inputs_wall is None:
             self._inputs_wall = wall_ns
 
-    def _add_change(self, change: ChangeInput) -> None:
+    def solved_carts(self) -> list:
+        """The carts of the joint solve of the changes first looked at since the last
+        call (CartSnapshots of the visits it changed, or first looked at). Called after
+        every input, once its outputs are out: it also solves what a receipt settled, so
+        the next change is looked at without waiting for a solve."""
+        cause, self._unsolved_cause = self._unsolved_cause, None
+        if cause is None:
+            self._solve()
+            return []
+        return self._snapshots(cause)
+
+    def _add_change(self, change: ChangeInput) -> list:
+        """Weighs a change (its ChangeEvidence per bin, returned) into the unsettled ones."""
+        self._settle_if_due()
+        added = []
         margin = int(self.settings.window_margin_s * NS)
         windows = self._tracks.windows(change.start_ns - margin, change.end_ns + margin)
         open_people = {code: v.people_inside for code, v in self._visits.items()
@@ -276,11 +295,15 @@ class FusionCore:
                 self._orphan(change.event_id, bin_id, delta, windows, open_people)
             seen_near = any(w.reach_distance(bin_.x, bin_.y, *span) <= self.settings.reach_free_m
                             + 2 * self.settings.reach_sigma_m for w in windows)
-            # In stamp order: a slower shelf's change takes its place among the faster ones'.
-            bisect.insort(self._changes, ChangeEvidence(
+            added.append(ChangeEvidence(
                 change.event_id, change.shelf_id, bin_id, delta, change.start_ns, change.end_ns, reach,
-                product_fits(self.store, abs(delta), change.noise_grams), seen_near), key=_stamp_order)
-        self._settle_finished_changes()
+                product_fits(self.store, abs(delta), change.noise_grams), seen_near))
+            # In stamp order: a slower shelf's change takes its place among the faster ones'.
+            bisect.insort(self._changes, added[-1], key=_stamp_order)
+        # Settled before anything else is solved or added: whether the solve runs now or
+        # after the first look is then the same.
+        self._settle_due = True
+        return added
 
     def _orphan(self, event_id: str, bin_id: str, delta: float, windows: list, open_people: dict) -> None:
         """A change nobody with an open visit was likely near (the tracker lost them, or
@@ -295,6 +318,17 @@ class FusionCore:
                 'it, and this visit was not surely seen elsewhere'))
 
     def _solve(self):
+        """The solution of the unsettled changes, after settling what the last change
+        added let settle."""
+        self._settle_if_due()
+        return self._solved()
+
+    def _settle_if_due(self) -> None:
+        if self._settle_due:
+            self._settle_due = False
+            self._settle_finished_changes()
+
+    def _solved(self):
         """The solution of the unsettled changes: extended when changes were only added
         since the last one, solved again when some were settled."""
         if self._solution is None or len(self._solution.changes) != len(self._changes):
@@ -311,7 +345,7 @@ class FusionCore:
                     if not any(c.visit_code in waiting for c in change.visits)]
         if not finished:
             return
-        solution = self._solve()
+        solution = self._solved()
         unsure = [i for i in finished if solution.marginals(i)[solution.best_choice(i)] < receipts.SURE]
         overflow = max(0, len(unsure) - self.settings.max_unsure_changes)
         settled = (set(finished) - set(unsure)) | set(unsure[:overflow])
@@ -335,14 +369,37 @@ class FusionCore:
             if visit.receipt_issued:
                 continue
             cart = {sku: n for sku, n in solution.cart(visit.code).items() if n > 0}
-            if cart == visit.published:
+            if cart == visit.published and not visit.looked:
                 continue
-            visit.published = cart
-            visit.revision += 1
-            lines = receipts.lines(self.store, cart, lambda sku, n: solution.line_probability(visit.code, sku, n))
-            snapshots.append(CartSnapshot(visit.code, visit.revision, cause.event_id, cause.end_ns, lines,
-                                          sum(line.line_total_cents for line in lines)))
+            visit.looked = False
+            snapshots.append(self._snapshot(visit, cart, cause, lambda sku, n, code=visit.code:
+                                            solution.line_probability(code, sku, n)))
         return snapshots
+
+    def _first_look_snapshot(self, look: FirstLook, evidence: ChangeEvidence, cause: ChangeInput) -> list:
+        """The cart of the visit a change first looks like, at once, if that changed it;
+        the changed line's probability is the choice's times the line's before it."""
+        seen = look.explain(evidence)
+        visit = self._visits.get(seen.choice.visit_code)
+        cart = {sku: n for sku, n in seen.cart.items() if n > 0}
+        if visit is None or visit.receipt_issued or cart == visit.published:
+            return []
+        before = look.solution
+
+        def probability(sku, n):
+            if sku != seen.choice.sku:
+                return before.line_probability(visit.code, sku, n)
+            earlier = n - seen.choice.quantity if evidence.is_take else n + seen.choice.quantity
+            return seen.probability * before.line_probability(visit.code, sku, max(0, earlier))
+        visit.looked = True
+        return [self._snapshot(visit, cart, cause, probability)]
+
+    def _snapshot(self, visit: _Visit, cart: dict, cause: ChangeInput, probability) -> CartSnapshot:
+        visit.published = cart
+        visit.revision += 1
+        lines = receipts.lines(self.store, cart, probability)
+        return CartSnapshot(visit.code, visit.revision, cause.event_id, cause.end_ns, lines,
+                            sum(line.line_total_cents for line in lines))
 
     def _apply_exit(self, event: GateInput) -> None:
         gate = self.store.gates.get(event.gate_id)

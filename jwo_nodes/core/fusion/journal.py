@@ -10,8 +10,10 @@ outputs are dropped, except the receipts it issues that were never marked publis
 
 Durability. Each line goes to the kernel with one write() before the core sees the
 input, so kill -9 loses nothing. fsync decides what survives a power cut:
-* gate events and weight changes are fsync'd before the core acts on them: they are
-  rare and carry money; so are restarts and published marks;
+* gate events and weight changes are fsync'd as soon as what the core made of them at
+  once (the first look at a cart) is out, before anything else: they are rare and carry
+  money; so are restarts and published marks. (A power cut in between loses no more
+  than one that came a moment earlier: the visits then open go to review.);
 * positions, statuses and ticks at most every ``sync_interval_s``: losing the last
   fraction of a second of them only makes a decision less sure;
 * everything is fsync'd before a receipt is handed out, so the replay issues every
@@ -99,6 +101,7 @@ class FusionJournal:
         self._fd = None
         self._grown = 0                # bytes appended since the journal was last written whole
         self._dirty = False
+        self._durable_due = False      # the last input is to be fsync'd before anything else
         self._synced_at = time.monotonic()
         try:
             self.recovery = self._replay(now_ns)
@@ -112,12 +115,12 @@ class FusionJournal:
     def on_gate_event(self, event: GateInput, wall_ns: int) -> Optional[Outputs]:
         if event.event_id in self._seen:
             return None
-        return self._input({'k': 'gate', 'now': wall_ns, 'event': dataclasses.asdict(event)}, sync=True)
+        return self._input({'k': 'gate', 'now': wall_ns, 'event': dataclasses.asdict(event)}, durable=True)
 
     def on_weight_change(self, change: ChangeInput, wall_ns: int) -> Optional[Outputs]:
         if change.event_id in self._seen:
             return None
-        return self._input({'k': 'change', 'now': wall_ns, 'event': dataclasses.asdict(change)}, sync=True)
+        return self._input({'k': 'change', 'now': wall_ns, 'event': dataclasses.asdict(change)}, durable=True)
 
     def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
         return self._input({'k': 'status', 'now': wall_ns, 'shelf': shelf_id, 'until': processed_until_ns})
@@ -129,6 +132,13 @@ class FusionJournal:
 
     def advance(self, wall_ns: int) -> Outputs:
         return self._input({'k': 'tick', 'now': wall_ns})
+
+    def solved_carts(self) -> list:
+        """FusionCore.solved_carts, called once the input's outputs are out: first makes
+        that input durable. (Derived from the inputs: nothing to journal.)"""
+        if self._durable_due:
+            self._sync()
+        return self.core.solved_carts()
 
     # -- bookkeeping -----------------------------------------------------------------
 
@@ -155,8 +165,11 @@ class FusionJournal:
 
     # -- the journal -----------------------------------------------------------------
 
-    def _input(self, record: dict, sync: bool = False) -> Outputs:
-        self._write(record, sync)
+    def _input(self, record: dict, durable: bool = False) -> Outputs:
+        """Journals an input and hands it to the core. ``durable``: fsync'd by the
+        next solved_carts() or input, whichever comes first."""
+        self._write(record, sync=self._durable_due)
+        self._durable_due = durable
         out = self._apply(record)
         if out.receipts:
             self._sync()
@@ -286,6 +299,7 @@ class FusionJournal:
         if self._dirty:
             os.fsync(self._fd)
             self._dirty = False
+        self._durable_due = False
         self._synced_at = time.monotonic()
 
 

@@ -7,10 +7,11 @@ hypotheses' weights give each receipt line a probability and each receipt an exp
 cost of being wrong."""
 import math
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion.evidence import NOBODY, UNEXPLAINED_DENSITY, Reach, who_it_was
-from jwo_nodes.core.fusion.ledger import Ledger
+from jwo_nodes.core.fusion.ledger import Counts, Ledger
 from jwo_nodes.core.fusion.types import FusionSettings
 
 # A put-back of an item the visit's cart does not hold (a take that was missed, an
@@ -100,11 +101,14 @@ class Solution:
         self._hypotheses = [c.weighted() for c in components]
         self._where = {}       # change index -> (component number, position in it)
         self._of_visit = {}    # visit code -> component number
+        self._of_track = {}    # track identity -> component number
         for number, component in enumerate(components):
             for position, index in enumerate(component.indices):
                 self._where[index] = (number, position)
                 for code in _visits_of(changes[index]):
                     self._of_visit[code] = number
+                for track in changes[index].reach.tracks:
+                    self._of_track[track.identity] = number
 
     def _weighted(self, visit_code: str) -> list:
         number = self._of_visit.get(visit_code)
@@ -120,6 +124,12 @@ class Solution:
             if any(self.changes[i].bin_id == bin_id for i in component.indices):
                 return dict(self._hypotheses[number][0].ledger.strays.of(bin_id))
         return dict(self.start.strays.of(bin_id))
+
+    def identity(self, track: tuple):
+        """The visit a track was decided to be in the most likely hypothesis, or None."""
+        number = self._of_track.get(track)
+        ledger = self._hypotheses[number][0].ledger if number is not None else self.start
+        return ledger.identities.get(track)
 
     def cart(self, visit_code: str) -> dict:
         """sku -> count in the most likely hypothesis."""
@@ -169,6 +179,48 @@ def solve(changes: list, start: Ledger, store: StoreConfig, settings: FusionSett
             beam = _step(changes[index], beam, visits, store, settings)
         components.append(_Component(list(indices), beam))
     return Solution(list(changes), start, components)
+
+
+@dataclass(frozen=True)
+class Look:
+    """A change as first looked at: its likeliest explanation, how likely that is among
+    the others in the same state, and the visit's cart after it."""
+    choice: Choice
+    probability: float
+    cart: dict
+
+
+class FirstLook:
+    """Carts at once: each new change explained the likeliest way in the likeliest state
+    of a solution of the changes before it, earlier choices left as they are. The joint
+    solve, which may re-weigh them, follows when there is time (milliseconds later)."""
+
+    def __init__(self, solution: Solution, store: StoreConfig, settings: FusionSettings):
+        self.solution, self._store, self._settings = solution, store, settings
+        # The state as the looks so far left it, for what they touched.
+        self._carts, self._strays, self._identities = {}, {}, {}
+
+    def explain(self, change: ChangeEvidence) -> Look:
+        own_sku = self._store.bin(change.bin_id).sku
+        codes = sorted(_visits_of(change))
+        for code in codes:
+            self._carts.setdefault(code, self.solution.cart(code))
+        self._strays.setdefault(change.bin_id, self.solution.strays(change.bin_id))
+        for track in change.reach.tracks:
+            if track.identity not in self._identities:
+                self._identities[track.identity] = self.solution.identity(track.identity)
+        ledger = Ledger(Counts({code: items for code, items in self._carts.items() if items}),
+                        Counts({bin_id: items for bin_id, items in self._strays.items() if items}),
+                        MappingProxyType({t: c for t, c in self._identities.items() if c is not None}))
+        options = _options(change, ledger, own_sku, self._store, self._settings)
+        choice, weight = max(options, key=lambda option: option[1])   # the first of equals
+        after = apply_choice(change, choice, own_sku, ledger)
+        for code in codes:
+            self._carts[code] = dict(after.carts.of(code))
+        self._strays[change.bin_id] = dict(after.strays.of(change.bin_id))
+        self._identities.update(after.identities)
+        probability = weight / sum(w for _, w in options)
+        return Look(choice, probability, dict(self._carts.get(choice.visit_code, {})))
 
 
 def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,

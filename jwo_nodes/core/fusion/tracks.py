@@ -3,7 +3,6 @@ sample with the visit code and confidence it had then (a code the tracker moves 
 another track goes with it), and its identity epoch: who a track is holds from one
 change to the next only while nothing put it in doubt in between."""
 import bisect
-import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -119,11 +118,17 @@ class TrackBook:
         """Every track seen between the stamps, as TrackWindows."""
         found = []
         for track_id, history in self._histories.items():
-            stamps = [s.stamp_ns for s in history]
-            samples = tuple(itertools.islice(history, bisect.bisect_left(stamps, start_ns),
-                                             bisect.bisect_right(stamps, end_ns)))
-            if samples:
-                found.append(TrackWindow(track_id, samples))
+            if not history or history[-1].stamp_ns < start_ns:
+                continue
+            # From the newest back: a change is recent, its window near the end.
+            newest_first = []
+            for sample in reversed(history):
+                if sample.stamp_ns < start_ns:
+                    break
+                if sample.stamp_ns <= end_ns:
+                    newest_first.append(sample)
+            if newest_first:
+                found.append(TrackWindow(track_id, tuple(reversed(newest_first))))
         return found
 
     def codes_seen_between(self, start_ns: int, end_ns: int) -> set:
