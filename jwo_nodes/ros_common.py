@@ -15,6 +15,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -53,6 +54,14 @@ REPLAY_INPUT_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, depth=1000,
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+# rclpy gives every publisher and subscription QoS event handlers by default (they log
+# an incompatible QoS or type). Each is a waitable that the executor walks on every
+# wake-up, with a list membership test per waitable: quadratic, and in a container of
+# 25 shelves it cost more than the work. The nodes on the sensor-to-cart path go
+# without; the launcher's readiness check names an unmatched publisher and subscriber.
+NO_PUBLISHER_EVENTS = PublisherEventCallbacks(use_default_callbacks=False)
+NO_SUBSCRIPTION_EVENTS = SubscriptionEventCallbacks(use_default_callbacks=False)
 
 # Every node's NodeState (latched, the newest per node) and the launcher's signal of
 # scenario time 0 once the graph is ready (latched): absolute, outside any namespace.
@@ -220,7 +229,8 @@ class Counters:
         self._bad_inputs = set()
         # Monotonic: silence is measured in wall time, whatever the system clock does.
         self._health = health.Health(time.monotonic_ns())
-        self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
+        self._publisher = node.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS,
+                                                event_callbacks=NO_PUBLISHER_EVENTS)
         shared_timer(node, 1.0, self.publish)
 
     def expect(self, name: str, within_s: float) -> None:
@@ -257,7 +267,8 @@ class StateReporter:
     def __init__(self, node: Node, period_s: float = 0.25):
         self._node = node
         self._last = None
-        self._publisher = node.create_publisher(NodeState, NODE_STATES_TOPIC, NODE_STATES_QOS)
+        self._publisher = node.create_publisher(NodeState, NODE_STATES_TOPIC, NODE_STATES_QOS,
+                                                event_callbacks=NO_PUBLISHER_EVENTS)
         shared_timer(node, period_s, self.report)
         self.report()
 

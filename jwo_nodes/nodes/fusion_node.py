@@ -8,6 +8,7 @@ published, and sends the visits still open to review (``fusion_restarted``). Gat
 and weight changes are transient-local: their publishers re-send what fusion missed
 while it was down, and the journal drops the ones it already had.
 """
+import functools
 import time
 
 from jwo.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, Receipt,
@@ -19,9 +20,8 @@ from jwo_nodes.core.clips import clip_ref
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionJournal, FusionSettings,
                                    GateInput, JournalError, Outputs, TrackInput)
-from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, Counters, Param,
-                                  declare_params,
-                                  run_node, to_ns, to_stamp)
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, NO_PUBLISHER_EVENTS, NO_SUBSCRIPTION_EVENTS,
+                                  REQUIRED, Counters, Param, declare_params, run_node, to_ns, to_stamp)
 
 _DEFAULT = FusionSettings()
 PARAMS = [
@@ -87,17 +87,20 @@ class FusionNode(Node):
         except (JournalError, OSError) as error:
             raise ConfigError(f'node {self.get_fully_qualified_name()}', 'state_dir', str(error))
         self._counters = Counters(self, 'fusion', COUNTERS)
-        self._carts = self.create_publisher(CartUpdate, 'cart/updates', EVENT_QOS)
-        self._receipts = self.create_publisher(Receipt, 'receipts', DURABLE_EVENT_QOS)
-        self._reviews = self.create_publisher(ReviewRequest, 'review/requests', DURABLE_EVENT_QOS)
+        publisher = functools.partial(self.create_publisher, event_callbacks=NO_PUBLISHER_EVENTS)
+        subscription = functools.partial(self.create_subscription, event_callbacks=NO_SUBSCRIPTION_EVENTS)
+        self._carts = publisher(CartUpdate, 'cart/updates', EVENT_QOS)
+        self._receipts = publisher(Receipt, 'receipts', DURABLE_EVENT_QOS)
+        self._reviews = publisher(ReviewRequest, 'review/requests', DURABLE_EVENT_QOS)
+        # The executor takes what is ready in this order: a weight change does not wait
+        # behind the heartbeats of the store's other shelves.
         for shelf_id in store.shelves:
-            self.create_subscription(WeightChange, f'shelves/{shelf_id}/weight/changes',
-                                     self._on_change, DURABLE_EVENT_QOS)
-            self.create_subscription(ShelfStatus, f'shelves/{shelf_id}/weight/status',
-                                     self._on_status, EVENT_QOS)
+            subscription(WeightChange, f'shelves/{shelf_id}/weight/changes', self._on_change, DURABLE_EVENT_QOS)
         for gate_id in store.gates:
-            self.create_subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
-        self.create_subscription(ShopperPositions, 'shoppers/positions', self._on_positions, EVENT_QOS)
+            subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
+        subscription(ShopperPositions, 'shoppers/positions', self._on_positions, EVENT_QOS)
+        for shelf_id in store.shelves:
+            subscription(ShelfStatus, f'shelves/{shelf_id}/weight/status', self._on_status, EVENT_QOS)
         self.create_timer(1.0 / params.tick_hz, lambda: self._publish(self._fusion.advance(time.time_ns())))
         self.get_logger().info(f'fusion for store {store.store_id}: {len(store.shelves)} shelves, '
                                f'{len(store.gates)} gates; journal {self._fusion.path}')

@@ -56,8 +56,8 @@ from jwo_nodes.core.state_file import StateFileError, read_state, write_state
 from jwo_nodes.core.weight_detect import (RESTART_NONE, RESTART_SEEN, RESTART_UNSURE,
                                           STAMP_ORDER, BadSample, ChangeDetector,
                                           DetectorSettings, SavedLevels)
-from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REPLAY_INPUT_QOS, SENSOR_QOS,
-                                  Counters, Param, SimStart, declare_params, run_node, shared_timer,
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, NO_PUBLISHER_EVENTS, NO_SUBSCRIPTION_EVENTS,
+                                  REPLAY_INPUT_QOS, SENSOR_QOS, Counters, Param, SimStart, declare_params, run_node, shared_timer,
                                   to_ns, to_stamp)
 
 _DEFAULTS = DetectorSettings()
@@ -176,9 +176,12 @@ class WeightSensorNode(Node):
         prefix = '' if self.get_namespace() != '/' else f'/jwo/shelves/{self.shelf_id}/'
         # With source 'topic' weight/raw is the input: nothing republishes it.
         self.raw_pub = (None if p.source == 'topic' else
-                        self.create_publisher(WeightReading, f'{prefix}weight/raw', SENSOR_QOS))
-        self.change_pub = self.create_publisher(WeightChange, f'{prefix}weight/changes', DURABLE_EVENT_QOS)
-        self.status_pub = self.create_publisher(ShelfStatus, f'{prefix}weight/status', EVENT_QOS)
+                        self.create_publisher(WeightReading, f'{prefix}weight/raw', SENSOR_QOS,
+                                              event_callbacks=NO_PUBLISHER_EVENTS))
+        self.change_pub = self.create_publisher(WeightChange, f'{prefix}weight/changes', DURABLE_EVENT_QOS,
+                                                event_callbacks=NO_PUBLISHER_EVENTS)
+        self.status_pub = self.create_publisher(ShelfStatus, f'{prefix}weight/status', EVENT_QOS,
+                                                event_callbacks=NO_PUBLISHER_EVENTS)
         # Sim runs and replays are deterministic (event ids from 1); a real shelf numbers
         # from its start time in ms, so event ids stay unique across restarts.
         self._next_event = (1 if p.source in ('sim', 'topic')
@@ -355,7 +358,8 @@ class WeightSensorNode(Node):
                                 context=self.context, use_global_arguments=False,
                                 start_parameter_services=False, enable_rosout=False)
         self._input = self._input_node.create_subscription(
-            WeightReading, self.resolve_topic_name(topic), self._reading_while_changing, REPLAY_INPUT_QOS)
+            WeightReading, self.resolve_topic_name(topic), self._reading_while_changing, REPLAY_INPUT_QOS,
+            event_callbacks=NO_SUBSCRIPTION_EVENTS)
         self._following = False
         shared_timer(self, BATCH_S, self._drain_topic)
 
