@@ -13,6 +13,8 @@ sensor nodes would have published, CDR-serialized, through the BagWriter (rosbag
 * ``/jwo/gates/<id>/events`` (GateEvent): the scenario's gate lines run through the
   gate logic (jwo_nodes.core.gate_logic), visit codes from a random source seeded by
   the scenario seed and the gate id;
+* ``/jwo/gates/<id>/status`` (GateStatus) every STATUS_PERIOD_S (0.2 s) of scenario
+  time, after the events up to its stamp, as the gate node publishes it;
 * ``/jwo/shoppers/positions`` (ShopperPositions) at the tracker rate (10 Hz), visit
   codes assigned at the ENTRY events (jwo_nodes.core.tracker_sim, shared with
   shopper_sim_node);
@@ -32,6 +34,7 @@ line naming the file and key), 1 when the bag cannot be written.
 """
 import hashlib
 import heapq
+import itertools
 import json
 import struct
 import sys
@@ -45,7 +48,7 @@ import numpy as np
 import yaml
 from rclpy.serialization import deserialize_message
 
-from jwo.msg import GateEvent, GroundTruth, ShopperPosition, ShopperPositions, WeightReading
+from jwo.msg import GateEvent, GateStatus, GroundTruth, ShopperPosition, ShopperPositions, WeightReading
 
 from jwo_nodes.bag import cdr
 from jwo_nodes.bag.format import BagError, BagReader, BagWriter, CorruptBagError
@@ -82,6 +85,10 @@ def raw_topic(shelf_id: str) -> str:
 
 def gate_topic(gate_id: str) -> str:
     return f'/jwo/gates/{gate_id}/events'
+
+
+def gate_status_topic(gate_id: str) -> str:
+    return f'/jwo/gates/{gate_id}/status'
 
 
 def configured_rate(executable: str, name: str, default, params_dir=None):
@@ -145,6 +152,14 @@ def _gate_event_bytes(event: gate_logic.GateEventData) -> bytes:
                     group_size=event.group_size)
     msg.header.stamp.sec, msg.header.stamp.nanosec = _stamp(event.stamp_ns)
     msg.header.frame_id = event.gate_id
+    return cdr.serialize(msg)
+
+
+def _gate_status_bytes(gate_id: str, stamp_ns: int, last_event_id: str) -> bytes:
+    msg = GateStatus(gate_id=gate_id, last_event_id=last_event_id)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = _stamp(stamp_ns)
+    msg.processed_until.sec, msg.processed_until.nanosec = _stamp(stamp_ns)
+    msg.header.frame_id = gate_id
     return cdr.serialize(msg)
 
 
@@ -247,8 +262,22 @@ def _streams(timeline: Timeline, store: StoreConfig, *, epoch_ns: int, weight_ra
             yield stamp, 0, seq, GROUND_TRUTH_TOPIC, _ground_truth_bytes(stamp, document)
 
     def gates():
-        for seq, event in enumerate(events):
-            yield event.stamp_ns, 1, seq, gate_topic(event.gate_id), _gate_event_bytes(event)
+        """The gates' events and, every STATUS_PERIOD_S, each gate's status after the
+        events up to its stamp, as the gate nodes publish them."""
+        seq, last, pending = itertools.count(), dict.fromkeys(store.gates, ''), iter(events)
+        event = next(pending, None)
+        period = int(gate_logic.STATUS_PERIOD_S * NS)
+        for stamp in range(epoch_ns, epoch_ns + duration + 1, period):
+            while event is not None and event.stamp_ns <= stamp:
+                yield event.stamp_ns, 1, next(seq), gate_topic(event.gate_id), _gate_event_bytes(event)
+                last[event.gate_id] = event.event_id
+                event = next(pending, None)
+            for gate_id in sorted(store.gates):
+                yield stamp, 1, next(seq), gate_status_topic(gate_id), _gate_status_bytes(gate_id, stamp,
+                                                                                          last[gate_id])
+        while event is not None:
+            yield event.stamp_ns, 1, next(seq), gate_topic(event.gate_id), _gate_event_bytes(event)
+            event = next(pending, None)
 
     def tracker():
         frames = TrackerSim(timeline, tracker_rate_hz)
@@ -322,6 +351,7 @@ def write_simbag(out, store: StoreConfig, scenario: Scenario, *, store_text: str
         writer.add_topic(GROUND_TRUTH_TOPIC, 'jwo/msg/GroundTruth', [EVENT_QOS])
         for gate_id in sorted(store.gates):
             writer.add_topic(gate_topic(gate_id), 'jwo/msg/GateEvent', [DURABLE_EVENT_QOS])
+            writer.add_topic(gate_status_topic(gate_id), 'jwo/msg/GateStatus', [EVENT_QOS])
         writer.add_topic(POSITIONS_TOPIC, 'jwo/msg/ShopperPositions', [EVENT_QOS])
         for shelf_id in sorted(store.shelves):
             writer.add_topic(raw_topic(shelf_id), 'jwo/msg/WeightReading', [SENSOR_QOS])

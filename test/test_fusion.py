@@ -433,6 +433,40 @@ def test_a_gate_event_sent_late_sends_the_visits_it_could_change_to_review(store
     assert 'late_gate_event' in [name for name, _ in s.core.problems]
 
 
+def test_a_gate_that_sends_statuses_holds_changes_until_it_has_reported_past_them(store):
+    """The same ENTRY arriving after the change and after positions past it, from a gate
+    that sends statuses: the change waits for the gate to report past it, so v1's
+    visit is open when it is weighed, and nothing goes to review. A status that
+    overtook its last event (another topic) is held until that event is in."""
+    s = Store(store)
+    gate_until = []
+
+    def gate_status(until_ns, last_event_id):
+        s._take(s.core.on_gate_status('G1', until_ns, last_event_id, WALL))
+        gate_until.append(s.core._gated_until(WALL))
+    gate_status(s.t, '')
+    s.place('t2', 'v2', 'G1'); s.enter('v2'); s.run(1)
+    gate_status(s.t, 'g/0')
+    s.place('t2', 'v2', 'S2-B3')
+    entered = s.t
+    s.place('t1', 'v1', 'S1-B1'); s.run(2)
+    s.change('S1-B1', -700.0); s.run(1)
+    assert s.carts == []                                    # the gate has not reported past it
+    gate_status(s.t, 'g/late')                              # overtook the ENTRY: held
+    assert gate_until[-1] == gate_until[-2] <= entered and s.carts == []
+    s._take(s.core.on_gate_event(GateInput('g/late', 'G1', entered, True, 'v1', 1), WALL))
+    gate_status(s.t, 'g/late')
+    assert [c.visit_code for c in s.carts] == ['v1', 'v1']   # first look, then solved
+    s.place('t1', 'v1', 'G1'); s.run(1); s.leave(event_id='g/out1'); s.run(0.3); s.place('t1', 'v1', None)
+    s.place('t2', 'v2', 'G1'); s.run(1); s.leave(event_id='g/out2'); s.run(0.3); s.place('t2', 'v2', None)
+    s.run(2)
+    assert s.receipts == {}                                 # the exits wait for the gate too
+    gate_status(s.t, 'g/out2'); s.run(0.5)
+    assert lines_of(s.receipts['v1']) == {'COLA-330': 2} and s.receipts['v1'].status == FINAL
+    assert lines_of(s.receipts['v2']) == {} and s.receipts['v2'].status == FINAL
+    assert 'late_gate_event' not in [name for name, _ in s.core.problems]
+
+
 def test_a_change_while_the_tracker_sees_nobody_sends_every_visit_inside_to_review(store):
     """An orphan: nobody with a visit was near (the tracker was down, or lost them), so
     every visit inside not surely seen elsewhere could have made it; one seen surely

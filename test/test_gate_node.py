@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from jwo.msg import GateEvent
+from jwo.msg import GateEvent, GateStatus
 from rclpy.executors import SingleThreadedExecutor
 
 from conftest import BIN, wait_until
@@ -33,8 +33,10 @@ class Listener:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.events = []
+        self.statuses = []
         self.diagnostics = {}
         self.node.create_subscription(GateEvent, TOPIC, self.events.append, EVENT_QOS)
+        self.node.create_subscription(GateStatus, '/jwo/gates/G1/status', self.statuses.append, EVENT_QOS)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._diagnostics,
                                       EVENT_QOS)
 
@@ -54,6 +56,21 @@ class Listener:
         self.executor.shutdown()
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
+
+
+def assert_statuses_cover_the_events(listener) -> None:
+    """Each status names as its last event the newest event stamped up to its
+    processed_until (of those received: a probe's may have gone before we matched), and
+    the statuses never go back."""
+    def seq(event_id):
+        return int(event_id.split('/')[1]) if event_id else 0
+    assert len(listener.statuses) >= 3
+    stamps = [to_ns(s.processed_until) for s in listener.statuses]
+    assert stamps == sorted(stamps)
+    for status, until in zip(listener.statuses, stamps):
+        assert status.gate_id == 'G1'
+        for event in listener.events:
+            assert (to_ns(event.header.stamp) <= until) == (seq(event.event_id) <= seq(status.last_event_id))
 
 
 @pytest.fixture
@@ -121,6 +138,9 @@ def test_serial_pty_events_and_garbage_counted(start_node, listener):
         assert not node_dead(node)
         os.write(master, b'EXIT\n')
         assert listener.spin_until(lambda: len(listener.events) >= 3, 5.0)
+        last = listener.events[-1].event_id
+        assert listener.spin_until(lambda: listener.statuses[-1].last_event_id == last, 5.0)
+        assert_statuses_cover_the_events(listener)
         assert CARD not in node.log()
         assert node.stop() == 0
     finally:
@@ -226,3 +246,5 @@ def test_sim_source_plays_the_scenario(start_node, listener):
     tap_outs = [e for e in listener.events if e.direction == GateEvent.EXIT and e.visit_code]
     assert all(e.visit_code in codes for e in tap_outs)
     assert len(tap_outs) == sum(line.startswith('EXIT ') for _, line in lines)
+    assert listener.spin_until(lambda: listener.statuses[-1].last_event_id == listener.events[-1].event_id, 5.0)
+    assert_statuses_cover_the_events(listener)

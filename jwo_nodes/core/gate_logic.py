@@ -40,6 +40,9 @@ CREDENTIAL_KINDS = {'qr': CREDENTIAL_APP_QR, 'badge': CREDENTIAL_BADGE,
                     'card': CREDENTIAL_CARD_TOKEN}
 
 MAX_GROUP_SIZE = 20
+# How often a gate says how far it has published (GateStatus): fusion acts on a weight
+# change only once every gate has reported past it.
+STATUS_PERIOD_S = 0.2
 MAX_TOKEN_CHARS = 256
 MAX_LINE_CHARS = 512
 SALT_BYTES = 32

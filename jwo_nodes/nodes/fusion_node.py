@@ -11,7 +11,7 @@ while it was down, and the journal drops the ones it already had.
 import functools
 import time
 
-from jwo.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, Receipt,
+from jwo.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, GateStatus, Receipt,
                           ReviewReason, ReviewRequest, ShelfStatus, ShopperPositions,
                           WeightChange)
 from rclpy.node import Node
@@ -99,6 +99,8 @@ class FusionNode(Node):
         for gate_id in store.gates:
             subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         subscription(ShopperPositions, 'shoppers/positions', self._on_positions, EVENT_QOS)
+        for gate_id in store.gates:
+            subscription(GateStatus, f'gates/{gate_id}/status', self._on_gate_status, EVENT_QOS)
         for shelf_id in store.shelves:
             subscription(ShelfStatus, f'shelves/{shelf_id}/weight/status', self._on_status, EVENT_QOS)
         self.create_timer(1.0 / params.tick_hz, lambda: self._publish(self._fusion.advance(time.time_ns())))
@@ -137,6 +139,10 @@ class FusionNode(Node):
                              after_restart=msg.restart != WeightChange.RESTART_NONE)
         self._publish_new(msg.event_id, 'duplicate_weight_change',
                           self._fusion.on_weight_change(change, time.time_ns()))
+
+    def _on_gate_status(self, msg: GateStatus) -> None:
+        self._publish(self._fusion.on_gate_status(msg.gate_id, to_ns(msg.processed_until), msg.last_event_id,
+                                                  time.time_ns()))
 
     def _on_status(self, msg: ShelfStatus) -> None:
         self._publish(self._fusion.on_shelf_status(msg.shelf_id, to_ns(msg.processed_until),

@@ -21,12 +21,12 @@ import threading
 import time
 from pathlib import Path
 
-from jwo.msg import GateEvent
+from jwo.msg import GateEvent, GateStatus
 
 from jwo_nodes.core import gate_logic
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.state_file import StateFileError, read_state, write_state
-from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, Counters, Param, SimStart, declare_params,
+from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, Counters, Param, SimStart, declare_params,
                                   run_node, to_stamp)
 from rclpy.node import Node
 
@@ -98,14 +98,19 @@ class GateNode(Node):
             self._restore_visits(saved)
         if self._state_path is not None:
             self._save_state()
-        topic = 'events' if self.get_namespace() != '/' else f'/jwo/gates/{self.gate_id}/events'
-        self.publisher = self.create_publisher(GateEvent, topic, DURABLE_EVENT_QOS)
+        prefix = '' if self.get_namespace() != '/' else f'/jwo/gates/{self.gate_id}/'
+        self.publisher = self.create_publisher(GateEvent, f'{prefix}events', DURABLE_EVENT_QOS)
+        self.status_publisher = self.create_publisher(GateStatus, f'{prefix}status', EVENT_QOS)
+        self._last_event_id = ''
         # The restored visits' ENTRY events, again: a consumer that starts after this
         # restart (the tracker) learns the codes of the shoppers already inside.
         for event in self.logic.entry_events():
-            self.publisher.publish(self._message(event))
+            self._publish_event(event)
         self._lines: 'queue.Queue[tuple]' = queue.Queue()
         self._last_receipt_ns = 0
+        # A reader stamps a line and queues it in one step: a status stamped after it
+        # finds it queued.
+        self._stamp_lock = threading.Lock()
         self._thread = None
         if p.source == 'sim':
             self._start_sim(where)
@@ -118,8 +123,28 @@ class GateNode(Node):
             # The reader thread wakes the executor for each thing it hands over.
             self._wake = self.create_guard_condition(self._drain)
             self._thread.start()
+        self.create_timer(gate_logic.STATUS_PERIOD_S, self._publish_status)
         self.get_logger().info(f'gate {self.gate_id} reading {p.source}, publishing on '
                                f'{self.publisher.topic_name}')
+
+    def _publish_status(self) -> None:
+        """Publishes the lines due (sim) or read (a reader) by now, then that every event
+        stamped before now is out."""
+        if self.params.source == 'sim':
+            if self._sim_start.ns is None:
+                return    # scenario time 0 is not known yet
+            now = self.get_clock().now().nanoseconds
+            self._sim_tick(now)
+            until = self._sim_start.ns + int((now - self._sim_start.ns) * self.params.time_scale)
+        else:
+            with self._stamp_lock:
+                until = self._receipt_stamp()
+            self._drain()
+        msg = GateStatus(gate_id=self.gate_id, processed_until=to_stamp(until),
+                         last_event_id=self._last_event_id)
+        msg.header.stamp = to_stamp(until)
+        msg.header.frame_id = self.gate_id
+        self.status_publisher.publish(msg)
 
     # -- open visits kept across restarts ----------------------------------------------
 
@@ -183,11 +208,13 @@ class GateNode(Node):
         self._sim_start = SimStart(self, p.sim_start_ns)
         self._sim_timer = self.create_timer(SIM_START_POLL_S, self._sim_tick)
 
-    def _sim_tick(self) -> None:
-        """Publishes the lines due, then sleeps until the next one is."""
+    def _sim_tick(self, now=None) -> None:
+        """Publishes the lines due (by ``now``, default the clock), then sleeps until the
+        next one is."""
         if self._sim_start.ns is None:
             return    # scenario time 0 is not known yet
-        now = self.get_clock().now().nanoseconds
+        if now is None:
+            now = self.get_clock().now().nanoseconds
         while self._sim_next < len(self._sim_lines):
             t_ns, line = self._sim_lines[self._sim_next]
             due_ns = self._sim_start.ns + t_ns / self.params.time_scale
@@ -225,7 +252,8 @@ class GateNode(Node):
 
     def _queue_lines(self, assembler, data: bytes) -> None:
         for line in assembler.feed(data):
-            self._hand_over(('line', line, self._receipt_stamp()))
+            with self._stamp_lock:
+                self._hand_over(('line', line, self._receipt_stamp()))
 
     def _queue_warning(self, name: str, message: str) -> None:
         # Counters belong to the executor thread: reader threads hand warnings over.
@@ -311,7 +339,7 @@ class GateNode(Node):
         if self._state_path is not None and self.logic.revision != self._written_revision:
             self._save_state()   # before the event: no published visit is ever unsaved
         if result.outcome == gate_logic.EVENT:
-            self.publisher.publish(self._message(result.event))
+            self._publish_event(result.event)
         elif result.outcome in (gate_logic.MALFORMED, gate_logic.OUT_OF_ORDER,
                                 gate_logic.EXIT_WITHOUT_ENTRY):
             self._warn(result.outcome, result.problem)
@@ -327,6 +355,10 @@ class GateNode(Node):
 
     def _sync_counts(self) -> None:
         self.counters.values.update(self.logic.counts)
+
+    def _publish_event(self, event: gate_logic.GateEventData) -> None:
+        self.publisher.publish(self._message(event))
+        self._last_event_id = event.event_id
 
     def _message(self, event: gate_logic.GateEventData) -> GateEvent:
         msg = GateEvent(event_id=event.event_id, gate_id=event.gate_id,

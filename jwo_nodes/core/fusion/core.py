@@ -2,9 +2,10 @@
 cart per visit and a receipt at exit out.
 
 Everything is decided from stamps. A weight change or an exit is acted on as soon as
-the tracker has reported past it (its evidence window is then complete; its own shelf
-has, since it sent it), whatever the other shelves report: the changes are solved in
-stamp order, a late one from a slower shelf taking its place among them. A receipt is
+the tracker (its evidence window is then complete) and every gate (no ENTRY before it is
+still on its way) have reported past it; its own shelf has, since it sent it. The other
+shelves do not hold it back: the changes are solved in stamp order, a late one from a
+slower shelf taking its place among them. A receipt is
 issued only once every source has reported past the exit (the shelves through their
 heartbeats' ``processed_until``), so a replay at any speed, or inputs that arrive in
 another order, give the same receipts. Wall time is used for one
@@ -93,6 +94,11 @@ class FusionCore:
         self._positions_until = None  # newest positions stamp
         self._shelf_until = {shelf_id: None for shelf_id in store.shelves}
         self._shelf_wall = {shelf_id: None for shelf_id in store.shelves}
+        # Gates that send statuses: gate id -> the stamp it has published its events up
+        # to, and the wall time of its newest status. A gate that never sent one (a
+        # recording from before statuses) holds nothing back.
+        self._gate_until = {}
+        self._gate_wall = {}
         # Wall time of the first input: a shelf never heard from is silent since then,
         # not since this core started (a replay or a late sensor set may begin long after).
         self._inputs_wall = None
@@ -189,13 +195,25 @@ class FusionCore:
         self._shelf_wall[shelf_id] = wall_ns
         return self.advance(wall_ns)
 
+    def on_gate_status(self, gate_id: str, processed_until_ns: int, last_event_id: str, wall_ns: int) -> Outputs:
+        self._input_at(wall_ns)
+        if gate_id not in self.store.gates:
+            self._problem('unknown_gate', f'status of gate {gate_id!r}, which is not in the store config')
+            return self.advance(wall_ns)
+        self._gate_wall[gate_id] = wall_ns
+        # A status that overtook its last event (they travel on two topics) waits for it.
+        if ((not last_event_id or last_event_id in self._seen_events)
+                and processed_until_ns > self._gate_until.get(gate_id, processed_until_ns - 1)):
+            self._gate_until[gate_id] = processed_until_ns
+        return self.advance(wall_ns)
+
     # -- deciding ------------------------------------------------------------------
 
     def advance(self, wall_ns: int) -> Outputs:
         """Acts on every pending input the tracker has reported past; issues the
         receipts whose visits have closed and whose shelves have all caught up."""
         out = Outputs()
-        tracked = self._tracked_until(wall_ns)
+        tracked = self._acting_until(wall_ns)
         look = None
         while self._pending and tracked is not None and self._pending[0][0] <= tracked:
             _, _, _, kind, item = heapq.heappop(self._pending)
@@ -221,20 +239,29 @@ class FusionCore:
                 out.receipts.append(self._receipt(visit, stale, tracker_stale))
         return out
 
-    def _tracked_until(self, wall_ns: Optional[int] = None) -> Optional[float]:
-        """The stamp up to which the tracker has reported, less the evidence window's
-        margin: a change or exit before it has every position it is weighed by. None
-        before the first positions; no bound while the tracker is stale."""
+    def _acting_until(self, wall_ns: Optional[int] = None) -> Optional[float]:
+        """The stamp up to which changes and exits are acted on: the tracker has reported
+        past it, less the evidence window's margin (a change or exit before it has every
+        position it is weighed by), and so has every gate. None before the first
+        positions; no tracker bound while the tracker is stale."""
+        gated = self._gated_until(wall_ns)
         if self._tracker_stale(wall_ns):
-            return math.inf
+            return gated
         if self._positions_until is None:
             return None
-        return self._positions_until - int(self.settings.window_margin_s * NS)
+        return min(self._positions_until - int(self.settings.window_margin_s * NS), gated)
+
+    def _gated_until(self, wall_ns: Optional[int]) -> float:
+        """The stamp up to which every gate that sends statuses has published its
+        events (one silent for stale_after_s no longer holds anything back)."""
+        limit = int(self.settings.stale_after_s * NS)
+        return min((until for gate_id, until in self._gate_until.items()
+                    if wall_ns is None or wall_ns - self._gate_wall[gate_id] <= limit), default=math.inf)
 
     def _watermark(self, wall_ns: Optional[int] = None) -> Optional[int]:
         """The stamp up to which every live source has reported (a source silent for
         stale_after_s no longer holds decisions back: its visits go to review)."""
-        tracked = self._tracked_until(wall_ns)
+        tracked = self._acting_until(wall_ns)
         if tracked is None:
             return None
         bounds = [] if tracked == math.inf else [tracked]
@@ -580,6 +607,7 @@ class FusionCore:
             visit.reasons.append(Reason(FUSION_RESTARTED, '', detail))
             marked.append(visit.code)
         self._shelf_wall = dict.fromkeys(self._shelf_wall, now_ns)
+        self._gate_wall = dict.fromkeys(self._gate_wall, now_ns)
         self._positions_wall = now_ns
         return marked
 

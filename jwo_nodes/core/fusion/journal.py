@@ -3,7 +3,7 @@ its visits, carts and pending decisions. No rclpy here.
 
 FusionCore is deterministic given its inputs and the wall clock each came with, so the
 journal keeps exactly those: one JSON line per call of the core (gate event, weight
-change, shelf status, positions, tick) with its ``now`` (wall ns), written before the
+change, shelf or gate status, positions, tick) with its ``now`` (wall ns), written before the
 core acts on it. On start the lines are replayed into a fresh core and the replay's
 outputs are dropped, except the receipts it issues that were never marked published
 (the process died between the two): those are handed back to be published now.
@@ -125,6 +125,10 @@ class FusionJournal:
     def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
         return self._input({'k': 'status', 'now': wall_ns, 'shelf': shelf_id, 'until': processed_until_ns})
 
+    def on_gate_status(self, gate_id: str, processed_until_ns: int, last_event_id: str, wall_ns: int) -> Outputs:
+        return self._input({'k': 'gate_status', 'now': wall_ns, 'gate': gate_id, 'until': processed_until_ns,
+                            'last': last_event_id})
+
     def on_positions(self, stamp_ns: int, tracks: list, wall_ns: int) -> Outputs:
         return self._input({'k': 'positions', 'now': wall_ns, 'stamp': stamp_ns,
                             'tracks': [[t.track_id, t.visit_code, t.x, t.y, t.hand, t.confidence]
@@ -193,6 +197,8 @@ class FusionJournal:
             return self.core.on_weight_change(change, now)
         if kind == 'status':
             return self.core.on_shelf_status(record['shelf'], record['until'], now)
+        if kind == 'gate_status':
+            return self.core.on_gate_status(record['gate'], record['until'], record['last'], now)
         if kind == 'positions':
             tracks = [TrackInput(track_id, code, x, y, tuple(hand) if hand is not None else None, confidence)
                       for track_id, code, x, y, hand, confidence in record['tracks']]
