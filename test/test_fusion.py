@@ -467,6 +467,22 @@ def test_a_gate_that_sends_statuses_holds_changes_until_it_has_reported_past_the
     assert 'late_gate_event' not in [name for name, _ in s.core.problems]
 
 
+def test_a_shelf_far_behind_the_tracker_still_finds_who_made_its_change(store):
+    """A replay at full speed: a shelf's change comes in when the tracker is more than
+    history_s past it. Its positions were kept, since that shelf had not reported past
+    them, so the take is v1's, not an orphan."""
+    s = Store(store)
+    others = [shelf_id for shelf_id in store.shelves if shelf_id != 'S1']
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+    s.place('t1', 'v1', 'S1-B1'); s.run(2, reporting=others)
+    taken = s.t
+    s.place('t1', 'v1', 'S3-B1'); s.run(s.core.settings.history_s + 20, reporting=others)
+    s.change('S1-B1', -350.0, end_ns=taken)
+    s.place('t1', 'v1', 'G1'); s.run(1); s.leave(); s.run(0.3); s.place('t1', 'v1', None); s.run(2)
+    assert lines_of(s.receipts['v1']) == {'COLA-330': 1} and s.receipts['v1'].status == FINAL
+    assert 'unattributed_change' not in [name for name, _ in s.core.problems]
+
+
 def test_a_change_while_the_tracker_sees_nobody_sends_every_visit_inside_to_review(store):
     """An orphan: nobody with a visit was near (the tracker was down, or lost them), so
     every visit inside not surely seen elsewhere could have made it; one seen surely

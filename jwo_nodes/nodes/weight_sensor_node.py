@@ -134,7 +134,7 @@ BATCH_S = 0.05
 CATCH_UP_S = 2.0
 # source 'topic': at most this many samples per batch (the status heartbeat and the
 # diagnostics keep going while a fast replay is worked off).
-MAX_BATCH = 5000
+MAX_BATCH = 500
 # The state file is rewritten at least this often (sample time) while samples flow,
 # so its stamp tells how long the node was down, not how long the shelf stood still.
 STATE_REFRESH_S = 30.0
@@ -376,8 +376,9 @@ class WeightSensorNode(Node):
         self._following = changing
 
     def _reading_while_changing(self, msg: WeightReading) -> None:
+        # With what else has arrived: a replay at full speed is still taken in batches.
         self._reading(msg)
-        self._follow_topic()
+        self._drain_topic()
 
     def _drain_topic(self) -> None:
         subscription = self._input

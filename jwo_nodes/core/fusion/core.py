@@ -167,6 +167,7 @@ class FusionCore:
             return self.advance(wall_ns)
         self._positions_until = stamp_ns
         self._positions_wall = wall_ns
+        self._tracks.keep_from(self._changes_to_come_from(wall_ns))
         for track in tracks:
             if not (math.isfinite(track.x) and math.isfinite(track.y)):
                 self._problem('malformed_position', f'track {track.track_id}: ({track.x}, {track.y})')
@@ -273,6 +274,17 @@ class FusionCore:
                 return None
             bounds.append(until)
         return min(bounds) if bounds else None
+
+    def _changes_to_come_from(self, wall_ns: int) -> Optional[int]:
+        """The stamp from which positions may still weigh a change not yet received:
+        no live shelf has one in progress that started before the stamp it has reported
+        up to (a shelf behind the tracker, as in a replay at full speed, keeps the
+        positions it needs beyond history_s). None: one has not reported yet."""
+        stale = self._stale_shelves(wall_ns)
+        live = [until for shelf_id, until in self._shelf_until.items() if shelf_id not in stale]
+        if any(until is None for until in live):
+            return None
+        return min(live, default=math.inf) - int(self.settings.window_margin_s * NS)
 
     def _stale_shelves(self, wall_ns: Optional[int]) -> set:
         if wall_ns is None or self._inputs_wall is None:

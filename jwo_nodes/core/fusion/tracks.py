@@ -82,6 +82,12 @@ class TrackBook:
         self._exited = set()
         self.code_seen = {}           # visit code -> newest stamp a track carried it
         self._swept_ns = None         # stamp of the last sweep of tracks gone for good
+        self._kept_from_ns = math.inf  # samples from this stamp on are kept, however old
+
+    def keep_from(self, stamp_ns: Optional[int]) -> None:
+        """Keeps the samples from this stamp on even past history_s (None: from the
+        oldest): a change still to come may be weighed by them."""
+        self._kept_from_ns = stamp_ns if stamp_ns is not None else -math.inf
 
     def add(self, track_id: str, stamp_ns: int, x: float, y: float, hand: Optional[tuple], visit_code: str,
             confidence: float) -> None:
@@ -96,7 +102,7 @@ class TrackBook:
                                   or stamp_ns - last.stamp_ns > COASTED_S * NS)
         sample = Sample(stamp_ns, x, y, hand, visit_code, confidence, epoch)
         history.append(sample)
-        horizon = sample.stamp_ns - self._history_ns
+        horizon = min(sample.stamp_ns - self._history_ns, self._kept_from_ns)
         while history and history[0].stamp_ns < horizon:
             history.popleft()
         if self._swept_ns is None or self._swept_ns < horizon:
