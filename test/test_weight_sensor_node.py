@@ -357,7 +357,9 @@ def test_replayed_readings_are_batched_at_rest_and_taken_one_by_one_while_a_bin_
         followed = []     # per reading: was the input spun when it was handled
         grams = [500.0, 800.0, 1000.0]
         decided = None                             # the reading the change went out on
-        for k in range(250):                       # 5 s at 50 Hz: 1 s still, a take, still
+        for k in range(250):                       # 1 s still, a take, still until it is out
+            if decided is not None and k == decided + 5:
+                break
             if k == 50:
                 grams[0] -= 350.0
             msg = WeightReading(shelf_id='S1', bin_ids=node.bin_ids,
