@@ -211,7 +211,8 @@ class FusionCore:
     # -- deciding ------------------------------------------------------------------
 
     def advance(self, wall_ns: int) -> Outputs:
-        """Acts on every pending input the tracker has reported past; issues the
+        """Acts on every pending input the tracker and the gates have reported past
+        (each change's cart as first looked at; solved_carts() follows); issues the
         receipts whose visits have closed and whose shelves have all caught up."""
         out = Outputs()
         tracked = self._acting_until(wall_ns)
