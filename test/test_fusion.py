@@ -465,6 +465,8 @@ def test_a_gate_that_sends_statuses_holds_changes_until_it_has_reported_past_the
     assert lines_of(s.receipts['v1']) == {'COLA-330': 2} and s.receipts['v1'].status == FINAL
     assert lines_of(s.receipts['v2']) == {} and s.receipts['v2'].status == FINAL
     assert 'late_gate_event' not in [name for name, _ in s.core.problems]
+    gate_status(s.t - NS, 'g/out2')                         # went back: counted, not taken
+    assert s.core.problems[-1][0] == 'out_of_order_status' and gate_until[-1] == gate_until[-2]
 
 
 def test_a_shelf_far_behind_the_tracker_still_finds_who_made_its_change(store):

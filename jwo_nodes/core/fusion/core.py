@@ -202,10 +202,12 @@ class FusionCore:
             self._problem('unknown_gate', f'status of gate {gate_id!r}, which is not in the store config')
             return self.advance(wall_ns)
         self._gate_wall[gate_id] = wall_ns
-        # A status that overtook its last event (they travel on two topics) waits for it.
-        if ((not last_event_id or last_event_id in self._seen_events)
-                and processed_until_ns > self._gate_until.get(gate_id, processed_until_ns - 1)):
+        previous = self._gate_until.get(gate_id)
+        if previous is not None and processed_until_ns < previous:
+            self._problem('out_of_order_status', f'gate {gate_id} went back from {previous} to {processed_until_ns}')
+        elif not last_event_id or last_event_id in self._seen_events:
             self._gate_until[gate_id] = processed_until_ns
+        # else it overtook its last event (they travel on two topics): held until that is in
         return self.advance(wall_ns)
 
     # -- deciding ------------------------------------------------------------------
@@ -256,9 +258,8 @@ class FusionCore:
     def _gated_until(self, wall_ns: Optional[int]) -> float:
         """The stamp up to which every gate that sends statuses has published its
         events (one silent for stale_after_s no longer holds anything back)."""
-        limit = int(self.settings.stale_after_s * NS)
         return min((until for gate_id, until in self._gate_until.items()
-                    if wall_ns is None or wall_ns - self._gate_wall[gate_id] <= limit), default=math.inf)
+                    if wall_ns is None or not self._silent(self._gate_wall[gate_id], wall_ns)), default=math.inf)
 
     def _watermark(self, wall_ns: Optional[int] = None) -> Optional[int]:
         """The stamp up to which every live source has reported (a source silent for
@@ -290,9 +291,13 @@ class FusionCore:
     def _stale_shelves(self, wall_ns: Optional[int]) -> set:
         if wall_ns is None or self._inputs_wall is None:
             return set()
-        limit = int(self.settings.stale_after_s * NS)
-        return {shelf_id for shelf_id, seen in self._shelf_wall.items()
-                if wall_ns - (seen if seen is not None else self._inputs_wall) > limit}
+        return {shelf_id for shelf_id, seen in self._shelf_wall.items() if self._silent(seen, wall_ns)}
+
+    def _silent(self, seen_wall: Optional[int], wall_ns: int) -> bool:
+        """A source not heard from for stale_after_s (wall clock) since ``seen_wall``
+        (None: never, so since the first input)."""
+        since = seen_wall if seen_wall is not None else self._inputs_wall
+        return wall_ns - since > int(self.settings.stale_after_s * NS)
 
     def _tracker_stale(self, wall_ns: Optional[int]) -> bool:
         """No positions for stale_after_s (wall clock): the tracker is down."""
