@@ -1,5 +1,5 @@
 """The review UI end to end in headless Chromium (selenium + chromedriver): sign in,
-the queue, playing a clip, the proposed receipt with the events in doubt and their
+the queue, playing a clip the store's clip writer made, the proposed receipt with the events in doubt and their
 candidates, a correction, and a second reviewer who is too late."""
 import http.client
 import json
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'cloud'))
 from jwo_cloud import layout, review, testing  # noqa: E402
 from jwo_cloud.bucket import DirBucket  # noqa: E402
 from jwo_cloud.review_web import ReviewApp, ReviewServer  # noqa: E402
+from jwo_nodes.core.clips import NS, EventWindow, StampedFrame, clip_ref, write_clip  # noqa: E402
 
 webdriver = pytest.importorskip('selenium.webdriver')
 CHROMIUM = shutil.which('chromium') or shutil.which('chromium-browser')
@@ -24,27 +25,33 @@ pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                 reason='needs the chromium and chromium-driver packages')
 
 
-def webm_clip(path: Path) -> bytes:
-    """A short real video (VP8/WebM) when OpenCV can write one, else placeholder bytes."""
-    try:
-        import cv2
-        import numpy as np
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'VP80'), 10, (160, 120))
-        for n in range(20):
-            writer.write(np.full((120, 160, 3), (n * 12) % 255, np.uint8))
-        writer.release()
-        if path.exists() and path.stat().st_size > 0:
-            return path.read_bytes()
-    except Exception:
-        pass
-    return b'not really a video'
+CLIP_FRAMES, CLIP_FPS = 20, 10
+CLIP_EVENT = range(8, 13)        # the frames inside the event's window
+
+
+def product_clip(clip_root: Path) -> Path:
+    """A clip as clip_node writes one: 2 s of grey frames, brighter each frame, with
+    frames 8 to 12 (0.8-1.2 s) inside the event's window."""
+    import cv2
+    import numpy as np
+    t0 = 1_700_000_000 * NS
+    frames = []
+    for n in range(CLIP_FRAMES):
+        ok, jpeg = cv2.imencode('.jpg', np.full((120, 160, 3), 40 + 8 * n, np.uint8))
+        assert ok
+        frames.append(StampedFrame(t0 + n * NS // CLIP_FPS, jpeg.tobytes()))
+    window = EventWindow(frames[CLIP_EVENT[0]].stamp_ns, frames[CLIP_EVENT[-1]].stamp_ns)
+    path = clip_root / clip_ref('demo', 'R00001', 'E1-1', 'cam_front')
+    assert write_clip(path, frames, window, CLIP_FPS) == CLIP_FRAMES
+    return path
 
 
 @pytest.fixture
 def site(tmp_path):
     bucket = DirBucket(tmp_path / 'bucket')
-    clip = webm_clip(tmp_path / 'clip.webm')
-    testing.seed_visits(bucket, tmp_path, [1, 2], clip=clip)
+    clip_path = product_clip(tmp_path / 'clips')
+    clip = clip_path.read_bytes()
+    testing.seed_visits(bucket, tmp_path, [1, 2], clip=clip, clip_name=clip_path.name)
     reviewers = tmp_path / 'reviewers.json'
     review.add_reviewer(reviewers, 'alice', 'alice-password')
     review.add_reviewer(reviewers, 'bob', 'bob-password')
@@ -92,6 +99,31 @@ def sign_in(driver, base, name, password, ok=True):
     assert driver.find_element(By.ID, 'user' if ok else 'error')
 
 
+def seen_frame(driver, at_s: float) -> dict:
+    """Seeks the clip's player to at_s, draws the frame it shows on a canvas and reads
+    the RGBA of its centre and of its left edge."""
+    return driver.execute_async_script('''
+        const [at, done] = [arguments[0], arguments[arguments.length - 1]];
+        const v = document.querySelector("video.clip");
+        v.pause();
+        v.addEventListener("seeked", () => {
+            const canvas = document.createElement("canvas");
+            [canvas.width, canvas.height] = [v.videoWidth, v.videoHeight];
+            const g = canvas.getContext("2d");
+            g.drawImage(v, 0, 0);
+            const pixel = (x, y) => Array.from(g.getImageData(x, y, 1, 1).data);
+            done({centre: pixel(v.videoWidth / 2, v.videoHeight / 2),
+                  edge: pixel(0, v.videoHeight / 2), ready: v.readyState});
+        }, {once: true});
+        v.currentTime = at;
+    ''', at_s)
+
+
+def is_event_red(rgba) -> bool:
+    red, green, blue, alpha = rgba
+    return red > 170 and green < 90 and blue < 90 and alpha == 255
+
+
 def test_review_in_the_browser(site, browsers):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -111,22 +143,30 @@ def test_review_in_the_browser(site, browsers):
     assert 'V00001 (0.55)' in event.text and 'V99999 (0.45)' in event.text
     assert '2 x COLA-330' in event.text and 'S1-B1: -700 g' in event.text
     assert alice.find_element(By.ID, 'proposed-total').text == '5.38 USD'
-    # The clip is served (with ranges, for seeking) and the player loads it.
+    # The clip is served (with ranges, for seeking) as the MP4 it is, and it plays.
     video = alice.find_element(By.CSS_SELECTOR, 'video.clip')
     fetched = alice.execute_async_script('''
         const done = arguments[arguments.length - 1];
         fetch(arguments[0], {headers: {Range: 'bytes=0-9'}}).then(
             r => r.arrayBuffer().then(b => done([r.status, b.byteLength,
-                                                 r.headers.get('Content-Range')])));
+                                                 r.headers.get('Content-Range'),
+                                                 r.headers.get('Content-Type')])));
     ''', video.get_attribute('src'))
-    assert fetched == [206, 10, f'bytes 0-9/{len(clip)}']
-    if clip.startswith(b'\x1a\x45\xdf\xa3'):    # a real WebM: it must play
-        WebDriverWait(alice, 15).until(lambda d: d.execute_script(
-            'const v = document.querySelector("video.clip"); return v.readyState >= 1 && v.duration > 0;'))
-        alice.execute_script('document.querySelector("video.clip").muted = true;'
-                             'return document.querySelector("video.clip").play();')
-        WebDriverWait(alice, 15).until(lambda d: d.execute_script(
-            'return document.querySelector("video.clip").currentTime > 0;'))
+    assert fetched == [206, 10, f'bytes 0-9/{len(clip)}', 'video/mp4']
+    assert alice.execute_script('return document.querySelector("video.clip").canPlayType('
+                                '\'video/mp4; codecs="avc1.640028"\')') == 'probably'
+    alice.execute_script('const v = document.querySelector("video.clip"); v.muted = true; v.play();')
+    player = WebDriverWait(alice, 15).until(lambda d: d.execute_script(
+        'const v = document.querySelector("video.clip");'
+        'return (v.error || (v.readyState >= 2 && v.currentTime > 0))'
+        '    && {error: v.error && v.error.message, duration: v.duration};'))
+    assert player == {'error': None, 'duration': pytest.approx(CLIP_FRAMES / CLIP_FPS, abs=0.01)}
+    # A frame inside the event's window and one before it, drawn as the player shows them.
+    inside, before = (seen_frame(alice, (n + 0.5) / CLIP_FPS) for n in (CLIP_EVENT[1], 2))
+    assert inside['ready'] >= 2 and before['ready'] >= 2
+    assert inside['centre'][0] == pytest.approx(40 + 8 * CLIP_EVENT[1], abs=8)
+    assert before['centre'][0] == pytest.approx(40 + 8 * 2, abs=8)
+    assert is_event_red(inside['edge']) and not is_event_red(before['edge'])
 
     bob = browsers()
     sign_in(bob, base, 'bob', 'bob-password')

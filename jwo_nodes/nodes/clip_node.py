@@ -4,8 +4,9 @@ Keeps the last ``buffer_s`` seconds (by stamp) of every camera's
 /jwo/cameras/<id>/image/compressed in memory (jwo_nodes.core.clips.FrameRing). For each
 DoubtfulEvent of a /jwo/review/requests message it writes, per camera in its
 ``camera_ids``, the frames of [window_start - margin_s, window_end + margin_s] as the
-MP4 ``<clip_root>/<clip_ref>`` that uplink_node sends to the cloud. Only flagged
-visits get clips. Clips are written by a worker thread, so frames keep flowing.
+H.264 MP4 ``<clip_root>/<clip_ref>`` that uplink_node sends to the cloud, the frames of
+the event's own window marked. Only flagged visits get clips. Clips are written by a
+worker thread, so frames keep flowing.
 """
 import os
 import queue
@@ -17,7 +18,7 @@ from jwo.msg import ReviewRequest
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
-from jwo_nodes.core.clips import FrameRing, frame_rate, is_clip_ref, write_clip
+from jwo_nodes.core.clips import EventWindow, FrameRing, is_clip_ref, write_clip
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, REQUIRED, SENSOR_QOS, Counters, Param,
                                   declare_params, run_node, to_ns)
@@ -42,7 +43,8 @@ COUNTERS = ('frames', 'review_requests', 'clips_written', 'clips_present', 'clip
 class _Job:
     camera_id: str
     path: str
-    t0_ns: int
+    event: EventWindow
+    t0_ns: int        # the event's window and the margins around it
     t1_ns: int
     deadline: float   # time.monotonic()
 
@@ -103,9 +105,10 @@ class ClipNode(Node):
                     self.counters.warn('malformed_review_request',
                                        f'{msg.receipt_id} {event.event_id}: clip ref {ref!r}')
                 else:
+                    window = EventWindow(to_ns(event.window_start), to_ns(event.window_end))
                     self._jobs.put(_Job(camera_id, os.path.join(self.params.clip_root, ref),
-                                        to_ns(event.window_start) - margin_ns,
-                                        to_ns(event.window_end) + margin_ns, deadline))
+                                        window, window.start_ns - margin_ns,
+                                        window.end_ns + margin_ns, deadline))
 
     # -- writer thread -------------------------------------------------------------
 
@@ -142,9 +145,7 @@ class ClipNode(Node):
         if not frames:
             return [('clips_missing', f'{job.path}: no frames of {window}'
                      + (' left in the ring' if truncated else ''))]
-        stamps = [stamp for stamp, _ in frames]
-        fps = frame_rate(stamps, self.store.cameras[job.camera_id].fps)
-        written = write_clip(job.path, [jpeg for _, jpeg in frames], fps)
+        written = write_clip(job.path, frames, job.event, self.store.cameras[job.camera_id].fps)
         if truncated:
             return [('clips_written', None),
                     ('clips_truncated', f'{job.path}: {written} frames; the start of {window} '
