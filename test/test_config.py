@@ -5,7 +5,8 @@ import sys
 import pytest
 import yaml
 
-from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.config import (ConfigError, MealDeal, MultiBuy, PercentOff, PromotionKind, TimeWindow,
+                                   load_store_config, parse_store_config)
 
 DEMO = 'config/stores/demo.yaml'
 
@@ -16,6 +17,32 @@ def broken(tmp_path, repo, edit):
     path = tmp_path / 'store.yaml'
     path.write_text(yaml.safe_dump(document))
     return path
+
+
+def promoting(*promotions, **store_keys):
+    """An edit of the demo store: a product sold by weight (APPLES), these promotions,
+    these store keys."""
+    def edit(document):
+        document['store'].update(store_keys)
+        document['products'].append({'sku': 'APPLES', 'name': 'Apples', 'unit_grams': 180.0,
+                                     'tolerance_grams': 40.0, 'price_per_kg_cents': 299})
+        document['promotions'] = list(promotions)
+    return edit
+
+
+def multi_buy(skus=('COLA-330',), **changes):
+    return {'id': 'cola-3-for-2', 'name': 'Cola 3 for 2', 'kind': 'multi_buy', 'skus': list(skus), 'buy': 3,
+            'pay': 2, **changes}
+
+
+def meal_deal(groups, **changes):
+    return {'id': 'lunch', 'name': 'Lunch deal', 'kind': 'meal_deal', 'groups': groups, 'price_cents': 450,
+            **changes}
+
+
+def lunchtime(**window):
+    return multi_buy(window={'days': ['mon', 'tue', 'wed', 'thu', 'fri'], 'from': '11:00', 'until': '14:30',
+                             **window})
 
 
 def test_demo_config_loads(repo):
@@ -50,6 +77,54 @@ def test_demo_config_loads(repo):
     (lambda d: d['gates'][0].update(radius=0.8), 'gates[0].radius', "did you mean 'radius_m'?"),
     (lambda d: d['cameras'][1].update(sees_shelf=['S1']), 'cameras[1].sees_shelf', "did you mean 'sees_shelves'?"),
     (lambda d: d['review'].update(cost=60), 'review.cost', "unknown key 'cost'"),
+    # Prices by weight, age restriction, promotions and their time windows.
+    (lambda d: d['products'][0].update(price_per_kg_cents=299), 'products[0].price_per_kg_cents', 'not both'),
+    (lambda d: d['products'][0].pop('price_cents'), 'products[0].price_cents',
+     'missing (or price_per_kg_cents for a product sold by weight)'),
+    (lambda d: d['products'][1].update(age_restricted='yes'), 'products[1].age_restricted',
+     "expected true or false, got 'yes'"),
+    (lambda d: d.update(promotions={'id': 'x'}), 'promotions', 'expected a list, got dict'),
+    (promoting(multi_buy(['COLA-330', 'NOPE'])), 'promotions[0].skus[1]', "unknown SKU 'NOPE' (not under products)"),
+    (promoting(multi_buy(['COLA-330', 'COLA-330'])), 'promotions[0].skus[1]', "'COLA-330' is listed twice"),
+    (promoting(multi_buy(kind='bogof')), 'promotions[0].kind',
+     "unknown kind 'bogof' (known: multi_buy, fixed_price, percent_off, meal_deal)"),
+    (promoting(multi_buy(pay=3)), 'promotions[0].pay', 'must be less than buy (3), got 3'),
+    (promoting(multi_buy(buy=1, pay=1)), 'promotions[0].buy', 'must be >= 2, got 1'),
+    (promoting(multi_buy(['APPLES'])), 'promotions[0].skus[0]',
+     "'APPLES' is sold by weight: multi_buy counts units (only percent_off takes products sold by weight)"),
+    (promoting({'id': 'p', 'name': 'P', 'kind': 'percent_off', 'skus': ['APPLES'], 'percent': 0}),
+     'promotions[0].percent', 'must be >= 1, got 0'),
+    (promoting({'id': 'p', 'name': 'P', 'kind': 'percent_off', 'skus': ['APPLES'], 'percent': 100}),
+     'promotions[0].percent', 'must be <= 99, got 100'),
+    (promoting({'id': 'p', 'name': 'P', 'kind': 'fixed_price', 'skus': ['YOG-STRAW', 'YOG-PLAIN'], 'count': 2,
+                'price_cents': 178}),
+     'promotions[0].price_cents', '178 never saves: 2 of the dearest listed SKU cost 178'),
+    (promoting(meal_deal([['SANDW-EGG'], []])), 'promotions[0].groups[1]', 'must not be empty'),
+    (promoting(meal_deal([['SANDW-EGG'], ['COLA-330', 'APPLES']])), 'promotions[0].groups[1][1]',
+     "'APPLES' is sold by weight: meal_deal counts units"),
+    (promoting(meal_deal([['SANDW-EGG', 'COLA-330']])), 'promotions[0].groups', 'at least two groups'),
+    (promoting(meal_deal([['SANDW-EGG'], ['COLA-330']], price_cents=548)), 'promotions[0].price_cents',
+     'never saves'),
+    (promoting(multi_buy(), multi_buy()), 'promotions[1].id', "duplicate promotion id 'cola-3-for-2'"),
+    (promoting(multi_buy(percnt=10)), 'promotions[0].percnt', "unknown key 'percnt' (did you mean 'percent'?)"),
+    (promoting(multi_buy(percent=10)), 'promotions[0].percent',
+     "unknown key 'percent' (known: id, name, kind, window, skus, buy, pay)"),
+    (promoting(multi_buy(name='')), 'promotions[0].name', 'expected a non-empty string'),
+    (promoting(lunchtime()), 'store.timezone', 'missing (promotions[0].window is in local time)'),
+    (promoting(lunchtime(), timezone='Europe/Berlim'), 'store.timezone',
+     "unknown time zone 'Europe/Berlim' (did you mean 'Europe/Berlin'?)"),
+    (promoting(lunchtime(days=['mon', 'funday']), timezone='UTC'), 'promotions[0].window.days[1]',
+     "unknown day 'funday'"),
+    (promoting(lunchtime(days=['mon', 'mon']), timezone='UTC'), 'promotions[0].window.days[1]', 'listed twice'),
+    (promoting(lunchtime(**{'from': '25:00'}), timezone='UTC'), 'promotions[0].window.from',
+     'expected a time "HH:MM" from 00:00 to 24:00'),
+    (promoting(lunchtime(until='14:75'), timezone='UTC'), 'promotions[0].window.until', 'expected a time'),
+    # An unquoted 11:00 is the number 660 to YAML.
+    (promoting(lunchtime(until=660), timezone='UTC'), 'promotions[0].window.until', 'in quotes'),
+    (promoting(lunchtime(until='11:00'), timezone='UTC'), 'promotions[0].window.until', 'equals from'),
+    (promoting(lunchtime(**{'from': '24:00'}), timezone='UTC'), 'promotions[0].window.from', 'before 24:00'),
+    (promoting(multi_buy(window={}), timezone='UTC'), 'promotions[0].window', 'empty'),
+    (promoting(lunchtime(form='11:00'), timezone='UTC'), 'promotions[0].window.form', "did you mean 'from'?"),
 ])
 def test_bad_config_names_file_key_and_problem(tmp_path, repo, edit, key, problem):
     path = broken(tmp_path, repo, edit)
@@ -58,6 +133,37 @@ def test_bad_config_names_file_key_and_problem(tmp_path, repo, edit, key, proble
     assert raised.value.key == key
     assert problem in raised.value.problem
     assert str(raised.value).startswith(f'{path}: {key}: ')
+
+
+def test_prices_by_weight_age_restriction_and_promotions(repo):
+    document = yaml.safe_load((repo / DEMO).read_text())
+    promoting(lunchtime(), meal_deal([['SANDW-EGG'], ['COLA-330', 'WATER-500']]),
+              {'id': 'fruit', 'name': 'Fruit 10 % off', 'kind': 'percent_off', 'skus': ['APPLES'], 'percent': 10,
+               'window': {'from': '18:00', 'until': '00:00'}},
+              timezone='Europe/Berlin')(document)
+    document['products'][0]['age_restricted'] = True
+    store = parse_store_config(document, 'store.yaml')
+    apples = store.products['APPLES']
+    assert apples.sold_by_weight and apples.price_per_kg_cents == 299
+    assert apples.price_cents == 54                     # a typical 180 g at 2.99/kg: 53.82
+    assert store.products['COLA-330'].age_restricted and not store.products['WATER-500'].age_restricted
+    assert not store.products['WATER-500'].sold_by_weight and store.products['WATER-500'].price_per_kg_cents is None
+    assert store.timezone == 'Europe/Berlin'
+    cola, lunch, fruit = store.promotions
+    assert isinstance(cola, MultiBuy) and (cola.skus, cola.buy, cola.pay) == (('COLA-330',), 3, 2)
+    assert cola.window == TimeWindow(days=frozenset({0, 1, 2, 3, 4}), from_minute=660, until_minute=870)
+    assert isinstance(lunch, MealDeal) and lunch.groups == (('SANDW-EGG',), ('COLA-330', 'WATER-500'))
+    assert lunch.skus == ('SANDW-EGG', 'COLA-330', 'WATER-500') and lunch.window is None
+    assert isinstance(fruit, PercentOff) and fruit.kind is PromotionKind.PERCENT_OFF
+    assert fruit.window == TimeWindow(days=frozenset(range(7)), from_minute=18 * 60, until_minute=24 * 60)
+
+
+def test_every_shipped_store_config_loads(repo):
+    paths = sorted((repo / 'config' / 'stores').glob('*.yaml'))
+    assert len(paths) >= 2
+    for path in paths:
+        store = load_store_config(path)
+        assert all(isinstance(p.price_cents, int) for p in store.products.values())
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

@@ -1,4 +1,4 @@
-"""Per-store configuration: products, shelves and bins, gates and cameras.
+"""Per-store configuration: products, promotions, shelves and bins, gates and cameras.
 
 Loaded from ``config/stores/<store>.yaml`` and validated completely before any node
 starts; every problem is reported as ``<file>: <key>: <problem>``, an unknown key (a
@@ -6,11 +6,16 @@ typo) included. No rclpy here.
 """
 import difflib
 import math
+import re
+import zoneinfo
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import yaml
+
+from jwo_nodes.core import money
 
 # A bin's shelf, where hands reach into it, is this far from the bin's standing point,
 # away from the aisle.
@@ -30,6 +35,11 @@ LAYOUTS = ('aisle', 'gondola')
 FACING_WORDS = {'+x': (1.0, 0.0), '-x': (-1.0, 0.0), '+y': (0.0, 1.0), '-y': (0.0, -1.0)}
 # shelves[].level: height of the shelf board above the floor, metres.
 MAX_LEVEL_M = 3.0
+# promotions[].window.days, in datetime.weekday() order (0 = Monday).
+WEEKDAYS = ('mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun')
+MINUTES_PER_DAY = 24 * 60
+# promotions[].window.from / until: "HH:MM", local time.
+_CLOCK = re.compile(r'(\d{1,2}):(\d{2})')
 
 
 class ConfigError(Exception):
@@ -46,9 +56,89 @@ class ConfigError(Exception):
 class Product:
     sku: str
     name: str
+    # Mean weight of one unit and how far one unit may be from it. For a product sold by
+    # weight, one typical piece or scoop (an apple, a scoop of nuts): the shelf logic
+    # still explains weight changes in these, while the price comes from the grams.
     unit_grams: float
     tolerance_grams: float
+    # Price of one unit. For a product sold by weight, that of one typical piece
+    # (unit_grams, to the gram, at price_per_kg_cents), for code that counts units.
     price_cents: int
+    # Set for a product sold by weight (loose fruit, bulk bins): the price of a kilogram.
+    price_per_kg_cents: Optional[int] = None
+    # Sold to adults only (alcohol, tobacco).
+    age_restricted: bool = False
+
+    @property
+    def sold_by_weight(self) -> bool:
+        return self.price_per_kg_cents is not None
+
+
+class PromotionKind(Enum):
+    MULTI_BUY = 'multi_buy'
+    FIXED_PRICE = 'fixed_price'
+    PERCENT_OFF = 'percent_off'
+    MEAL_DEAL = 'meal_deal'
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """When a promotion runs, in the store's local time (store.timezone)."""
+    # The days it starts on, as datetime.weekday() numbers (0 = Monday).
+    days: frozenset
+    # Minutes after local midnight, from inclusive, until exclusive. until <= from runs
+    # past midnight: the hours after it belong to the day the window started on.
+    from_minute: int
+    until_minute: int
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What every promotion has. Each unit (or weighed line) gets at most one promotion."""
+    id: str
+    # Shown on the receipt's savings line.
+    name: str
+    # None: always on.
+    window: Optional[TimeWindow]
+
+
+@dataclass(frozen=True)
+class MultiBuy(Promotion):
+    """Buy ``buy`` units of the listed SKUs, any mix, pay for ``pay``: the cheapest go free."""
+    kind: ClassVar[PromotionKind] = PromotionKind.MULTI_BUY
+    skus: tuple
+    buy: int
+    pay: int
+
+
+@dataclass(frozen=True)
+class FixedPrice(Promotion):
+    """``count`` units of the listed SKUs, any mix, for ``price_cents``."""
+    kind: ClassVar[PromotionKind] = PromotionKind.FIXED_PRICE
+    skus: tuple
+    count: int
+    price_cents: int
+
+
+@dataclass(frozen=True)
+class PercentOff(Promotion):
+    """``percent`` % off the listed SKUs, by the unit or by weight."""
+    kind: ClassVar[PromotionKind] = PromotionKind.PERCENT_OFF
+    skus: tuple
+    percent: int
+
+
+@dataclass(frozen=True)
+class MealDeal(Promotion):
+    """One unit from each group of SKUs for ``price_cents``."""
+    kind: ClassVar[PromotionKind] = PromotionKind.MEAL_DEAL
+    groups: tuple
+    price_cents: int
+
+    @property
+    def skus(self) -> tuple:
+        """Every SKU of every group, once."""
+        return tuple(dict.fromkeys(sku for group in self.groups for sku in group))
 
 
 @dataclass(frozen=True)
@@ -129,6 +219,11 @@ class StoreConfig:
     review: ReviewCosts
     # 'aisle' or 'gondola' (see LAYOUTS).
     layout: str = 'aisle'
+    # MultiBuy, FixedPrice, PercentOff and MealDeal, in the order of the file.
+    promotions: tuple = ()
+    # IANA time zone of the store (promotion windows are in its local time); None when
+    # the file gives none (then no promotion has a window).
+    timezone: Optional[str] = None
 
     def bin(self, bin_id: str) -> Optional[Bin]:
         return self._bins.get(bin_id)
@@ -222,26 +317,29 @@ def load_store_config(path) -> StoreConfig:
 
 def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     reader = _Reader(path)
-    root = reader.mapping(document, '', ('store', 'review', 'products', 'shelves', 'gates', 'cameras'))
+    root = reader.mapping(document, '', ('store', 'review', 'products', 'promotions', 'shelves', 'gates',
+                                         'cameras'))
     store = reader.mapping(reader.field(root, 'store', ''), 'store',
-                           ('id', 'name', 'currency', 'tax_rate_bp', 'layout'))
+                           ('id', 'name', 'currency', 'tax_rate_bp', 'layout', 'timezone'))
     store_id = reader.ros_token(store, 'id', 'store')
     layout = 'aisle' if store.get('layout') is None else store['layout']
     if layout not in LAYOUTS:
         raise ConfigError(path, 'store.layout', f'expected one of {", ".join(LAYOUTS)}, got {layout!r}')
+    timezone = reader.timezone(store, 'timezone', 'store') if store.get('timezone') is not None else None
     products = {}
     for i, raw in enumerate(reader.sequence(reader.field(root, 'products', ''), 'products')):
         key = f'products[{i}]'
-        item = reader.mapping(raw, key, ('sku', 'name', 'unit_grams', 'tolerance_grams', 'price_cents'))
+        item = reader.mapping(raw, key, ('sku', 'name', 'unit_grams', 'tolerance_grams', 'price_cents',
+                                         'price_per_kg_cents', 'age_restricted'))
         sku = reader.identifier(item, 'sku', key)
         if sku in products:
             raise ConfigError(path, f'{key}.sku', f'duplicate SKU {sku!r}')
-        products[sku] = Product(
-            sku=sku,
-            name=reader.string(item, 'name', key),
-            unit_grams=reader.number(item, 'unit_grams', key, minimum=0.0, exclusive=True),
-            tolerance_grams=reader.number(item, 'tolerance_grams', key, minimum=0.0, exclusive=True),
-            price_cents=reader.integer(item, 'price_cents', key, minimum=0))
+        products[sku] = _product(reader, item, key, sku)
+    promotions = _promotions(reader, root.get('promotions', []), products)
+    windowed = [i for i, promotion in enumerate(promotions) if promotion.window is not None]
+    if windowed and timezone is None:
+        raise ConfigError(path, 'store.timezone', f'missing (promotions[{windowed[0]}].window is in local '
+                          'time): an IANA time zone such as Europe/Berlin')
     shelves = {}
     bin_ids = set()
     for i, raw in enumerate(reader.sequence(reader.field(root, 'shelves', ''), 'shelves')):
@@ -317,7 +415,133 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
         tax_rate_bp=reader.integer(store, 'tax_rate_bp', 'store', minimum=0, maximum=10000),
         products=products, shelves=shelves, gates=gates, cameras=cameras,
         review=_review_costs(reader, root),
-        layout=layout)
+        layout=layout, promotions=promotions, timezone=timezone)
+
+
+def _product(reader, item: dict, key: str, sku: str) -> Product:
+    name = reader.string(item, 'name', key)
+    unit_grams = reader.number(item, 'unit_grams', key, minimum=0.0, exclusive=True)
+    tolerance_grams = reader.number(item, 'tolerance_grams', key, minimum=0.0, exclusive=True)
+    by_unit, by_weight = item.get('price_cents') is not None, item.get('price_per_kg_cents') is not None
+    if by_unit and by_weight:
+        raise ConfigError(reader.path, f'{key}.price_per_kg_cents',
+                          'give price_cents (per unit) or price_per_kg_cents (sold by weight), not both')
+    if not by_unit and not by_weight:
+        raise ConfigError(reader.path, f'{key}.price_cents',
+                          'missing (or price_per_kg_cents for a product sold by weight)')
+    price_per_kg = reader.integer(item, 'price_per_kg_cents', key, minimum=0) if by_weight else None
+    return Product(
+        sku=sku, name=name, unit_grams=unit_grams, tolerance_grams=tolerance_grams,
+        price_cents=(money.weighed_price_cents(round(unit_grams), price_per_kg) if by_weight
+                     else reader.integer(item, 'price_cents', key, minimum=0)),
+        price_per_kg_cents=price_per_kg,
+        age_restricted=reader.boolean(item, 'age_restricted', key, default=False))
+
+
+# The keys each kind of promotion takes besides id, name, kind and window.
+_PROMOTION_KEYS = {
+    PromotionKind.MULTI_BUY: ('skus', 'buy', 'pay'),
+    PromotionKind.FIXED_PRICE: ('skus', 'count', 'price_cents'),
+    PromotionKind.PERCENT_OFF: ('skus', 'percent'),
+    PromotionKind.MEAL_DEAL: ('groups', 'price_cents'),
+}
+_COMMON_PROMOTION_KEYS = ('id', 'name', 'kind', 'window')
+_ANY_KIND_KEYS = tuple(dict.fromkeys(key for keys in _PROMOTION_KEYS.values() for key in keys))
+
+
+def _promotions(reader, raw, products: dict) -> tuple:
+    promotions, ids = [], set()
+    kinds = tuple(kind.value for kind in PromotionKind)
+    for i, raw_item in enumerate(reader.sequence(raw, 'promotions', allow_empty=True)):
+        key = f'promotions[{i}]'
+        # A key of no kind is a typo; one of another kind is named once the kind is known.
+        item = reader.mapping(raw_item, key, _COMMON_PROMOTION_KEYS + _ANY_KIND_KEYS)
+        kind_word = reader.string(item, 'kind', key)
+        if kind_word not in kinds:
+            raise ConfigError(reader.path, f'{key}.kind', f'unknown kind {kind_word!r} (known: {", ".join(kinds)})')
+        kind = PromotionKind(kind_word)
+        check_keys(reader.path, item, _COMMON_PROMOTION_KEYS + _PROMOTION_KEYS[kind], key)
+        promotion_id = reader.identifier(item, 'id', key)
+        if promotion_id in ids:
+            raise ConfigError(reader.path, f'{key}.id', f'duplicate promotion id {promotion_id!r}')
+        ids.add(promotion_id)
+        common = dict(id=promotion_id, name=reader.string(item, 'name', key),
+                      window=_time_window(reader, item, key))
+        promotions.append(_PROMOTION_PARSERS[kind](reader, item, key, products, common))
+    return tuple(promotions)
+
+
+def _listed_skus(reader, item: dict, key: str, products: dict, kind: PromotionKind) -> tuple:
+    return reader.skus(reader.field(item, 'skus', key), f'{key}.skus', products, kind)
+
+
+def _multi_buy(reader, item: dict, key: str, products: dict, common: dict) -> MultiBuy:
+    skus = _listed_skus(reader, item, key, products, PromotionKind.MULTI_BUY)
+    buy = reader.integer(item, 'buy', key, minimum=2)
+    pay = reader.integer(item, 'pay', key, minimum=1)
+    if pay >= buy:
+        raise ConfigError(reader.path, f'{key}.pay', f'must be less than buy ({buy}), got {pay}')
+    return MultiBuy(skus=skus, buy=buy, pay=pay, **common)
+
+
+def _fixed_price(reader, item: dict, key: str, products: dict, common: dict) -> FixedPrice:
+    skus = _listed_skus(reader, item, key, products, PromotionKind.FIXED_PRICE)
+    count = reader.integer(item, 'count', key, minimum=1)
+    price = reader.integer(item, 'price_cents', key, minimum=0)
+    dearest = count * max(products[sku].price_cents for sku in skus)
+    if price >= dearest:
+        raise ConfigError(reader.path, f'{key}.price_cents', f'{price} never saves: {count} of the dearest '
+                          f'listed SKU cost {dearest}')
+    return FixedPrice(skus=skus, count=count, price_cents=price, **common)
+
+
+def _percent_off(reader, item: dict, key: str, products: dict, common: dict) -> PercentOff:
+    return PercentOff(skus=_listed_skus(reader, item, key, products, PromotionKind.PERCENT_OFF),
+                      percent=reader.integer(item, 'percent', key, minimum=1, maximum=99), **common)
+
+
+def _meal_deal(reader, item: dict, key: str, products: dict, common: dict) -> MealDeal:
+    groups_key = f'{key}.groups'
+    raw_groups = reader.sequence(reader.field(item, 'groups', key), groups_key)
+    if len(raw_groups) < 2:
+        raise ConfigError(reader.path, groups_key, 'a meal deal takes one item from each of at least two '
+                          'groups (one group is a fixed_price with count 1)')
+    groups = tuple(reader.skus(group, f'{groups_key}[{g}]', products, PromotionKind.MEAL_DEAL)
+                   for g, group in enumerate(raw_groups))
+    price = reader.integer(item, 'price_cents', key, minimum=0)
+    dearest = sum(max(products[sku].price_cents for sku in group) for group in groups)
+    if price >= dearest:
+        raise ConfigError(reader.path, f'{key}.price_cents', f'{price} never saves: the dearest item of '
+                          f'each group cost {dearest} together')
+    return MealDeal(groups=groups, price_cents=price, **common)
+
+
+_PROMOTION_PARSERS = {
+    PromotionKind.MULTI_BUY: _multi_buy,
+    PromotionKind.FIXED_PRICE: _fixed_price,
+    PromotionKind.PERCENT_OFF: _percent_off,
+    PromotionKind.MEAL_DEAL: _meal_deal,
+}
+
+
+def _time_window(reader, item: dict, key: str) -> Optional[TimeWindow]:
+    if item.get('window') is None:
+        return None
+    window_key = f'{key}.window'
+    window = reader.mapping(item['window'], window_key, ('days', 'from', 'until'))
+    if not window:
+        raise ConfigError(reader.path, window_key, 'empty: give days, from or until (or no window: always on)')
+    days = reader.weekdays(window, 'days', window_key) if window.get('days') is not None else frozenset(range(7))
+    start = reader.clock(window, 'from', window_key) if window.get('from') is not None else 0
+    until = reader.clock(window, 'until', window_key) if window.get('until') is not None else MINUTES_PER_DAY
+    if until == 0:      # until 00:00 is midnight at the end of the day, as 24:00
+        until = MINUTES_PER_DAY
+    if start == MINUTES_PER_DAY:
+        raise ConfigError(reader.path, f'{window_key}.from', 'must be before 24:00')
+    if start == until:
+        raise ConfigError(reader.path, f'{window_key}.until', 'equals from: the window would be empty '
+                          '(leave both out for the whole day)')
+    return TimeWindow(days=days, from_minute=start, until_minute=until)
 
 
 def _review_costs(reader, root: dict) -> ReviewCosts:
@@ -378,6 +602,63 @@ class _Reader:
             raise ConfigError(self.path, self._key(parent, name),
                               f'{value!r} must start with a letter and hold only letters, '
                               'digits and "_" (it is part of ROS topic names)')
+        return value
+
+    def boolean(self, mapping: dict, name: str, parent: str, default: bool) -> bool:
+        value = mapping.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(self.path, self._key(parent, name), f'expected true or false, got {value!r}')
+        return value
+
+    def skus(self, value, key: str, products: dict, kind: PromotionKind) -> tuple:
+        """A non-empty list of known SKUs, each once, for a promotion of ``kind``. Only
+        percent_off takes products sold by weight: the other kinds count units."""
+        skus = self.sequence(value, key)
+        for j, sku in enumerate(skus):
+            sku_key = f'{key}[{j}]'
+            if not isinstance(sku, str) or sku not in products:
+                raise ConfigError(self.path, sku_key, f'unknown SKU {sku!r} (not under products)')
+            if sku in skus[:j]:
+                raise ConfigError(self.path, sku_key, f'{sku!r} is listed twice')
+            if products[sku].sold_by_weight and kind is not PromotionKind.PERCENT_OFF:
+                raise ConfigError(self.path, sku_key, f'{sku!r} is sold by weight: {kind.value} counts units '
+                                  '(only percent_off takes products sold by weight)')
+        return tuple(skus)
+
+    def weekdays(self, mapping: dict, name: str, parent: str) -> frozenset:
+        key = self._key(parent, name)
+        days = self.sequence(self.field(mapping, name, parent), key)
+        for j, day in enumerate(days):
+            if day not in WEEKDAYS:
+                raise ConfigError(self.path, f'{key}[{j}]', f'unknown day {day!r} ({", ".join(WEEKDAYS)})')
+            if day in days[:j]:
+                raise ConfigError(self.path, f'{key}[{j}]', f'{day!r} is listed twice')
+        return frozenset(WEEKDAYS.index(day) for day in days)
+
+    def clock(self, mapping: dict, name: str, parent: str) -> int:
+        """A local time "HH:MM" (00:00 to 24:00), as minutes after midnight."""
+        value = self.field(mapping, name, parent)
+        key = self._key(parent, name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ConfigError(self.path, key, f'expected a time "HH:MM" in quotes, got {value!r} '
+                              '(YAML reads an unquoted 11:00 as the number 660)')
+        match = _CLOCK.fullmatch(value.strip()) if isinstance(value, str) else None
+        minutes = int(match[1]) * 60 + int(match[2]) if match else -1
+        if not match or int(match[2]) > 59 or not 0 <= minutes <= MINUTES_PER_DAY:
+            raise ConfigError(self.path, key, f'expected a time "HH:MM" from 00:00 to 24:00, got {value!r}')
+        return minutes
+
+    def timezone(self, mapping: dict, name: str, parent: str) -> str:
+        """An IANA time zone name (Europe/Berlin, America/New_York, UTC)."""
+        value = self.string(mapping, name, parent)
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            close = difflib.get_close_matches(value, sorted(zoneinfo.available_timezones()), n=1)
+            hint = f'did you mean {close[0]!r}?' if close else 'an IANA name such as Europe/Berlin'
+            raise ConfigError(self.path, self._key(parent, name), f'unknown time zone {value!r} ({hint})')
         return value
 
     def string_list(self, mapping: dict, name: str, parent: str) -> list:
