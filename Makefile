@@ -42,15 +42,18 @@ demo: setup
 	@$(VENV)/bin/jwo demo --store $(STORE) --scenario $(SCENARIO) $(DEMO_ARGS)
 
 # Two test workers (pytest-xdist): most tests wait on processes and DDS, and the vision
-# suite's groups spread over both.
+# suite's groups spread over both. Two tests handed out at a time (--maxschedchunk):
+# by default each worker gets a quarter of its share up front, in order, so the first
+# took every slow test (test/conftest.py starts them first) and ran them one after the
+# other (737 s on a fresh clone; 530 s this way).
 test: setup
 	@tools/ensure_chromium.sh
-	@$(PY) -m pytest -q -n 2 --durations=15 test
+	@$(PY) -m pytest -q -n 2 --maxschedchunk 2 --durations=15 test
 
 # The scenario suite with vision through the real nodes at 2x, the yardstick for the
 # figures in the README (about 19 minutes; `make test` runs it as pure code).
 suite: setup
-	@$(VENV)/bin/jwo eval --vision --suite test/scenarios --time-scale 2
+	@$(VENV)/bin/jwo eval --vision --store test/stores/suite.yaml --suite test/scenarios --time-scale 2
 
 # Replay throughput and sensor-to-cart latency on a 40-shelf store (about 10 minutes);
 # a quicker look: make bench BENCH_ARGS='--shelves 8 --visits 6 --minutes 2'.

@@ -281,11 +281,12 @@ def test_corner_presets_make_harder_cases(corner):
     assert PRESETS['corner_hard'].meet_share > PRESETS['hard'].meet_share
 
 
-# -- the demo store is the yardstick: it simulates exactly as before ---------------------
+# -- the suite's store is the yardstick: it simulates exactly as before ----------------
 
-def test_demo_timelines_are_pinned(demo):
+def test_suite_timelines_are_pinned():
+    suite = load_store_config(REPO / 'test' / 'stores' / 'suite.yaml')
     scenarios = REPO / 'test' / 'scenarios'
-    timeline = Timeline(load_scenario(scenarios / 'hard-adjacent-same-moment.yaml', demo), demo)
+    timeline = Timeline(load_scenario(scenarios / 'hard-adjacent-same-moment.yaml', suite), suite)
     assert timeline.duration_ns == 24812016177
     assert [(e.bin_id, e.person_id, e.start_ns, e.end_ns) for e in timeline.weight_events] == [
         ('S2-B1', 'left', 14600000000, 15300000000), ('S2-B2', 'right', 14600000000, 15300000000),
@@ -302,7 +303,7 @@ def test_demo_timelines_are_pinned(demo):
         [4.801531, 1.821428, 5.763188, 1.741105, 6.737364, 1.677754], abs=1e-6)
     assert timeline.gate_lines('G1')[-1] == (23812016177, 'EXIT')
 
-    timeline = Timeline(load_scenario(scenarios / 'medium-0.yaml', demo), demo)
+    timeline = Timeline(load_scenario(scenarios / 'medium-0.yaml', suite), suite)
     assert (len(timeline.weight_events), timeline.duration_ns) == (52, 128764003631)
     event = timeline.weight_events[7]
     assert (event.bin_id, event.person_id, event.start_ns, event.end_ns) == (

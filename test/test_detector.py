@@ -14,7 +14,7 @@ from jwo_nodes.core.sim import NS, Timeline, load_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / 'models' / 'detector.onnx'
-STORE = load_store_config(REPO / 'config/stores/demo.yaml')
+STORE = load_store_config(REPO / 'test/stores/suite.yaml')
 
 
 @pytest.fixture(scope='module')

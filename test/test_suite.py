@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 JWO = Path(sys.executable).parent / 'jwo'
+# The suite's own store, frozen (the demo store goes on changing).
+SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 
 # Per scenario group (the names' first word): least share of exact receipts among the
 # visits not flagged, largest share flagged for review, most items wrongly charged.
@@ -86,7 +88,8 @@ def test_scenario_suite_with_vision_meets_thresholds(repo, tmp_path, group):
     scenarios = sorted(str(p.relative_to(repo)) for p in (repo / 'test' / 'scenarios').glob(f'{group}-*.yaml'))
     assert scenarios
     (repo / 'runs').mkdir(exist_ok=True)
-    groups = fusion_check(repo, tmp_path / 'report.json', f'suite-{group}-last.json', '--vision', *scenarios)
+    groups = fusion_check(repo, tmp_path / 'report.json', f'suite-{group}-last.json', '--vision', *SUITE_STORE,
+                          *scenarios)
     assert set(groups) == {group}
     failures = threshold_failures(groups, {group: VISION_THRESHOLDS[group]})
     assert not failures, '\n'.join(failures)
@@ -96,7 +99,7 @@ def test_scenario_suite_with_vision_meets_thresholds(repo, tmp_path, group):
 def test_a_hard_case_with_vision_through_the_real_nodes(repo, tmp_path):
     # At 2x, not 4x: at 4x the tracker on two cores falls behind the 80 frames a second
     # and drops frames as late (`late_frames`), so accuracy would follow the machine's speed.
-    result, report_path = run_eval(repo, tmp_path / 'vision', 'suite-vision-nodes-last', '--vision',
+    result, report_path = run_eval(repo, tmp_path / 'vision', 'suite-vision-nodes-last', '--vision', *SUITE_STORE,
                                    'test/scenarios/hard-group-handoff.yaml', '--max-wrong-charges', '0',
                                    time_scale=2)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
@@ -108,7 +111,8 @@ def test_a_hard_case_with_vision_through_the_real_nodes(repo, tmp_path):
 def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_path):
     cases = sorted(str(p.relative_to(repo)) for p in (repo / 'test' / 'scenarios').glob('hard-[a-z]*.yaml'))
     assert len(cases) == 6
-    result, _ = run_eval(repo, tmp_path / 'standin', 'suite-standin-last', *cases, *STANDIN_THRESHOLDS)
+    result, _ = run_eval(repo, tmp_path / 'standin', 'suite-standin-last', *SUITE_STORE, *cases,
+                         *STANDIN_THRESHOLDS)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
