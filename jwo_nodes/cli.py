@@ -18,6 +18,8 @@ SUBCOMMANDS = {
     'simbag': ('jwo_nodes.simbag', 'write a scenario to a bag: raw sensor streams, gate events, tracker frames and the ground truth'),
     'bench': ('jwo_nodes.bench', 'replay throughput and sensor-to-cart latency on a large generated store, '
               'against the bare rclpy hop'),
+    'bench-live-cart': ('jwo_nodes.bench_live_cart', 'cart update -> drawn on the live cart page in '
+                        'headless Chromium: median and p99 over N updates'),
     'bench-vision': ('jwo_nodes.bench_vision', 'detector frames/s (batched, single, OpenCV DNN) and '
                      'how many cameras the vision tracker keeps up with'),
     'vision-check': ('jwo_nodes.vision_check', 'render, detect and track scenarios without ROS: does each '

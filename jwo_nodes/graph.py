@@ -191,7 +191,8 @@ def _params_file(params_dir, executable: str) -> Optional[str]:
 
 def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional[int] = None,
                 time_scale: float = 1.0, with_cameras: bool = True,
-                with_uplink: bool = False, vision: bool = False, state_dir=None) -> list:
+                with_uplink: bool = False, vision: bool = False, state_dir=None,
+                live_cart_handoff=None, staff_pin_file=None) -> list:
     """The NodeSpecs of a store, in start order.
 
     fusion_node (/jwo) first so it listens before events flow, then with a scenario
@@ -203,6 +204,15 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
     cameras run too, the clip_node (/jwo) that writes the review clips it sends, with
     ``clip_root`` the uplink's (from its params file; '.' where that has none, the
     uplink's default of the working directory).
+
+    With ``live_cart_handoff`` (a folder) the live_cart_node (/jwo) serves the shoppers'
+    live carts (its address from config/params/live_cart_node.yaml), and every gate
+    hands each visit's token to the shopper through that folder (``access_dir``,
+    absolute; the stand-in for the shopper's app).
+
+    With ``staff_pin_file`` (a file holding the staff PIN) the staff_view_node (/jwo)
+    serves the associates' page (ID checks; its address from
+    config/params/staff_view_node.yaml).
 
     With ``vision`` the shoppers are tracked on camera frames: the vision_tracker_node
     (/jwo) runs, the cameras always run (in sim mode with a scenario), and the
@@ -257,13 +267,18 @@ def store_graph(store_path, *, params_dir, scenario=None, sim_start_ns: Optional
     for shelf_id, shelf in store.shelves.items():
         specs.append(spec('weight_sensor_node', f'{ROOT_NAMESPACE}/shelves/{shelf_id}',
                           shelf_id=shelf_id, **(sensor_sim or {'source': shelf.source}), **state))
+    handoff = {'access_dir': str(Path(live_cart_handoff).resolve())} if live_cart_handoff is not None else {}
     for gate_id, gate in store.gates.items():
         specs.append(spec('gate_node', f'{ROOT_NAMESPACE}/gates/{gate_id}',
-                          gate_id=gate_id, **(sensor_sim or {'source': gate.source}), **state))
+                          gate_id=gate_id, **(sensor_sim or {'source': gate.source}), **state, **handoff))
     if with_cameras:
         for camera_id in store.cameras:
             specs.append(spec('camera_node', f'{ROOT_NAMESPACE}/cameras/{camera_id}',
                               camera_id=camera_id, **sensor_sim))
+    if handoff:
+        specs.append(spec('live_cart_node', ROOT_NAMESPACE))
+    if staff_pin_file is not None:
+        specs.append(spec('staff_view_node', ROOT_NAMESPACE, pin_file=str(Path(staff_pin_file).resolve())))
     if with_uplink:
         if with_cameras and store.cameras:
             specs.append(spec('clip_node', ROOT_NAMESPACE,

@@ -495,6 +495,13 @@ def add_arguments(parser) -> None:
     parser.add_argument('--uplink', action='store_true',
                         help='also start uplink_node (receipts to the cloud ingest; see cloud/README.md) '
                              'and, with cameras, clip_node (review clips)')
+    parser.add_argument('--live-cart', metavar='HANDOFF_DIR',
+                        help="also start live_cart_node (the shoppers' live carts on their phones; "
+                             "see README \"Live receipt\"); the gates hand each visit's token to the "
+                             'shopper through access-<gate>.jsonl files in this folder')
+    parser.add_argument('--staff-view', metavar='PIN_FILE',
+                        help="also start staff_view_node (the associates' page: ID checks; see README "
+                             '"Staff view"), signed into with the staff PIN in this file')
 
 
 def run(args) -> int:
@@ -507,7 +514,8 @@ def run(args) -> int:
         # sim_start_ns 0: the simulated sensors wait for the start signal (GraphAnnouncer).
         specs = store_graph(args.store, params_dir=params_dir, scenario=args.scenario,
                             sim_start_ns=0, time_scale=args.time_scale,
-                            with_cameras=not args.no_cameras, with_uplink=args.uplink)
+                            with_cameras=not args.no_cameras, with_uplink=args.uplink,
+                            live_cart_handoff=args.live_cart, staff_pin_file=args.staff_view)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr, flush=True)
         return EXIT_CONFIG

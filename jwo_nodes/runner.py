@@ -269,7 +269,8 @@ def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_s
                  vision: bool = False, state_dir=None,
                  on_turn: Callable[[Supervisor, Optional[int]], None] = None,
                  supervisor_options: dict = None,
-                 shelves_per_process: int = SHELVES_PER_CONTAINER) -> RunResult:
+                 shelves_per_process: int = SHELVES_PER_CONTAINER, live_cart_handoff=None,
+                 staff_pin_file=None) -> RunResult:
     """Runs the scenario through a fresh node set, started once the graph is ready
     (``start_delay_s`` after: ScenarioStart); returns when every party has its
     receipt, when the grace period after the scenario's end is over, or on failure.
@@ -277,11 +278,14 @@ def run_scenario(store, store_path, scenario_path, timeline: Timeline, *, time_s
     deliver); ``on_turn(supervisor, scenario start wall ns or None)`` every turn;
     ``supervisor_options``: keyword arguments of the Supervisor (e.g. ``resolve``);
     ``shelves_per_process``: see graph.compose.
-    ``state_dir``: where the nodes keep what survives their restarts (see store_graph)."""
+    ``state_dir``: where the nodes keep what survives their restarts (see store_graph);
+    ``live_cart_handoff``: with a folder, the live cart runs; ``staff_pin_file``: with
+    a file, the staff view (see store_graph)."""
     # sim_start_ns 0: the simulated sensors wait for the start signal.
     specs = store_graph(store_path, params_dir=default_params_dir(), scenario=scenario_path,
                         sim_start_ns=0, time_scale=time_scale, with_cameras=with_cameras,
-                        with_uplink=with_uplink, vision=vision, state_dir=state_dir)
+                        with_uplink=with_uplink, vision=vision, state_dir=state_dir,
+                        live_cart_handoff=live_cart_handoff, staff_pin_file=staff_pin_file)
     for spec in specs:
         spec.parameters.update((overrides or {}).get(spec.executable, {}))
     start = ScenarioStart(lead_s=start_delay_s)
@@ -447,7 +451,12 @@ def receipt_to_dict(receipt: Receipt) -> dict:
         'lines': [{'sku': line.sku, 'name': line.name, 'quantity': line.quantity,
                    'unit_price_cents': line.unit_price_cents,
                    'line_total_cents': line.line_total_cents,
+                   'grams': line.grams if line.sold_by_weight else 0,
+                   'age_restricted': line.age_restricted, 'id_verified': line.id_verified,
                    'confidence': round(float(line.confidence), 3)} for line in receipt.lines],
+        'savings': [{'promotion_id': s.promotion_id, 'name': s.name, 'skus': list(s.skus), 'cents': s.cents}
+                    for s in receipt.savings],
+        'savings_cents': receipt.savings_cents,
         'subtotal_cents': receipt.subtotal_cents, 'tax_cents': receipt.tax_cents,
         'total_cents': receipt.total_cents,
         'reasons': [{'code': r.code, 'event_id': r.event_id, 'detail': r.detail} for r in receipt.reasons],

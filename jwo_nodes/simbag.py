@@ -246,7 +246,7 @@ def ground_truth_documents(timeline: Timeline, events: list, *, epoch_ns: int, w
         exit_ns = epoch_ns + last_exit.get(party, timeline.duration_ns)
         documents.append((exit_ns, {
             'kind': EXPECTED_RECEIPT, 'party': party, 'visit_code': code_of_party.get(party, ''),
-            'exit_stamp_ns': exit_ns, 'receipt': timeline.expected_receipt(party)}))
+            'exit_stamp_ns': exit_ns, 'receipt': timeline.expected_receipt(party, epoch_ns)}))
     documents.sort(key=lambda d: d[0])  # stable: equal stamps keep the order above
     return documents
 

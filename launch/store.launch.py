@@ -45,7 +45,9 @@ def _nodes(context, *args, **kwargs):
         sim_start_ns=sim_start_ns,
         time_scale=float(arg('time_scale')),
         with_cameras=arg('cameras').lower() in ('true', '1', 'yes', 'on'),
-        with_uplink=arg('uplink').lower() in ('true', '1', 'yes', 'on'))
+        with_uplink=arg('uplink').lower() in ('true', '1', 'yes', 'on'),
+        live_cart_handoff=arg('live_cart_handoff') or None,
+        staff_pin_file=arg('staff_pin_file') or None)
     return [_action(process) for process in compose(specs, int(arg('shelves_per_process')))]
 
 
@@ -78,6 +80,13 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('uplink', default_value='false',
                               description='start the uplink to the cloud ingest (and, with '
                                           'cameras, the review clip writer)'),
+        DeclareLaunchArgument('live_cart_handoff', default_value='',
+                              description="folder through which the gates hand each visit's "
+                                          'live-cart token to the shopper; with it the live cart '
+                                          'web service runs (empty: none)'),
+        DeclareLaunchArgument('staff_pin_file', default_value='',
+                              description="file holding the staff PIN; with it the associates' "
+                                          'staff view (ID checks) runs (empty: none)'),
         DeclareLaunchArgument('shelves_per_process', default_value=str(SHELVES_PER_CONTAINER),
                               description='weight sensor nodes composed into one process '
                                           '(1: a process per shelf)'),

@@ -104,7 +104,7 @@ def test_definition_is_rosbag2s_concatenated_msg_text():
     assert sections[0].startswith('uint8 FINAL=0')
     assert [s.splitlines()[0] for s in sections[1:]] == [
         'MSG: builtin_interfaces/Time', 'MSG: jwo/CartLine', 'MSG: jwo/ReviewReason',
-        'MSG: std_msgs/Header']  # sorted, depth first, each once (Time not repeated for Header)
+        'MSG: jwo/SavingLine', 'MSG: std_msgs/Header']  # sorted, depth first, each once (Time not repeated for Header)
     assert 'builtin_interfaces/Time stamp' in sections[-1]
     assert DefinitionSource().type_hash('jwo/msg/Receipt').startswith('RIHS01_')
     assert starts_with_header(DefinitionSource().full_text('jwo/msg/GateEvent'))

@@ -1,6 +1,7 @@
 """The uplink schema: the committed protobuf module matches the .proto, and ROS
 messages convert to envelopes (pure converter, real jwo messages too)."""
 import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,22 @@ def test_invalid_receipts_are_caught():
     assert 'receipt_id' in ingest.validate(envelope, 'demo')
 
 
+def test_savings_and_lines_by_weight_travel_and_add_up():
+    envelope = pb.Envelope.FromString(convert.receipt_items(testing.fake_priced_receipt(), 'demo', 1, 'USD', 825)[0][3])
+    assert ingest.validate(envelope, 'demo') == ''
+    document = wire.to_dict(envelope.receipt)
+    assert document['savings'] == [{'promotion_id': 'cola-2-for-250', 'name': 'Any 2 colas for 2.50',
+                                    'skus': ['COLA-330'], 'cents': 48}]
+    assert document['lines'][1]['sold_by_weight'] and document['lines'][1]['grams'] == 541
+    for spoil, problem in ((lambda r: setattr(r.lines[1], 'grams', 600), 'grams'),
+                           (lambda r: setattr(r, 'savings_cents', 0), 'savings_cents'),
+                           (lambda r: setattr(r.savings[0], 'cents', 0), 'takes nothing off')):
+        receipt = testing.fake_priced_receipt()
+        spoil(receipt)
+        envelope = pb.Envelope.FromString(convert.receipt_items(receipt, 'demo', 1, 'USD', 825)[0][3])
+        assert problem in ingest.validate(envelope, 'demo')
+
+
 def test_real_ros_messages_convert():
     msgs = pytest.importorskip('jwo.msg')
     from builtin_interfaces.msg import Time
@@ -85,3 +102,37 @@ def test_real_ros_messages_convert():
     items = convert.review_items(request, 'demo', 1)
     assert [kind for _, _, kind, _ in items] == ['clip', 'review']
     assert ingest.validate(pb.Envelope.FromString(items[-1][3]), 'demo') == ''
+
+
+def test_the_store_catalogue_converts_and_validates():
+    store = testing.fake_store()
+    (item_id, visit, kind, payload), = convert.catalogue_items(store, 123)
+    envelope = pb.Envelope.FromString(payload)
+    assert (visit, kind) == (wire.STORE_VISIT_KEY, wire.CATALOGUE) and item_id.startswith('catalogue:')
+    assert item_id == wire.catalogue_item_id(envelope.catalogue, 123) and item_id.endswith('-123')
+    assert ingest.validate(envelope, 'demo') == ''
+    catalogue = envelope.catalogue
+    assert [(p.sku, p.price_cents, p.unit_grams) for p in catalogue.products][:2] == [
+        ('COLA-330', 149, 350.0), ('CHOC-100', 199, 108.0)]
+    assert [(b.bin_id, b.shelf_id, b.sku, b.x) for b in catalogue.bins][0] == ('S1-B1', 'S1', 'COLA-330', 2.0)
+    assert catalogue.tax_rate_bp == 825 and catalogue.gates[0].radius_m == 0.8
+    catalogue.products[1].price_cents = 1                   # changed after it was named
+    assert 'item_id' in ingest.validate(envelope, 'demo')
+    catalogue.products[1].sku = 'COLA-330'
+    envelope.item_id = wire.catalogue_item_id(catalogue, 123)
+    assert 'unique' in ingest.validate(envelope, 'demo')
+
+
+def test_tracks_and_the_proposed_visit_travel_when_the_store_sends_them():
+    msg = testing.fake_review(4)
+    event = msg.events[0]
+    event.proposed_visit = 'V99999'
+    event.tracks = [SimpleNamespace(track_id='t7', visit_code='V99999',
+                                    stamps=[testing.stamp(1), testing.stamp(2)], x=[1.0, 1.5], y=[2.0, 2.0])]
+    envelope = pb.Envelope.FromString(convert.review_items(msg, 'demo', 1)[-1][3])
+    converted = envelope.review_request.events[0]
+    assert converted.proposed_visit == 'V99999'
+    assert [(t.track_id, list(t.stamps_ns), list(t.x)) for t in converted.tracks] == [('t7', [1, 2], [1.0, 1.5])]
+    assert ingest.validate(envelope, 'demo') == ''
+    converted.tracks[0].y.append(3.0)
+    assert 'track' in ingest.validate(envelope, 'demo')

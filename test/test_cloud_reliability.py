@@ -15,7 +15,7 @@ import pytest
 CLOUD = Path(__file__).resolve().parent.parent / 'cloud'
 sys.path.insert(0, str(CLOUD))
 
-from jwo_cloud import convert, layout, testing, wire  # noqa: E402
+from jwo_cloud import convert, layout, review_queue, testing, wire  # noqa: E402
 from jwo_cloud.bucket import DirBucket, S3Bucket  # noqa: E402
 from jwo_cloud.ingest import Ingest  # noqa: E402
 from jwo_cloud.testing import wait_until  # noqa: E402
@@ -57,7 +57,11 @@ def enqueue(outbox, first, count, clips=()):
 
 
 def all_keys(bucket):
-    return sorted(bucket.list(''))
+    """The items' objects; the queue's index (checked here) lists the visits in review."""
+    keys = sorted(key for key in bucket.list('') if key != layout.QUEUE_INDEX)
+    queued = [layout.pending_key(e.store_id, e.receipt_id) for e in review_queue.read(bucket).ordered()]
+    assert sorted(queued) == [key for key in keys if key.startswith(layout.PENDING_PREFIX)]
+    return keys
 
 
 def test_ingest_down_for_a_while_everything_arrives_once(tmp_path, cloud_keys):

@@ -48,7 +48,8 @@ def lunchtime(**window):
 def test_demo_config_loads(repo):
     store = load_store_config(repo / DEMO)
     assert store.store_id == 'demo'
-    assert len(store.bins) == 12 and store.bin('S3-B2').sku == 'YOG-PLAIN'
+    assert len(store.bins) == 13 and store.bin('S3-B2').sku == 'YOG-PLAIN'
+    assert [sku for sku, p in store.products.items() if p.age_restricted] == ['WINE-750']
     assert all(isinstance(p.price_cents, int) for p in store.products.values())
 
 
@@ -83,6 +84,9 @@ def test_demo_config_loads(repo):
      'missing (or price_per_kg_cents for a product sold by weight)'),
     (lambda d: d['products'][1].update(age_restricted='yes'), 'products[1].age_restricted',
      "expected true or false, got 'yes'"),
+    (lambda d: d['products'][2].update(low_stock_units=-1), 'products[2].low_stock_units', 'must be >= 0, got -1'),
+    (lambda d: d['products'][2].update(low_stock_units=2.5), 'products[2].low_stock_units',
+     'expected an integer, got 2.5'),
     (lambda d: d.update(promotions={'id': 'x'}), 'promotions', 'expected a list, got dict'),
     (promoting(multi_buy(['COLA-330', 'NOPE'])), 'promotions[0].skus[1]', "unknown SKU 'NOPE' (not under products)"),
     (promoting(multi_buy(['COLA-330', 'COLA-330'])), 'promotions[0].skus[1]', "'COLA-330' is listed twice"),
@@ -142,7 +146,9 @@ def test_prices_by_weight_age_restriction_and_promotions(repo):
                'window': {'from': '18:00', 'until': '00:00'}},
               timezone='Europe/Berlin')(document)
     document['products'][0]['age_restricted'] = True
+    document['products'][1]['low_stock_units'] = 4
     store = parse_store_config(document, 'store.yaml')
+    assert store.products['WATER-500'].low_stock_units == 4 and store.products['COLA-330'].low_stock_units is None
     apples = store.products['APPLES']
     assert apples.sold_by_weight and apples.price_per_kg_cents == 299
     assert apples.price_cents == 54                     # a typical 180 g at 2.99/kg: 53.82

@@ -84,7 +84,8 @@ def test_demo_scenario_receipts_match_ground_truth(store):
         else:
             assert receipt.reasons, party
     assert receipts['ana'].status == FINAL
-    assert receipts['ana'].total_cents == 2 * 149 + 399
+    assert receipts['ana'].total_cents == 250 + 399     # two colas at the store's 2 for 2.50
+    assert [s.promotion_id for s in receipts['ana'].savings] == ['cola-2-for-250']
 
 
 def test_totals_in_integer_cents(store):
@@ -92,7 +93,8 @@ def test_totals_in_integer_cents(store):
     receipts, _ = run_timeline(store, timeline)
     for receipt in receipts.values():
         assert all(isinstance(line.line_total_cents, int) for line in receipt.lines)
-        assert receipt.subtotal_cents == sum(line.line_total_cents for line in receipt.lines)
+        assert receipt.savings_cents == sum(saving.cents for saving in receipt.savings)
+        assert receipt.subtotal_cents == sum(line.line_total_cents for line in receipt.lines) - receipt.savings_cents
         assert receipt.total_cents == receipt.subtotal_cents + receipt.tax_cents
 
 
@@ -183,7 +185,7 @@ def test_take_quantity_and_put_back(store):
     receipt = s.receipts['v1']
     assert receipt.status == FINAL
     assert lines_of(receipt) == {'COLA-330': 2, 'NUTS-200': 1}
-    assert receipt.total_cents == 2 * 149 + 449
+    assert receipt.total_cents == 250 + 449      # two colas at the store's 2 for 2.50
     # Each change: its first look at once, then the joint solve's cart (here the same
     # items, with the solved probabilities).
     assert [c.revision for c in s.carts] == [1, 2, 3, 4, 5, 6]
@@ -238,7 +240,16 @@ def test_two_shoppers_at_one_bin_go_to_review_with_both_candidates(store):
         receipt = s.receipts[code]
         assert receipt.status == NEEDS_REVIEW
         assert receipt.reasons[0].code == AMBIGUOUS_ATTRIBUTION
-        assert set(receipt.doubts[0].candidate_visits) == {'v1', 'v2'}
+        doubt = receipt.doubts[0]
+        assert set(doubt.candidate_visits) == {'v1', 'v2'}
+        # For the reviewer's floor plan: who it went to, and where both stood meanwhile
+        # (kept with the change: those positions are long gone by the receipts).
+        assert doubt.proposed_visit == s.receipts['v1'].doubts[0].proposed_visit in ('v1', 'v2')
+        assert {(path.track_id, path.visit_code) for path in doubt.tracks} == {('t1', 'v1'), ('t2', 'v2')}
+        t1 = next(path for path in doubt.tracks if path.track_id == 't1')
+        assert len(t1.stamps_ns) == len(t1.xs) == len(t1.ys) > 10
+        assert all(doubt.window_start_ns - NS <= t <= doubt.window_end_ns + NS for t in t1.stamps_ns)
+        assert t1.xs[0] == pytest.approx(bin_.x - 0.1) and t1.ys[0] == pytest.approx(bin_.y)
 
 
 def side_by_side_at_chips(store, reaches, reach_s=1.5):
@@ -698,3 +709,33 @@ def test_the_same_inputs_give_the_same_receipts_whatever_the_string_hash_seed(re
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.add(re.sub(r'\([0-9.]+ s\)', '', result.stdout))
     assert len(outputs) == 1
+
+
+def test_carts_and_receipts_are_priced_with_promotions_and_by_weight(repo):
+    """The pricing engine prices the live cart and the receipt alike: a 3-for-2 on cola,
+    apples by the kilogram from the grams the shelf measured."""
+    import yaml
+    from jwo_nodes.core.config import parse_store_config
+    document = yaml.safe_load((repo / STORE).read_text())
+    apple = next(p for p in document['products'] if p['sku'] == 'APPLE-1')
+    apple.pop('price_cents', None)
+    apple['price_per_kg_cents'] = 299
+    document['promotions'] = [{'id': 'cola-3-for-2', 'name': 'Cola 3 for 2', 'kind': 'multi_buy',
+                               'skus': ['COLA-330'], 'buy': 3, 'pay': 2}]
+    store = parse_store_config(document, 'priced.yaml')
+    apple_bin = next(b.id for b in store.bins.values() if b.sku == 'APPLE-1')
+    s = Store(store)
+    visit(s, 'v1', 't1', ('S1-B1', -3 * 350.0 + 4), (apple_bin, -372.4))
+    receipt = s.receipts['v1']
+    assert receipt.status == FINAL
+    lines = {line.sku: line for line in receipt.lines}
+    assert lines['COLA-330'].line_total_cents == 3 * 149
+    assert (lines['APPLE-1'].quantity, lines['APPLE-1'].grams, lines['APPLE-1'].sold_by_weight) == (2, 372, True)
+    assert lines['APPLE-1'].unit_price_cents == 299
+    assert lines['APPLE-1'].line_total_cents == 111          # 372 g x 2.99 / kg = 111.2
+    assert [(x.promotion_id, x.skus, x.cents) for x in receipt.savings] == [('cola-3-for-2', ('COLA-330',), 149)]
+    assert receipt.subtotal_cents == 3 * 149 + 111 - 149 == receipt.total_cents - receipt.tax_cents
+    # The live cart after the apples: the same lines and savings.
+    last = s.carts[-1]
+    assert {line.sku: line.line_total_cents for line in last.lines} == {'COLA-330': 447, 'APPLE-1': 111}
+    assert last.savings_cents == 149 and last.total_cents == 447 + 111 - 149

@@ -3,12 +3,13 @@ bad input logged, counted on /diagnostics, and no cart loses an item."""
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from jwo.msg import (CartUpdate, GateEvent, Receipt, ReviewRequest, ShelfStatus,
-                          ShopperPosition, ShopperPositions, WeightChange)
+from jwo.msg import (CartUpdate, GateEvent, IdCheckDecision, IdCheckRequest, Receipt, ReviewRequest,
+                     ShelfStatus, ShopperPosition, ShopperPositions, WeightChange)
 
 from conftest import wait_until
 from jwo_nodes.core.clips import clip_ref
@@ -18,7 +19,7 @@ from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, to_stamp
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
-SHELVES = ('S1', 'S2', 'S3', 'S4')
+SHELVES = tuple(load_store_config(Path(__file__).resolve().parent.parent / 'config/stores/demo.yaml').shelves)
 WHERE = {'G1': (0.6, 4.0), 'S1-B1': (2.0, 1.2)}   # floor points of the restart test
 
 
@@ -134,7 +135,9 @@ def test_receipt_over_dds_and_bad_input_counted(graph):
     assert receipt.visit_code == 'v-test' and receipt.status == Receipt.FINAL
     assert got['reviews'] == []                   # a final receipt has no review, no clips
     assert [(l.sku, l.quantity, l.line_total_cents) for l in receipt.lines] == [('COLA-330', 2, 298)]
-    assert got['carts'][-1].total_cents == 298
+    # The store's 2 for 2.50 on colas, on the live cart and the receipt alike.
+    assert [(s.promotion_id, s.cents) for s in receipt.savings] == [('cola-2-for-250', 48)]
+    assert got['carts'][-1].total_cents == receipt.subtotal_cents == 250
     assert wait_until(lambda: (spin(0.2), got['diagnostics'].get('malformed_weight_change', 0) >= 1)[1], 5)
     counted = got['diagnostics']
     for name in ('duplicate_gate_event', 'exit_without_entry', 'unknown_shelf',
@@ -292,3 +295,54 @@ def test_a_visit_survives_kill_9(start_node, store_side, repo, tmp_path):
     assert wait_until(lambda: (frames(0.2), got['diagnostics'].get('resent_events', 0) >= 2)[1], 5)
     assert 'duplicate_gate_event' not in got['diagnostics'], got['diagnostics']
     assert 'restarted: replayed' in fusion.log() and 'v-test' in fusion.log()
+
+
+def test_an_age_restricted_take_asks_for_an_id_check_and_the_decision_verifies_it(graph):
+    """The demo store's wine (S5): fusion publishes the ID-check request (durable) at the
+    take; an associate's decision comes back over DDS, twice (dropped the second time);
+    the receipt is FINAL with the line verified."""
+    node, pubs, got, spin, fusion = graph
+    requests = []
+    node.create_subscription(IdCheckRequest, 'id_checks/requests', requests.append, DURABLE_EVENT_QOS)
+    decisions = node.create_publisher(IdCheckDecision, 'id_checks/decisions', DURABLE_EVENT_QOS)
+    wine_change = node.create_publisher(WeightChange, 'shelves/S5/weight/changes', DURABLE_EVENT_QOS)
+    wine_bin = load_store_config(Path(__file__).resolve().parent.parent / 'config/stores/demo.yaml').bin('S5-B1')
+    where = {'G1': (0.6, 4.0), 'S5-B1': (wine_bin.x, wine_bin.y)}
+    assert wait_until(lambda: (spin(0.05), decisions.get_subscription_count() > 0
+                               and wine_change.get_subscription_count() > 0)[1], 10)
+    t = T0
+
+    def advance(seconds, at):
+        nonlocal t
+        for _ in range(int(seconds * 10)):
+            t += NS // 10
+            msg = ShopperPositions(shoppers=[ShopperPosition(track_id='track-w', visit_code='v-wine', x=where[at][0],
+                                                             y=where[at][1], confidence=1.0)])
+            msg.header.stamp = to_stamp(t)
+            pubs['positions'].publish(msg)
+            for shelf, publisher in pubs['status'].items():
+                publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+            spin(0.01)
+
+    pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-wine'))
+    advance(1, 'G1')
+    advance(2, 'S5-B1')
+    wine_change.publish(change('S5/1', 'S5', 'S5-B1', -1251.0, t))
+    advance(1, 'S5-B1')
+    assert wait_until(lambda: (spin(0.05), requests)[1], 10), fusion.log()
+    [request] = requests
+    assert (request.visit_code, request.sku, request.event_id, request.shelf_id) == ('v-wine', 'WINE-750', 'S5/1', 'S5')
+    for _ in range(2):                                   # a re-sent decision counts once
+        decision = IdCheckDecision(decision_id='d-1', visit_code='v-wine', sku='WINE-750',
+                                   decision=IdCheckDecision.VERIFIED, associate_id='A7')
+        decision.header.stamp = to_stamp(t)
+        decisions.publish(decision)
+    advance(1, 'G1')
+    pubs['gate'].publish(gate('G1/2', t, GateEvent.EXIT, 'v-wine'))
+    advance(2, 'G1')
+    assert wait_until(lambda: (spin(0.1), got['receipts'])[1], 10), fusion.log()
+    [receipt] = got['receipts']
+    assert receipt.status == Receipt.FINAL, receipt.reasons
+    assert [(l.sku, l.age_restricted, l.id_verified) for l in receipt.lines] == [('WINE-750', True, True)]
+    assert wait_until(lambda: (spin(0.2), got['diagnostics'].get('duplicate_id_decision', 0) == 1)[1], 5), \
+        got['diagnostics']

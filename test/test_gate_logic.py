@@ -7,6 +7,7 @@ import re
 import pytest
 
 from jwo_nodes.core import gate_logic as g
+from jwo_nodes.core import visit_access
 from jwo_nodes.core.gate_logic import (ENTRY, EXIT, GateLineError, GateLogic, LineAssembler,
                                        parse_line)
 
@@ -115,6 +116,24 @@ def test_each_entry_gets_a_fresh_anonymous_code_and_tap_out_finds_it():
     # The same card on a later visit gets a new code.
     again = gate.feed(f'ENTRY card {CARD}', 100 * S).event
     assert again.visit_code not in (a.visit_code, b.visit_code)
+
+
+def test_each_entry_issues_a_live_cart_token_kept_only_as_its_hash():
+    gate = logic()
+    entry = gate.feed(f'ENTRY card {CARD} 2', 10 * S)
+    issued = entry.access
+    assert issued.access == visit_access.VisitAccess('G1', entry.event.visit_code, 10 * S,
+                                                     visit_access.token_hash(issued.token))
+    assert issued.token not in repr(entry)
+    # The gate keeps the hash (offered again after a restart), never the token.
+    assert gate.accesses() == [issued.access]
+    assert not any(issued.token in value if isinstance(value, str) else issued.token.encode() in value
+                   for value in strings_in(gate))
+    other = gate.feed(f'ENTRY qr {QR}', 11 * S).access
+    assert other.token != issued.token
+    assert gate.feed(f'EXIT card {CARD}', 20 * S).access is None      # an exit issues nothing
+    assert gate.feed('EXIT', 21 * S).access is None
+    assert gate.accesses() == [other.access]                          # closed: forgotten
 
 
 def test_codes_come_from_the_random_source_and_differ_between_gates():
@@ -281,6 +300,9 @@ def test_a_restarted_gate_offers_the_entry_events_of_its_open_visits_again():
     restarted = logic(salt=SALT)
     restarted.restore_visits(json.loads(json.dumps(gate.export_visits())))
     assert restarted.entry_events() == [first]
+    # ... and their live-cart token hashes.
+    assert restarted.accesses() == gate.accesses() and len(gate.accesses()) == 1
+    assert restarted.accesses()[0].visit_code == first.visit_code
 
 
 def test_revision_follows_every_change_of_the_open_visits():
@@ -303,6 +325,7 @@ def test_revision_follows_every_change_of_the_open_visits():
     lambda d: d['visits'][0].update(group_size=0),
     lambda d: d['visits'][0].update(opened_ns='1'),
     lambda d: d['visits'].append(dict(d['visits'][0])),       # twice
+    lambda d: d['visits'][0].update(access_hash='ab' * 31),
 ])
 def test_a_bad_saved_state_restores_nothing(change):
     gate = logic(salt=SALT)

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from jwo.msg import GateEvent, GateStatus
+from jwo.msg import GateEvent, GateStatus, VisitAccess
 from rclpy.executors import SingleThreadedExecutor
 
 from conftest import BIN, wait_until
+from jwo_nodes.core.visit_access import handoff_path, read_handoff, token_hash
 from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, to_ns
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,6 +174,13 @@ def test_a_tap_out_after_a_restart_finds_its_visit(start_node, listener, tmp_pat
         entries = lambda: [(e.event_id, e.visit_code) for e in late if e.direction == GateEvent.ENTRY]
         assert listener.spin_until(entries, 5.0), node.log()
         assert entries() == [(entry.event_id, entry.visit_code)]
+        # ... and its live-cart token's hash, as saved (the token is not in the file).
+        offered = []
+        listener.node.create_subscription(VisitAccess, '/jwo/gates/G1/access', offered.append,
+                                          DURABLE_EVENT_QOS)
+        assert listener.spin_until(lambda: offered, 5.0), node.log()
+        assert [a.visit_code for a in offered] == [entry.visit_code]
+        assert offered[0].token_sha256.tobytes().hex() in saved.read_text()
         listener.events.clear()
         os.write(master, f'EXIT card {CARD}\n'.encode())
         assert listener.spin_until(lambda: listener.events, 5.0), node.log()
@@ -186,9 +194,14 @@ def test_a_tap_out_after_a_restart_finds_its_visit(start_node, listener, tmp_pat
         os.close(slave)
 
 
-def test_stdin_source(tmp_path, listener):
+def test_stdin_source_and_the_live_cart_token_handed_off(tmp_path, listener):
+    handoff = tmp_path / 'access'
+    accesses = []
+    listener.node.create_subscription(VisitAccess, '/jwo/gates/G1/access', accesses.append,
+                                      DURABLE_EVENT_QOS)
     log = open(tmp_path / 'gate.log', 'w')
-    process = subprocess.Popen([str(BIN / 'gate_node'), '--ros-args', *gate_args('stdin')],
+    process = subprocess.Popen([str(BIN / 'gate_node'), '--ros-args',
+                                *gate_args('stdin', '-p', f'access_dir:={handoff}')],
                                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
     try:
         def send(data):
@@ -196,14 +209,23 @@ def test_stdin_source(tmp_path, listener):
             process.stdin.flush()
         wait_for_link(listener, send, process)
         send(b'ENTRY qr app-1 2\nENTRY bogus x\n')
-        assert listener.spin_until(lambda: listener.events, 5.0)
-        assert (listener.events[0].group_size, listener.events[0].credential_kind) == (
-            2, GateEvent.CREDENTIAL_APP_QR)
+        assert listener.spin_until(lambda: listener.events and accesses, 5.0)
+        (entry,) = listener.events
+        assert (entry.group_size, entry.credential_kind) == (2, GateEvent.CREDENTIAL_APP_QR)
+        # The shopper gets the token (a private file here); the bus carries its hash.
+        path = handoff_path(handoff, 'G1')
+        assert path.stat().st_mode & 0o777 == 0o600
+        (grant,) = read_handoff(path)
+        (access,) = accesses
+        assert grant.access.visit_code == access.visit_code == entry.visit_code
+        assert access.token_sha256.tobytes() == token_hash(grant.token)
+        assert to_ns(access.header.stamp) == to_ns(entry.header.stamp)
     finally:
         process.stdin.close()
         process.send_signal(2)
         assert process.wait(10) == 0
         log.close()
+    assert grant.token not in (tmp_path / 'gate.log').read_text()
 
 
 @pytest.mark.parametrize('args, message', [

@@ -47,17 +47,18 @@ def by_executable(specs, executable):
 
 def test_live_graph_of_the_demo_store(params_dir):
     specs = store_graph(DEMO, params_dir=params_dir)
-    assert [s.executable for s in specs].count('weight_sensor_node') == 4
+    assert [s.executable for s in specs].count('weight_sensor_node') == 5
     assert [s.executable for s in specs].count('gate_node') == 1
     assert [s.executable for s in specs].count('camera_node') == 2
     assert [s.executable for s in specs].count('fusion_node') == 1
     assert 'shopper_sim_node' not in [s.executable for s in specs]
-    assert len(specs) == 8
+    assert len(specs) == 9
     assert specs[0].executable == 'fusion_node'   # listens before events flow
     assert [s.fqn for s in specs] == [
         '/jwo/fusion_node',
         '/jwo/shelves/S1/weight_sensor_node', '/jwo/shelves/S2/weight_sensor_node',
         '/jwo/shelves/S3/weight_sensor_node', '/jwo/shelves/S4/weight_sensor_node',
+        '/jwo/shelves/S5/weight_sensor_node',
         '/jwo/gates/G1/gate_node',
         '/jwo/cameras/cam_front/camera_node', '/jwo/cameras/cam_back/camera_node']
     store_config = str(DEMO.resolve())
@@ -69,8 +70,8 @@ def test_live_graph_of_the_demo_store(params_dir):
         for key in ('scenario', 'sim_start_ns', 'time_scale'):
             assert key not in spec.parameters
     shelves = by_executable(specs, 'weight_sensor_node')
-    assert [s.parameters['shelf_id'] for s in shelves] == ['S1', 'S2', 'S3', 'S4']
-    assert [s.namespace for s in shelves] == [f'/jwo/shelves/S{i}' for i in range(1, 5)]
+    assert [s.parameters['shelf_id'] for s in shelves] == ['S1', 'S2', 'S3', 'S4', 'S5']
+    assert [s.namespace for s in shelves] == [f'/jwo/shelves/S{i}' for i in range(1, 6)]
     assert all(s.parameters['source'] == 'sim' for s in shelves)   # as the store config says
     assert by_executable(specs, 'gate_node')[0].parameters == {
         'store_config': store_config, 'gate_id': 'G1', 'source': 'sim'}
@@ -94,7 +95,7 @@ def test_params_files_are_given_when_they_exist(params_dir):
 def test_sim_graph(params_dir, scenario):
     specs = store_graph(DEMO, params_dir=params_dir, scenario=scenario,
                         sim_start_ns=START_NS, time_scale=2)
-    assert len(specs) == 9
+    assert len(specs) == 10
     sim = by_executable(specs, 'shopper_sim_node')
     assert len(sim) == 1 and sim[0].fqn == '/jwo/shopper_sim_node'
     expected = {'scenario': str(scenario.resolve()), 'sim_start_ns': START_NS, 'time_scale': 2.0}
@@ -130,7 +131,7 @@ def test_state_dir_reaches_the_nodes_that_keep_state(tmp_path, scenario):
 def test_without_cameras(scenario):
     assert not by_executable(store_graph(DEMO, params_dir=None, with_cameras=False), 'camera_node')
     specs = store_graph(DEMO, params_dir=None, scenario=scenario, sim_start_ns=1, with_cameras=False)
-    assert len(specs) == 7 and not by_executable(specs, 'camera_node')
+    assert len(specs) == 8 and not by_executable(specs, 'camera_node')
 
 
 def test_uplink_brings_the_clip_writer_when_cameras_run(params_dir, tmp_path):
@@ -161,12 +162,39 @@ def test_uplink_brings_the_clip_writer_when_cameras_run(params_dir, tmp_path):
     assert not by_executable(store_graph(store, params_dir=None, with_uplink=True), 'clip_node')
 
 
+def test_the_staff_view_runs_with_a_pin_file(tmp_path, scenario):
+    pin_file = tmp_path / 'staff-pin'
+    for specs in (store_graph(DEMO, params_dir=REPO / 'config/params', staff_pin_file=pin_file),
+                  store_graph(DEMO, params_dir=REPO / 'config/params', scenario=scenario, sim_start_ns=1,
+                              staff_pin_file=pin_file)):
+        [staff] = by_executable(specs, 'staff_view_node')
+        assert staff.fqn == '/jwo/staff_view_node'
+        assert staff.parameters['pin_file'] == str(pin_file.resolve())
+        assert staff.params_file == str((REPO / 'config/params/staff_view_node.yaml').resolve())
+    assert not by_executable(store_graph(DEMO, params_dir=REPO / 'config/params'), 'staff_view_node')
+
+
+def test_live_cart_runs_with_a_handoff_folder_that_every_gate_gets(tmp_path, scenario):
+    handoff = tmp_path / 'run' / 'access'
+    for specs in (store_graph(DEMO, params_dir=REPO / 'config/params', live_cart_handoff=handoff),
+                  store_graph(DEMO, params_dir=REPO / 'config/params', scenario=scenario, sim_start_ns=1,
+                              live_cart_handoff=handoff)):
+        [live] = by_executable(specs, 'live_cart_node')
+        assert live.fqn == '/jwo/live_cart_node'
+        assert live.parameters == {'store_config': str(DEMO.resolve())}
+        assert live.params_file == str((REPO / 'config/params/live_cart_node.yaml').resolve())
+        assert [g.parameters['access_dir'] for g in by_executable(specs, 'gate_node')] == [str(handoff)]
+    specs = store_graph(DEMO, params_dir=None)
+    assert not by_executable(specs, 'live_cart_node')
+    assert not [g for g in by_executable(specs, 'gate_node') if 'access_dir' in g.parameters]
+
+
 def test_store_without_cameras(tmp_path):
     document = yaml.safe_load(DEMO.read_text())
     del document['cameras']
     store = tmp_path / 'nocam.yaml'
     store.write_text(yaml.safe_dump(document))
-    assert len(store_graph(store, params_dir=None)) == 6
+    assert len(store_graph(store, params_dir=None)) == 7
 
 
 def test_bad_store_config_raises_config_error(tmp_path):
@@ -327,7 +355,7 @@ def test_launch_file_compiles_and_uses_the_shared_graph(monkeypatch, tmp_path, p
     assert [type(a).__name__ for a in live] == ['Node', 'ExecuteProcess', 'Node', 'Node', 'Node']
     assert all('scenario' not in a.kwargs['parameters'][-1] for a in live if type(a).__name__ == 'Node')
     apart = opaque[0].kwargs['function']({**context, 'scenario': '', 'shelves_per_process': '1'})
-    assert [type(a).__name__ for a in apart] == ['Node'] * 6
+    assert [type(a).__name__ for a in apart] == ['Node'] * 7
 
 
 
@@ -337,11 +365,11 @@ def test_shelves_are_composed_in_containers_of_the_given_size(params_dir, scenar
     processes = compose(specs, 3)
     # The containers take the first shelf's place; every other node runs alone, in order.
     assert [p.executable for p in processes] == [
-        'fusion_node', 'shopper_sim_node', 'node_container', 'weight_sensor_node', 'gate_node',
+        'fusion_node', 'shopper_sim_node', 'node_container', 'node_container', 'gate_node',
         *['camera_node'] * (len(specs) - 3 - len(shelves))]
     assert [n for p in processes for n in p.nodes] == specs
     assert processes[2].nodes == tuple(shelves[:3]) and processes[2].label == '/jwo/shelves/{S1..S3}'
-    assert processes[3].label == '/jwo/shelves/S4/weight_sensor_node'
+    assert processes[3].nodes == tuple(shelves[3:]) and processes[3].label == '/jwo/shelves/{S4..S5}'
     assert all(len(p.nodes) == 1 for p in compose(specs, 1))
     with pytest.raises(ValueError):
         compose(specs, 0)

@@ -6,7 +6,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from jwo_nodes.core import money, pricing
+from jwo_common import money
+from jwo_nodes.core import pricing
 from jwo_nodes.core.config import PromotionKind, parse_store_config
 from jwo_nodes.core.pricing import Measure, UsedItem, price_cart
 

@@ -8,14 +8,24 @@ the key exists); in a directory it is ``link(2)`` of a fully written, fsync'd te
 file, which fails atomically with EEXIST. The review takes its lock with it, and the
 ingest its idempotent receipt writes.
 
+And a *conditional replace* (``put(..., if_match=etag)`` after ``get_object``): it
+writes only when the object is still the one read, so read-change-write cycles on a
+shared object (the review queue's index) never lose a concurrent change. On S3 that is
+``PutObject`` with ``If-Match``; in a directory the compare and the rename happen under
+an exclusive ``flock`` of the key's lock file in ``<root>/.locks``.
+
 Keys are ``/``-separated segments of ``[A-Za-z0-9._:-]`` (no empty, ``.`` or ``..``
 segment), so a key can never escape a directory bucket.
 """
+import fcntl
+import hashlib
+import json
 import mimetypes
 import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -33,15 +43,28 @@ def check_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class StoredObject:
+    """An object's bytes and the entity tag that names this version of it."""
+    data: bytes
+    etag: str
+
+
 class Bucket:
     """The interface of both bucket kinds."""
 
     url = ''
 
     def put(self, key: str, data: bytes, content_type: str = 'application/json',
-            if_none_match: bool = False, metadata: Optional[dict] = None) -> bool:
-        """Writes the object; with if_none_match only when the key is free.
-        Returns True when it wrote, False when if_none_match found the key taken."""
+            if_none_match: bool = False, metadata: Optional[dict] = None,
+            if_match: Optional[str] = None) -> bool:
+        """Writes the object; with if_none_match only when the key is free, with
+        if_match only when the object there still has that etag. Returns True when it
+        wrote, False when the condition failed."""
+        raise NotImplementedError
+
+    def get_object(self, key: str) -> Optional[StoredObject]:
+        """The object with its etag (for a later put(..., if_match=etag)), None when missing."""
         raise NotImplementedError
 
     def put_file(self, key: str, path: str, content_type: str,
@@ -51,6 +74,14 @@ class Bucket:
     def get(self, key: str, byte_range: Optional[tuple] = None) -> Optional[bytes]:
         """The object's bytes (or bytes first..last inclusive), None when it is missing."""
         raise NotImplementedError
+
+    def get_json(self, key: str) -> Optional[dict]:
+        """The object read as JSON; None when it is missing or not JSON."""
+        data = self.get(key)
+        try:
+            return json.loads(data) if data is not None else None
+        except ValueError:
+            return None
 
     def head(self, key: str) -> Optional[dict]:
         """{'size', 'content_type', 'metadata'} or None when missing."""
@@ -79,6 +110,8 @@ class DirBucket(Bucket):
         self.root = Path(root).resolve()
         self._tmp = self.root / '.tmp'
         self._tmp.mkdir(parents=True, exist_ok=True)
+        self._locks = self.root / '.locks'
+        self._locks.mkdir(exist_ok=True)
         self.url = str(self.root)
 
     def _path(self, key: str) -> Path:
@@ -104,7 +137,7 @@ class DirBucket(Bucket):
         finally:
             os.close(fd)
 
-    def _place(self, key: str, tmp: str, if_none_match: bool) -> bool:
+    def _place(self, key: str, tmp: str, if_none_match: bool, if_match: Optional[str] = None) -> bool:
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,6 +146,12 @@ class DirBucket(Bucket):
                     os.link(tmp, path)
                 except FileExistsError:
                     return False
+            elif if_match is not None:
+                with self._locked(key):
+                    current = self.get_object(key)
+                    if current is None or current.etag != if_match:
+                        return False
+                    os.replace(tmp, path)
             else:
                 os.replace(tmp, path)
             self._fsync_dir(path.parent)
@@ -123,14 +162,28 @@ class DirBucket(Bucket):
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def _locked(self, key: str):
+        """An exclusive flock of the key's lock file, for as long as the with-block runs
+        (every process writing this directory takes the same one)."""
+        name = hashlib.sha256(key.encode()).hexdigest()[:32]
+        handle = open(self._locks / name, 'a')
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        return handle   # closing it (end of the with-block) releases the lock
+
     def put(self, key, data, content_type='application/json', if_none_match=False,
-            metadata=None) -> bool:
+            metadata=None, if_match=None) -> bool:
         check_key(key)
         try:
             tmp = self._write_tmp(lambda handle: handle.write(data))
         except OSError as error:
             raise BucketError(f'{self.root}: {error}') from error
-        return self._place(key, tmp, if_none_match)
+        return self._place(key, tmp, if_none_match, if_match)
+
+    def get_object(self, key):
+        data = self.get(key)
+        if data is None:
+            return None
+        return StoredObject(data, hashlib.md5(data, usedforsecurity=False).hexdigest())
 
     def put_file(self, key, path, content_type, metadata=None) -> None:
         check_key(key)
@@ -172,7 +225,8 @@ class DirBucket(Bucket):
             return iter(())
         keys = []
         for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = [d for d in dirnames if not (Path(dirpath) == self.root and d == '.tmp')]
+            dirnames[:] = [d for d in dirnames
+                           if not (Path(dirpath) == self.root and d in ('.tmp', '.locks'))]
             for name in filenames:
                 keys.append(str(Path(dirpath, name).relative_to(self.root)))
         return iter(sorted(k for k in keys if k.startswith(prefix)))
@@ -217,24 +271,41 @@ class S3Bucket(Bucket):
         return BucketError(f'{self.url}: {error}')
 
     def put(self, key, data, content_type='application/json', if_none_match=False,
-            metadata=None) -> bool:
+            metadata=None, if_match=None) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
         arguments = dict(Bucket=self.name, Key=self._key(key), Body=data,
                          ContentType=content_type, Metadata=metadata or {})
         if if_none_match:
             arguments['IfNoneMatch'] = '*'
+        if if_match is not None:
+            arguments['IfMatch'] = if_match
         try:
             self.client.put_object(**arguments)
             return True
         except ClientError as error:
             code = error.response.get('Error', {}).get('Code', '')
             status = error.response.get('ResponseMetadata', {}).get('HTTPStatusCode')
-            if if_none_match and (code == 'PreconditionFailed' or status == 412):
+            conditional = if_none_match or if_match is not None
+            if conditional and (code == 'PreconditionFailed' or status == 412):
                 return False
-            if if_none_match and (code == 'ConditionalRequestConflict' or status == 409):
+            if conditional and (code == 'ConditionalRequestConflict' or status == 409):
                 # A concurrent conditional write to this key is in progress: it will
-                # have the key (S3 answers 409 to the loser of such a race).
+                # have changed the key (S3 answers 409 to the loser of such a race).
                 return False
+            if if_match is not None and (code == 'NoSuchKey' or status == 404):
+                return False   # gone since it was read: not the version the caller has
+            raise self._error(error) from error
+        except BotoCoreError as error:
+            raise self._error(error) from error
+
+    def get_object(self, key):
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            answer = self.client.get_object(Bucket=self.name, Key=self._key(key))
+            return StoredObject(answer['Body'].read(), answer['ETag'])
+        except ClientError as error:
+            if error.response.get('Error', {}).get('Code') in ('NoSuchKey', '404'):
+                return None
             raise self._error(error) from error
         except BotoCoreError as error:
             raise self._error(error) from error

@@ -20,6 +20,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 DEFAULT_HOME = os.environ.get('JWO_CLOUD_HOME', 'runs/cloud')
@@ -78,16 +79,26 @@ def _read_password(args) -> str:
 
 
 def cmd_reviewer_add(args) -> int:
-    from jwo_cloud.review import add_reviewer
+    from jwo_cloud.review import Reviewers
     path = args.reviewers or _home(args) / 'reviewers.json'
-    add_reviewer(path, args.name, _read_password(args))
-    print(f'reviewer {args.name} added to {path}')
+    Reviewers(path).add(args.name, _read_password(args))
+    print(f'reviewer {args.name} added to {path} (any session of theirs has ended)')
+    return 0
+
+
+def cmd_reviewer_remove(args) -> int:
+    from jwo_cloud.review import Reviewers
+    path = args.reviewers or _home(args) / 'reviewers.json'
+    if not Reviewers(path).remove(args.name):
+        print(f'error: no reviewer {args.name} in {path}', file=sys.stderr)
+        return 1
+    print(f'reviewer {args.name} removed from {path}; their sessions have ended')
     return 0
 
 
 def cmd_init(args) -> int:
     from jwo_cloud.keys import enroll, keygen
-    from jwo_cloud.review import add_reviewer
+    from jwo_cloud.review import Reviewers
     home, edge = Path(args.home), Path(args.edge_home)
     if not (home / 'keys' / 'ingest.key_secret').exists():
         keygen(home / 'keys', 'ingest')
@@ -99,7 +110,7 @@ def cmd_init(args) -> int:
     password = None
     if not reviewers.exists():
         password = os.environ.get('JWO_REVIEWER_PASSWORD') or secrets.token_urlsafe(9)
-        add_reviewer(reviewers, args.reviewer, password)
+        Reviewers(reviewers).add(args.reviewer, password)
     (home / 'bucket').mkdir(parents=True, exist_ok=True)
     print(f'cloud home:   {home}  (ingest key keys/ingest.key_secret, enrolled/, bucket/)')
     print(f'store home:   {edge}  (keys/store.key_secret, keys/ingest.key)')
@@ -110,10 +121,10 @@ def cmd_init(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from jwo_cloud import layout
+    from jwo_cloud import layout, review_queue
     from jwo_cloud.ingest import Ingest
     from jwo_cloud.keys import enrolled_keys
-    from jwo_cloud.review_web import ReviewApp, ReviewServer
+    from jwo_cloud.review_web import ReviewServer, ReviewSettings, create_app
     home = _home(args)
     secret_file = Path(args.server_key or home / 'keys' / 'ingest.key_secret')
     if not secret_file.exists():
@@ -121,6 +132,9 @@ def cmd_serve(args) -> int:
               file=sys.stderr)
         return 2
     bucket = _bucket(args)
+    if bucket.head(layout.QUEUE_INDEX) is None:
+        # A bucket of an earlier jwo, or a new one: the index from the queue entries.
+        review_queue.rebuild(bucket)
     enrolled = Path(args.enrolled or home / 'enrolled')
     ingest = Ingest(bucket, secret_file, enrolled, home / 'spool', bind=args.bind,
                     workers=args.workers)
@@ -135,8 +149,10 @@ def cmd_serve(args) -> int:
             finally:
                 os.umask(old)
         host, _, port = args.http.rpartition(':')
-        app = ReviewApp(bucket, args.reviewers or home / 'reviewers.json',
-                        secret_path.read_bytes(), counters=ingest.counters)
+        settings = ReviewSettings(claim_s=args.claim_s, clip_margin_s=args.clip_margin_s,
+                                  secure_cookies=not args.insecure_cookies)
+        app = create_app(bucket, args.reviewers or home / 'reviewers.json',
+                         secret_path.read_bytes(), settings, counters=ingest.counters)
         server = ReviewServer(app, host or '127.0.0.1', int(port))
         server.start()
     stores = ', '.join(enrolled_keys(enrolled)) or 'none yet (jwo-cloud enroll)'
@@ -200,40 +216,53 @@ def cmd_uplink(args) -> int:
 
 
 def cmd_review(args) -> int:
-    from jwo_cloud import review
+    from dataclasses import asdict
+
+    from jwo_cloud import review, review_queue
     bucket = _bucket(args)
     if args.review_command == 'list':
-        visits = review.pending(bucket)
+        wanted = review_queue.QueueFilter(args.store, args.reason)
+        visits = [e for e in review_queue.read(bucket).ordered()
+                  if wanted.admits(e, time.time_ns())]
         if args.json:
-            print(json.dumps(visits, indent=1))
-        for v in [] if args.json else visits:
-            print(f'{v["store_id"]}\t{v["receipt_id"]}\t{v["visit_code"]}\t'
-                  f'{",".join(v["reasons"])}\t{v["total_cents"]}')
+            print(json.dumps([e.document() for e in visits], indent=1))
+        for e in [] if args.json else visits:
+            print(f'{e.store_id}\t{e.receipt_id}\t{e.visit_code}\t{",".join(e.reasons)}\t'
+                  f'{e.total_cents}\t{e.claim.reviewer if e.claim else ""}')
+        return 0
+    if args.review_command == 'reindex':
+        print(f'{review_queue.rebuild(bucket)} visits waiting for review')
+        return 0
+    if args.review_command == 'export':
+        rows = review.labelled_rows(bucket)
+        text = ''.join(json.dumps(row, sort_keys=True) + '\n' for row in rows)
+        if args.out == '-':
+            sys.stdout.write(text)
+        else:
+            Path(args.out).write_text(text)
+            print(f'{len(rows)} rows ({sum(r["kind"] == "visit" for r in rows)} visits) '
+                  f'written to {args.out}', file=sys.stderr)
+        return 0
+    if args.review_command == 'figures':
+        figures = review.figures(review.labelled_rows(bucket))
+        print(json.dumps(asdict(figures), indent=1))
         return 0
     try:
         if args.review_command == 'show':
-            print(json.dumps(review.load_visit(bucket, args.store_id, args.receipt_id), indent=1))
-            return 0
-        lines = None
-        if args.action == 'correct':
             visit = review.load_visit(bucket, args.store_id, args.receipt_id)
-            lines = [dict(line) for line in (visit['receipt'] or {}).get('lines', [])]
+            print(json.dumps(asdict(visit), indent=1))
+            return 0
+        visit = review.load_visit(bucket, args.store_id, args.receipt_id, with_clips=False)
+        choices = {event_id: review.EventChoice.parse(text, visit.visit_code)
+                   for event_id, _, text in (e.partition('=') for e in args.event or [])}
+        quantities = None
+        if args.action == 'correct':
+            quantities = review.rechoose(visit.proposed_quantities(), visit.events,
+                                         visit.proposed_choices(), choices, visit.visit_code)
             for setting in args.set or []:
                 sku, _, quantity = setting.partition('=')
-                matching = [line for line in lines if line['sku'] == sku]
-                if not matching:
-                    raise review.InvalidDecision(f'--set {setting}: no line with sku {sku}')
-                for line in matching:
-                    line['quantity'] = quantity
-            for addition in args.add or []:
-                parts = addition.split(':', 3)
-                if len(parts) < 3:
-                    raise review.InvalidDecision(f'--add {addition}: SKU:QTY:UNIT_CENTS[:NAME]')
-                lines.append({'sku': parts[0], 'quantity': parts[1], 'unit_price_cents': parts[2],
-                              'name': parts[3] if len(parts) > 3 else ''})
-        events = dict(e.split('=', 1) for e in args.event or [])
-        final = review.decide(bucket, args.store_id, args.receipt_id, args.reviewer,
-                              args.action, lines, events, args.note)
+                quantities[sku] = int(quantity)
+        final = review.decide(bucket, visit, args.reviewer, quantities, choices, args.note)
     except review.AlreadySettled as error:
         print(f'error: {error}', file=sys.stderr)
         return 3
@@ -278,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--password-stdin', action='store_true')
     sub.set_defaults(run=cmd_reviewer_add)
 
+    sub = commands.add_parser('reviewer-remove', help='remove a reviewer (their sessions end at once)')
+    sub.add_argument('name')
+    sub.add_argument('--home', default=DEFAULT_HOME)
+    sub.add_argument('--reviewers', help='reviewers file (default <home>/reviewers.json)')
+    sub.set_defaults(run=cmd_reviewer_remove)
+
     sub = commands.add_parser('init', help='one-machine set-up: keys, enrolment, a reviewer')
     sub.add_argument('--home', default=DEFAULT_HOME)
     sub.add_argument('--edge-home', default=DEFAULT_EDGE_HOME)
@@ -294,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--enrolled', help='default <home>/enrolled')
     sub.add_argument('--reviewers', help='default <home>/reviewers.json')
     sub.add_argument('--workers', type=int, default=4)
+    sub.add_argument('--claim-s', type=float, default=300.0,
+                     help='a reviewer holds a visit this long unless renewed (default %(default)s)')
+    sub.add_argument('--clip-margin-s', type=float, default=3.0,
+                     help="clip_node's margin_s: the clips start this long before the event "
+                          '(default %(default)s)')
+    sub.add_argument('--insecure-cookies', action='store_true',
+                     help='session cookie without Secure: only for plain HTTP off this machine, '
+                          'on a network you trust (put a TLS proxy in front instead)')
     sub.set_defaults(run=cmd_serve)
 
     sub = commands.add_parser('uplink', help="send a store's outbox to the ingest (no ROS)")
@@ -316,11 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help='make rejected items pending again (the cause was fixed) and exit')
     sub.set_defaults(run=cmd_uplink)
 
-    sub = commands.add_parser('review', help='scripted review: list, show, decide')
+    sub = commands.add_parser('review', help='scripted review: list, show, decide, figures')
     review_commands = sub.add_subparsers(dest='review_command', metavar='ACTION', required=True)
-    listing = review_commands.add_parser('list', help='visits waiting for review')
+    listing = review_commands.add_parser('list', help='visits waiting for review (the index)')
     _add_bucket_args(listing)
     listing.add_argument('--json', action='store_true')
+    listing.add_argument('--store', default='', help='only this store')
+    listing.add_argument('--reason', default='', help='only visits with this reason')
     show = review_commands.add_parser('show', help='one visit as JSON')
     _add_bucket_args(show)
     show.add_argument('store_id')
@@ -333,13 +378,20 @@ def build_parser() -> argparse.ArgumentParser:
     group = decide.add_mutually_exclusive_group(required=True)
     group.add_argument('--confirm', dest='action', action='store_const', const='confirm')
     group.add_argument('--correct', dest='action', action='store_const', const='correct')
+    decide.add_argument('--event', action='append', metavar='EVENT_ID=WHO[:SKU:QTY]',
+                        help='what an event was: WHO is this, nobody or a visit code; with '
+                             '--correct the receipt follows it')
     decide.add_argument('--set', action='append', metavar='SKU=QTY',
-                        help='with --correct: the quantity of a proposed line (0 drops it)')
-    decide.add_argument('--add', action='append', metavar='SKU:QTY:UNIT_CENTS[:NAME]',
-                        help='with --correct: an extra line')
-    decide.add_argument('--event', action='append', metavar='EVENT_ID=DECISION',
-                        help='this_visit | other_visit | no_item')
+                        help='with --correct: the count of a product on the receipt (0 drops '
+                             'it); any product of the store, priced from the receipt or catalogue')
     decide.add_argument('--note', default='')
+    reindex = review_commands.add_parser('reindex', help="rebuild the queue's index from the entries")
+    _add_bucket_args(reindex)
+    export = review_commands.add_parser('export', help='the decisions as labelled data (JSON lines)')
+    _add_bucket_args(export)
+    export.add_argument('--out', default='-', help='file to write (default stdout)')
+    figures = review_commands.add_parser('figures', help='time to settle, agreement with fusion')
+    _add_bucket_args(figures)
     sub.set_defaults(run=cmd_review)
     return parser
 

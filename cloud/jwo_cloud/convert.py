@@ -1,4 +1,5 @@
-"""ROS messages (jwo/Receipt, jwo/ReviewRequest) to uplink envelopes.
+"""ROS messages (jwo/Receipt, jwo/ReviewRequest) and the store's configuration to
+uplink envelopes.
 
 Pure: it reads the messages' attributes and never imports rclpy, so it is tested with
 plain stand-in objects as well as real messages. Each message becomes outbox items
@@ -28,7 +29,12 @@ def receipt_to_pb(msg, currency: str = '', tax_rate_bp: int = 0) -> pb.Receipt:
         lines=[pb.CartLine(sku=line.sku, name=line.name, quantity=int(line.quantity),
                            unit_price_cents=int(line.unit_price_cents),
                            line_total_cents=int(line.line_total_cents),
-                           confidence=float(line.confidence)) for line in msg.lines],
+                           confidence=float(line.confidence),
+                           sold_by_weight=bool(line.sold_by_weight), grams=int(line.grams),
+                           age_restricted=bool(line.age_restricted)) for line in msg.lines],
+        savings=[pb.SavingLine(promotion_id=s.promotion_id, name=s.name, skus=list(s.skus), cents=int(s.cents))
+                 for s in msg.savings],
+        savings_cents=int(msg.savings_cents),
         subtotal_cents=int(msg.subtotal_cents), tax_cents=int(msg.tax_cents),
         total_cents=int(msg.total_cents), status=status,
         reasons=[pb.ReviewReason(code=r.code, event_id=r.event_id, detail=r.detail)
@@ -52,7 +58,11 @@ def review_to_pb(msg) -> pb.ReviewRequest:
             candidate_products=[pb.ProductCandidate(sku=sku, quantity=int(n), unit_grams=float(g),
                                                     probability=float(p))
                                 for sku, n, g, p in zip(e.candidate_skus, e.candidate_quantities,
-                                                        e.candidate_unit_grams, e.candidate_product_scores)])
+                                                        e.candidate_unit_grams, e.candidate_product_scores)],
+            proposed_visit=e.proposed_visit,
+            tracks=[pb.TrackPath(track_id=t.track_id, visit_code=t.visit_code,
+                                 stamps_ns=[_ns(s) for s in t.stamps], x=list(t.x), y=list(t.y))
+                    for t in e.tracks])
             for e in msg.events])
 
 
@@ -87,6 +97,28 @@ def review_items(msg, store_id: str, now_ns: int, content_type_of=None) -> list:
     envelope = wire.make_envelope(store_id, item, visit, now_ns, review_request=review)
     items.append((item, visit, wire.REVIEW, envelope.SerializeToString()))
     return items
+
+
+def catalogue_items(store, now_ns: int) -> list:
+    """The store's catalogue and floor plan (a jwo_nodes StoreConfig: products, shelves
+    with bins, gates) as one item: the uplink sends it when it starts, and the cloud
+    keeps the one sent last (so going back to an earlier configuration works too)."""
+    catalogue = pb.StoreCatalogue(
+        name=store.name, currency=store.currency, tax_rate_bp=int(store.tax_rate_bp),
+        products=[pb.CatalogueProduct(sku=p.sku, name=p.name, unit_grams=float(p.unit_grams),
+                                      tolerance_grams=float(p.tolerance_grams),
+                                      price_cents=int(p.price_cents),
+                                      price_per_kg_cents=int(p.price_per_kg_cents or 0),
+                                      age_restricted=bool(p.age_restricted))
+                  for p in store.products.values()],
+        bins=[pb.FloorBin(bin_id=b.id, shelf_id=shelf.id, sku=b.sku, x=float(b.x), y=float(b.y))
+              for shelf in store.shelves.values() for b in shelf.bins],
+        gates=[pb.FloorGate(gate_id=g.id, x=float(g.x), y=float(g.y), radius_m=float(g.radius_m))
+               for g in store.gates.values()])
+    item = wire.catalogue_item_id(catalogue, now_ns)
+    envelope = wire.make_envelope(store.store_id, item, wire.STORE_VISIT_KEY, now_ns,
+                                  catalogue=catalogue)
+    return [(item, wire.STORE_VISIT_KEY, wire.CATALOGUE, envelope.SerializeToString())]
 
 
 def _content_type(ref: str) -> str:

@@ -26,16 +26,18 @@ from pathlib import Path
 import zmq
 from google.protobuf.message import DecodeError
 
-from jwo_cloud import layout, wire
+from jwo_cloud import catalogue, layout, review_queue, wire
 from jwo_cloud.bucket import Bucket, BucketError
 from jwo_cloud.keys import DOMAIN, ZapHandler, load_pair
 from jwo_cloud.wire import pb
+from jwo_common.money import weighed_price_cents
 
 log = logging.getLogger('jwo_cloud.ingest')
 
 DEFAULT_BIND = 'tcp://127.0.0.1:7700'
 DEFAULT_MAX_FRAME = 4 * 1024 * 1024 + 64 * 1024   # a 4 MiB clip chunk and its envelope
 DEFAULT_MAX_CLIP = 4 * 1024 * 1024 * 1024
+MAX_CATALOGUE_PRODUCTS = 100_000
 _CONTENT_TYPE_OK = set('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.+-/;= ')
 
 
@@ -59,10 +61,17 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
         if receipt.status not in (pb.FINAL, pb.NEEDS_REVIEW):
             return 'receipt status is neither FINAL nor NEEDS_REVIEW'
         for n, line in enumerate(receipt.lines):
-            if line.line_total_cents != line.quantity * line.unit_price_cents:
+            if line.sold_by_weight:
+                if line.grams <= 0 or line.line_total_cents != weighed_price_cents(line.grams, line.unit_price_cents):
+                    return f'line {n}: line_total_cents != grams * unit_price_cents / 1000'
+            elif line.line_total_cents != line.quantity * line.unit_price_cents:
                 return f'line {n}: line_total_cents != quantity * unit_price_cents'
-        if receipt.subtotal_cents != sum(line.line_total_cents for line in receipt.lines):
-            return 'subtotal_cents is not the sum of the lines'
+        if any(saving.cents <= 0 for saving in receipt.savings):
+            return 'a saving that takes nothing off'
+        if receipt.savings_cents != sum(saving.cents for saving in receipt.savings):
+            return 'savings_cents is not the sum of the savings'
+        if receipt.subtotal_cents != sum(line.line_total_cents for line in receipt.lines) - receipt.savings_cents:
+            return 'subtotal_cents is not the sum of the lines less the savings'
         if receipt.total_cents != receipt.subtotal_cents + receipt.tax_cents:
             return 'total_cents != subtotal_cents + tax_cents'
         return ''
@@ -81,6 +90,20 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
                 return f'event {event.event_id}: invalid clip id'
             if len(event.candidate_scores) not in (0, len(event.candidate_visits)):
                 return f'event {event.event_id}: candidate_scores and candidate_visits differ'
+            if any(not len(t.stamps_ns) == len(t.x) == len(t.y) for t in event.tracks):
+                return f'event {event.event_id}: a track\'s stamps and positions differ in length'
+        return ''
+    if kind == 'catalogue':
+        products = envelope.catalogue.products
+        if envelope.item_id != wire.catalogue_item_id(envelope.catalogue, envelope.created_ns):
+            return 'item_id does not match the catalogue'
+        if len(products) > MAX_CATALOGUE_PRODUCTS:
+            return f'more than {MAX_CATALOGUE_PRODUCTS} products'
+        skus = [product.sku for product in products]
+        if len(set(skus)) != len(skus) or not all(wire.is_safe_id(sku) for sku in skus):
+            return 'catalogue SKUs are not unique safe ids'
+        if any(product.price_cents < 0 for product in products):
+            return 'a catalogue price is negative'
         return ''
     if kind == 'clip_chunk':
         chunk = envelope.clip_chunk
@@ -340,6 +363,8 @@ class Ingest:
                 ack = self._receipt(store_id, envelope)
             elif kind == 'review_request':
                 ack = self._review(store_id, envelope)
+            elif kind == 'catalogue':
+                ack = self._catalogue(store_id, envelope)
             else:
                 ack = self._clip(store_id, envelope)
         except (BucketError, OSError) as error:
@@ -385,7 +410,19 @@ class Ingest:
                  'receipt_key': layout.receipt_key(store_id, review.receipt_id),
                  'queued_ns': time.time_ns(), 'request': request}
         created = self.bucket.put(key, _json(entry), if_none_match=True)
+        # Into the queue's index too, also on a redelivery (the first try may have
+        # failed between the two writes); acked only once both are written.
+        receipt = self.bucket.get_json(layout.receipt_key(store_id, review.receipt_id))
+        review_queue.enqueue(self.bucket, review_queue.entry_of(entry, receipt))
         self._written(key, created)
+        return pb.Ack(item_id=envelope.item_id, status=pb.OK, object_key=key)
+
+    def _catalogue(self, store_id, envelope):
+        document = wire.to_dict(envelope.catalogue)
+        document.update(store_id=store_id, created_ns=envelope.created_ns)
+        written = catalogue.save(self.bucket, store_id, document)
+        key = layout.catalogue_key(store_id)
+        self._written(key, written)
         return pb.Ack(item_id=envelope.item_id, status=pb.OK, object_key=key)
 
     def _clip(self, store_id, envelope):

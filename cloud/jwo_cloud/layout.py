@@ -5,7 +5,11 @@ kind of object, so the ingest, the review and the tools cannot disagree.
     stores/<store_id>/clips/<clip_id>              a clip (bytes; sha256 in metadata)
     stores/<store_id>/final/<receipt_id>.json      the settled receipt after review,
                                                    created once (If-None-Match: *)
+    stores/<store_id>/catalogue.json               the store's products and floor plan
     review/pending/<store_id>/<receipt_id>.json    the review queue: one entry a visit
+    review/queue.json                              the queue's index (review_queue.py)
+    review/labels/<store_id>/<receipt_id>.jsonl    a settled visit's decision as labelled
+                                                   data, one JSON line per event
 """
 
 
@@ -25,7 +29,17 @@ def pending_key(store_id: str, receipt_id: str) -> str:
     return f'review/pending/{store_id}/{receipt_id}.json'
 
 
+def catalogue_key(store_id: str) -> str:
+    return f'stores/{store_id}/catalogue.json'
+
+
+def labels_key(store_id: str, receipt_id: str) -> str:
+    return f'review/labels/{store_id}/{receipt_id}.jsonl'
+
+
 PENDING_PREFIX = 'review/pending/'
+QUEUE_INDEX = 'review/queue.json'
+LABELS_PREFIX = 'review/labels/'
 RECEIPTS = 'stores/<store_id>/receipts/'
 CLIPS = 'stores/<store_id>/clips/'
 FINAL = 'stores/<store_id>/final/'

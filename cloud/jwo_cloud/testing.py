@@ -39,18 +39,50 @@ def fake_receipt(n: int, store_id: str = 'demo', status: int = 1, lines=None):
     lines = lines if lines is not None else [('COLA-330', 'Cola 330 ml can', 2, 149),
                                              ('CHOC-100', 'Dark chocolate 100 g', 1, 199)]
     cart = [SimpleNamespace(sku=s, name=name, quantity=q, unit_price_cents=u,
-                            line_total_cents=q * u, confidence=0.8) for s, name, q, u in lines]
+                            line_total_cents=q * u, confidence=0.8, sold_by_weight=False, grams=0,
+                            age_restricted=False) for s, name, q, u in lines]
     subtotal = sum(line.line_total_cents for line in cart)
     tax = (subtotal * 825 + 5000) // 10000
     exit_ns = 1_700_000_000_000_000_000 + n * 1_000_000_000
     return SimpleNamespace(
         header=SimpleNamespace(stamp=stamp(exit_ns)), receipt_id=f'R{n:05d}', store_id=store_id,
         visit_code=f'V{n:05d}', entry_stamp=stamp(exit_ns - 120_000_000_000),
-        exit_stamp=stamp(exit_ns), lines=cart, subtotal_cents=subtotal, tax_cents=tax,
+        exit_stamp=stamp(exit_ns), lines=cart, savings=[], savings_cents=0, subtotal_cents=subtotal, tax_cents=tax,
         total_cents=subtotal + tax, status=status,
         reasons=[SimpleNamespace(code='ambiguous_attribution', event_id=f'E{n}-1',
                                  detail='two shoppers at S1')] if status == 1 else [],
         confidence=0.55)
+
+
+def fake_priced_receipt():
+    """A receipt with a 2-for-2.50 on its colas and apples by weight (328 cents a kg)."""
+    receipt = fake_receipt(5, lines=[('COLA-330', 'Cola 330 ml can', 2, 149)])
+    receipt.lines.append(SimpleNamespace(sku='APPLE-1', name='Apples (loose)', quantity=3, unit_price_cents=328,
+                                         line_total_cents=177, confidence=1.0, sold_by_weight=True, grams=541,
+                                         age_restricted=False))
+    receipt.savings = [SimpleNamespace(promotion_id='cola-2-for-250', name='Any 2 colas for 2.50',
+                                       skus=['COLA-330'], cents=48)]
+    receipt.savings_cents = 48
+    receipt.subtotal_cents = 298 + 177 - 48
+    receipt.tax_cents = (receipt.subtotal_cents * 825 + 5000) // 10000
+    receipt.total_cents = receipt.subtotal_cents + receipt.tax_cents
+    return receipt
+
+
+def fake_store(store_id: str = 'demo'):
+    """A jwo_nodes StoreConfig look-alike: four products on one shelf, one gate."""
+    products = {sku: SimpleNamespace(sku=sku, name=name, unit_grams=grams, tolerance_grams=tolerance,
+                                     price_cents=price, price_per_kg_cents=None, age_restricted=False)
+                for sku, name, grams, tolerance, price in (
+                    ('COLA-330', 'Cola 330 ml can', 350.0, 6.0, 149),
+                    ('CHOC-100', 'Dark chocolate 100 g', 108.0, 3.0, 199),
+                    ('GUM-10', 'Chewing gum', 32.0, 2.0, 129),
+                    ('MILK-1L', 'Milk 1 l', 1050.0, 10.0, 139))}
+    bins = tuple(SimpleNamespace(id=f'S1-B{n + 1}', sku=sku, x=2.0 + n, y=1.2)
+                 for n, sku in enumerate(products))
+    return SimpleNamespace(store_id=store_id, name='Test store', currency='USD', tax_rate_bp=825,
+                           products=products, shelves={'S1': SimpleNamespace(id='S1', bins=bins)},
+                           gates={'G1': SimpleNamespace(id='G1', x=0.6, y=4.0, radius_m=0.8)})
 
 
 def fake_review(n: int, clip_refs=(), store_id: str = 'demo'):
@@ -62,35 +94,31 @@ def fake_review(n: int, clip_refs=(), store_id: str = 'demo'):
         candidate_scores=[0.55, 0.45], proposed_sku='COLA-330', proposed_quantity=2,
         camera_ids=['cam_front'], clip_refs=list(clip_refs),
         candidate_skus=['COLA-330', 'MILK-1L'], candidate_quantities=[2, 1],
-        candidate_unit_grams=[350.0, 1050.0], candidate_product_scores=[0.9, 0.1])
+        candidate_unit_grams=[350.0, 1050.0], candidate_product_scores=[0.9, 0.1],
+        proposed_visit=f'V{n:05d}', tracks=[])
     return SimpleNamespace(header=SimpleNamespace(stamp=stamp(exit_ns)), receipt_id=f'R{n:05d}',
                            store_id=store_id, visit_code=f'V{n:05d}', events=[event])
 
 
-class FlakyBucket(Bucket):
-    """Wraps a bucket; while ``failing`` is set every write raises BucketError."""
+class BucketWrapper(Bucket):
+    """Passes every call to the bucket it wraps (subclasses add to some)."""
 
     def __init__(self, inner: Bucket):
         self.inner = inner
         self.url = inner.url
-        self.failing = threading.Event()
-        self.failed_writes = 0
 
-    def _check(self):
-        if self.failing.is_set():
-            self.failed_writes += 1
-            raise BucketError('injected bucket failure')
-
-    def put(self, key, data, content_type='application/json', if_none_match=False, metadata=None):
-        self._check()
-        return self.inner.put(key, data, content_type, if_none_match, metadata)
+    def put(self, key, data, content_type='application/json', if_none_match=False, metadata=None,
+            if_match=None):
+        return self.inner.put(key, data, content_type, if_none_match, metadata, if_match)
 
     def put_file(self, key, path, content_type, metadata=None):
-        self._check()
         return self.inner.put_file(key, path, content_type, metadata)
 
     def get(self, key, byte_range=None):
         return self.inner.get(key, byte_range)
+
+    def get_object(self, key):
+        return self.inner.get_object(key)
 
     def head(self, key):
         return self.inner.head(key)
@@ -103,6 +131,71 @@ class FlakyBucket(Bucket):
 
     def location(self, key_prefix=''):
         return self.inner.location(key_prefix)
+
+
+class FlakyBucket(BucketWrapper):
+    """While ``failing`` is set every write raises BucketError."""
+
+    def __init__(self, inner: Bucket):
+        super().__init__(inner)
+        self.failing = threading.Event()
+        self.failed_writes = 0
+
+    def _check(self):
+        if self.failing.is_set():
+            self.failed_writes += 1
+            raise BucketError('injected bucket failure')
+
+    def put(self, key, data, content_type='application/json', if_none_match=False, metadata=None,
+            if_match=None):
+        self._check()
+        return super().put(key, data, content_type, if_none_match, metadata, if_match)
+
+    def put_file(self, key, path, content_type, metadata=None):
+        self._check()
+        return super().put_file(key, path, content_type, metadata)
+
+
+class CountingBucket(BucketWrapper):
+    """Counts the requests made to the bucket (an S3 bucket bills each one): ``requests``
+    is a list of (operation, key) in the order they were made."""
+
+    def __init__(self, inner: Bucket):
+        super().__init__(inner)
+        self.requests = []
+        self._lock = threading.Lock()
+
+    def _count(self, operation: str, key: str) -> None:
+        with self._lock:
+            self.requests.append((operation, key))
+
+    def put(self, key, data, *args, **kwargs):
+        self._count('put', key)
+        return super().put(key, data, *args, **kwargs)
+
+    def put_file(self, key, path, *args, **kwargs):
+        self._count('put', key)
+        return super().put_file(key, path, *args, **kwargs)
+
+    def get(self, key, byte_range=None):
+        self._count('get', key)
+        return super().get(key, byte_range)
+
+    def get_object(self, key):
+        self._count('get', key)
+        return super().get_object(key)
+
+    def head(self, key):
+        self._count('head', key)
+        return super().head(key)
+
+    def list(self, prefix):
+        self._count('list', prefix)
+        return super().list(prefix)
+
+    def delete(self, key):
+        self._count('delete', key)
+        return super().delete(key)
 
 
 @contextlib.contextmanager
@@ -139,8 +232,8 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
 
 def seed_visits(bucket: Bucket, directory, numbers, clip: bytes = None,
                 clip_name: str = 'cam_front-1.webm', store_id: str = 'demo') -> dict:
-    """Writes visits in doubt to the bucket the way the ingest does (receipt, clip,
-    review entry) without a network: {n: clip_id}."""
+    """Writes the store's catalogue (fake_store) and visits in doubt to the bucket the
+    way the ingest does (receipt, clip, review entry) without a network: {n: clip_id}."""
     import hashlib
 
     from jwo_cloud import convert
@@ -152,6 +245,8 @@ def seed_visits(bucket: Bucket, directory, numbers, clip: bytes = None,
     ingest = Ingest(bucket, directory / 'keys' / 'cloud' / 'ingest.key_secret',
                     directory / 'keys' / 'enrolled', directory / 'spool')
     clip_ids = {}
+    (_, _, _, payload), = convert.catalogue_items(fake_store(store_id), time.time_ns())
+    assert ingest.process(store_id, pb.Envelope.FromString(payload)).status == pb.OK
     for n in numbers:
         refs = [f'/var/jwo/clips/{n}/{clip_name}'] if clip is not None else []
         items = convert.receipt_items(fake_receipt(n, store_id), store_id, 1, 'USD', 825)

@@ -16,6 +16,9 @@ _SAFE_ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$')
 RECEIPT = 'receipt'
 REVIEW = 'review'
 CLIP = 'clip'
+CATALOGUE = 'catalogue'
+# Items of the store itself rather than of a visit share this visit key (in order).
+STORE_VISIT_KEY = 'store'
 
 
 def is_safe_id(value: str) -> bool:
@@ -24,8 +27,14 @@ def is_safe_id(value: str) -> bool:
 
 def item_id(kind: str, ident: str) -> str:
     """The idempotency key of an item: 'receipt:<receipt_id>', 'review:<receipt_id>',
-    'clip:<clip_id>'."""
+    'clip:<clip_id>', 'catalogue:<digest>-<created_ns>'."""
     return f'{kind}:{ident}'
+
+
+def catalogue_item_id(catalogue, created_ns: int) -> str:
+    """A StoreCatalogue sent at created_ns: its content's digest and that time."""
+    digest = hashlib.sha256(catalogue.SerializeToString(deterministic=True)).hexdigest()[:32]
+    return item_id(CATALOGUE, f'{digest}-{created_ns}')
 
 
 def visit_key(visit_code: str, receipt_id: str) -> str:

@@ -15,7 +15,7 @@ from typing import ClassVar, Optional
 
 import yaml
 
-from jwo_nodes.core import money
+from jwo_common import money
 
 # A bin's shelf, where hands reach into it, is this far from the bin's standing point,
 # away from the aisle.
@@ -68,6 +68,9 @@ class Product:
     price_per_kg_cents: Optional[int] = None
     # Sold to adults only (alcohol, tobacco).
     age_restricted: bool = False
+    # The staff view raises a low-stock alert for a bin of it at this many units or
+    # fewer (None: only when it is empty).
+    low_stock_units: Optional[int] = None
 
     @property
     def sold_by_weight(self) -> bool:
@@ -330,7 +333,7 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     for i, raw in enumerate(reader.sequence(reader.field(root, 'products', ''), 'products')):
         key = f'products[{i}]'
         item = reader.mapping(raw, key, ('sku', 'name', 'unit_grams', 'tolerance_grams', 'price_cents',
-                                         'price_per_kg_cents', 'age_restricted'))
+                                         'price_per_kg_cents', 'age_restricted', 'low_stock_units'))
         sku = reader.identifier(item, 'sku', key)
         if sku in products:
             raise ConfigError(path, f'{key}.sku', f'duplicate SKU {sku!r}')
@@ -435,7 +438,9 @@ def _product(reader, item: dict, key: str, sku: str) -> Product:
         price_cents=(money.weighed_price_cents(round(unit_grams), price_per_kg) if by_weight
                      else reader.integer(item, 'price_cents', key, minimum=0)),
         price_per_kg_cents=price_per_kg,
-        age_restricted=reader.boolean(item, 'age_restricted', key, default=False))
+        age_restricted=reader.boolean(item, 'age_restricted', key, default=False),
+        low_stock_units=(reader.integer(item, 'low_stock_units', key, minimum=0)
+                         if item.get('low_stock_units') is not None else None))
 
 
 # The keys each kind of promotion takes besides id, name, kind and window.

@@ -16,10 +16,14 @@ fresh random visit code; a credential token is kept only as a salted HMAC-SHA256
 forgotten when the visit closes or expires. Error messages describe the shape of a
 bad line and never repeat its content.
 
+Live cart: every ENTRY also issues the visit a secret access token (core.visit_access)
+for the shopper's live running receipt. The token leaves only in that ENTRY's result,
+for the handoff to the shopper; the gate keeps, and the node publishes, its SHA-256.
+
 Restarts: ``export_visits()`` gives the open visits as plain values (code, group size,
-opening stamp and the credential hash of each: no token) for the node's state file,
-and ``restore_visits()`` reopens them in a restarted gate, which must have the same
-salt for a tap-out to find its visit.
+opening stamp, the credential hash and the access token's hash of each: no token) for
+the node's state file, and ``restore_visits()`` reopens them in a restarted gate, which
+must have the same salt for a tap-out to find its visit.
 """
 import base64
 import hashlib
@@ -28,6 +32,8 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
+
+from jwo_nodes.core import visit_access
 
 # Same values as the constants of jwo/GateEvent.
 ENTRY = 0
@@ -138,6 +144,8 @@ class GateResult:
     event: Optional[GateEventData] = None
     # Why a line was dropped, for the log; never holds a token.
     problem: str = ''
+    # ENTRY: the visit's live-cart token, to hand to the shopper (the only copy).
+    access: Optional[visit_access.AccessGrant] = None
 
 
 @dataclass
@@ -148,6 +156,9 @@ class _Visit:
     # Of its ENTRY event, re-offered after a restart ('' in state saved without it).
     event_id: str = ''
     credential_kind: int = CREDENTIAL_NONE
+    # SHA-256 of its live-cart token, published again after a restart (b'' in state
+    # saved without it).
+    access_hash: bytes = b''
 
 
 def _saved_visit(item) -> tuple:
@@ -157,13 +168,16 @@ def _saved_visit(item) -> tuple:
         key = bytes.fromhex(item['credential_hash'])
         code, group_size, opened_ns = item['code'], item['group_size'], item['opened_ns']
         event_id, kind = item.get('event_id', ''), item.get('credential_kind', CREDENTIAL_NONE)
+        access_hash = bytes.fromhex(item.get('access_hash', ''))
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ValueError(f'malformed saved visit ({type(error).__name__})') from error
     whole = all(isinstance(v, int) and not isinstance(v, bool) for v in (group_size, opened_ns, kind))
-    if len(key) != hashlib.sha256().digest_size or not isinstance(code, str) or not whole \
-            or not isinstance(event_id, str) or not 1 <= group_size <= MAX_GROUP_SIZE:
+    digest_size = hashlib.sha256().digest_size
+    if len(key) != digest_size or not isinstance(code, str) or not whole \
+            or not isinstance(event_id, str) or not 1 <= group_size <= MAX_GROUP_SIZE \
+            or len(access_hash) not in (0, digest_size):
         raise ValueError('malformed saved visit')
-    return key, _Visit(code, group_size, opened_ns, event_id, kind)
+    return key, _Visit(code, group_size, opened_ns, event_id, kind, access_hash)
 
 
 def new_visit_code(random_bytes: Callable[[int], bytes] = secrets.token_bytes) -> str:
@@ -214,12 +228,14 @@ class GateLogic:
 
     def export_visits(self) -> dict:
         """The open visits as JSON values, oldest first: code, group size, opening
-        stamp and credential hash (hex) of each, with a check value of the salt (not
-        the salt). No token: a hash cannot be turned back into one without the salt."""
+        stamp, credential hash and access token hash (hex) of each, with a check value
+        of the salt (not the salt). No token: a credential hash cannot be turned back
+        into one without the salt, an access hash not at all."""
         return {'salt_check': self._salt_check(),
                 'visits': [{'credential_hash': key.hex(), 'code': visit.code,
                             'group_size': visit.group_size, 'opened_ns': visit.opened_ns,
-                            'event_id': visit.event_id, 'credential_kind': visit.credential_kind}
+                            'event_id': visit.event_id, 'credential_kind': visit.credential_kind,
+                            'access_hash': visit.access_hash.hex()}
                            for key, visit in self._visits.items()]}
 
     def entry_events(self) -> list:
@@ -230,6 +246,13 @@ class GateLogic:
                               direction=ENTRY, visit_code=visit.code, credential_kind=visit.credential_kind,
                               group_size=visit.group_size)
                 for visit in self._visits.values() if visit.event_id]
+
+    def accesses(self) -> list:
+        """The VisitAccess of the open visits (token hashes), as first published: what a
+        restarted gate offers again, so a live cart service that starts after it still
+        opens the carts of the shoppers inside."""
+        return [visit_access.VisitAccess(self.gate_id, visit.code, visit.opened_ns, visit.access_hash)
+                for visit in self._visits.values() if visit.access_hash]
 
     def restore_visits(self, document: dict) -> int:
         """Reopens the visits of export_visits() (after a restart, before any line);
@@ -296,9 +319,11 @@ class GateLogic:
             code = new_visit_code(self._random_bytes)
             while code in self._codes:
                 code = new_visit_code(self._random_bytes)
-            result = self._event(stamp_ns, ENTRY, code, command.credential_kind, command.group_size)
+            issued = visit_access.grant(self.gate_id, code, stamp_ns)
+            result = self._event(stamp_ns, ENTRY, code, command.credential_kind, command.group_size,
+                                 access=issued)
             self._visits[key] = _Visit(code, command.group_size, stamp_ns, result.event.event_id,
-                                       command.credential_kind)
+                                       command.credential_kind, issued.access.token_sha256)
             self._codes.add(code)
             self._revision += 1
             self.counts['entries'] += 1
@@ -336,12 +361,12 @@ class GateLogic:
         self.counts[outcome] += 1
         return GateResult(outcome, problem=problem)
 
-    def _event(self, stamp_ns, direction, code, kind, group_size) -> GateResult:
+    def _event(self, stamp_ns, direction, code, kind, group_size, access=None) -> GateResult:
         event = GateEventData(event_id=f'{self.gate_id}/{self._seq}', gate_id=self.gate_id,
                               stamp_ns=stamp_ns, direction=direction, visit_code=code,
                               credential_kind=kind, group_size=group_size)
         self._seq += 1
-        return GateResult(EVENT, event=event)
+        return GateResult(EVENT, event=event, access=access)
 
 
 class LineAssembler:

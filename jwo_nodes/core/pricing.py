@@ -5,7 +5,7 @@ so they agree. No rclpy.
 A cart maps each SKU to units, or to grams for a product sold by weight
 (``Product.sold_by_weight``: loose fruit, bulk bins, priced from the weight delta).
 
-Rounding, always half up to the cent on integers (jwo_nodes.core.money):
+Rounding, always half up to the cent on integers (jwo_common.money):
 * a weighed line costs grams x price per kg / 1000, rounded once per line;
 * a percentage off saves percent x the price it covers / 100, rounded once per
   application: all the units of one SKU it covers together, or one weighed line;
@@ -31,7 +31,7 @@ from enum import Enum
 from typing import Mapping, Optional
 from zoneinfo import ZoneInfo
 
-from jwo_nodes.core import money
+from jwo_common import money
 from jwo_nodes.core.config import (MealDeal, MultiBuy, PercentOff, Product, Promotion, PromotionKind,
                                    StoreConfig, TimeWindow)
 

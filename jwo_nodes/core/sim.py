@@ -29,7 +29,7 @@ import numpy as np
 import yaml
 
 from jwo_nodes.core.config import SHELF_DEPTH_M, ConfigError, StoreConfig, check_keys, parse_yaml
-from jwo_nodes.core.money import tax_cents
+from jwo_nodes.core.pricing import Measure, price_cart
 
 NS = 1_000_000_000
 CREDENTIAL_KINDS = ('qr', 'badge', 'card')
@@ -387,21 +387,32 @@ class Timeline:
             items[person.party.id].update(sku for sku, _ in person.hand)
         return items
 
-    def expected_receipt(self, party_id: str) -> dict:
-        """The receipt a perfect system issues for a party (integer cents)."""
-        counts = self.expected_items()[party_id]
-        lines = []
-        for sku in sorted(counts):
-            if counts[sku] <= 0:
+    def expected_receipt(self, party_id: str, epoch_ns: int = 0) -> dict:
+        """The receipt a perfect system issues for a party (integer cents), priced by
+        jwo_nodes.core.pricing at the party's last exit (scenario time from
+        ``epoch_ns``): what it walked out with, products sold by weight at the grams its
+        pieces truly weighed."""
+        counts, grams = Counter(), Counter()
+        exit_ns = 0
+        for person in self._persons:
+            if person.party.id != party_id:
                 continue
-            product = self.store.products[sku]
-            lines.append({'sku': sku, 'name': product.name, 'quantity': counts[sku],
-                          'unit_price_cents': product.price_cents,
-                          'line_total_cents': counts[sku] * product.price_cents})
-        subtotal = sum(line['line_total_cents'] for line in lines)
-        tax = tax_cents(subtotal, self.store.tax_rate_bp)
-        return {'party_id': party_id, 'lines': lines, 'subtotal_cents': subtotal,
-                'tax_cents': tax, 'total_cents': subtotal + tax}
+            exit_ns = max(exit_ns, person.exit_ns or 0)
+            for sku, weight in person.hand:
+                counts[sku] += 1
+                grams[sku] += weight
+        basket = {sku: round(grams[sku]) if self.store.products[sku].sold_by_weight else n
+                  for sku, n in counts.items() if n > 0}
+        priced = price_cart(self.store, basket, epoch_ns + exit_ns)
+        lines = [{'sku': line.sku, 'name': line.name, 'quantity': counts[line.sku],
+                  'unit_price_cents': line.unit_price_cents, 'line_total_cents': line.line_total_cents,
+                  'grams': line.quantity if line.measure is Measure.GRAMS else 0}
+                 for line in priced.lines]
+        return {'party_id': party_id, 'lines': lines,
+                'savings': [{'promotion_id': s.promotion_id, 'name': s.name, 'cents': s.cents}
+                            for s in priced.savings],
+                'savings_cents': priced.savings_cents, 'subtotal_cents': priced.subtotal_cents,
+                'tax_cents': priced.tax_cents, 'total_cents': priced.total_cents}
 
     def party_at_entry(self, gate_id: str, t_ns: int, tolerance_ns: int = NS // 1000) -> Optional[str]:
         """The party whose ENTRY line fired at this gate at this scenario time."""

@@ -1,5 +1,6 @@
-"""fusion_node: gate events, shopper positions and shelf weight changes in; live carts,
-receipts and review requests out. All decisions are made by jwo_nodes.core.fusion.
+"""fusion_node: gate events, shopper positions, shelf weight changes and the associates'
+ID-check decisions in; live carts, receipts, review requests and ID-check requests out.
+All decisions are made by jwo_nodes.core.fusion.
 
 Restarts: every input is journaled in ``<state_dir>/fusion-<store_id>.jsonl`` before it
 is acted on (jwo_nodes/core/fusion/journal.py, which says what is fsync'd when). A
@@ -11,15 +12,15 @@ while it was down, and the journal drops the ones it already had.
 import functools
 import time
 
-from jwo.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, GateStatus, Receipt,
-                          ReviewReason, ReviewRequest, ShelfStatus, ShopperPositions,
-                          WeightChange)
+from jwo.msg import (CartLine, CartUpdate, DoubtfulEvent, GateEvent, GateStatus, IdCheckDecision,
+                     IdCheckRequest, Receipt, ReviewReason, ReviewRequest, SavingLine, ShelfStatus,
+                     ShopperPositions, TrackPath, WeightChange)
 from rclpy.node import Node
 
 from jwo_nodes.core.clips import clip_ref
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionJournal, FusionSettings,
-                                   GateInput, JournalError, Outputs, TrackInput)
+from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionJournal, FusionSettings, GateInput,
+                                   IdDecisionInput, IdVerdict, JournalError, Outputs, TrackInput)
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, NO_PUBLISHER_EVENTS, NO_SUBSCRIPTION_EVENTS,
                                   REQUIRED, Counters, Param, declare_params, run_node, to_ns, to_stamp)
 
@@ -71,7 +72,7 @@ PARAMS = [
 _SETTINGS = [p.name for p in PARAMS if p.name in FusionSettings.__dataclass_fields__]
 
 COUNTERS = ('gate_events', 'weight_changes', 'position_updates', 'cart_updates', 'receipts',
-            'receipts_needs_review', 'resent_events')
+            'receipts_needs_review', 'resent_events', 'id_check_requests', 'id_check_decisions')
 
 
 class FusionNode(Node):
@@ -92,6 +93,10 @@ class FusionNode(Node):
         self._carts = publisher(CartUpdate, 'cart/updates', EVENT_QOS)
         self._receipts = publisher(Receipt, 'receipts', DURABLE_EVENT_QOS)
         self._reviews = publisher(ReviewRequest, 'review/requests', DURABLE_EVENT_QOS)
+        # Durable both ways: a staff view that (re)starts sees the open requests, and a
+        # restarted fusion gets the decisions it missed (the journal drops the others).
+        self._id_checks = publisher(IdCheckRequest, 'id_checks/requests', DURABLE_EVENT_QOS)
+        self._store_id = store.store_id
         # The executor takes what is ready in this order: a weight change does not wait
         # behind the heartbeats of the store's other shelves.
         for shelf_id in store.shelves:
@@ -99,6 +104,7 @@ class FusionNode(Node):
         for gate_id in store.gates:
             subscription(GateEvent, f'gates/{gate_id}/events', self._on_gate, DURABLE_EVENT_QOS)
         subscription(ShopperPositions, 'shoppers/positions', self._on_positions, EVENT_QOS)
+        subscription(IdCheckDecision, 'id_checks/decisions', self._on_id_decision, DURABLE_EVENT_QOS)
         for gate_id in store.gates:
             subscription(GateStatus, f'gates/{gate_id}/status', self._on_gate_status, EVENT_QOS)
         for shelf_id in store.shelves:
@@ -140,6 +146,18 @@ class FusionNode(Node):
         self._publish_new(msg.event_id, 'duplicate_weight_change',
                           self._fusion.on_weight_change(change, time.time_ns()))
 
+    def _on_id_decision(self, msg: IdCheckDecision) -> None:
+        self._counters.count('id_check_decisions')
+        if msg.decision not in (IdCheckDecision.VERIFIED, IdCheckDecision.REFUSED):
+            self._counters.warn('malformed_id_decision', f'{msg.decision_id}: decision {msg.decision}')
+            return
+        decision = IdDecisionInput(
+            decision_id=msg.decision_id, visit_code=msg.visit_code, sku=msg.sku,
+            verdict=IdVerdict.VERIFIED if msg.decision == IdCheckDecision.VERIFIED else IdVerdict.REFUSED,
+            associate_id=msg.associate_id, stamp_ns=to_ns(msg.header.stamp))
+        self._publish_new(msg.decision_id, 'duplicate_id_decision',
+                          self._fusion.on_id_decision(decision, time.time_ns()))
+
     def _on_gate_status(self, msg: GateStatus) -> None:
         self._publish(self._fusion.on_gate_status(msg.gate_id, to_ns(msg.processed_until), msg.last_event_id,
                                                   time.time_ns()))
@@ -156,8 +174,8 @@ class FusionNode(Node):
         self._publish(self._fusion.on_positions(to_ns(msg.header.stamp), tracks, time.time_ns()))
 
     def _publish_new(self, event_id: str, duplicate_counter: str, out) -> None:
-        """Publishes what a gate event or weight change led to (None: the journal had
-        the event already)."""
+        """Publishes what a gate event, weight change or ID-check decision led to (None:
+        the journal had it already)."""
         if out is not None:
             self._publish(out)
         elif self._fusion.resent(event_id):
@@ -182,17 +200,26 @@ class FusionNode(Node):
         for cart in carts:
             msg = CartUpdate(visit_code=cart.visit_code, revision=cart.revision,
                              cause_event_id=cart.cause_event_id,
-                             lines=[_line(line) for line in cart.lines], total_cents=cart.total_cents)
+                             lines=[_line(line) for line in cart.lines], savings=_savings(cart.savings),
+                             savings_cents=cart.savings_cents, total_cents=cart.total_cents)
             msg.header.stamp = to_stamp(cart.stamp_ns)
             self._carts.publish(msg)
             self._counters.count('cart_updates')
+            for check in cart.id_checks:
+                request = IdCheckRequest(store_id=self._store_id, visit_code=check.visit_code,
+                                         event_id=check.event_id, shelf_id=check.shelf_id, sku=check.sku,
+                                         name=check.name)
+                request.header.stamp = to_stamp(check.stamp_ns)
+                self._id_checks.publish(request)
+                self._counters.count('id_check_requests')
 
     def _publish_receipt(self, receipt) -> None:
         msg = Receipt(
             receipt_id=receipt.receipt_id, store_id=receipt.store_id, visit_code=receipt.visit_code,
             entry_stamp=to_stamp(receipt.entry_ns), entry_gate_id=receipt.entry_gate_id,
             exit_stamp=to_stamp(receipt.exit_ns),
-            lines=[_line(line) for line in receipt.lines], subtotal_cents=receipt.subtotal_cents,
+            lines=[_line(line) for line in receipt.lines], savings=_savings(receipt.savings),
+            savings_cents=receipt.savings_cents, subtotal_cents=receipt.subtotal_cents,
             tax_cents=receipt.tax_cents, total_cents=receipt.total_cents,
             status=Receipt.NEEDS_REVIEW if receipt.status == NEEDS_REVIEW else Receipt.FINAL,
             reasons=[ReviewReason(code=r.code, event_id=r.event_id, detail=r.detail) for r in receipt.reasons],
@@ -220,7 +247,13 @@ class FusionNode(Node):
 def _line(line) -> CartLine:
     return CartLine(sku=line.sku, name=line.name, quantity=line.quantity,
                     unit_price_cents=line.unit_price_cents, line_total_cents=line.line_total_cents,
-                    confidence=float(line.confidence))
+                    confidence=float(line.confidence), sold_by_weight=line.sold_by_weight, grams=line.grams,
+                    age_restricted=line.age_restricted, id_verified=line.id_verified)
+
+
+def _savings(savings: tuple) -> list:
+    return [SavingLine(promotion_id=s.promotion_id, name=s.name, skus=list(s.skus), cents=s.cents)
+            for s in savings]
 
 
 def _doubt(doubt, receipt) -> DoubtfulEvent:
@@ -239,7 +272,11 @@ def _doubt(doubt, receipt) -> DoubtfulEvent:
         candidate_unit_grams=[float(p.unit_grams) for p in doubt.candidate_products],
         candidate_product_scores=[float(p.probability) for p in doubt.candidate_products],
         clip_refs=[clip_ref(receipt.store_id, receipt.receipt_id, doubt.event_id, camera_id)
-                   for camera_id in doubt.camera_ids])
+                   for camera_id in doubt.camera_ids],
+        proposed_visit=doubt.proposed_visit,
+        tracks=[TrackPath(track_id=path.track_id, visit_code=path.visit_code,
+                          stamps=[to_stamp(ns) for ns in path.stamps_ns], x=list(path.xs), y=list(path.ys))
+                for path in doubt.tracks])
 
 
 def main(args=None):

@@ -12,6 +12,12 @@ value that tells when it changed); a random one is kept in the file while visits
 open (a start without open visits draws a new one). With a random salt, whoever reads
 the file can test guessed tokens against its hashes: configure the salt from a secret
 where that matters.
+
+Live cart: each ENTRY's access token (see jwo_nodes/core/visit_access.py) is appended
+to the handoff file ``<access_dir>/access-<gate_id>.jsonl`` (0600), the stand-in for
+the shopper's app, and only its SHA-256 is published, on /jwo/gates/<gate_id>/access
+(jwo/VisitAccess, durable: a live cart service that starts later still learns it; a
+restarted gate offers its open visits' hashes again).
 """
 import os
 import queue
@@ -21,9 +27,9 @@ import threading
 import time
 from pathlib import Path
 
-from jwo.msg import GateEvent, GateStatus
+from jwo.msg import GateEvent, GateStatus, VisitAccess
 
-from jwo_nodes.core import gate_logic
+from jwo_nodes.core import gate_logic, visit_access
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.state_file import StateFileError, read_state, write_state
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, Counters, Param, SimStart, declare_params,
@@ -45,6 +51,9 @@ PARAMS = [
           ''),
     Param('state_dir', str, 'folder of the state file that keeps the open visits across '
           "restarts (gate-<gate_id>.json); '': none kept", ''),
+    Param('access_dir', str, "folder of the handoff file that gives each visit's live-cart "
+          "token to the shopper (access-<gate_id>.jsonl, 0600); '': tokens are not handed off "
+          '(their hashes are published all the same)', ''),
     Param('scenario', str, "scenario YAML file (source 'sim')", ''),
     Param(SimStart.PARAM, int, SimStart.DESCRIPTION, 0, 0),
     Param('time_scale', float, "scenario seconds per wall second (source 'sim')",
@@ -74,7 +83,7 @@ class GateNode(Node):
         self.gate_id = p.gate_id
         self.counters = Counters(self, f'gate/{self.gate_id}', gate_logic.COUNTER_NAMES
                                  + ('serial_errors', 'serial_reopens', 'clock_step_back',
-                                    'state_errors'))
+                                    'state_errors', 'handoff_errors'))
         self._state_path = None
         saved = self._load_state(where) if p.state_dir else None
         random_bytes = secrets.token_bytes
@@ -98,12 +107,21 @@ class GateNode(Node):
             self._restore_visits(saved)
         if self._state_path is not None:
             self._save_state()
+        if p.access_dir:
+            try:
+                Path(p.access_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise ConfigError(where, 'access_dir', f'cannot create {p.access_dir}: {error}')
         prefix = '' if self.get_namespace() != '/' else f'/jwo/gates/{self.gate_id}/'
         self.publisher = self.create_publisher(GateEvent, f'{prefix}events', DURABLE_EVENT_QOS)
         self.status_publisher = self.create_publisher(GateStatus, f'{prefix}status', EVENT_QOS)
+        self.access_publisher = self.create_publisher(VisitAccess, f'{prefix}access', DURABLE_EVENT_QOS)
         self._last_event_id = ''
-        # The restored visits' ENTRY events, again: a consumer that starts after this
-        # restart (the tracker) learns the codes of the shoppers already inside.
+        # The restored visits' ENTRY events and token hashes, again: a consumer that
+        # starts after this restart (the tracker, the live cart) learns the codes of
+        # the shoppers already inside.
+        for access in self.logic.accesses():
+            self._publish_access(access)
         for event in self.logic.entry_events():
             self._publish_event(event)
         self._lines: 'queue.Queue[tuple]' = queue.Queue()
@@ -338,6 +356,8 @@ class GateNode(Node):
         result = self.logic.feed(line, stamp_ns)
         if self._state_path is not None and self.logic.revision != self._written_revision:
             self._save_state()   # before the event: no published visit is ever unsaved
+        if result.access is not None:
+            self._issue_access(result.access)
         if result.outcome == gate_logic.EVENT:
             self._publish_event(result.event)
         elif result.outcome in (gate_logic.MALFORMED, gate_logic.OUT_OF_ORDER,
@@ -355,6 +375,23 @@ class GateNode(Node):
 
     def _sync_counts(self) -> None:
         self.counters.values.update(self.logic.counts)
+
+    def _issue_access(self, issued: visit_access.AccessGrant) -> None:
+        """Hands the token to the shopper, then publishes its hash (before the ENTRY
+        event, so the live cart knows the visit by the time anything happens in it)."""
+        if self.params.access_dir:
+            try:
+                visit_access.append_handoff(self.params.access_dir, issued)
+            except OSError as error:
+                self.counters.warn('handoff_errors', f'live-cart token not handed off: {error}')
+        self._publish_access(issued.access)
+
+    def _publish_access(self, access: visit_access.VisitAccess) -> None:
+        msg = VisitAccess(gate_id=access.gate_id, visit_code=access.visit_code,
+                          token_sha256=list(access.token_sha256))
+        msg.header.stamp = to_stamp(access.stamp_ns)
+        msg.header.frame_id = access.gate_id
+        self.access_publisher.publish(msg)
 
     def _publish_event(self, event: gate_logic.GateEventData) -> None:
         self.publisher.publish(self._message(event))

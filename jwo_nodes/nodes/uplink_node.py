@@ -82,6 +82,9 @@ class UplinkNode(Node):
         self.create_subscription(ReviewRequest, '/jwo/review/requests', self._on_review,
                                  DURABLE_EVENT_QOS)
         self.create_timer(1.0, self._update_counters)
+        # The catalogue and floor plan the review console prices corrections and draws
+        # evidence with; sent at every start (the cloud keeps the newest).
+        self._store(convert.catalogue_items(self.store, time.time_ns()), 'catalogue')
         self.sender.start()
         counts = self.outbox.counts()
         self.get_logger().info(

@@ -7,16 +7,17 @@ a FusionCore whose inputs survive a restart)."""
 from jwo_nodes.core.fusion.core import FusionCore
 from jwo_nodes.core.fusion.journal import FusionJournal, JournalError
 from jwo_nodes.core.fusion.types import (AMBIGUOUS_ATTRIBUTION, AMBIGUOUS_PRODUCT, FINAL,
-                                         FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW,
+                                         FUSION_RESTARTED, ID_NOT_VERIFIED, LOW_CONFIDENCE, NEEDS_REVIEW,
                                          NO_CANDIDATE, NS, SENSOR_STALE, UNIDENTIFIED_ITEM,
                                          UNMATCHED_PUT_BACK, UNRESOLVED_EXIT, CartSnapshot,
-                                         ChangeInput, Doubt, FusionSettings, GateInput, Line,
+                                         ChangeInput, Doubt, FusionSettings, GateInput,
+                                         IdCheckRequestOut, IdDecisionInput, IdVerdict, Line,
                                          Outputs, ProductCandidate, Reason, ReceiptOut,
                                          TrackInput)
 
 __all__ = ['FusionCore', 'FusionJournal', 'JournalError', 'AMBIGUOUS_ATTRIBUTION',
-           'AMBIGUOUS_PRODUCT', 'FINAL', 'FUSION_RESTARTED', 'LOW_CONFIDENCE', 'NEEDS_REVIEW',
+           'AMBIGUOUS_PRODUCT', 'FINAL', 'FUSION_RESTARTED', 'ID_NOT_VERIFIED', 'LOW_CONFIDENCE', 'NEEDS_REVIEW',
            'NO_CANDIDATE', 'NS', 'SENSOR_STALE', 'UNIDENTIFIED_ITEM', 'UNMATCHED_PUT_BACK',
            'UNRESOLVED_EXIT', 'CartSnapshot', 'ChangeInput', 'Doubt', 'FusionSettings',
-           'GateInput', 'Line', 'Outputs', 'ProductCandidate', 'Reason', 'ReceiptOut',
+           'GateInput', 'IdCheckRequestOut', 'IdDecisionInput', 'IdVerdict', 'Line', 'Outputs', 'ProductCandidate', 'Reason', 'ReceiptOut',
            'TrackInput']

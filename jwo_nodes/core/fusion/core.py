@@ -24,7 +24,7 @@ import bisect
 import heapq
 import math
 import pickle
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from jwo_nodes.core.config import StoreConfig
@@ -34,11 +34,11 @@ from jwo_nodes.core.fusion.evidence import NOBODY, product_fits, reach_evidence,
 from jwo_nodes.core.fusion.ledger import Ledger
 from jwo_nodes.core.fusion.solver import ChangeEvidence, FirstLook, apply_choice, solve
 from jwo_nodes.core.fusion.tracks import TrackBook
-from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, LOW_CONFIDENCE, NEEDS_REVIEW, NO_CANDIDATE, NS,
-                                         SENSOR_RESTARTED, SENSOR_STALE, UNRESOLVED_EXIT, CartSnapshot, ChangeInput,
-                                         FusionSettings, GateInput, Outputs, Reason, ReceiptOut,
-                                         SeenIds)
-from jwo_nodes.core.money import tax_cents
+from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, ID_DECISIONS, ID_NOT_VERIFIED, LOW_CONFIDENCE,
+                                         NEEDS_REVIEW, NO_CANDIDATE, NS, SENSOR_RESTARTED, SENSOR_STALE, UNRESOLVED_EXIT,
+                                         CartSnapshot, ChangeInput, FusionSettings, GateInput, IdCheck,
+                                         IdCheckRequestOut, IdDecisionInput, IdVerdict, Outputs, Reason,
+                                         ReceiptOut, SeenIds, TrackPath)
 
 # A shopper with a visit this much farther from a gate than one without is as near.
 _AS_NEAR_M = 0.25
@@ -66,10 +66,12 @@ class _Visit:
     exits: list = field(default_factory=list)
     revision: int = 0
     published: dict = field(default_factory=dict)   # the cart of the last snapshot
+    published_grams: dict = field(default_factory=dict)   # and what its weighed items weighed
     closed_ns: Optional[int] = None
     receipt_issued: bool = False
     # The last snapshot was a first look (its line probabilities are estimates).
     looked: bool = False
+    id_checks: dict = field(default_factory=dict)   # sku -> IdCheck of each age-restricted SKU it held
 
     @property
     def people_inside(self) -> int:
@@ -181,6 +183,25 @@ class FusionCore:
                 self._problem('malformed_position', f'track {track.track_id}: confidence {confidence}')
                 confidence = min(1.0, max(0.0, confidence)) if math.isfinite(confidence) else 0.0
             self._tracks.add(track.track_id, stamp_ns, track.x, track.y, hand, track.visit_code, confidence)
+        return self.advance(wall_ns)
+
+    def on_id_decision(self, decision: IdDecisionInput, wall_ns: int) -> Outputs:
+        """An associate's answer to an ID check. Kept on the visit until its receipt,
+        which counts the latest one stamped by the exit; one that comes after the
+        receipt is too late (the receipt went to review without it)."""
+        self._input_at(wall_ns)
+        if not self._first_time(ID_DECISIONS, decision.decision_id, 'duplicate_id_decision'):
+            return self.advance(wall_ns)
+        visit = self._visits.get(decision.visit_code)
+        check = visit.id_checks.get(decision.sku) if visit is not None else None
+        if (visit is not None and visit.receipt_issued) or decision.visit_code in self._gone:
+            self._problem('late_id_decision', f'{decision.decision_id}: visit {decision.visit_code} has its '
+                          'receipt already')
+        elif check is None:
+            self._problem('unknown_id_check', f'{decision.decision_id}: no ID check of {decision.sku!r} '
+                          f'for visit {decision.visit_code}')
+        else:
+            check.decisions.append(decision)
         return self.advance(wall_ns)
 
     def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
@@ -340,9 +361,14 @@ class FusionCore:
                 self._orphan(change.event_id, bin_id, delta, windows, open_people)
             seen_near = any(w.reach_distance(bin_.x, bin_.y, *span) <= self.settings.reach_free_m
                             + 2 * self.settings.reach_sigma_m for w in windows)
+            # Kept with the change: positions this old are gone by the visit's receipt.
+            near = {track.identity[0] for track in reach.tracks}
+            paths = tuple(TrackPath(w.track_id, w.visit_code, tuple(s.stamp_ns for s in w.samples),
+                                    tuple(round(s.x, 3) for s in w.samples), tuple(round(s.y, 3) for s in w.samples))
+                          for w in windows if w.track_id in near)
             added.append(ChangeEvidence(
                 change.event_id, change.shelf_id, bin_id, delta, change.start_ns, change.end_ns, reach,
-                product_fits(self.store, abs(delta), change.noise_grams), seen_near))
+                product_fits(self.store, abs(delta), change.noise_grams), seen_near, paths))
             # In stamp order: a slower shelf's change takes its place among the faster ones'.
             bisect.insort(self._changes, added[-1], key=_stamp_order)
         # Settled before anything else is solved or added: whether the solve runs now or
@@ -414,10 +440,11 @@ class FusionCore:
             if visit.receipt_issued:
                 continue
             cart = {sku: n for sku, n in solution.cart(visit.code).items() if n > 0}
-            if cart == visit.published and not visit.looked:
+            grams = receipts.weighed_grams(visit.code, solution, self.store)
+            if cart == visit.published and grams == visit.published_grams and not visit.looked:
                 continue
             visit.looked = False
-            snapshots.append(self._snapshot(visit, cart, cause, lambda sku, n, code=visit.code:
+            snapshots.append(self._snapshot(visit, cart, grams, cause, lambda sku, n, code=visit.code:
                                             solution.line_probability(code, sku, n)))
         return snapshots
 
@@ -430,6 +457,10 @@ class FusionCore:
         if visit is None or visit.receipt_issued or cart == visit.published:
             return []
         before = look.solution
+        grams = receipts.weighed_grams(visit.code, before, self.store)
+        sku = seen.choice.sku
+        if sku and seen.choice.explained and not seen.choice.unmatched and self.store.products[sku].sold_by_weight:
+            grams[sku] = grams.get(sku, 0) - round(evidence.delta_grams)
 
         def probability(sku, n):
             if sku != seen.choice.sku:
@@ -437,14 +468,23 @@ class FusionCore:
             earlier = n - seen.choice.quantity if evidence.is_take else n + seen.choice.quantity
             return seen.probability * before.line_probability(visit.code, sku, max(0, earlier))
         visit.looked = True
-        return [self._snapshot(visit, cart, cause, probability)]
+        return [self._snapshot(visit, cart, grams, cause, probability)]
 
-    def _snapshot(self, visit: _Visit, cart: dict, cause: ChangeInput, probability) -> CartSnapshot:
-        visit.published = cart
+    def _snapshot(self, visit: _Visit, cart: dict, grams: dict, cause: ChangeInput, probability) -> CartSnapshot:
+        visit.published, visit.published_grams = cart, grams
         visit.revision += 1
-        lines = receipts.lines(self.store, cart, probability)
+        # Priced at the change's stamp: a promotion's window follows the store's clock.
+        priced = receipts.priced(self.store, cart, grams, cause.end_ns, probability)
+        # Requested once per visit and SKU, from the stamp-ordered snapshots: a replay
+        # raises the same requests.
+        requests = tuple(IdCheckRequestOut(visit.code, cause.event_id, cause.shelf_id, line.sku, line.name,
+                                           cause.end_ns)
+                         for line in priced.lines if line.age_restricted and line.sku not in visit.id_checks)
+        visit.id_checks.update((request.sku, IdCheck(request)) for request in requests)
+        lines = tuple(replace(line, id_verified=_verified(visit, line.sku, cause.end_ns))
+                      if line.age_restricted else line for line in priced.lines)
         return CartSnapshot(visit.code, visit.revision, cause.event_id, cause.end_ns, lines,
-                            sum(line.line_total_cents for line in lines))
+                            priced.savings, priced.savings_cents, priced.subtotal_cents, requests)
 
     def _apply_exit(self, event: GateInput) -> None:
         gate = self.store.gates.get(event.gate_id)
@@ -547,6 +587,16 @@ class FusionCore:
         cost = expected_cost(cart, [(p, {s: n for s, n in c.items() if n > 0})
                                     for p, c in solution.cart_probabilities(visit.code)],
                              self._prices, self.store.review)
+        # Priced at the exit: the promotions open when the shopper left.
+        priced = receipts.priced(self.store, cart, receipts.weighed_grams(visit.code, solution, self.store),
+                                 visit.closed_ns, lambda sku, n: solution.line_probability(visit.code, sku, n))
+        lines = []
+        for line in priced.lines:
+            if line.age_restricted:
+                line = replace(line, id_verified=_verified(visit, line.sku, visit.closed_ns))
+                if not line.id_verified:
+                    reasons.append(_id_reason(visit, line.sku))
+            lines.append(line)
         unexplained = any(d.reason_code in receipts.UNEXPLAINED for d in doubts)
         if reasons or unexplained or cost > self.store.review.cost_cents:
             reasons += receipts.reasons_of(doubts, visit.code)
@@ -559,15 +609,13 @@ class FusionCore:
             status = NEEDS_REVIEW
         else:
             status, doubts = FINAL, []
-        lines = receipts.lines(self.store, cart, lambda sku, n: solution.line_probability(visit.code, sku, n))
         visit.receipt_issued = True
-        subtotal = sum(line.line_total_cents for line in lines)
-        tax = tax_cents(subtotal, self.store.tax_rate_bp)
         receipt = ReceiptOut(
             receipt_id=f'{self.store.store_id}-{visit.code}', store_id=self.store.store_id,
             visit_code=visit.code, entry_gate_id=visit.entry_gate_id, entry_ns=visit.entry_ns,
-            exit_ns=visit.closed_ns, lines=lines, subtotal_cents=subtotal, tax_cents=tax,
-            total_cents=subtotal + tax, status=status, reasons=tuple(reasons),
+            exit_ns=visit.closed_ns, lines=tuple(lines), savings=priced.savings,
+            savings_cents=priced.savings_cents, subtotal_cents=priced.subtotal_cents, tax_cents=priced.tax_cents,
+            total_cents=priced.subtotal_cents + priced.tax_cents, status=status, reasons=tuple(reasons),
             confidence=round(solution.exact_probability(visit.code), 3),
             doubts=tuple(dict.fromkeys(doubts)), expected_cost_cents=round(cost, 1))
         self._settle_finished_changes()
@@ -652,3 +700,25 @@ class FusionCore:
         """Becomes the core whose saved_state this is (on this store config)."""
         self.__dict__.update(pickle.loads(saved))
         self.problems = []
+
+
+def _verified(visit: _Visit, sku: str, stamp_ns: int) -> bool:
+    """Whether the latest decision on the visit's ID check of ``sku`` stamped by
+    ``stamp_ns`` confirmed the ID."""
+    check = visit.id_checks.get(sku)
+    decision = check.verdict_by(stamp_ns) if check is not None else None
+    return decision is not None and decision.verdict is IdVerdict.VERIFIED
+
+
+def _id_reason(visit: _Visit, sku: str) -> Reason:
+    """Why an age-restricted line of a visit was not verified by its exit. A refused
+    one stays on the receipt: the reviewer settles it (the associate took it back)."""
+    check = visit.id_checks.get(sku)
+    if check is None:
+        return Reason(ID_NOT_VERIFIED, '', f'{sku}: no ID check was requested before the exit')
+    decision = check.verdict_by(visit.closed_ns)
+    if decision is None:
+        detail = f'{sku}: no associate confirmed the ID by the exit'
+    else:
+        detail = f'{sku}: associate {decision.associate_id} refused the ID'
+    return Reason(ID_NOT_VERIFIED, check.request.event_id, detail)

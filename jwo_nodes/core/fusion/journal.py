@@ -3,14 +3,14 @@ its visits, carts and pending decisions. No rclpy here.
 
 FusionCore is deterministic given its inputs and the wall clock each came with, so the
 journal keeps exactly those: one JSON line per call of the core (gate event, weight
-change, shelf or gate status, positions, tick) with its ``now`` (wall ns), written before the
+change, ID-check decision, shelf or gate status, positions, tick) with its ``now`` (wall ns), written before the
 core acts on it. On start the lines are replayed into a fresh core and the replay's
 outputs are dropped, except the receipts it issues that were never marked published
 (the process died between the two): those are handed back to be published now.
 
 Durability. Each line goes to the kernel with one write() before the core sees the
 input, so kill -9 loses nothing. fsync decides what survives a power cut:
-* gate events and weight changes are fsync'd as soon as what the core made of them at
+* gate events, weight changes and ID-check decisions are fsync'd as soon as what the core made of them at
   once (the first look at a cart) is out, before anything else: they are rare and carry
   money; so are restarts and published marks. (A power cut in between loses no more
   than one that came a moment earlier: the visits then open go to review.);
@@ -24,7 +24,7 @@ Published receipts. The node marks each receipt published after publishing it; o
 replay issues without a mark is published again with the same id and content (the
 cloud ingest keeps receipts by id, so a crash between the two counts it once).
 
-Duplicates. A gate event or weight change whose id was seen before is dropped before it
+Duplicates. A gate event, weight change or ID-check decision whose id was seen before is dropped before it
 is journaled: a restarted fusion gets up to RESENT_DEPTH of each publisher's events
 again from its transient-local history.
 
@@ -55,7 +55,8 @@ from typing import Optional
 
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion.core import FusionCore
-from jwo_nodes.core.fusion.types import ChangeInput, FusionSettings, GateInput, Outputs, SeenIds, TrackInput
+from jwo_nodes.core.fusion.types import (ID_DECISIONS, ChangeInput, FusionSettings, GateInput, IdDecisionInput,
+                                         IdVerdict, Outputs, SeenIds, TrackInput)
 
 FORMAT = 'jwo-fusion-journal'
 VERSION = 1
@@ -79,7 +80,7 @@ class Recovery:
 class FusionJournal:
     """A FusionCore whose inputs are journaled in <state_dir>/fusion-<store_id>.jsonl.
 
-    The input methods are FusionCore's; on_gate_event and on_weight_change return None
+    The input methods are FusionCore's; on_gate_event, on_weight_change and on_id_decision return None
     for an event seen before (and do nothing else). ``recovery`` says what the start
     found; its receipts must be published, and every receipt handed out marked with
     ``published`` once it is. Raises JournalError, or OSError when the state folder
@@ -121,6 +122,13 @@ class FusionJournal:
         if change.event_id in self._seen:
             return None
         return self._input({'k': 'change', 'now': wall_ns, 'event': dataclasses.asdict(change)}, durable=True)
+
+    def on_id_decision(self, decision: IdDecisionInput, wall_ns: int) -> Optional[Outputs]:
+        if decision.decision_id in self._seen:
+            return None
+        return self._input({'k': 'id_decision', 'now': wall_ns,
+                            'decision': {**dataclasses.asdict(decision), 'verdict': decision.verdict.value}},
+                           durable=True)
 
     def on_shelf_status(self, shelf_id: str, processed_until_ns: int, wall_ns: int) -> Outputs:
         return self._input({'k': 'status', 'now': wall_ns, 'shelf': shelf_id, 'until': processed_until_ns})
@@ -195,6 +203,10 @@ class FusionJournal:
                                     'delta_grams': tuple(fields['delta_grams'])})
             self._seen.add(change.shelf_id, change.event_id)
             return self.core.on_weight_change(change, now)
+        if kind == 'id_decision':
+            decision = IdDecisionInput(**{**record['decision'], 'verdict': IdVerdict(record['decision']['verdict'])})
+            self._seen.add(ID_DECISIONS, decision.decision_id)
+            return self.core.on_id_decision(decision, now)
         if kind == 'status':
             return self.core.on_shelf_status(record['shelf'], record['until'], now)
         if kind == 'gate_status':

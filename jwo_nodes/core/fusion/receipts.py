@@ -1,10 +1,13 @@
 """Receipt lines, cart snapshots, and the doubts a reviewer is shown, from a Solution."""
+from dataclasses import dataclass
+
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion.evidence import NOBODY
 from jwo_nodes.core.fusion.solver import Solution
 from jwo_nodes.core.fusion.types import (AMBIGUOUS_ATTRIBUTION, AMBIGUOUS_PRODUCT, NO_CANDIDATE,
                                          UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK, Doubt, Line,
-                                         ProductCandidate, Reason)
+                                         ProductCandidate, Reason, Saving)
+from jwo_nodes.core.pricing import Measure, price_cart
 
 # A change whose most likely explanation has less than this probability is in doubt.
 SURE = 0.99
@@ -14,16 +17,50 @@ INVOLVED = 0.01
 UNEXPLAINED = (UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK)
 
 
-def lines(store: StoreConfig, cart: dict, probability=lambda sku, quantity: 1.0) -> tuple:
-    found = []
-    for sku in sorted(cart):
-        quantity = cart[sku]
-        if quantity <= 0:
-            continue
+@dataclass(frozen=True)
+class Priced:
+    """A cart priced by the pricing engine, as a CartSnapshot or a receipt carries it."""
+    lines: tuple           # Line, by SKU
+    savings: tuple         # Saving
+    savings_cents: int
+    # The lines less the savings.
+    subtotal_cents: int
+    tax_cents: int
+
+
+def priced(store: StoreConfig, cart: dict, grams: dict, stamp_ns: int,
+           probability=lambda sku, quantity: 1.0) -> Priced:
+    """Prices a cart (sku -> units) through jwo_nodes.core.pricing at a stamp; a product
+    sold by weight is priced by ``grams`` (sku -> grams its pieces weighed, from the
+    changes: see weighed_grams), or by its typical piece where that came to nothing (a
+    take and a put-back of different pieces)."""
+    units = {sku: n for sku, n in cart.items() if n > 0}
+    basket = {}
+    for sku, n in units.items():
         product = store.products[sku]
-        found.append(Line(sku, product.name, quantity, product.price_cents, quantity * product.price_cents,
-                          round(probability(sku, quantity), 3)))
-    return tuple(found)
+        basket[sku] = (max(grams.get(sku, 0), 0) or round(n * product.unit_grams)) if product.sold_by_weight else n
+    result = price_cart(store, basket, stamp_ns)
+    lines = tuple(Line(line.sku, line.name, units[line.sku], line.unit_price_cents, line.line_total_cents,
+                       round(probability(line.sku, units[line.sku]), 3),
+                       sold_by_weight=line.measure is Measure.GRAMS,
+                       grams=line.quantity if line.measure is Measure.GRAMS else 0,
+                       age_restricted=line.age_restricted)
+                  for line in result.lines)
+    savings = tuple(Saving(s.promotion_id, s.name, tuple(dict.fromkeys(item.sku for item in s.used)), s.cents)
+                    for s in result.savings)
+    return Priced(lines, savings, result.savings_cents, result.subtotal_cents, result.tax_cents)
+
+
+def weighed_grams(visit_code: str, solution: Solution, store: StoreConfig) -> dict:
+    """sku -> grams of each product sold by weight in the visit's most likely cart: what
+    the changes it was decided to have made weighed (takes add, put-backs take off)."""
+    found = {}
+    for index, change in enumerate(solution.changes):
+        choice = solution.best_choice(index)
+        if (choice.visit_code == visit_code and choice.sku and choice.explained and not choice.unmatched
+                and store.products[choice.sku].sold_by_weight):
+            found[choice.sku] = found.get(choice.sku, 0) - round(change.delta_grams)
+    return found
 
 
 def doubts_of(visit_code: str, solution: Solution, store: StoreConfig, cameras_of_shelf: dict,
@@ -57,7 +94,8 @@ def doubts_of(visit_code: str, solution: Solution, store: StoreConfig, cameras_o
             proposed_sku=chosen.sku, proposed_quantity=chosen.quantity,
             camera_ids=cameras_of_shelf[change.shelf_id],
             candidate_products=tuple(ProductCandidate(s, n, store.products[s].unit_grams, round(p, 3))
-                                     for p, s, n in products)))
+                                     for p, s, n in products),
+            proposed_visit=chosen.visit_code, tracks=change.paths))
     return found
 
 

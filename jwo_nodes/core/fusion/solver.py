@@ -36,6 +36,8 @@ class ChangeEvidence:
     products: tuple        # ProductFit, best first
     # A track stood within reach of the bin (else: nobody was seen there).
     seen_near: bool
+    # TrackPath of the tracks that may have made it (for a reviewer, not weighed).
+    paths: tuple = field(default=(), compare=False)
 
     @property
     def is_take(self) -> bool:

@@ -1,6 +1,7 @@
 """What fusion takes in and gives out, and its settings: plain frozen values, no rclpy."""
 from collections import deque
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Optional
 
 NS = 1_000_000_000
@@ -8,6 +9,8 @@ NS = 1_000_000_000
 # (jwo_nodes.ros_common.DURABLE_EVENT_QOS): ids older than that never come back.
 RESENT_DEPTH = 1000
 FINAL, NEEDS_REVIEW = 'FINAL', 'NEEDS_REVIEW'
+# The source under which ID-check decisions' ids are remembered (as a gate's or a shelf's).
+ID_DECISIONS = 'id_decisions'
 
 # Review reason codes (the same strings as jwo/ReviewReason constants).
 AMBIGUOUS_ATTRIBUTION = 'ambiguous_attribution'
@@ -20,6 +23,7 @@ UNRESOLVED_EXIT = 'unresolved_exit'
 LOW_CONFIDENCE = 'low_confidence'
 FUSION_RESTARTED = 'fusion_restarted'
 SENSOR_RESTARTED = 'sensor_restarted'
+ID_NOT_VERIFIED = 'id_not_verified'
 
 
 @dataclass(frozen=True)
@@ -117,11 +121,29 @@ class TrackInput:
 class Line:
     sku: str
     name: str
+    # Units (for a product sold by weight: the pieces counted).
     quantity: int
+    # Per unit, or per kilogram when sold_by_weight.
     unit_price_cents: int
+    # Before savings.
     line_total_cents: int
     # The probability that this line is right (product and quantity, on this visit).
     confidence: float
+    sold_by_weight: bool = False
+    # What the pieces of a product sold by weight weighed (0 for the others).
+    grams: int = 0
+    age_restricted: bool = False
+    # age_restricted and an associate confirmed the shopper's ID (see IdCheck).
+    id_verified: bool = False
+
+
+@dataclass(frozen=True)
+class Saving:
+    """One promotion applied to a cart (jwo_nodes.core.pricing.SavingLine)."""
+    promotion_id: str
+    name: str
+    skus: tuple
+    cents: int
 
 
 @dataclass(frozen=True)
@@ -156,6 +178,61 @@ class Doubt:
     proposed_quantity: int
     camera_ids: tuple
     candidate_products: tuple = ()
+    # The visit the most likely explanation gave it to (NOBODY: somebody unknown).
+    proposed_visit: str = ''
+    # TrackPath of each track that stood within reach over the window.
+    tracks: tuple = ()
+
+
+@dataclass(frozen=True)
+class TrackPath:
+    """Where one track went over a change's window, as a reviewer sees it on the floor plan."""
+    track_id: str
+    visit_code: str        # the code it carried ('' for none)
+    stamps_ns: tuple
+    xs: tuple
+    ys: tuple
+
+
+class IdVerdict(Enum):
+    VERIFIED = 'verified'
+    REFUSED = 'refused'
+
+
+@dataclass(frozen=True)
+class IdDecisionInput:
+    """An associate's answer to an ID-check request (jwo/IdCheckDecision)."""
+    decision_id: str
+    visit_code: str
+    sku: str
+    verdict: IdVerdict
+    associate_id: str
+    stamp_ns: int
+
+
+@dataclass(frozen=True)
+class IdCheckRequestOut:
+    """A visit's cart holds an age-restricted product for the first time: an associate
+    must check the shopper's ID (jwo/IdCheckRequest)."""
+    visit_code: str
+    # The change after which the cart first held it (its end stamp), and its shelf.
+    event_id: str
+    shelf_id: str
+    sku: str
+    name: str
+    stamp_ns: int
+
+
+@dataclass
+class IdCheck:
+    """One age-restricted SKU of a visit: its request, and the associates' decisions
+    on it in arrival order (the latest stamped by the exit counts)."""
+    request: IdCheckRequestOut
+    decisions: list = field(default_factory=list)   # IdDecisionInput
+
+    def verdict_by(self, stamp_ns: int):
+        """The latest decision stamped at or before ``stamp_ns``; None without one."""
+        return max((d for d in self.decisions if d.stamp_ns <= stamp_ns), key=lambda d: d.stamp_ns, default=None)
 
 
 @dataclass(frozen=True)
@@ -165,7 +242,12 @@ class CartSnapshot:
     cause_event_id: str
     stamp_ns: int
     lines: tuple
+    savings: tuple         # Saving
+    savings_cents: int
+    # The lines less the savings, before tax.
     total_cents: int
+    # The ID checks this cart raised: restricted products it holds for the first time.
+    id_checks: tuple = ()     # IdCheckRequestOut
 
 
 @dataclass(frozen=True)
@@ -177,6 +259,9 @@ class ReceiptOut:
     entry_ns: int
     exit_ns: int
     lines: tuple
+    savings: tuple         # Saving
+    savings_cents: int
+    # The lines less the savings.
     subtotal_cents: int
     tax_cents: int
     total_cents: int

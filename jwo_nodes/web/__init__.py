@@ -1,0 +1,1 @@
+"""Web front ends of the edge: the shopper's live cart (live_cart)."""
