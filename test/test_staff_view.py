@@ -174,6 +174,8 @@ def test_an_associate_signs_in_sees_a_request_and_confirms_it(start_node, fusion
     base = started(node)
 
     sign_in(browser, base, 'A7', 'not-the-pin')
+    # The form's answer is a new page: wait for it (a loaded machine takes its time).
+    assert wait_until(lambda: browser.find_elements('id', 'error'), 10.0), browser.page_source
     assert browser.find_element('id', 'error').text == 'Wrong associate id or PIN.'
     assert not browser.find_elements('id', 'check-rows')
 
