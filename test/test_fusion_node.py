@@ -91,14 +91,20 @@ def change(event_id, shelf, bin_id, delta, t):
     return msg
 
 
+def tracker_frame(pubs, t: int, *shoppers) -> None:
+    """One tracker frame stamped t (these ShopperPositions), and every shelf's status
+    reporting it has processed up to a quarter second before."""
+    msg = ShopperPositions(shoppers=list(shoppers))
+    msg.header.stamp = to_stamp(t)
+    pubs['positions'].publish(msg)
+    for shelf, publisher in pubs['status'].items():
+        publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+
+
 def test_receipt_over_dds_and_bad_input_counted(graph):
     node, pubs, got, spin, fusion = graph
     where = {'G1': (0.6, 4.0), 'S1-B1': (2.0, 1.2)}
     place = ['G1']
-
-    def status_all(t):
-        for shelf, publisher in pubs['status'].items():
-            publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
 
     t = T0
 
@@ -106,11 +112,8 @@ def test_receipt_over_dds_and_bad_input_counted(graph):
         nonlocal t
         for _ in range(int(seconds * 10)):
             t += NS // 10
-            msg = ShopperPositions(shoppers=[ShopperPosition(track_id='track-1', visit_code='v-test', confidence=1.0,
-                                                             x=where[place[0]][0], y=where[place[0]][1])])
-            msg.header.stamp = to_stamp(t)
-            pubs['positions'].publish(msg)
-            status_all(t)
+            tracker_frame(pubs, t, ShopperPosition(track_id='track-1', visit_code='v-test', confidence=1.0,
+                                                   x=where[place[0]][0], y=where[place[0]][1]))
             spin(0.01)
 
     pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-test'))
@@ -156,13 +159,8 @@ def test_review_request_references_a_clip_per_camera(graph):
         nonlocal t
         for _ in range(int(seconds * 10)):
             t += NS // 10
-            msg = ShopperPositions(shoppers=[
-                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y, confidence=1.0),
-                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y, confidence=1.0)])
-            msg.header.stamp = to_stamp(t)
-            pubs['positions'].publish(msg)
-            for shelf, publisher in pubs['status'].items():
-                publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+            tracker_frame(pubs, t, ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y, confidence=1.0),
+                          ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y, confidence=1.0))
             spin(0.01)
 
     pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-a'))
@@ -196,14 +194,9 @@ def test_the_hand_in_the_bin_decides_over_dds(graph, repo):
         nonlocal t
         for _ in range(int(seconds * 10)):
             t += NS // 10
-            msg = ShopperPositions(shoppers=[
-                ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y, confidence=1.0,
-                                hand_seen=reaching, hand_x=hand_x, hand_y=hand_y),
-                ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y, confidence=1.0)])
-            msg.header.stamp = to_stamp(t)
-            pubs['positions'].publish(msg)
-            for shelf, publisher in pubs['status'].items():
-                publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+            tracker_frame(pubs, t, ShopperPosition(track_id='track-a', visit_code='v-a', x=x, y=y, confidence=1.0,
+                                                   hand_seen=reaching, hand_x=hand_x, hand_y=hand_y),
+                          ShopperPosition(track_id='track-b', visit_code='v-b', x=x + 0.1, y=y, confidence=1.0))
             spin(0.01)
 
     pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-a'))
@@ -241,12 +234,7 @@ def test_a_visit_survives_kill_9(start_node, store_side, repo, tmp_path):
         for _ in range(int(seconds * 10)):
             t += NS // 10
             x, y = WHERE[place[0]]
-            msg = ShopperPositions(shoppers=[ShopperPosition(track_id='track-1', visit_code='v-test',
-                                                             x=x, y=y, confidence=1.0)])
-            msg.header.stamp = to_stamp(t)
-            pubs['positions'].publish(msg)
-            for shelf, publisher in pubs['status'].items():
-                publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+            tracker_frame(pubs, t, ShopperPosition(track_id='track-1', visit_code='v-test', x=x, y=y, confidence=1.0))
             rclpy.spin_once(node, timeout_sec=0.05)
 
     fusion = start_node('fusion_node', *args)
@@ -316,12 +304,8 @@ def test_an_age_restricted_take_asks_for_an_id_check_and_the_decision_verifies_i
         nonlocal t
         for _ in range(int(seconds * 10)):
             t += NS // 10
-            msg = ShopperPositions(shoppers=[ShopperPosition(track_id='track-w', visit_code='v-wine', x=where[at][0],
-                                                             y=where[at][1], confidence=1.0)])
-            msg.header.stamp = to_stamp(t)
-            pubs['positions'].publish(msg)
-            for shelf, publisher in pubs['status'].items():
-                publisher.publish(ShelfStatus(shelf_id=shelf, processed_until=to_stamp(t - NS // 4)))
+            tracker_frame(pubs, t, ShopperPosition(track_id='track-w', visit_code='v-wine', x=where[at][0],
+                                                   y=where[at][1], confidence=1.0))
             spin(0.01)
 
     pubs['gate'].publish(gate('G1/1', t, GateEvent.ENTRY, 'v-wine'))
