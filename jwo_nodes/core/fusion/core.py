@@ -435,12 +435,13 @@ class FusionCore:
 
     def _snapshots(self, cause: ChangeInput) -> list:
         solution = self._solve()
+        weighed = receipts.weighed_grams(solution, self.store)
         snapshots = []
         for visit in self._visits.values():
             if visit.receipt_issued:
                 continue
             cart = {sku: n for sku, n in solution.cart(visit.code).items() if n > 0}
-            grams = receipts.weighed_grams(visit.code, solution, self.store)
+            grams = weighed.get(visit.code, {})
             if cart == visit.published and grams == visit.published_grams and not visit.looked:
                 continue
             visit.looked = False
@@ -457,7 +458,7 @@ class FusionCore:
         if visit is None or visit.receipt_issued or cart == visit.published:
             return []
         before = look.solution
-        grams = receipts.weighed_grams(visit.code, before, self.store)
+        grams = dict(receipts.weighed_grams(before, self.store).get(visit.code, {}))
         sku = seen.choice.sku
         if sku and seen.choice.explained and not seen.choice.unmatched and self.store.products[sku].sold_by_weight:
             grams[sku] = grams.get(sku, 0) - round(evidence.delta_grams)
@@ -588,7 +589,7 @@ class FusionCore:
                                     for p, c in solution.cart_probabilities(visit.code)],
                              self._prices, self.store.review)
         # Priced at the exit: the promotions open when the shopper left.
-        priced = receipts.priced(self.store, cart, receipts.weighed_grams(visit.code, solution, self.store),
+        priced = receipts.priced(self.store, cart, receipts.weighed_grams(solution, self.store).get(visit.code, {}),
                                  visit.closed_ns, lambda sku, n: solution.line_probability(visit.code, sku, n))
         lines = []
         for line in priced.lines:

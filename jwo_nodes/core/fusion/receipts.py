@@ -51,15 +51,17 @@ def priced(store: StoreConfig, cart: dict, grams: dict, stamp_ns: int,
     return Priced(lines, savings, result.savings_cents, result.subtotal_cents, result.tax_cents)
 
 
-def weighed_grams(visit_code: str, solution: Solution, store: StoreConfig) -> dict:
-    """sku -> grams of each product sold by weight in the visit's most likely cart: what
-    the changes it was decided to have made weighed (takes add, put-backs take off)."""
+def weighed_grams(solution: Solution, store: StoreConfig) -> dict:
+    """visit code -> sku -> grams of each product sold by weight in the visits' most
+    likely carts: what the changes each was decided to have made weighed (takes add,
+    put-backs take off). One pass for every visit: it runs on every solve."""
     found = {}
     for index, change in enumerate(solution.changes):
         choice = solution.best_choice(index)
-        if (choice.visit_code == visit_code and choice.sku and choice.explained and not choice.unmatched
+        if (choice.sku and choice.explained and not choice.unmatched
                 and store.products[choice.sku].sold_by_weight):
-            found[choice.sku] = found.get(choice.sku, 0) - round(change.delta_grams)
+            grams = found.setdefault(choice.visit_code, {})
+            grams[choice.sku] = grams.get(choice.sku, 0) - round(change.delta_grams)
     return found
 
 
