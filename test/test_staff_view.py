@@ -285,7 +285,8 @@ def test_the_ops_page_shows_stock_alerts_strays_and_silent_shelves_and_shoppers_
     browser.delete_all_cookies()
     browser.get(base + 'where')
     browser.find_element('id', 'q').send_keys('wine')
-    browser.find_element('id', 'find').click()
+    browser.find_element('id', 'find').click()                   # the answer is a new page: wait for it
+    assert wait_until(lambda: browser.find_elements('css selector', '#places li[data-sku="WINE-750"]'), 10.0)
     assert browser.find_element('css selector', '#places li[data-sku="WINE-750"]').text == \
         'Red wine 750 ml: shelf S5, bin S5-B1'
     assert node.stop() == 0
