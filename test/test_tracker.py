@@ -100,6 +100,22 @@ def test_a_group_entering_on_one_entry_all_get_its_code_and_the_next_party_its_o
     assert tracker.counters['entries_unfilled'] == 0
 
 
+def test_a_group_short_of_a_member_leaves_the_next_entrant_to_the_next_entry():
+    """A group of three of whom the cameras saw two come in (the third hidden behind
+    them): the shopper who comes in next, inside the group's long window, is the next
+    ENTRY's, whose stamp is nearer, not the group's missing member (hard-3 of the suite)."""
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 10 * DT, 'v-GROUP', 3)
+    tracker.add_entry('G1', 32 * DT, 'v-NEXT', 1)
+    paths = {f'g{i}': line(0.6, 4.0, 3.0 + i, 2.0 + 2 * i, 10 + 5 * i, 40 + 5 * i) for i in range(2)}
+    paths['next'] = line(0.6, 4.0, 6.0, 6.0, 33, 80)
+    seen = walk(tracker, paths, 90)
+    _, _, nearest = seen[-1]
+    assert {nearest['g0'].visit_code, nearest['g1'].visit_code} == {'v-GROUP'}
+    assert nearest['next'].visit_code == 'v-NEXT'
+    assert tracker.counters['entries_unfilled'] == 1      # the group's third, never seen
+
+
 def test_a_code_given_to_a_false_start_at_the_gate_passes_to_the_person_coming_in():
     """A spurious detection beside the entrant starts a track as they do and, nearer in
     time to the ENTRY, takes the code; it dies before its colour is learnt, and the

@@ -452,12 +452,21 @@ class Tracker:
     def _entrants(self, entry: _Entry) -> list:
         """The anonymous confirmed tracks that started at an entry's gate in its window,
         the nearest in time first; not one that looks like a visitor no track is
-        following now (that visitor passing the gate again)."""
+        following now (that visitor passing the gate again), nor one that started
+        nearer the stamp of another entry at the gate still waiting for people (a
+        group's window is long: the next shopper in is the next entry's)."""
         low, high = self._entry_window(entry)
         return sorted((t for t in self.tracks if not t.visit_code and t.confirmed and not t.lost
                        and t.exited_ns is None and t.gate_id == entry.gate_id
-                       and low <= t.born_ns <= high and not self._looks_like_a_missing_visitor(t)),
+                       and low <= t.born_ns <= high and not self._looks_like_a_missing_visitor(t)
+                       and not self._nearer_entry_waits(entry, t)),
                       key=lambda t: (abs(t.born_ns - entry.stamp_ns), t.id))
+
+    def _nearer_entry_waits(self, entry: _Entry, track: _Track) -> bool:
+        return any(other is not entry and other.gate_id == entry.gate_id and other.given < other.people
+                   and abs(track.born_ns - other.stamp_ns) < abs(track.born_ns - entry.stamp_ns)
+                   and self._entry_window(other)[0] <= track.born_ns <= self._entry_window(other)[1]
+                   for other in self._entries)
 
     def _looks_like_a_missing_visitor(self, track: _Track) -> bool:
         return track.appearance is not None and any(
