@@ -4,9 +4,15 @@ of their events through the uplink and the ingest into the bucket (cloud/product
 A reviewer signs in, claims the oldest visit, plays its clip cued to the event, answers
 what the event was and adds a product with the catalogue picker (the receipt following
 live), settles it and lands on the next visit; a second reviewer cannot claim the first
-one; a removed reviewer's session ends at once."""
+one; a removed reviewer's session ends at once.
+
+And the shopper's side: the receipt page opened by the visit's token, a line disputed,
+the dispute in the review queue, settled by a reviewer and delivered again."""
+import json
 import shutil
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,8 +21,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / 'cloud'))
 
-from jwo_cloud import layout, review, review_queue  # noqa: E402
+from jwo_cloud import layout, payer, review, review_queue, testing  # noqa: E402
 from jwo_cloud.bucket import DirBucket  # noqa: E402
+from jwo_cloud.delivery import Deliverer, FileAdapter  # noqa: E402
 from jwo_cloud.review_web import ReviewServer, ReviewSettings, create_app  # noqa: E402
 from product_visits import send_product_visits  # noqa: E402
 
@@ -210,3 +217,61 @@ def test_a_reviewer_settles_a_visit_of_the_product_and_lands_on_the_next(site, b
     assert urlsplit(bob.current_url).path == '/login'
     bob.get(base + f'/visit/demo/{second.receipt_id}')
     assert urlsplit(bob.current_url).path == '/login'
+
+
+@pytest.mark.slow(15)
+def test_the_shopper_disputes_a_line_and_gets_the_corrected_receipt(tmp_path, browsers):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    bucket = DirBucket(tmp_path / 'bucket')
+    token = 'shopper-token-' + 'Q' * 30
+    receipt_id = testing.seed_paid_visit(testing.local_ingest(bucket, tmp_path), 1, token)
+    review.Reviewers(tmp_path / 'reviewers.json').add('alice', 'alice-password')
+    server = ReviewServer(create_app(bucket, tmp_path / 'reviewers.json', b's' * 32), '127.0.0.1', 0)
+    base = server.start().rstrip('/')
+    deliveries = tmp_path / 'deliveries.jsonl'
+    deliverer = Deliverer(bucket, FileAdapter(deliveries))
+    try:
+        shopper, alice = browsers(), browsers()
+        shopper.get(f'{base}/receipt/{token}')
+        assert shopper.find_element(By.ID, 'receipt-status').text == 'final'
+        assert shopper.find_element(By.ID, 'line-COLA-330').text.startswith('Cola 330 ml can 2')
+        line = shopper.find_element(By.ID, 'line-COLA-330')
+        line.find_element(By.NAME, 'text').send_keys('I took one can')
+        line.find_element(By.ID, 'dispute-COLA-330').click()
+        assert shopper.find_element(By.ID, 'checking').text.startswith('We are checking the line you disputed')
+        assert shopper.find_element(By.ID, 'receipt-status').text == 'being checked'
+        assert not shopper.find_elements(By.CSS_SELECTOR, 'form.dispute')
+
+        # In the review queue, with the reason and the line, for any reviewer.
+        dispute = layout.dispute_id(receipt_id, 1)
+        queued = review_queue.read(bucket).get(review_queue.VisitKey('demo', dispute))
+        assert queued is not None and payer.DISPUTED in queued.reasons
+        sign_in(alice, base, 'alice', 'alice-password')
+        row = alice.find_element(By.ID, f'row-demo-{dispute}')
+        assert 'disputed' in row.text
+        row.find_element(By.TAG_NAME, 'button').click()
+        assert alice.find_element(By.ID, 'dispute').text == 'Cola 330 ml can (COLA-330) x2: "I took one can"'
+        total = shown_total(alice)
+        # 2 -> 1 in one edit (clear() alone would preview 0 and replace the field).
+        alice.execute_script('const q = document.getElementById("qty-COLA-330"); q.value = "1";'
+                             'q.dispatchEvent(new Event("change", {bubbles: true}));')
+        WebDriverWait(alice, 10).until(lambda d: shown_total(d) != total)
+        alice.find_element(By.TAG_NAME, 'body').send_keys('s')
+        assert f'Settled {dispute}' in alice.find_element(By.ID, 'flash').text
+
+        shopper.refresh()
+        assert shopper.find_element(By.ID, 'receipt-status').text == 'final (corrected, version 2)'
+        assert shopper.find_element(By.ID, 'total').text == '3.77 USD'
+        assert deliverer.run_once() == 2
+        sent = [json.loads(line) for line in deliveries.read_text().splitlines()]
+        assert [(d['version'], d['receipt']['total_cents']) for d in sent] == [(1, 538), (2, 377)]
+
+        # A token no visit has: nothing but a 404.
+        shopper.get(f'{base}/receipt/{token}x')
+        assert 'Not Found' in shopper.title and receipt_id not in shopper.page_source
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f'{base}/receipt/{token}x')
+        assert refused.value.code == 404
+    finally:
+        server.stop()

@@ -1,6 +1,7 @@
 """uplink_node as a real process on an isolated ROS graph: receipts, review requests and
 their clips published on ROS reach the bucket through the ingest; a node killed with
-kill -9 while the cloud is down loses nothing."""
+kill -9 while the cloud is down loses nothing; a receipt's token hash from its gate
+follows it to the cloud whichever of the two the node hears first."""
 import json
 import os
 import signal
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / 'cloud'))
 
 from conftest import BIN, wait_until  # noqa: E402
-from jwo_cloud import layout, testing, wire  # noqa: E402
+from jwo_cloud import layout, payer, testing, wire  # noqa: E402
 from jwo_cloud.bucket import DirBucket  # noqa: E402
 from jwo_cloud.ingest import Ingest  # noqa: E402
 
@@ -187,6 +188,44 @@ def test_uplink_node_killed_while_cloud_is_down_loses_nothing(tmp_path, ros):
         # restarted uplink sent its catalogue once more (written over the first).
         assert wait_until(lambda: ingest.counters()['objects_written'] == len(expected_keys(numbers)) + 1, 5), \
             ingest.counters()
+    finally:
+        assert uplink.stop() == 0, uplink.log()
+        ingest.stop()
+
+
+def test_a_receipts_token_hash_reaches_the_cloud_whichever_comes_first(tmp_path, ros):
+    node, receipts, _ = ros
+    from jwo_nodes.ros_common import DURABLE_EVENT_QOS
+    access = node.create_publisher(msgs.VisitAccess, '/jwo/gates/G1/access', DURABLE_EVENT_QOS)
+    keys = testing.make_keys(tmp_path / 'keys')
+    bucket = DirBucket(tmp_path / 'bucket')
+    ingest = Ingest(bucket, keys.server_secret, keys.enrolled, tmp_path / 'spool',
+                    bind='tcp://127.0.0.1:0')
+    ingest.start()
+    uplink = Uplink(tmp_path, keys, ingest.endpoint)
+    tokens = {n: f'token-of-visit-{n}' for n in (1, 2)}
+
+    def gate_access(n):
+        msg = msgs.VisitAccess(gate_id='G1', visit_code=f'V{n:04d}',
+                               token_sha256=list(bytes.fromhex(payer.token_sha256(tokens[n]))))
+        access.publish(msg)
+
+    def paid_receipt(n):
+        msg = receipt(n, False)
+        msg.entry_gate_id = 'G1'
+        receipts.publish(msg)
+    try:
+        assert wait_until(lambda: access.get_subscription_count() > 0
+                          and receipts.get_subscription_count() > 0, 15), uplink.log()
+        gate_access(1)      # at the entry, as in a store
+        paid_receipt(1)
+        paid_receipt(2)     # the receipt first (durable topics replayed after a restart)
+        gate_access(2)
+        for n, token in tokens.items():
+            assert wait_until(lambda: payer.find(bucket, token) is not None
+                              and payer.find(bucket, token).token_sha256, 20), (n, uplink.log())
+            assert payer.find(bucket, token).receipt_id == f'R{n:04d}'
+        assert len(list(bucket.list(layout.DELIVERY_PENDING))) == 2
     finally:
         assert uplink.stop() == 0, uplink.log()
         ingest.stop()

@@ -120,8 +120,22 @@ def cmd_init(args) -> int:
     return 0
 
 
+def _delivery_adapter(args):
+    """The adapter the final receipts go out through, None when none is configured
+    (they wait in the bucket's delivery outbox)."""
+    from jwo_cloud.delivery import DeliveryConfigError, FileAdapter, WebhookAdapter, read_secret
+    if args.delivery_webhook:
+        if not args.delivery_secret_file:
+            raise DeliveryConfigError('--delivery-webhook needs --delivery-secret-file')
+        return WebhookAdapter(args.delivery_webhook, read_secret(args.delivery_secret_file))
+    if args.delivery_secret_file:
+        raise DeliveryConfigError('--delivery-secret-file is for --delivery-webhook')
+    return FileAdapter(args.delivery_file) if args.delivery_file else None
+
+
 def cmd_serve(args) -> int:
     from jwo_cloud import layout, review_queue
+    from jwo_cloud.delivery import Deliverer, DeliveryConfigError, DeliverySettings
     from jwo_cloud.ingest import Ingest
     from jwo_cloud.keys import enrolled_keys
     from jwo_cloud.review_web import ReviewServer, ReviewSettings, create_app
@@ -130,6 +144,11 @@ def cmd_serve(args) -> int:
     if not secret_file.exists():
         print(f'error: {secret_file} missing: run `jwo-cloud init` (or keygen) first',
               file=sys.stderr)
+        return 2
+    try:
+        adapter = _delivery_adapter(args)
+    except DeliveryConfigError as error:
+        print(f'error: {error}', file=sys.stderr)
         return 2
     bucket = _bucket(args)
     if bucket.head(layout.QUEUE_INDEX) is None:
@@ -155,6 +174,10 @@ def cmd_serve(args) -> int:
                          secret_path.read_bytes(), settings, counters=ingest.counters)
         server = ReviewServer(app, host or '127.0.0.1', int(port))
         server.start()
+    deliverer = None
+    if adapter is not None:
+        deliverer = Deliverer(bucket, adapter, DeliverySettings(backoff_max_s=args.delivery_backoff_max_s))
+        deliverer.start()
     stores = ', '.join(enrolled_keys(enrolled)) or 'none yet (jwo-cloud enroll)'
     print(f'ingest:        {endpoint}  (CURVE, server key {secret_file.with_suffix(".key")}; '
           f'enrolled stores: {stores})')
@@ -162,6 +185,9 @@ def cmd_serve(args) -> int:
     print(f'clips:         {bucket.location(layout.CLIPS)}')
     print(f'review queue:  {bucket.location(layout.PENDING_PREFIX)}')
     print(f'final:         {bucket.location(layout.FINAL)}')
+    print(f'deliveries:    {bucket.location(layout.DELIVERY_PENDING)} -> '
+          + (f'{adapter.name} {getattr(adapter, "url", "") or adapter.path}' if adapter
+             else 'nowhere yet (--delivery-webhook or --delivery-file)'))
     if server is not None:
         print(f'review UI:     {server.url}')
     sys.stdout.flush()
@@ -171,11 +197,15 @@ def cmd_serve(args) -> int:
     last = None
     while not done.wait(10.0):
         values = ingest.counters()
+        if deliverer is not None:
+            values.update({f'delivery_{name}': n for name, n in deliverer.counters.items()})
         if values != last:
             logging.getLogger('jwo_cloud').info('ingest counters: %s', json.dumps(values))
             last = values
     if server is not None:
         server.stop()
+    if deliverer is not None:
+        deliverer.stop()
     ingest.stop()
     print(f'stopped; ingest counters: {json.dumps(ingest.counters())}')
     return 0
@@ -277,6 +307,7 @@ def cmd_review(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from jwo_cloud.delivery import DeliverySettings
     parser = argparse.ArgumentParser(prog='jwo-cloud', description='jwo cloud: ingest, bucket, review')
     parser.add_argument('-v', '--verbose', action='store_true')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND', required=True)
@@ -337,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument('--insecure-cookies', action='store_true',
                      help='session cookie without Secure: only for plain HTTP off this machine, '
                           'on a network you trust (put a TLS proxy in front instead)')
+    delivery = sub.add_mutually_exclusive_group()
+    delivery.add_argument('--delivery-webhook', metavar='URL',
+                          help='POST each final receipt (each version) to this URL, signed with '
+                               'HMAC-SHA256 (X-Jwo-Signature)')
+    delivery.add_argument('--delivery-file', metavar='PATH',
+                          help='append each final receipt (each version) to this file as a JSON line')
+    sub.add_argument('--delivery-secret-file', metavar='PATH',
+                     help="the webhook's shared HMAC secret (at least 16 bytes)")
+    sub.add_argument('--delivery-backoff-max-s', type=float, default=DeliverySettings.backoff_max_s,
+                     help='longest wait between tries of a failing delivery (default %(default)s)')
     sub.set_defaults(run=cmd_serve)
 
     sub = commands.add_parser('uplink', help="send a store's outbox to the ingest (no ROS)")

@@ -1,5 +1,5 @@
-"""ROS messages (jwo/Receipt, jwo/ReviewRequest) and the store's configuration to
-uplink envelopes.
+"""ROS messages (jwo/Receipt, jwo/ReviewRequest), a receipt's token hash and the store's
+configuration to uplink envelopes.
 
 Pure: it reads the messages' attributes and never imports rclpy, so it is tested with
 plain stand-in objects as well as real messages. Each message becomes outbox items
@@ -74,6 +74,15 @@ def receipt_items(msg, store_id: str, now_ns: int, currency: str = '',
     item = wire.item_id(wire.RECEIPT, msg.receipt_id)
     envelope = wire.make_envelope(store_id, item, visit, now_ns, receipt=receipt)
     return [(item, visit, wire.RECEIPT, envelope.SerializeToString())]
+
+
+def access_item(receipt_id: str, visit: str, token_sha256: bytes, store_id: str, now_ns: int) -> tuple:
+    """The item that gives the cloud a receipt's token hash (after its receipt, in the
+    visit's order)."""
+    item = wire.item_id(wire.ACCESS, receipt_id)
+    envelope = wire.make_envelope(store_id, item, visit, now_ns, receipt_access=pb.ReceiptAccess(
+        receipt_id=receipt_id, token_sha256=bytes(token_sha256)))
+    return (item, visit, wire.ACCESS, envelope.SerializeToString())
 
 
 def review_items(msg, store_id: str, now_ns: int, content_type_of=None) -> list:

@@ -25,6 +25,7 @@ REASONS = {
     'fusion_restarted': 'Fusion restarted while this visit was open.',
     'sensor_restarted': 'A shelf sensor restarted while this visit was open.',
     'low_confidence': 'Fusion is not sure enough of this receipt.',
+    'disputed': 'The shopper disputes a line of the final receipt: is it right?',
 }
 # Catalogue products offered for an event besides fusion's candidates.
 WEIGHT_FITS = 6
@@ -123,6 +124,7 @@ class EventView:
     what: tuple              # ProductOption
     chosen: EventChoice
     proposed: EventChoice
+    decided: bool            # proposed is what the review before decided (a dispute's)
     clips: tuple             # ClipView
     floor: Optional[FloorPicture]
 
@@ -163,7 +165,7 @@ def _event(visit: Visit, event: dict, chosen: EventChoice, clip_margin_s: float)
         is_take=sign_of(event) > 0, window_start_ns=event.get('window_start_ns', 0),
         window_s=(event.get('window_end_ns', 0) - event.get('window_start_ns', 0)) / NS,
         who=who, what=_product_options(visit, event, chosen, measured), chosen=chosen,
-        proposed=proposed_choice(event),
+        proposed=proposed_choice(event), decided=bool(event.get('decided')),
         clips=tuple(ClipView(clip_id, visit.clips[clip_id].present,
                              visit.clips[clip_id].content_type.startswith('image/'),
                              max(0.0, clip_margin_s - CUE_LEAD_S))

@@ -26,7 +26,7 @@ from pathlib import Path
 import zmq
 from google.protobuf.message import DecodeError
 
-from jwo_cloud import catalogue, layout, review_queue, wire
+from jwo_cloud import catalogue, delivery, layout, payer, review_queue, wire
 from jwo_cloud.bucket import Bucket, BucketError
 from jwo_cloud.keys import DOMAIN, ZapHandler, load_pair
 from jwo_cloud.wire import pb
@@ -52,7 +52,7 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
     kind = envelope.WhichOneof('body')
     if kind == 'receipt':
         receipt = envelope.receipt
-        if not wire.is_safe_id(receipt.receipt_id):
+        if not _is_store_receipt_id(receipt.receipt_id):
             return f'invalid receipt_id {receipt.receipt_id!r}'
         if envelope.item_id != wire.item_id(wire.RECEIPT, receipt.receipt_id):
             return 'item_id does not match the receipt'
@@ -77,7 +77,7 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
         return ''
     if kind == 'review_request':
         review = envelope.review_request
-        if not wire.is_safe_id(review.receipt_id):
+        if not _is_store_receipt_id(review.receipt_id):
             return f'invalid receipt_id {review.receipt_id!r}'
         if envelope.item_id != wire.item_id(wire.REVIEW, review.receipt_id):
             return 'item_id does not match the review request'
@@ -92,6 +92,15 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
                 return f'event {event.event_id}: candidate_scores and candidate_visits differ'
             if any(not len(t.stamps_ns) == len(t.x) == len(t.y) for t in event.tracks):
                 return f'event {event.event_id}: a track\'s stamps and positions differ in length'
+        return ''
+    if kind == 'receipt_access':
+        access = envelope.receipt_access
+        if not _is_store_receipt_id(access.receipt_id):
+            return f'invalid receipt_id {access.receipt_id!r}'
+        if envelope.item_id != wire.item_id(wire.ACCESS, access.receipt_id):
+            return 'item_id does not match the receipt access'
+        if len(access.token_sha256) != 32:
+            return 'token_sha256 is not 32 bytes'
         return ''
     if kind == 'catalogue':
         products = envelope.catalogue.products
@@ -122,6 +131,11 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
             return 'invalid content_type'
         return ''
     return 'envelope has no body'
+
+
+def _is_store_receipt_id(receipt_id: str) -> bool:
+    """A safe id that is not a dispute's (the cloud names disputes after their receipt)."""
+    return wire.is_safe_id(receipt_id) and layout.parse_dispute_id(receipt_id) is None
 
 
 class _Throttle:
@@ -363,6 +377,8 @@ class Ingest:
                 ack = self._receipt(store_id, envelope)
             elif kind == 'review_request':
                 ack = self._review(store_id, envelope)
+            elif kind == 'receipt_access':
+                ack = self._access(store_id, envelope)
             elif kind == 'catalogue':
                 ack = self._catalogue(store_id, envelope)
             else:
@@ -393,6 +409,11 @@ class Ingest:
         document['uplink'] = {'item_id': envelope.item_id, 'created_ns': envelope.created_ns}
         created = self.bucket.put(key, _json(document), if_none_match=True)
         self._written(key, created)
+        # Its token hash comes after it, and delivers it; unless the store sent the hash
+        # while this receipt was held back (refused, then sent again by an operator).
+        if (receipt.status == pb.FINAL
+                and self.bucket.head(layout.visit_access_key(store_id, receipt.receipt_id)) is not None):
+            delivery.enqueue(self.bucket, store_id, receipt.receipt_id)
         return pb.Ack(item_id=envelope.item_id, status=pb.OK, object_key=key)
 
     def _review(self, store_id, envelope):
@@ -415,6 +436,19 @@ class Ingest:
         receipt = self.bucket.get_json(layout.receipt_key(store_id, review.receipt_id))
         review_queue.enqueue(self.bucket, review_queue.entry_of(entry, receipt))
         self._written(key, created)
+        return pb.Ack(item_id=envelope.item_id, status=pb.OK, object_key=key)
+
+    def _access(self, store_id, envelope):
+        access = envelope.receipt_access
+        key = layout.visit_access_key(store_id, access.receipt_id)
+        created = self.bucket.head(key) is None
+        if not payer.link(self.bucket, store_id, access.receipt_id, access.token_sha256.hex()):
+            return pb.Ack(item_id=envelope.item_id, status=pb.REJECTED,
+                          detail='this token hash already opens another receipt')
+        self._written(key, created)
+        # The receipt may be final already (FINAL from the store, or settled before
+        # this arrived): its payer gets it now.
+        delivery.enqueue(self.bucket, store_id, access.receipt_id)
         return pb.Ack(item_id=envelope.item_id, status=pb.OK, object_key=key)
 
     def _catalogue(self, store_id, envelope):

@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-from jwo_cloud import catalogue, layout, review_queue
+from jwo_cloud import catalogue, delivery, layout, payer, review_queue
 from jwo_cloud.bucket import Bucket
 from jwo_cloud.catalogue import Catalogue, Product
 from jwo_cloud.review_queue import NotPending, ReviewError
@@ -105,8 +105,12 @@ def sign_of(event: dict) -> int:
 
 
 def proposed_choice(event: dict) -> EventChoice:
-    """Fusion's proposal for an event: its product on the visit it gave the change to
-    (the likeliest candidate where the store does not say)."""
+    """What the visit's receipt takes an event as: a dispute's events what the review
+    before decided; else fusion's proposal, its product on the visit it gave the change
+    to (the likeliest candidate where the store does not say)."""
+    if event.get('decided'):
+        decided = event['decided']
+        return EventChoice(decided['visit'], decided['sku'], int(decided['quantity']))
     candidates = event.get('candidate_visits', [])
     visit = event.get('proposed_visit') or (candidates[0] if candidates else '')
     sku = event.get('proposed_sku', '')
@@ -316,17 +320,18 @@ def decide(bucket: Bucket, visit: Visit, reviewer: str, quantities: Optional[dic
     return final
 
 
-def finish(bucket: Bucket, final: dict, entry: Optional[dict]) -> None:
+def finish(bucket: Bucket, final: dict, entry: dict) -> None:
     """The steps after a final receipt is written: its labelled data, out of the index,
-    the queue entry deleted. Each may be repeated."""
+    the queue entry retired, the new version to its payer. Each may be repeated."""
     store_id, receipt_id = final['store_id'], final['receipt_id']
-    if entry is not None:
-        rows = labels_of(final, entry)
-        bucket.put(layout.labels_key(store_id, receipt_id),
-                   ''.join(json.dumps(row, sort_keys=True) + '\n' for row in rows).encode(),
-                   content_type='application/x-ndjson')
+    rows = labels_of(final, entry)
+    bucket.put(layout.labels_key(store_id, receipt_id),
+               ''.join(json.dumps(row, sort_keys=True) + '\n' for row in rows).encode(),
+               content_type='application/x-ndjson')
     review_queue.dequeue(bucket, review_queue.VisitKey(store_id, receipt_id))
-    bucket.delete(layout.pending_key(store_id, receipt_id))
+    review_queue.retire(bucket, store_id, receipt_id, entry)
+    dispute = layout.parse_dispute_id(receipt_id)
+    delivery.enqueue(bucket, store_id, dispute.receipt_id if dispute else receipt_id)
 
 
 def labels_of(final: dict, entry: dict) -> list:
@@ -337,8 +342,8 @@ def labels_of(final: dict, entry: dict) -> list:
     events = entry.get('request', {}).get('events', [])
     ids = {'store_id': final['store_id'], 'receipt_id': final['receipt_id'],
            'visit_code': final['visit_code']}
-    rows = [{'kind': 'visit', **ids, 'exit_ns': final['exit_ns'],
-             'reasons': sorted({e.get('reason_code', '') for e in events} - {''}),
+    reasons = {e.get('reason_code', '') for e in events} | ({payer.DISPUTED} if 'dispute' in entry else set())
+    rows = [{'kind': 'visit', **ids, 'exit_ns': final['exit_ns'], 'reasons': sorted(reasons - {''}),
              'reviewer': decision['reviewer'], 'decided_ns': decision['decided_ns'],
              'seconds_to_settle': decision['seconds_to_settle'],
              'agrees': decision['action'] == 'confirm',

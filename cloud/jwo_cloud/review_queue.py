@@ -267,6 +267,14 @@ def release(bucket: Bucket, key: VisitKey, reviewer: str) -> None:
     update(bucket, lambda index: index.release(key, reviewer))
 
 
+def retire(bucket: Bucket, store_id: str, receipt_id: str, entry: dict) -> None:
+    """A settled visit's queue entry leaves the queue, kept under review/settled/: the
+    evidence a dispute of the visit's receipt is reviewed with."""
+    bucket.put(layout.settled_entry_key(store_id, receipt_id),
+               json.dumps(entry, indent=1, sort_keys=True).encode())
+    bucket.delete(layout.pending_key(store_id, receipt_id))
+
+
 def rebuild(bucket: Bucket) -> int:
     """Makes the index again from the queue entries in the bucket (a LIST and two GETs
     per visit), keeping the claims that run; queue entries of settled visits are
@@ -278,11 +286,11 @@ def rebuild(bucket: Bucket) -> int:
         if ids is None:
             continue
         store_id, receipt_id = ids
-        if bucket.head(layout.final_key(store_id, receipt_id)) is not None:
-            bucket.delete(key)   # settled: finish what the decision started
-            continue
         pending = bucket.get_json(key)
         if pending is None:
+            continue
+        if bucket.head(layout.final_key(store_id, receipt_id)) is not None:
+            retire(bucket, store_id, receipt_id, pending)   # settled: finish what the decision started
             continue
         entry = entry_of(pending, bucket.get_json(layout.receipt_key(store_id, receipt_id)))
         scanned[entry.key] = entry

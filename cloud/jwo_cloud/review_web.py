@@ -13,6 +13,8 @@ with Jinja2 templates (autoescaped) in ``templates/`` and its script and style i
     GET  /receipt/<store>/<receipt>          a receipt (read only)
     GET  /clip/<store>/<clip_id>             a clip, with HTTP ranges (the player seeks)
     GET  /figures                            time to settle, agreement with fusion
+    GET  /receipt/<token>        the shopper's receipt (no sign-in: the token opens it)
+    POST /receipt/<token>        the shopper disputes a line of it (payer.py)
 
 Safe defaults: every POST carries a CSRF token (Flask-WTF); the session is a signed
 cookie (HttpOnly, SameSite=Strict, Secure unless --insecure-cookies; ``__Host-`` name)
@@ -23,6 +25,7 @@ failed sign-ins are throttled per name and per address; passwords are argon2id
 style not served from here (Content-Security-Policy).
 """
 import logging
+import re
 import threading
 import time
 from collections import deque
@@ -34,7 +37,7 @@ from flask import (Flask, abort, flash, g, redirect, render_template, request, s
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from jwo_cloud import evidence, layout, review, review_queue, wire
+from jwo_cloud import evidence, layout, payer, review, review_queue, wire
 from jwo_cloud.bucket import BucketError
 from jwo_cloud.review import EventChoice
 from jwo_cloud.review_queue import QueueFilter, VisitKey
@@ -54,7 +57,9 @@ SECURITY_HEADERS = {
                                "form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
 }
 # Endpoints open without a session.
-PUBLIC = ('login', 'healthz', 'static')
+PUBLIC = ('login', 'healthz', 'static', 'payer_receipt')
+# The shopper's page: its path holds the token, so its request lines are not logged.
+_TOKEN_PATH = re.compile(r'^/receipt/[^/?]+(\?|$)')
 
 
 @dataclass(frozen=True)
@@ -377,6 +382,28 @@ def create_app(bucket, reviewers_file, secret: bytes, settings: ReviewSettings =
         return render_template('receipt.html', receipt=shown, settled=final is not None,
                                pending=review_queue.read(bucket).get(key) is not None)
 
+    @app.route('/receipt/<token>', methods=['GET', 'POST'])
+    def payer_receipt(token):
+        """A token the store handed no visit, or whose receipt has not arrived, is a 404
+        like any unknown path."""
+        visit = payer.find(bucket, token)
+        if visit is None:
+            abort(404)
+        error, status = '', 200
+        if request.method == 'POST':
+            try:
+                payer.open_dispute(bucket, visit, request.form.get('sku', ''),
+                                   request.form.get('text', ''), g.now_ns)
+            except payer.DisputeError as problem:
+                error, status = str(problem), 409
+            else:
+                return redirect(url_for('payer_receipt', token=token))
+        payer.repair(bucket, visit, g.now_ns)
+        current = visit.current
+        return render_template('payer_receipt.html', visit=visit, receipt=visit.shown, error=error,
+                               version=current.number if current else 0, token=token,
+                               dispute=visit.rounds[-1].receipt.get('dispute')), status
+
     @app.get('/clip/<store_id>/<clip_id>')
     def clip(store_id, clip_id):
         if not (wire.is_safe_id(store_id) and wire.is_safe_id(clip_id)):
@@ -408,7 +435,8 @@ class _QuietHandler(WSGIRequestHandler):
     """Request lines to this module's log at debug level, not to stderr."""
 
     def log(self, type, message, *args):
-        log.debug('%s %s', self.address_string(), message % args)
+        if not _TOKEN_PATH.match(getattr(self, 'path', '') or ''):
+            log.debug('%s %s', self.address_string(), message % args)
 
 
 class ReviewServer:

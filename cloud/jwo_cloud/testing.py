@@ -230,12 +230,9 @@ def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
     return predicate()
 
 
-def seed_visits(bucket: Bucket, directory, numbers, clip: bytes = None,
-                clip_name: str = 'cam_front-1.webm', store_id: str = 'demo') -> dict:
-    """Writes the store's catalogue (fake_store) and visits in doubt to the bucket the
-    way the ingest does (receipt, clip, review entry) without a network: {n: clip_id}."""
-    import hashlib
-
+def local_ingest(bucket: Bucket, directory, store_id: str = 'demo'):
+    """An ingest writing to the bucket, for its ``process`` (no socket), and the store's
+    catalogue (fake_store) sent to it."""
     from jwo_cloud import convert
     from jwo_cloud.ingest import Ingest
     from jwo_cloud.wire import pb
@@ -244,9 +241,42 @@ def seed_visits(bucket: Bucket, directory, numbers, clip: bytes = None,
         make_keys(directory / 'keys', store_id)
     ingest = Ingest(bucket, directory / 'keys' / 'cloud' / 'ingest.key_secret',
                     directory / 'keys' / 'enrolled', directory / 'spool')
-    clip_ids = {}
     (_, _, _, payload), = convert.catalogue_items(fake_store(store_id), time.time_ns())
     assert ingest.process(store_id, pb.Envelope.FromString(payload)).status == pb.OK
+    return ingest
+
+
+def seed_paid_visit(ingest, n: int, token: str, status: int = 0, store_id: str = 'demo') -> str:
+    """A visit's receipt (FINAL by default; NEEDS_REVIEW with its review request) and then
+    the hash of its shopper's token, through the ingest as the uplink sends them: the
+    receipt id."""
+    import hashlib
+
+    from jwo_cloud import convert, wire
+    from jwo_cloud.wire import pb
+    receipt = fake_receipt(n, store_id, status)
+    visit = wire.visit_key(receipt.visit_code, receipt.receipt_id)
+    items = convert.receipt_items(receipt, store_id, 1, 'USD', 825)
+    if status == 1:
+        items += convert.review_items(fake_review(n, (), store_id), store_id, 1)
+    items.append(convert.access_item(receipt.receipt_id, visit, hashlib.sha256(token.encode()).digest(),
+                                     store_id, 1))
+    for _, _, _, payload in items:
+        ack = ingest.process(store_id, pb.Envelope.FromString(payload))
+        assert ack.status == pb.OK, ack
+    return receipt.receipt_id
+
+
+def seed_visits(bucket: Bucket, directory, numbers, clip: bytes = None,
+                clip_name: str = 'cam_front-1.webm', store_id: str = 'demo') -> dict:
+    """Writes the store's catalogue (fake_store) and visits in doubt to the bucket the
+    way the ingest does (receipt, clip, review entry) without a network: {n: clip_id}."""
+    import hashlib
+
+    from jwo_cloud import convert
+    from jwo_cloud.wire import pb
+    ingest = local_ingest(bucket, directory, store_id)
+    clip_ids = {}
     for n in numbers:
         refs = [f'/var/jwo/clips/{n}/{clip_name}'] if clip is not None else []
         items = convert.receipt_items(fake_receipt(n, store_id), store_id, 1, 'USD', 825)

@@ -14,14 +14,20 @@ back with ``mark_done`` / ``mark_rejected`` / ``defer`` (retry later) / ``set_pr
 States: pending -> done (acknowledged) | rejected (the cloud refused it for good; kept
 for an operator, never retried, does not hold up its visit). Done items are kept for
 ``retention_ns`` so a republished item is still recognised as a duplicate, then purged.
+
+``link_access`` joins a visit's token hash (from its gate, at ENTRY) with its receipt
+(from fusion, at the exit), whichever comes first (after a restart the durable topics
+replay them in any order), and adds the item that tells the cloud, once, when both are
+known.
 """
+import contextlib
 import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 PENDING = 'pending'
 DONE = 'done'
@@ -44,6 +50,15 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_pending ON items (state, visit_key, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS visit_access (
+    gate_id TEXT NOT NULL,
+    visit_code TEXT NOT NULL,
+    token_sha256 BLOB,
+    receipt_id TEXT,
+    visit_key TEXT,
+    updated_ns INTEGER NOT NULL,
+    PRIMARY KEY (gate_id, visit_code)
+);
 """
 _VERSION = '1'
 
@@ -69,6 +84,14 @@ class Item:
     next_attempt_ns: int
     created_ns: int
     last_error: str
+
+
+@dataclass(frozen=True)
+class AccessLink:
+    """A visit's receipt and the hash of its shopper's token, both known."""
+    receipt_id: str
+    visit_key: str
+    token_sha256: bytes
 
 
 class OutboxError(Exception):
@@ -111,33 +134,65 @@ class Outbox:
         with self._lock:
             self._db.close()
 
-    def _write(self, statements) -> list:
-        """Runs (sql, args) pairs in one transaction; committed (and fsync'd) on return."""
+    @contextlib.contextmanager
+    def _transaction(self):
+        """A cursor in one transaction, committed (and fsync'd) when the block ends."""
         with self._lock:
             cursor = self._db.cursor()
             cursor.execute('BEGIN IMMEDIATE')
             try:
-                counts = []
-                for sql, args in statements:
-                    cursor.execute(sql, args)
-                    counts.append(cursor.rowcount)
+                yield cursor
                 cursor.execute('COMMIT')
             except BaseException:
                 cursor.execute('ROLLBACK')
                 raise
+
+    def _write(self, statements) -> list:
+        """Runs (sql, args) pairs in one transaction: their row counts."""
+        with self._transaction() as cursor:
+            counts = []
+            for sql, args in statements:
+                cursor.execute(sql, args)
+                counts.append(cursor.rowcount)
             return counts
+
+    @staticmethod
+    def _insert(item: NewItem, now_ns: int):
+        return ('INSERT OR IGNORE INTO items (item_id, visit_key, kind, payload, created_ns) '
+                'VALUES (?, ?, ?, ?, ?)',
+                (item.item_id, item.visit_key, item.kind, sqlite3.Binary(item.payload), now_ns))
 
     def add(self, items: Iterable[NewItem]) -> int:
         """Adds items in one transaction, durably, in the given order. An item whose
         item_id is already in the outbox (pending, done or rejected) is skipped.
         Returns how many were new."""
         now = self._clock()
-        counts = self._write([(
-            'INSERT OR IGNORE INTO items (item_id, visit_key, kind, payload, created_ns) '
-            'VALUES (?, ?, ?, ?, ?)',
-            (item.item_id, item.visit_key, item.kind, sqlite3.Binary(item.payload), now))
-            for item in items])
-        return sum(counts)
+        return sum(self._write([self._insert(item, now) for item in items]))
+
+    def link_access(self, gate_id: str, visit_code: str, item_of: Callable[[AccessLink], NewItem],
+                    token_sha256: Optional[bytes] = None, receipt_id: Optional[str] = None,
+                    visit_key: Optional[str] = None) -> bool:
+        """Records what has arrived of the visit that entered at gate_id as visit_code:
+        its token hash, or its receipt (receipt_id and visit_key). Once both are known,
+        adds ``item_of(link)`` in the same transaction (a repeat finds its item id there
+        and adds nothing). Whether it added the item."""
+        now = self._clock()
+        with self._transaction() as cursor:
+            cursor.execute(
+                'INSERT INTO visit_access (gate_id, visit_code, token_sha256, receipt_id, visit_key, '
+                'updated_ns) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (gate_id, visit_code) DO UPDATE SET '
+                'token_sha256=COALESCE(excluded.token_sha256, token_sha256), '
+                'receipt_id=COALESCE(excluded.receipt_id, receipt_id), '
+                'visit_key=COALESCE(excluded.visit_key, visit_key), updated_ns=excluded.updated_ns',
+                (gate_id, visit_code, None if token_sha256 is None else sqlite3.Binary(token_sha256),
+                 receipt_id, visit_key, now))
+            token, receipt, key = cursor.execute(
+                'SELECT token_sha256, receipt_id, visit_key FROM visit_access '
+                'WHERE gate_id=? AND visit_code=?', (gate_id, visit_code)).fetchone()
+            if token is None or receipt is None:
+                return False
+            cursor.execute(*self._insert(item_of(AccessLink(receipt, key, bytes(token))), now))
+            return cursor.rowcount == 1
 
     def due(self, now_ns: int, busy_visits: Iterable[str] = (), limit: int = 64) -> list:
         """The oldest pending item of each visit, when its retry time has come and its
@@ -205,10 +260,11 @@ class Outbox:
         return result
 
     def purge(self, retention_ns: int) -> int:
-        """Deletes done items finished more than retention_ns ago."""
+        """Deletes done items finished more than retention_ns ago, and what
+        link_access recorded of visits that long ago. The number of items deleted."""
         cutoff = self._clock() - retention_ns
-        return self._write([("DELETE FROM items WHERE state='done' AND finished_ns < ?",
-                             (cutoff,))])[0]
+        return self._write([("DELETE FROM items WHERE state='done' AND finished_ns < ?", (cutoff,)),
+                            ('DELETE FROM visit_access WHERE updated_ns < ?', (cutoff,))])[0]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -13,12 +13,13 @@ Handoff file: ``<folder>/access-<gate_id>.jsonl``, created readable by its owner
 It stands in for the channel to the shopper's app: `jwo demo` reads it to print the
 first visit's live-cart link.
 """
-import hashlib
 import json
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from jwo_common.visit_token import token_hash
 
 # 256 random bits: a token cannot be guessed, so its plain SHA-256 may be published.
 TOKEN_BYTES = 32
@@ -27,11 +28,6 @@ TOKEN_BYTES = 32
 def new_token() -> str:
     """A fresh secret token, URL-safe (it is the last part of the live-cart link)."""
     return secrets.token_urlsafe(TOKEN_BYTES)
-
-
-def token_hash(token: str) -> bytes:
-    """SHA-256 of a token: what is published and what the web service looks tokens up by."""
-    return hashlib.sha256(token.encode('utf-8')).digest()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """uplink_node: the store's way to the cloud.
 
-Subscribes to /jwo/receipts (jwo/Receipt) and /jwo/review/requests
-(jwo/ReviewRequest). Each message is converted to protobuf envelopes
+Subscribes to /jwo/receipts (jwo/Receipt), /jwo/review/requests (jwo/ReviewRequest)
+and every gate's /jwo/gates/<id>/access (jwo/VisitAccess: the hash of the token the
+gate handed the shopper). A receipt's token hash follows it to the cloud as an access
+item, which addresses the visit's receipt page and deliveries: the outbox joins the
+two durably, whichever arrives first (jwo_nodes.core.outbox.Outbox.link_access). Each message is converted to protobuf envelopes
 (jwo_cloud.convert, pure) and written to the durable outbox (jwo_nodes.core.outbox:
 SQLite WAL, synchronous=FULL) before anything else; the sender thread
 (jwo_cloud.uplink) then delivers it to the cloud ingest over ZeroMQ + CURVE, one ack per
@@ -11,7 +14,7 @@ key: no cloud credentials.
 """
 import time
 
-from jwo.msg import Receipt, ReviewRequest
+from jwo.msg import Receipt, ReviewRequest, VisitAccess
 from rclpy.node import Node
 
 from jwo_cloud import convert
@@ -20,7 +23,7 @@ from jwo_cloud.keys import KeyFileError
 from jwo_cloud.uplink import UplinkSender
 from jwo_cloud.wire import pb
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.core.outbox import NewItem, Outbox, OutboxError
+from jwo_nodes.core.outbox import AccessLink, NewItem, Outbox, OutboxError
 from jwo_nodes.ros_common import DURABLE_EVENT_QOS, Counters, Param, declare_params, run_node
 
 PARAMS = [
@@ -45,7 +48,7 @@ PARAMS = [
           604800.0, 0.0, 31536000.0),
 ]
 
-COUNTERS = ('receipts', 'review_requests', 'duplicates', 'malformed_message', 'outbox_errors',
+COUNTERS = ('receipts', 'review_requests', 'accesses', 'access_links', 'duplicates', 'malformed_message', 'outbox_errors',
             'pending', 'done', 'rejected_items', 'sent', 'acked', 'chunks_sent',
             'clip_bytes_sent', 'retries', 'timeouts', 'rejected', 'clip_missing',
             'not_connected', 'stale_acks', 'bad_acks')
@@ -81,6 +84,9 @@ class UplinkNode(Node):
         self.create_subscription(Receipt, '/jwo/receipts', self._on_receipt, DURABLE_EVENT_QOS)
         self.create_subscription(ReviewRequest, '/jwo/review/requests', self._on_review,
                                  DURABLE_EVENT_QOS)
+        for gate_id in self.store.gates:
+            self.create_subscription(VisitAccess, f'/jwo/gates/{gate_id}/access', self._on_access,
+                                     DURABLE_EVENT_QOS)
         self.create_timer(1.0, self._update_counters)
         # The catalogue and floor plan the review console prices corrections and draws
         # evidence with; sent at every start (the cloud keeps the newest).
@@ -123,6 +129,27 @@ class UplinkNode(Node):
             self.counters.warn('malformed_message', f'receipt {msg.receipt_id!r}: {error}')
             return
         self._store(items, 'receipt')
+        if msg.entry_gate_id:
+            (_, visit, _, _), = items
+            self._link_access(msg.entry_gate_id, msg.visit_code, receipt_id=msg.receipt_id,
+                              visit_key=visit)
+
+    def _on_access(self, msg: VisitAccess) -> None:
+        self.counters.count('accesses')
+        self._link_access(msg.gate_id, msg.visit_code, token_sha256=bytes(msg.token_sha256))
+
+    def _link_access(self, gate_id: str, visit_code: str, **known) -> None:
+        def item_of(link: AccessLink) -> NewItem:
+            return NewItem(*convert.access_item(link.receipt_id, link.visit_key, link.token_sha256,
+                                                self.store.store_id, time.time_ns()))
+        try:
+            linked = self.outbox.link_access(gate_id, visit_code, item_of, **known)
+        except Exception as error:   # disk full, I/O error: counted, never fatal
+            self.counters.warn('outbox_errors', f'access of {gate_id}/{visit_code} not stored: {error}')
+            return
+        if linked:
+            self.counters.count('access_links')
+            self.sender.wake()
 
     def _on_review(self, msg: ReviewRequest) -> None:
         self.counters.count('review_requests')
