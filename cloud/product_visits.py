@@ -40,21 +40,23 @@ class ProductVisits:
 
 
 def fusion_messages(scenario: Path, store) -> tuple:
-    """(receipts, review requests) fusion_node publishes for the scenario."""
+    """(receipts, review requests, FINAL receipts' evidence) fusion_node publishes for
+    the scenario."""
     from jwo_nodes import fusion_check
     from jwo_nodes.core.sim import Timeline, load_scenario
     from jwo_nodes.nodes.fusion_node import FusionNode
     timeline = Timeline(load_scenario(str(scenario), store), store)
-    receipts, reviews = [], []
+    receipts, reviews, evidence = [], [], []
     publisher = SimpleNamespace(
         _receipts=SimpleNamespace(publish=receipts.append),
         _reviews=SimpleNamespace(publish=reviews.append),
+        _evidence=SimpleNamespace(publish=evidence.append),
         _counters=SimpleNamespace(count=lambda *_: None),
         get_logger=lambda: SimpleNamespace(info=lambda *_: None))
     for receipt in sorted(fusion_check.run_scenario(timeline, fusion_check.standin_positions).values(),
                           key=lambda r: r.exit_ns):
         FusionNode._publish_receipt(publisher, receipt)
-    return receipts, reviews
+    return receipts, reviews, evidence
 
 
 def write_clips(scenario: Path, store, reviews: list, clip_root: Path, margin_s: float) -> int:
@@ -105,15 +107,19 @@ def send_product_visits(bucket, workdir, scenarios, margin_s: float = 3.0,
     items = convert.catalogue_items(store, time.time_ns())
     all_receipts, all_reviews, clips = [], [], 0
     for scenario in scenarios:
-        receipts, reviews = fusion_messages(Path(scenario), store)
+        receipts, reviews, evidence = fusion_messages(Path(scenario), store)
         clips += write_clips(Path(scenario), store, reviews, clip_root, margin_s)
         review_of = {r.receipt_id: r for r in reviews}
+        evidence_of = {e.receipt_id: e for e in evidence}
         for receipt in receipts:
             items += convert.receipt_items(receipt, store.store_id, time.time_ns(), store.currency,
                                            store.tax_rate_bp)
             if receipt.receipt_id in review_of:
                 items += convert.review_items(review_of[receipt.receipt_id], store.store_id,
                                               time.time_ns())
+            elif receipt.receipt_id in evidence_of:
+                items += convert.evidence_items(evidence_of[receipt.receipt_id], store.store_id,
+                                                time.time_ns())
         all_receipts += receipts
         all_reviews += reviews
     outbox.add([NewItem(*item) for item in items])

@@ -259,6 +259,28 @@ def test_a_dispute_is_reviewed_with_the_visits_evidence_and_settled_again(cloud)
     assert payer.DISPUTED in rows[0]['reasons'] and rows[1]['proposed'] == nobody.document()
 
 
+def test_a_dispute_of_a_final_receipt_shows_the_events_the_store_sent_with_it(cloud):
+    bucket, ingest = cloud
+    testing.seed_paid_visit(ingest, 1, TOKEN)
+    dispute = payer.open_dispute(bucket, payer.find(bucket, TOKEN), 'COLA-330', '', 1)
+    assert review.load_visit(bucket, 'demo', dispute).events == []    # a store that sends none
+    review.decide(bucket, review.load_visit(bucket, 'demo', dispute), 'alice')
+    testing.seed_paid_visit(ingest, 2, TOKEN + '2')
+    (_, _, _, payload), = convert.evidence_items(testing.fake_evidence(2), 'demo', 1)
+    assert ingest.process('demo', pb.Envelope.FromString(payload)).status == pb.OK
+    dispute = payer.open_dispute(bucket, payer.find(bucket, TOKEN + '2'), 'COLA-330', 'one can', 2)
+    queued = review_queue.read(bucket).get(review_queue.VisitKey('demo', dispute))
+    assert queued.reasons == (payer.DISPUTED,) and queued.events == 1
+    # The change behind the line, as fusion decided it: its weight, window, candidates;
+    # no clips.
+    seen = review.load_visit(bucket, 'demo', dispute)
+    event, = seen.events
+    assert (event['event_id'], event['reason_code'], event['delta_grams'], event['clip_ids']) == (
+        'E2-1', '', [-700.0], [])
+    assert seen.proposed_choices() == {'E2-1': review.EventChoice('V00002', 'COLA-330', 2)}
+    assert seen.proposed_quantities() == {'COLA-330': 2, 'CHOC-100': 1}
+
+
 def test_a_dispute_cut_short_before_its_queue_entry_is_queued_when_its_page_is_opened(cloud):
     bucket, ingest = cloud
     testing.seed_paid_visit(ingest, 1, TOKEN)

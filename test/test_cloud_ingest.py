@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'cloud'))
 
 from jwo_cloud import convert, keys, layout, testing, wire  # noqa: E402
 from jwo_cloud.bucket import DirBucket, S3Bucket  # noqa: E402
-from jwo_cloud.ingest import Ingest  # noqa: E402
+from jwo_cloud.ingest import Ingest, validate  # noqa: E402
 from jwo_cloud.testing import wait_until  # noqa: E402
 from jwo_cloud.uplink import UplinkSender  # noqa: E402
 from jwo_cloud.wire import pb  # noqa: E402
@@ -219,3 +219,31 @@ def test_garbage_is_rejected_counted_and_ingest_keeps_serving(tmp_path, running,
         assert len(list(bucket.list('stores/'))) == 2
     finally:
         context.destroy(linger=0)
+
+
+def test_a_final_receipts_evidence_is_kept_beside_it_not_queued(tmp_path):
+    bucket = DirBucket(tmp_path / 'bucket')
+    ingest = testing.local_ingest(bucket, tmp_path)
+    testing.seed_paid_visit(ingest, 1, 'tok-1')
+    (item, visit, kind, payload), = convert.evidence_items(testing.fake_evidence(1), 'demo', 5)
+    assert (item, visit, kind) == ('evidence:R00001', 'visit:V00001', wire.EVIDENCE)
+    envelope = pb.Envelope.FromString(payload)
+    key = layout.evidence_key('demo', 'R00001')
+    assert ingest.process('demo', envelope).object_key == key
+    assert ingest.process('demo', envelope).status == pb.OK            # a redelivery
+    stored = json.loads(bucket.get(key))
+    assert [(e['event_id'], e['reason_code'], e['proposed_visit'], e['clip_ids']) for e in stored['events']] == [
+        ('E1-1', '', 'V00001', [])]
+    assert stored['uplink'] == {'item_id': 'evidence:R00001', 'created_ns': 5}
+    assert list(bucket.list('review/')) == [] and ingest.counters()['duplicates'] == 1
+    # Refused: another item id, a dispute's receipt id, clips (cut only for reviews).
+    wrong = pb.Envelope.FromString(payload)
+    wrong.item_id = 'review:R00001'
+    assert validate(wrong, 'demo') == 'item_id does not match the receipt evidence'
+    wrong = pb.Envelope.FromString(payload)
+    wrong.receipt_evidence.receipt_id = wrong.item_id = layout.dispute_id('R00001', 1)
+    assert validate(wrong, 'demo').startswith('invalid receipt_id')
+    wrong = pb.Envelope.FromString(payload)
+    wrong.receipt_evidence.events[0].clip_refs.append('clips/a.webm')
+    wrong.receipt_evidence.events[0].clip_ids.append(wire.clip_id('clips/a.webm'))
+    assert validate(wrong, 'demo').startswith('receipt evidence with clips')

@@ -194,6 +194,28 @@ def test_take_quantity_and_put_back(store):
     assert [c.cause_event_id for c in s.carts[::2]] == [c.cause_event_id for c in s.carts[1::2]]
 
 
+def test_a_final_receipt_carries_every_change_of_its_visit(store):
+    """The events behind a FINAL receipt's lines go to the cloud with it (fusion_node's
+    receipts/evidence), for a dispute of it to show: each change the visit was given,
+    reason '' where fusion was sure, with fusion's proposal, window and tracks."""
+    s = Store(store)
+    visit(s, 'v1', 't1', ('S1-B1', -3 * 350.0 + 4), ('S1-B1', +351.0), ('S2-B3', -214.0))
+    receipt = s.receipts['v1']
+    assert receipt.status == FINAL
+    assert [(d.shelf_id, d.bin_ids, d.delta_grams, d.reason_code, d.proposed_visit, d.proposed_sku,
+             d.proposed_quantity, d.candidate_visits) for d in receipt.doubts] == [
+        ('S1', ('S1-B1',), (-1046.0,), '', 'v1', 'COLA-330', 3, ('v1',)),
+        ('S1', ('S1-B1',), (351.0,), '', 'v1', 'COLA-330', 1, ('v1',)),
+        ('S2', ('S2-B3',), (-214.0,), '', 'v1', 'NUTS-200', 1, ('v1',))]
+    assert all(d.window_end_ns - d.window_start_ns == NS and d.tracks and d.camera_ids for d in receipt.doubts)
+    # A change in doubt that does not send the visit to review keeps its reason.
+    visit(s, 'v2', 't2', ('S2-B1', -165.0), ('S1-B2', +165.5))
+    receipt = s.receipts['v2']
+    assert receipt.status == FINAL and receipt.lines == ()
+    assert [(d.bin_ids, d.reason_code, d.proposed_sku) for d in receipt.doubts] == [
+        (('S2-B1',), '', 'CHIPS-150'), (('S1-B2',), AMBIGUOUS_PRODUCT, 'CHIPS-150')]
+
+
 def test_misplaced_item_is_known_to_the_next_shopper(store):
     s = Store(store)
     # v1 takes chips and leaves them on the water bin; v2 then takes them from there.

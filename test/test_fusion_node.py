@@ -32,14 +32,16 @@ def fusion_args(repo, state_dir) -> tuple:
 @pytest.fixture
 def store_side():
     """The rest of the store as one test node: the gate's, a shelf's and the tracker's
-    publishers and the shelves' heartbeats; carts, receipts, reviews and fusion's
-    diagnostics in."""
+    publishers and the shelves' heartbeats; carts, receipts, reviews, FINAL receipts'
+    evidence and fusion's diagnostics in."""
     rclpy.init()
     node = rclpy.create_node('fusion_test', namespace='/jwo')
-    got = {'carts': [], 'receipts': [], 'reviews': [], 'diagnostics': {}}
+    got = {'carts': [], 'receipts': [], 'reviews': [], 'evidence': [], 'diagnostics': {}}
     node.create_subscription(CartUpdate, 'cart/updates', got['carts'].append, EVENT_QOS)
     node.create_subscription(Receipt, 'receipts', got['receipts'].append, EVENT_QOS)
     node.create_subscription(ReviewRequest, 'review/requests', got['reviews'].append,
+                             DURABLE_EVENT_QOS)
+    node.create_subscription(ReviewRequest, 'receipts/evidence', got['evidence'].append,
                              DURABLE_EVENT_QOS)
 
     def on_diagnostics(msg):
@@ -137,6 +139,12 @@ def test_receipt_over_dds_and_bad_input_counted(graph):
     receipt = got['receipts'][0]
     assert receipt.visit_code == 'v-test' and receipt.status == Receipt.FINAL
     assert got['reviews'] == []                   # a final receipt has no review, no clips
+    # ... but the change behind its line goes with it, for a dispute of it.
+    assert wait_until(lambda: (spin(0.1), got['evidence'])[1], 5)
+    evidence, = got['evidence']
+    assert evidence.receipt_id == receipt.receipt_id and evidence.visit_code == 'v-test'
+    assert [(e.event_id, e.reason_code, e.proposed_visit, e.proposed_sku, e.proposed_quantity, list(e.clip_refs))
+            for e in evidence.events] == [('S1/1', '', 'v-test', 'COLA-330', 2, [])]
     assert [(l.sku, l.quantity, l.line_total_cents) for l in receipt.lines] == [('COLA-330', 2, 298)]
     # The store's 2 for 2.50 on colas, on the live cart and the receipt alike.
     assert [(s.promotion_id, s.cents) for s in receipt.savings] == [('cola-2-for-250', 48)]
@@ -146,6 +154,7 @@ def test_receipt_over_dds_and_bad_input_counted(graph):
     for name in ('duplicate_gate_event', 'exit_without_entry', 'unknown_shelf',
                  'malformed_weight_change', 'out_of_order_positions'):
         assert counted.get(name) == 1, (name, counted)
+    assert wait_until(lambda: (spin(0.2), got['diagnostics'].get('receipt_evidence') == 1)[1], 5)
     assert fusion.process.poll() is None, fusion.log()
 
 

@@ -1,5 +1,5 @@
 """uplink_node as a real process on an isolated ROS graph: receipts, review requests and
-their clips published on ROS reach the bucket through the ingest; a node killed with
+their clips, and FINAL receipts' evidence published on ROS reach the bucket through the ingest; a node killed with
 kill -9 while the cloud is down loses nothing; a receipt's token hash from its gate
 follows it to the cloud whichever of the two the node hears first."""
 import json
@@ -132,7 +132,9 @@ def free_port():
 
 
 def test_uplink_node_delivers_to_the_bucket(tmp_path, ros):
-    _, receipts, reviews = ros
+    node, receipts, reviews = ros
+    from jwo_nodes.ros_common import DURABLE_EVENT_QOS
+    evidence = node.create_publisher(msgs.ReviewRequest, '/jwo/receipts/evidence', DURABLE_EVENT_QOS)
     keys = testing.make_keys(tmp_path / 'keys')
     bucket = DirBucket(tmp_path / 'bucket')
     ingest = Ingest(bucket, keys.server_secret, keys.enrolled, tmp_path / 'spool',
@@ -143,8 +145,15 @@ def test_uplink_node_delivers_to_the_bucket(tmp_path, ros):
     uplink = Uplink(tmp_path, keys, ingest.endpoint)
     try:
         publish_visits(receipts, reviews, numbers)
-        assert wait_until(lambda: stored_keys(bucket) == expected_keys(numbers), 20), (
-            stored_keys(bucket), uplink.log())
+        assert wait_until(lambda: evidence.get_subscription_count() > 0, 15), 'uplink not subscribed'
+        finals = [n for n in numbers if n % 2 == 0]
+        for n in finals:   # the events behind a FINAL receipt: fusion was sure, no clips
+            msg = review_request(n, '')
+            msg.events[0].reason_code, msg.events[0].clip_refs = '', []
+            evidence.publish(msg)
+        expected = sorted(expected_keys(numbers) + [layout.evidence_key('demo', f'R{n:04d}') for n in finals])
+        assert wait_until(lambda: stored_keys(bucket) == expected, 20), (stored_keys(bucket), uplink.log())
+        assert json.loads(bucket.get(layout.evidence_key('demo', 'R0002')))['events'][0]['event_id'] == 'E2'
         document = json.loads(bucket.get(layout.receipt_key('demo', 'R0001')))
         assert document['currency'] == 'USD' and document['status'] == 'NEEDS_REVIEW'
         assert document['stamp_ns'] == 1_700_000_001_000_000_000
@@ -153,7 +162,7 @@ def test_uplink_node_delivers_to_the_bucket(tmp_path, ros):
         # A republished receipt is recognised by the outbox: no new item, no new object.
         receipts.publish(receipt(2, False))
         time.sleep(0.5)
-        assert stored_keys(bucket) == expected_keys(numbers)
+        assert stored_keys(bucket) == expected
     finally:
         assert uplink.stop() == 0, uplink.log()
         ingest.stop()
@@ -225,7 +234,8 @@ def test_a_receipts_token_hash_reaches_the_cloud_whichever_comes_first(tmp_path,
             assert wait_until(lambda: payer.find(bucket, token) is not None
                               and payer.find(bucket, token).token_sha256, 20), (n, uplink.log())
             assert payer.find(bucket, token).receipt_id == f'R{n:04d}'
-        assert len(list(bucket.list(layout.DELIVERY_PENDING))) == 2
+        # The ingest queues a delivery just after linking the hash: the page can see it first.
+        assert wait_until(lambda: len(list(bucket.list(layout.DELIVERY_PENDING))) == 2, 5)
     finally:
         assert uplink.stop() == 0, uplink.log()
         ingest.stop()

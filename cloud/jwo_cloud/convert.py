@@ -1,5 +1,5 @@
-"""ROS messages (jwo/Receipt, jwo/ReviewRequest), a receipt's token hash and the store's
-configuration to uplink envelopes.
+"""ROS messages (jwo/Receipt, jwo/ReviewRequest: a review request or a FINAL receipt's
+evidence), a receipt's token hash and the store's configuration to uplink envelopes.
 
 Pure: it reads the messages' attributes and never imports rclpy, so it is tested with
 plain stand-in objects as well as real messages. Each message becomes outbox items
@@ -88,9 +88,7 @@ def access_item(receipt_id: str, visit: str, token_sha256: bytes, store_id: str,
 def review_items(msg, store_id: str, now_ns: int, content_type_of=None) -> list:
     """The clip items (one per distinct clip reference, in order of appearance) and
     then the review item."""
-    review = review_to_pb(msg)
-    review.store_id = review.store_id or store_id
-    visit = wire.visit_key(msg.visit_code, msg.receipt_id)
+    review, visit = _request(msg, store_id)
     items, seen = [], set()
     for event in review.events:
         for ref, clip in zip(event.clip_refs, event.clip_ids):
@@ -106,6 +104,22 @@ def review_items(msg, store_id: str, now_ns: int, content_type_of=None) -> list:
     envelope = wire.make_envelope(store_id, item, visit, now_ns, review_request=review)
     items.append((item, visit, wire.REVIEW, envelope.SerializeToString()))
     return items
+
+
+def evidence_items(msg, store_id: str, now_ns: int) -> list:
+    """The item of a FINAL receipt's events (fusion's receipts/evidence): no clips, which
+    are cut only for review requests."""
+    evidence, visit = _request(msg, store_id)
+    item = wire.item_id(wire.EVIDENCE, msg.receipt_id)
+    envelope = wire.make_envelope(store_id, item, visit, now_ns, receipt_evidence=evidence)
+    return [(item, visit, wire.EVIDENCE, envelope.SerializeToString())]
+
+
+def _request(msg, store_id: str) -> tuple:
+    """A jwo/ReviewRequest as protobuf (of this store when it names none), and its visit key."""
+    request = review_to_pb(msg)
+    request.store_id = request.store_id or store_id
+    return request, wire.visit_key(msg.visit_code, msg.receipt_id)
 
 
 def catalogue_items(store, now_ns: int) -> list:

@@ -40,7 +40,7 @@ VISIT_COLOURS = ('#1d6fd8', '#e07b00', '#2a9d3a', '#b03aa8', '#8a6d3b', '#555555
 
 
 def reason_text(code: str) -> str:
-    if not code:   # an event listed for a reason of the whole visit (an unresolved exit)
+    if not code:   # listed for a reason of the whole visit (an unresolved exit), or a FINAL receipt's
         return "One of this visit's changes: is it right?"
     return REASONS.get(code, code.replace('_', ' '))
 

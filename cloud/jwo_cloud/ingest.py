@@ -76,23 +76,12 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
             return 'total_cents != subtotal_cents + tax_cents'
         return ''
     if kind == 'review_request':
-        review = envelope.review_request
-        if not _is_store_receipt_id(review.receipt_id):
-            return f'invalid receipt_id {review.receipt_id!r}'
-        if envelope.item_id != wire.item_id(wire.REVIEW, review.receipt_id):
-            return 'item_id does not match the review request'
-        if review.store_id != store_id:
-            return 'review request of another store'
-        for event in review.events:
-            if len(event.clip_ids) != len(event.clip_refs):
-                return f'event {event.event_id}: clip_ids and clip_refs differ in length'
-            if any(not wire.is_safe_id(c) for c in event.clip_ids):
-                return f'event {event.event_id}: invalid clip id'
-            if len(event.candidate_scores) not in (0, len(event.candidate_visits)):
-                return f'event {event.event_id}: candidate_scores and candidate_visits differ'
-            if any(not len(t.stamps_ns) == len(t.x) == len(t.y) for t in event.tracks):
-                return f'event {event.event_id}: a track\'s stamps and positions differ in length'
-        return ''
+        return _request_problem(envelope.review_request, envelope.item_id, wire.REVIEW, store_id)
+    if kind == 'receipt_evidence':
+        evidence = envelope.receipt_evidence
+        if any(event.clip_refs or event.clip_ids for event in evidence.events):
+            return 'receipt evidence with clips (they are cut only for review requests)'
+        return _request_problem(evidence, envelope.item_id, wire.EVIDENCE, store_id)
     if kind == 'receipt_access':
         access = envelope.receipt_access
         if not _is_store_receipt_id(access.receipt_id):
@@ -131,6 +120,28 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
             return 'invalid content_type'
         return ''
     return 'envelope has no body'
+
+
+def _request_problem(request, item_id: str, kind: str, store_id: str) -> str:
+    """Why a ReviewRequest (a review, or a FINAL receipt's evidence) sent as ``kind``
+    is not acceptable, '' when it is."""
+    what = 'review request' if kind == wire.REVIEW else 'receipt evidence'
+    if not _is_store_receipt_id(request.receipt_id):
+        return f'invalid receipt_id {request.receipt_id!r}'
+    if item_id != wire.item_id(kind, request.receipt_id):
+        return f'item_id does not match the {what}'
+    if request.store_id != store_id:
+        return f'{what} of another store'
+    for event in request.events:
+        if len(event.clip_ids) != len(event.clip_refs):
+            return f'event {event.event_id}: clip_ids and clip_refs differ in length'
+        if any(not wire.is_safe_id(c) for c in event.clip_ids):
+            return f'event {event.event_id}: invalid clip id'
+        if len(event.candidate_scores) not in (0, len(event.candidate_visits)):
+            return f'event {event.event_id}: candidate_scores and candidate_visits differ'
+        if any(not len(t.stamps_ns) == len(t.x) == len(t.y) for t in event.tracks):
+            return f'event {event.event_id}: a track\'s stamps and positions differ in length'
+    return ''
 
 
 def _is_store_receipt_id(receipt_id: str) -> bool:
@@ -379,6 +390,8 @@ class Ingest:
                 ack = self._review(store_id, envelope)
             elif kind == 'receipt_access':
                 ack = self._access(store_id, envelope)
+            elif kind == 'receipt_evidence':
+                ack = self._evidence(store_id, envelope)
             elif kind == 'catalogue':
                 ack = self._catalogue(store_id, envelope)
             else:
@@ -436,6 +449,16 @@ class Ingest:
         receipt = self.bucket.get_json(layout.receipt_key(store_id, review.receipt_id))
         review_queue.enqueue(self.bucket, review_queue.entry_of(entry, receipt))
         self._written(key, created)
+        return pb.Ack(item_id=envelope.item_id, status=pb.OK, object_key=key)
+
+    def _evidence(self, store_id, envelope):
+        # Kept beside the receipt, not queued: a FINAL receipt needs no review; a
+        # dispute of it shows these events (payer.queue_dispute).
+        evidence = envelope.receipt_evidence
+        key = layout.evidence_key(store_id, evidence.receipt_id)
+        document = wire.to_dict(evidence)
+        document['uplink'] = {'item_id': envelope.item_id, 'created_ns': envelope.created_ns}
+        self._written(key, self.bucket.put(key, _json(document), if_none_match=True))
         return pb.Ack(item_id=envelope.item_id, status=pb.OK, object_key=key)
 
     def _access(self, store_id, envelope):

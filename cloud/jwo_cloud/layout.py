@@ -13,6 +13,8 @@ kind of object, so the ingest, the review and the tools cannot disagree.
     review/settled/<store_id>/<receipt_id>.json    a settled visit's queue entry (its
                                                    evidence, for a dispute)
     stores/<store_id>/access/<receipt_id>.json     the hash of the visit's token
+    stores/<store_id>/evidence/<receipt_id>.json   the events behind a FINAL receipt
+                                                   (for a dispute of it)
     access/<token_sha256 hex>.json                 which receipt a token opens
     delivery/pending/<store_id>/<receipt_id>/<version>.json   a receipt version to deliver
     delivery/sent/<store_id>/<receipt_id>/<version>.json      ... delivered
@@ -55,6 +57,10 @@ def settled_entry_key(store_id: str, receipt_id: str) -> str:
 
 def visit_access_key(store_id: str, receipt_id: str) -> str:
     return f'stores/{store_id}/access/{receipt_id}.json'
+
+
+def evidence_key(store_id: str, receipt_id: str) -> str:
+    return f'stores/{store_id}/evidence/{receipt_id}.json'
 
 
 def access_key(token_sha256_hex: str) -> str:

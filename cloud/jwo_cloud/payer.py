@@ -161,11 +161,14 @@ def queue_dispute(bucket: Bucket, store_id: str, before: Round, dispute: Round, 
     cut short between its receipt and its entry is queued when its page is next opened).
     The evidence is the round before's: its events in doubt (clips, tracks,
     candidates), each showing what that round decided, so the reviewer starts from the
-    receipt disputed."""
-    settled = bucket.get_json(layout.settled_entry_key(store_id, before.receipt_id)) or {}
+    receipt disputed. A receipt FINAL from the store was never reviewed: its events
+    are the ones the store sent with it (no clips), each showing fusion's proposal."""
+    settled = bucket.get_json(layout.settled_entry_key(store_id, before.receipt_id))
+    request = (settled.get('request') if settled
+               else bucket.get_json(layout.evidence_key(store_id, before.receipt_id))) or {}
     decided = ((before.final or {}).get('review') or {}).get('event_decisions', {})
     events = [{**event, 'decided': decided[event['event_id']]} if event['event_id'] in decided else event
-              for event in settled.get('request', {}).get('events', [])]
+              for event in request.get('events', [])]
     receipt = dispute.receipt
     entry = {'store_id': store_id, 'receipt_id': dispute.receipt_id, 'visit_code': receipt.get('visit_code', ''),
              'receipt_key': layout.receipt_key(store_id, dispute.receipt_id), 'queued_ns': now_ns,

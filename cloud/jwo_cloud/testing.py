@@ -100,6 +100,15 @@ def fake_review(n: int, clip_refs=(), store_id: str = 'demo'):
                            store_id=store_id, visit_code=f'V{n:05d}', events=[event])
 
 
+def fake_evidence(n: int, store_id: str = 'demo'):
+    """The events behind a FINAL receipt as fusion_node publishes them (receipts/evidence):
+    fake_review's event, fusion sure of it, without clips."""
+    evidence = fake_review(n, (), store_id)
+    evidence.events[0].reason_code = ''
+    evidence.events[0].candidate_visits, evidence.events[0].candidate_scores = [f'V{n:05d}'], [1.0]
+    return evidence
+
+
 class BucketWrapper(Bucket):
     """Passes every call to the bucket it wraps (subclasses add to some)."""
 

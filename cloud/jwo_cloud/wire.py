@@ -18,6 +18,7 @@ REVIEW = 'review'
 CLIP = 'clip'
 CATALOGUE = 'catalogue'
 ACCESS = 'access'
+EVIDENCE = 'evidence'
 # Items of the store itself rather than of a visit share this visit key (in order).
 STORE_VISIT_KEY = 'store'
 
@@ -28,7 +29,8 @@ def is_safe_id(value: str) -> bool:
 
 def item_id(kind: str, ident: str) -> str:
     """The idempotency key of an item: 'receipt:<receipt_id>', 'review:<receipt_id>',
-    'clip:<clip_id>', 'catalogue:<digest>-<created_ns>', 'access:<receipt_id>'."""
+    'clip:<clip_id>', 'catalogue:<digest>-<created_ns>', 'access:<receipt_id>',
+    'evidence:<receipt_id>'."""
     return f'{kind}:{ident}'
 
 

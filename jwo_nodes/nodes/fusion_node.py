@@ -1,6 +1,7 @@
 """fusion_node: gate events, shopper positions, shelf weight changes and the associates'
-ID-check decisions in; live carts, receipts, review requests and ID-check requests out.
-All decisions are made by jwo_nodes.core.fusion.
+ID-check decisions in; live carts, receipts, review requests, the events behind FINAL
+receipts (receipts/evidence) and ID-check requests out. All decisions are made by
+jwo_nodes.core.fusion.
 
 Restarts: every input is journaled in ``<state_dir>/fusion-<store_id>.jsonl`` before it
 is acted on (jwo_nodes/core/fusion/journal.py, which says what is fsync'd when). A
@@ -72,7 +73,7 @@ PARAMS = [
 _SETTINGS = [p.name for p in PARAMS if p.name in FusionSettings.__dataclass_fields__]
 
 COUNTERS = ('gate_events', 'weight_changes', 'position_updates', 'cart_updates', 'receipts',
-            'receipts_needs_review', 'resent_events', 'id_check_requests', 'id_check_decisions')
+            'receipts_needs_review', 'receipt_evidence', 'resent_events', 'id_check_requests', 'id_check_decisions')
 
 
 class FusionNode(Node):
@@ -93,6 +94,9 @@ class FusionNode(Node):
         self._carts = publisher(CartUpdate, 'cart/updates', EVENT_QOS)
         self._receipts = publisher(Receipt, 'receipts', DURABLE_EVENT_QOS)
         self._reviews = publisher(ReviewRequest, 'review/requests', DURABLE_EVENT_QOS)
+        # A FINAL receipt's events, for a dispute of it: not on review/requests, where
+        # clip_node would cut clips for them and the cloud would queue a review.
+        self._evidence = publisher(ReviewRequest, 'receipts/evidence', DURABLE_EVENT_QOS)
         # Durable both ways: a staff view that (re)starts sees the open requests, and a
         # restarted fusion gets the decisions it missed (the journal drops the others).
         self._id_checks = publisher(IdCheckRequest, 'id_checks/requests', DURABLE_EVENT_QOS)
@@ -229,14 +233,15 @@ class FusionNode(Node):
         self._counters.count('receipts')
         self.get_logger().info(f'receipt {receipt.receipt_id}: {receipt.status}, '
                                f'{len(receipt.lines)} lines, total {receipt.total_cents} cents')
-        if receipt.status != NEEDS_REVIEW:
+        review = receipt.status == NEEDS_REVIEW
+        if not (review or receipt.doubts):
             return
-        self._counters.count('receipts_needs_review')
+        self._counters.count('receipts_needs_review' if review else 'receipt_evidence')
         request = ReviewRequest(receipt_id=receipt.receipt_id, store_id=receipt.store_id,
                                 visit_code=receipt.visit_code,
-                                events=[_doubt(d, receipt) for d in receipt.doubts])
+                                events=[_doubt(d, receipt, clips=review) for d in receipt.doubts])
         request.header.stamp = to_stamp(receipt.exit_ns)
-        self._reviews.publish(request)
+        (self._reviews if review else self._evidence).publish(request)
 
     def destroy_node(self):
         if self._fusion is not None:
@@ -256,9 +261,9 @@ def _savings(savings: tuple) -> list:
             for s in savings]
 
 
-def _doubt(doubt, receipt) -> DoubtfulEvent:
+def _doubt(doubt, receipt, clips: bool) -> DoubtfulEvent:
     # clip_node writes these clips (one per camera that sees the bin) from its frame
-    # ring; the uplink sends them before the review request.
+    # ring, for review requests only; the uplink sends them before the review request.
     return DoubtfulEvent(
         event_id=doubt.event_id, reason_code=doubt.reason_code, shelf_id=doubt.shelf_id,
         bin_ids=list(doubt.bin_ids), delta_grams=list(doubt.delta_grams),
@@ -272,7 +277,7 @@ def _doubt(doubt, receipt) -> DoubtfulEvent:
         candidate_unit_grams=[float(p.unit_grams) for p in doubt.candidate_products],
         candidate_product_scores=[float(p.probability) for p in doubt.candidate_products],
         clip_refs=[clip_ref(receipt.store_id, receipt.receipt_id, doubt.event_id, camera_id)
-                   for camera_id in doubt.camera_ids],
+                   for camera_id in doubt.camera_ids] if clips else [],
         proposed_visit=doubt.proposed_visit,
         tracks=[TrackPath(track_id=path.track_id, visit_code=path.visit_code,
                           stamps=[to_stamp(ns) for ns in path.stamps_ns], x=list(path.xs), y=list(path.ys))

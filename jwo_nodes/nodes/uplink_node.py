@@ -1,6 +1,7 @@
 """uplink_node: the store's way to the cloud.
 
-Subscribes to /jwo/receipts (jwo/Receipt), /jwo/review/requests (jwo/ReviewRequest)
+Subscribes to /jwo/receipts (jwo/Receipt), /jwo/review/requests and
+/jwo/receipts/evidence (jwo/ReviewRequest: a review, the events behind a FINAL receipt)
 and every gate's /jwo/gates/<id>/access (jwo/VisitAccess: the hash of the token the
 gate handed the shopper). A receipt's token hash follows it to the cloud as an access
 item, which addresses the visit's receipt page and deliveries: the outbox joins the
@@ -48,7 +49,7 @@ PARAMS = [
           604800.0, 0.0, 31536000.0),
 ]
 
-COUNTERS = ('receipts', 'review_requests', 'accesses', 'access_links', 'duplicates', 'malformed_message', 'outbox_errors',
+COUNTERS = ('receipts', 'review_requests', 'receipt_evidence', 'accesses', 'access_links', 'duplicates', 'malformed_message', 'outbox_errors',
             'pending', 'done', 'rejected_items', 'sent', 'acked', 'chunks_sent',
             'clip_bytes_sent', 'retries', 'timeouts', 'rejected', 'clip_missing',
             'not_connected', 'stale_acks', 'bad_acks')
@@ -83,6 +84,8 @@ class UplinkNode(Node):
         # (the outbox ignores the ones it already holds).
         self.create_subscription(Receipt, '/jwo/receipts', self._on_receipt, DURABLE_EVENT_QOS)
         self.create_subscription(ReviewRequest, '/jwo/review/requests', self._on_review,
+                                 DURABLE_EVENT_QOS)
+        self.create_subscription(ReviewRequest, '/jwo/receipts/evidence', self._on_evidence,
                                  DURABLE_EVENT_QOS)
         for gate_id in self.store.gates:
             self.create_subscription(VisitAccess, f'/jwo/gates/{gate_id}/access', self._on_access,
@@ -152,13 +155,19 @@ class UplinkNode(Node):
             self.sender.wake()
 
     def _on_review(self, msg: ReviewRequest) -> None:
-        self.counters.count('review_requests')
+        self._on_request(msg, convert.review_items, 'review_requests', 'review request')
+
+    def _on_evidence(self, msg: ReviewRequest) -> None:
+        self._on_request(msg, convert.evidence_items, 'receipt_evidence', 'receipt evidence')
+
+    def _on_request(self, msg: ReviewRequest, items_of, counter: str, kind: str) -> None:
+        self.counters.count(counter)
         try:
-            items = convert.review_items(msg, self.store.store_id, time.time_ns())
+            items = items_of(msg, self.store.store_id, time.time_ns())
         except (ValueError, TypeError) as error:
-            self.counters.warn('malformed_message', f'review request {msg.receipt_id!r}: {error}')
+            self.counters.warn('malformed_message', f'{kind} {msg.receipt_id!r}: {error}')
             return
-        self._store(items, 'review request')
+        self._store(items, kind)
 
     def _update_counters(self) -> None:
         self.counters.values.update(self.sender.counters)

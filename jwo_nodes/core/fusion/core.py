@@ -579,7 +579,8 @@ class FusionCore:
     def _receipt(self, visit: _Visit, stale: set, tracker_stale: bool) -> ReceiptOut:
         solution = self._solve()
         cart = {sku: n for sku, n in solution.cart(visit.code).items() if n > 0}
-        doubts = receipts.doubts_of(visit.code, solution, self.store, self._cameras_of_shelf)
+        changes = receipts.doubts_of(visit.code, solution, self.store, self._cameras_of_shelf)
+        doubts = [d for d in changes if d.reason_code]
         reasons = list(visit.reasons)
         for shelf_id in sorted(stale):
             reasons.append(Reason(SENSOR_STALE, '', f'shelf {shelf_id} stopped reporting'))
@@ -599,17 +600,15 @@ class FusionCore:
                     reasons.append(_id_reason(visit, line.sku))
             lines.append(line)
         unexplained = any(d.reason_code in receipts.UNEXPLAINED for d in doubts)
-        if reasons or unexplained or cost > self.store.review.cost_cents:
+        status = NEEDS_REVIEW if reasons or unexplained or cost > self.store.review.cost_cents else FINAL
+        if status == NEEDS_REVIEW:
             reasons += receipts.reasons_of(doubts, visit.code)
-            if not doubts or visit.reasons:
-                # The reviewer sees every change the visit made.
-                doubts = receipts.doubts_of(visit.code, solution, self.store, self._cameras_of_shelf,
-                                            every_event=True)
             if not reasons:
                 reasons.append(Reason(LOW_CONFIDENCE, '', f'expected cost of a wrong receipt {cost:.0f} cents'))
-            status = NEEDS_REVIEW
-        else:
-            status, doubts = FINAL, []
+        if status == FINAL or not doubts or visit.reasons:
+            # The reviewer sees every change the visit made; a FINAL receipt carries
+            # them too, for a dispute of it to show (fusion_node sends them, no clips).
+            doubts = changes
         visit.receipt_issued = True
         receipt = ReceiptOut(
             receipt_id=f'{self.store.store_id}-{visit.code}', store_id=self.store.store_id,

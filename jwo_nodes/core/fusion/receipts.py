@@ -65,11 +65,10 @@ def weighed_grams(solution: Solution, store: StoreConfig) -> dict:
     return found
 
 
-def doubts_of(visit_code: str, solution: Solution, store: StoreConfig, cameras_of_shelf: dict,
-              every_event: bool = False) -> list:
-    """Doubts about the changes the visit may have made: each change whose explanation
-    is not sure (or, with ``every_event``, each change attributed to the visit), with
-    its candidate visits and products."""
+def doubts_of(visit_code: str, solution: Solution, store: StoreConfig, cameras_of_shelf: dict) -> list:
+    """The changes the visit may have made, with their candidate visits and products:
+    each change whose explanation is not sure (with its reason code), and each change
+    surely attributed to the visit (reason code '')."""
     found = []
     for index, change in enumerate(solution.changes):
         marginals = solution.marginals(index)
@@ -83,7 +82,7 @@ def doubts_of(visit_code: str, solution: Solution, store: StoreConfig, cameras_o
             continue
         code = _reason(change, chosen, marginals[chosen], by_visit[chosen.visit_code])
         if code is None:
-            if not (every_event and chosen.visit_code == visit_code):
+            if chosen.visit_code != visit_code:
                 continue
             code = ''
         visits = sorted(((p, c) for c, p in by_visit.items() if c != NOBODY and p >= INVOLVED), reverse=True)

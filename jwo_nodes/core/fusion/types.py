@@ -268,6 +268,8 @@ class ReceiptOut:
     status: str
     reasons: tuple
     confidence: float
+    # Doubt: what a reviewer of a NEEDS_REVIEW receipt is shown; of a FINAL one, every
+    # change behind its lines (reason '' where sure), for a dispute of it.
     doubts: tuple
     # What a wrong FINAL receipt would cost, expected, against the store's review cost.
     expected_cost_cents: float = 0.0
