@@ -89,12 +89,16 @@ def test_real_ros_messages_convert():
     msgs = pytest.importorskip('jwo.msg')
     from builtin_interfaces.msg import Time
     msg = msgs.Receipt(receipt_id='R1', store_id='demo', visit_code='V1', status=msgs.Receipt.FINAL,
-                       subtotal_cents=298, tax_cents=0, total_cents=298, confidence=0.9)
+                       subtotal_cents=1197, tax_cents=0, total_cents=1197, confidence=0.9)
     msg.header.stamp = Time(sec=5, nanosec=7)
     msg.lines = [msgs.CartLine(sku='COLA-330', name='Cola', quantity=2, unit_price_cents=149,
-                               line_total_cents=298, confidence=0.9)]
+                               line_total_cents=298, confidence=0.9),
+                 msgs.CartLine(sku='WINE-750', name='Red wine', quantity=1, unit_price_cents=899,
+                               line_total_cents=899, confidence=0.9, age_restricted=True, id_verified=True)]
     envelope = pb.Envelope.FromString(convert.receipt_items(msg, 'demo', 1)[0][3])
     assert envelope.receipt.status == pb.FINAL and envelope.receipt.stamp_ns == 5_000_000_007
+    assert [(line.age_restricted, line.id_verified) for line in envelope.receipt.lines] == [(False, False),
+                                                                                           (True, True)]
     assert ingest.validate(envelope, 'demo') == ''
     request = msgs.ReviewRequest(receipt_id='R1', store_id='demo', visit_code='V1')
     request.events = [msgs.DoubtfulEvent(event_id='E1', candidate_visits=['V1', 'V2'],

@@ -31,7 +31,8 @@ def receipt_to_pb(msg, currency: str = '', tax_rate_bp: int = 0) -> pb.Receipt:
                            line_total_cents=int(line.line_total_cents),
                            confidence=float(line.confidence),
                            sold_by_weight=bool(line.sold_by_weight), grams=int(line.grams),
-                           age_restricted=bool(line.age_restricted)) for line in msg.lines],
+                           age_restricted=bool(line.age_restricted),
+                           id_verified=bool(line.id_verified)) for line in msg.lines],
         savings=[pb.SavingLine(promotion_id=s.promotion_id, name=s.name, skus=list(s.skus), cents=int(s.cents))
                  for s in msg.savings],
         savings_cents=int(msg.savings_cents),

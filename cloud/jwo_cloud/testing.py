@@ -40,7 +40,7 @@ def fake_receipt(n: int, store_id: str = 'demo', status: int = 1, lines=None):
                                              ('CHOC-100', 'Dark chocolate 100 g', 1, 199)]
     cart = [SimpleNamespace(sku=s, name=name, quantity=q, unit_price_cents=u,
                             line_total_cents=q * u, confidence=0.8, sold_by_weight=False, grams=0,
-                            age_restricted=False) for s, name, q, u in lines]
+                            age_restricted=False, id_verified=False) for s, name, q, u in lines]
     subtotal = sum(line.line_total_cents for line in cart)
     tax = (subtotal * 825 + 5000) // 10000
     exit_ns = 1_700_000_000_000_000_000 + n * 1_000_000_000
@@ -59,7 +59,7 @@ def fake_priced_receipt():
     receipt = fake_receipt(5, lines=[('COLA-330', 'Cola 330 ml can', 2, 149)])
     receipt.lines.append(SimpleNamespace(sku='APPLE-1', name='Apples (loose)', quantity=3, unit_price_cents=328,
                                          line_total_cents=177, confidence=1.0, sold_by_weight=True, grams=541,
-                                         age_restricted=False))
+                                         age_restricted=False, id_verified=False))
     receipt.savings = [SimpleNamespace(promotion_id='cola-2-for-250', name='Any 2 colas for 2.50',
                                        skus=['COLA-330'], cents=48)]
     receipt.savings_cents = 48
