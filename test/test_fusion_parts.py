@@ -162,3 +162,24 @@ def test_who_a_track_is_is_decided_once_for_all_its_changes(store):
     assert solution.cart('v1') == {'COLA-330': 2}
     assert solution.exact_probability('v1') == pytest.approx(0.8, abs=0.01)
     assert solution.line_probability('v2', 'COLA-330', 1) < 0.01
+
+
+def test_what_the_beam_drops_stays_doubt(store):
+    """Four takes, each any of three visits': 15 ways to fill the carts. A beam of one
+    (and the few other carts kept per visit) drops some, and the receipts must not look
+    surer for it: what it dropped stays as the probability that the visit's cart is none
+    it kept, in the receipt's confidence and its expected cost."""
+    changes = [change(store, f'S2/{i}', 'S2-B1', -165.0, [('v1', 0.4), ('v2', 0.3), ('v3', 0.3)], 10 * i)
+               for i in (1, 2, 3, 4)]
+    wide = solve(changes, Ledger(), store, SETTINGS)
+    narrow = solve(changes, Ledger(), store, FusionSettings(beam_width=1))
+    assert wide.dropped('v1') == 0.0 and wide.exact_probability('v1') == pytest.approx(0.346, abs=0.01)
+    assert narrow.cart('v1') == wide.cart('v1') == {'CHIPS-150': 2}
+    kept_only = sum(p for p, cart in narrow.cart_probabilities('v1') if cart == narrow.cart('v1'))
+    assert narrow.dropped('v1') > 0.05
+    assert narrow.exact_probability('v1') == pytest.approx(kept_only * (1 - narrow.dropped('v1')))
+    costs = ReviewCosts(cost_cents=60, overcharge_weight=3.0, wrong_line_cents=100)
+    prices = {'CHIPS-150': 199}
+    carts = narrow.cart_probabilities('v1')
+    assert expected_cost({'CHIPS-150': 2}, carts, prices, costs, narrow.dropped('v1')) > \
+        expected_cost({'CHIPS-150': 2}, carts, prices, costs)

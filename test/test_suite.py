@@ -31,10 +31,16 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # astray, hair colour, group-aware doubt and identity epochs: easy 1.0 / 0.067 / 0,
 # medium 1.0 / 0.48 / 0 (exact 94 %, was 84 %), hard 0.935 / 0.631 / 2 (exact 70 %, was
 # 62 %). The targets are medium 0.99 / 0.10, hard 0.97 / 0.25.
+# 2026-12-04: what the solver's beam drops now stays doubt (solver._step). On 22 held-out
+# hard scenarios (`make holdout`) wrongly charged items fell from 15 to 3 and exact among
+# not flagged rose from 86.8 % to 96.3 %, for 58 -> 74 % flagged; at equal shares flagged
+# (the review cost sweep) it is more exact, so the doubt is better placed, not only larger.
+# On the suite's hard group: 0.921 / 0.548 / 2 items -> 1.0 / 0.69 / 0 items, so the
+# largest share flagged rises to 0.70 while the other two bounds tighten.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
     'medium': (0.97, 0.34, 0),
-    'hard': (0.92, 0.61, 2),
+    'hard': (0.97, 0.70, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 
@@ -121,9 +127,11 @@ def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_p
 # load-cell boards would be 26 processes a scenario here, and the shipped detector does
 # not yet see that store's shoppers (README "A real-store layout"). Measured on this
 # machine; the target is at most 15 % flagged with at least 98 % exact.
+# 2026-12-04, with the beam's dropped hypotheses kept as doubt (see VISION_THRESHOLDS):
+# corner_hard 0.773 / 0.686 / 5 items -> 0.778 / 0.871 / 2.
 CORNER_THRESHOLDS = {
     'corner_medium': (0.95, 0.65, 0),
-    'corner_hard': (0.70, 0.75, 6),
+    'corner_hard': (0.75, 0.88, 2),
 }
 
 

@@ -588,7 +588,7 @@ class FusionCore:
             reasons.append(Reason(SENSOR_STALE, '', 'the tracker stopped reporting positions'))
         cost = expected_cost(cart, [(p, {s: n for s, n in c.items() if n > 0})
                                     for p, c in solution.cart_probabilities(visit.code)],
-                             self._prices, self.store.review)
+                             self._prices, self.store.review, solution.dropped(visit.code))
         # Priced at the exit: the promotions open when the shopper left.
         priced = receipts.priced(self.store, cart, receipts.weighed_grams(solution, self.store).get(visit.code, {}),
                                  visit.closed_ns, lambda sku, n: solution.line_probability(visit.code, sku, n))

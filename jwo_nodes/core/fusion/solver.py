@@ -84,6 +84,9 @@ class _Component:
     with their hypotheses; changes in different components are independent."""
     indices: list          # positions in the solution's changes, in order
     beam: list             # Hypothesis, choices aligned with indices
+    # visit code -> the probability of the hypotheses the beam dropped that gave the
+    # visit a cart none it kept gives it: doubt the kept hypotheses no longer show.
+    dropped: dict = field(default_factory=dict)
 
     def weighted(self) -> list:
         top = max(h.log_weight for h in self.beam)
@@ -148,7 +151,13 @@ class Solution:
     def exact_probability(self, visit_code: str) -> float:
         """The probability that the most likely cart of the visit is its true cart."""
         best = self.cart(visit_code)
-        return sum(h.probability for h in self._weighted(visit_code) if dict(h.ledger.carts.of(visit_code)) == best)
+        kept = sum(h.probability for h in self._weighted(visit_code) if dict(h.ledger.carts.of(visit_code)) == best)
+        return kept * (1.0 - self.dropped(visit_code))
+
+    def dropped(self, visit_code: str) -> float:
+        """The probability that the visit's cart is one the beam dropped (see _step)."""
+        number = self._of_visit.get(visit_code)
+        return min(1.0, self.components[number].dropped.get(visit_code, 0.0)) if number is not None else 0.0
 
     def marginals(self, index: int) -> dict:
         """Choice -> probability for the change at index."""
@@ -175,11 +184,14 @@ def solve(changes: list, start: Ledger, store: StoreConfig, settings: FusionSett
         old = [i for i in indices if i < solved]
         kept = extendable.get(tuple(old))
         beam, done = (kept.beam, len(old)) if kept is not None else ([Hypothesis(0.0, start, ())], 0)
+        dropped = dict(kept.dropped) if kept is not None else {}
         # Sorted: which alternatives the beam keeps must not follow the string hash seed.
         visits = sorted(set().union(*(_visits_of(changes[i]) for i in indices)))
         for index in indices[done:]:
-            beam = _step(changes[index], beam, visits, store, settings)
-        components.append(_Component(list(indices), beam))
+            beam, lost = _step(changes[index], beam, visits, store, settings)
+            for code, share in lost.items():
+                dropped[code] = dropped.get(code, 0.0) + share
+        components.append(_Component(list(indices), beam, dropped))
     return Solution(list(changes), start, components)
 
 
@@ -226,11 +238,14 @@ class FirstLook:
 
 
 def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
-          settings: FusionSettings) -> list:
+          settings: FusionSettings) -> tuple:
     """The beam after one more change: the beam_width likeliest hypotheses, and for each
     of the component's visits the likeliest hypothesis of each other cart it may have
     (up to _ALTERNATIVES), so the unlikelier carts of one visit are not crowded out by
-    the many combinations of other visits' doubts."""
+    the many combinations of other visits' doubts. With it, per visit, the share of
+    this step's probability in dropped hypotheses that gave the visit a cart no kept one
+    gives it: left out, a long crowded visit's receipt looks surer than it is (on
+    held-out hard scenarios, wrong FINAL receipts at confidence 0.97-0.999)."""
     own_sku = store.bin(change.bin_id).sku
     grown = []
     for hypothesis in beam:
@@ -254,7 +269,18 @@ def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
                 extra[code] += 1
                 kept.append(h)
                 break
-    return kept
+    top = ranked[0].log_weight
+    total = sum(math.exp(h.log_weight - top) for h in ranked)
+    kept_ids = {id(h) for h in kept}
+    lost = {}
+    for h in ranked[settings.beam_width:]:
+        if id(h) in kept_ids:
+            continue
+        share = math.exp(h.log_weight - top) / total
+        for code in visits:
+            if (code, frozenset(h.ledger.carts.of(code).items())) not in carts:
+                lost[code] = lost.get(code, 0.0) + share
+    return kept, lost
 
 
 def _visits_of(change: ChangeEvidence) -> set:
