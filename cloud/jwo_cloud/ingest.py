@@ -52,10 +52,9 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
     kind = envelope.WhichOneof('body')
     if kind == 'receipt':
         receipt = envelope.receipt
-        if not _is_store_receipt_id(receipt.receipt_id):
-            return f'invalid receipt_id {receipt.receipt_id!r}'
-        if envelope.item_id != wire.item_id(wire.RECEIPT, receipt.receipt_id):
-            return 'item_id does not match the receipt'
+        problem = _id_problem(receipt.receipt_id, envelope.item_id, wire.RECEIPT, 'receipt')
+        if problem:
+            return problem
         if receipt.store_id != store_id:
             return 'receipt of another store'
         if receipt.status not in (pb.FINAL, pb.NEEDS_REVIEW):
@@ -84,13 +83,9 @@ def validate(envelope, store_id: str, max_clip_bytes: int = DEFAULT_MAX_CLIP) ->
         return _request_problem(evidence, envelope.item_id, wire.EVIDENCE, store_id)
     if kind == 'receipt_access':
         access = envelope.receipt_access
-        if not _is_store_receipt_id(access.receipt_id):
-            return f'invalid receipt_id {access.receipt_id!r}'
-        if envelope.item_id != wire.item_id(wire.ACCESS, access.receipt_id):
-            return 'item_id does not match the receipt access'
         if len(access.token_sha256) != 32:
             return 'token_sha256 is not 32 bytes'
-        return ''
+        return _id_problem(access.receipt_id, envelope.item_id, wire.ACCESS, 'receipt access')
     if kind == 'catalogue':
         products = envelope.catalogue.products
         if envelope.item_id != wire.catalogue_item_id(envelope.catalogue, envelope.created_ns):
@@ -126,10 +121,9 @@ def _request_problem(request, item_id: str, kind: str, store_id: str) -> str:
     """Why a ReviewRequest (a review, or a FINAL receipt's evidence) sent as ``kind``
     is not acceptable, '' when it is."""
     what = 'review request' if kind == wire.REVIEW else 'receipt evidence'
-    if not _is_store_receipt_id(request.receipt_id):
-        return f'invalid receipt_id {request.receipt_id!r}'
-    if item_id != wire.item_id(kind, request.receipt_id):
-        return f'item_id does not match the {what}'
+    problem = _id_problem(request.receipt_id, item_id, kind, what)
+    if problem:
+        return problem
     if request.store_id != store_id:
         return f'{what} of another store'
     for event in request.events:
@@ -141,6 +135,15 @@ def _request_problem(request, item_id: str, kind: str, store_id: str) -> str:
             return f'event {event.event_id}: candidate_scores and candidate_visits differ'
         if any(not len(t.stamps_ns) == len(t.x) == len(t.y) for t in event.tracks):
             return f'event {event.event_id}: a track\'s stamps and positions differ in length'
+    return ''
+
+
+def _id_problem(receipt_id: str, item_id: str, kind: str, what: str) -> str:
+    """Why an item about one receipt is misnamed, '' when it is not."""
+    if not _is_store_receipt_id(receipt_id):
+        return f'invalid receipt_id {receipt_id!r}'
+    if item_id != wire.item_id(kind, receipt_id):
+        return f'item_id does not match the {what}'
     return ''
 
 
