@@ -25,6 +25,7 @@ from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_common.money import format_cents
 from jwo_nodes.core.scoring import items_of, percentiles
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
+from jwo_common.visit_token import token_hash
 from jwo_nodes.core.visit_access import handoff_path, read_handoff
 from jwo_nodes.launcher import START_LEAD_S, add_shelves_per_process
 from jwo_nodes.ros_common import DURABLE_EVENT_QOS, to_ns, to_stamp
@@ -81,6 +82,7 @@ class FirstVisitLink:
         self._files = [handoff_path(handoff_dir, gate_id) for gate_id in gate_ids]
         self._base_url = base_url
         self.printed = False
+        self.first = None     # the AccessGrant of the first visit, once printed
 
     def poll(self) -> None:
         if self.printed:
@@ -89,6 +91,7 @@ class FirstVisitLink:
         if not grants:
             return
         first = min(grants, key=lambda grant: grant.access.stamp_ns)
+        self.first = first
         link = f'{self._base_url}cart/{first.token}'
         print(f'\nlive cart of visit {first.access.visit_code} (the first to enter), open while it '
               f'shops; the link dies at its exit:\n    {link}', flush=True)
@@ -134,14 +137,18 @@ def staff_pin_file(run_dir: Path) -> Path:
 class LocalCloud:
     """The cloud side on this machine, as `jwo-cloud` runs it: keys and a reviewer made
     once under <runs>/cloud and <runs>/edge, an ingest on a free loopback port writing
-    to the directory bucket <runs>/cloud/bucket. The store's review clips are written
-    to <runs>/edge/clips, where the uplink reads them."""
+    to the directory bucket <runs>/cloud/bucket and delivering final receipts to their
+    payers through the file adapter (<runs>/cloud/deliveries.jsonl). The store's review
+    clips are written to <runs>/edge/clips, where the uplink reads them."""
 
     def __init__(self, runs_dir: Path, log_path: Path):
         self.home = runs_dir / 'cloud'
         self.edge = runs_dir / 'edge'
         self.bucket = self.home / 'bucket'
         self.clips = (self.edge / 'clips').resolve()
+        self.deliveries = self.home / 'deliveries.jsonl'
+        self._delivered_before = 0
+        self.earlier_receipts = set()
         self._log = open(log_path, 'w')
         self._ingest = None
         self.endpoint = f'tcp://127.0.0.1:{free_port()}'
@@ -152,13 +159,18 @@ class LocalCloud:
                                '--store-id', store_id], capture_output=True, text=True, timeout=60)
         if init.returncode != 0:
             raise RuntimeError(f'jwo-cloud init failed: {init.stderr.strip()}')
+        self._delivered_before = self._delivered()
+        # A scenario run again repeats its visit codes, so its receipts (and their
+        # deliveries, and their token hashes) went to the cloud the first time.
+        self.earlier_receipts = set(self.bucket.glob('stores/*/receipts/*.json'))
         self.restart_ingest()
         return init.stdout
 
     def restart_ingest(self) -> None:
         cloud = str(Path(sys.executable).parent / 'jwo-cloud')
         self._ingest = subprocess.Popen(
-            [cloud, 'serve', '--home', str(self.home), '--no-ui', '--bind', self.endpoint],
+            [cloud, 'serve', '--home', str(self.home), '--no-ui', '--bind', self.endpoint,
+             '--delivery-file', str(self.deliveries)],
             stdout=self._log, stderr=subprocess.STDOUT)
 
     def kill_ingest(self) -> None:
@@ -184,6 +196,23 @@ class LocalCloud:
             if len(there) == len(paths) or time.monotonic() > deadline:
                 return there
             time.sleep(0.2)
+
+    def wait_for_deliveries(self, count: int, timeout_s: float) -> int:
+        """How many receipts the file adapter has delivered, waiting up to the timeout
+        for ``count`` (this run's; the file keeps earlier runs' too)."""
+        before = self._delivered_before
+        deadline = time.monotonic() + timeout_s
+        while True:
+            delivered = self._delivered() - before
+            if delivered >= count or time.monotonic() > deadline:
+                return delivered
+            time.sleep(0.2)
+
+    def _delivered(self) -> int:
+        try:
+            return len(self.deliveries.read_text(encoding='utf-8').splitlines())
+        except FileNotFoundError:
+            return 0
 
     def stop(self) -> None:
         if self._ingest is not None and self._ingest.poll() is None:
@@ -251,7 +280,8 @@ def run(args) -> int:
                               with_uplink=cloud is not None, shelves_per_process=args.shelves_per_process,
                               overrides=overrides, live_cart_handoff=handoff_dir, staff_pin_file=pin_file,
                               on_turn=on_turn,
-                              before_stop=(lambda r: _report_cloud(cloud, store.store_id, r)) if cloud else None)
+                              before_stop=(lambda r: _report_cloud(cloud, store.store_id, r, link and link.first))
+                              if cloud else None)
     except KeyboardInterrupt:
         print('interrupted')
         return 130
@@ -285,9 +315,10 @@ def run(args) -> int:
     return 0 if counts[WRONG] == counts[MISSING] == 0 and not result.failure and not result.unmatched else 1
 
 
-def _report_cloud(cloud: LocalCloud, store_id: str, result) -> None:
+def _report_cloud(cloud: LocalCloud, store_id: str, result, first_visit=None) -> None:
     """Waits for the receipts and the review requests (which follow their clips) to reach
-    the bucket and says where everything is."""
+    the bucket, and for the FINAL receipts' deliveries to their payers, and says where
+    everything is; with the first visit's AccessGrant, where its shopper finds the receipt."""
     stores = cloud.bucket / 'stores' / store_id
     queue = cloud.bucket / 'review' / 'pending' / store_id
     receipts = [stores / 'receipts' / f'{r["receipt_id"]}.json' for r in result.receipts.values()]
@@ -305,6 +336,18 @@ def _report_cloud(cloud: LocalCloud, store_id: str, result) -> None:
     print(f'    review UI:    {Path(sys.executable).parent / "jwo-cloud"} serve --home {cloud.home} '
           f'-> http://127.0.0.1:8080/ (reviewer accounts in {cloud.home / "reviewers.json"}; '
           f'jwo-cloud reviewer-add sets a password)')
+    new = [r for r, path in zip(result.receipts.values(), receipts) if path not in cloud.earlier_receipts]
+    if len(new) < len(receipts):
+        print(f'    (of those, {len(receipts) - len(new)} were there from an earlier run of this scenario: '
+              'its visit codes repeat, so nothing new went out for them; make clean starts over)')
+    finals = sum(r['status'] == 'FINAL' for r in new)
+    delivered = cloud.wait_for_deliveries(finals, timeout_s=15.0)
+    print(f'    deliveries:   {delivered} of {finals} new FINAL receipts delivered to their payers '
+          f'({cloud.deliveries}, one JSON line each, addressed by the token hash)')
+    if first_visit is not None and cloud.wait_for(
+            [cloud.bucket / 'access' / f'{token_hash(first_visit.token).hex()}.json'], timeout_s=10.0 if new else 0):
+        print(f'    receipt page: of visit {first_visit.access.visit_code}, where its shopper can dispute a line, '
+              f'with the review UI running: http://127.0.0.1:8080/receipt/{first_visit.token}')
 
 
 def _verdict(receipt: dict, expected: dict) -> str:
