@@ -131,15 +131,21 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def started_ingest(tmp_path):
+    """(keys, bucket, ingest) of a cloud ingest on a free loopback port, writing to a
+    directory bucket under tmp_path."""
+    keys = testing.make_keys(tmp_path / 'keys')
+    bucket = DirBucket(tmp_path / 'bucket')
+    ingest = Ingest(bucket, keys.server_secret, keys.enrolled, tmp_path / 'spool', bind='tcp://127.0.0.1:0')
+    ingest.start()
+    return keys, bucket, ingest
+
+
 def test_uplink_node_delivers_to_the_bucket(tmp_path, ros):
     node, receipts, reviews = ros
     from jwo_nodes.ros_common import DURABLE_EVENT_QOS
     evidence = node.create_publisher(msgs.ReviewRequest, '/jwo/receipts/evidence', DURABLE_EVENT_QOS)
-    keys = testing.make_keys(tmp_path / 'keys')
-    bucket = DirBucket(tmp_path / 'bucket')
-    ingest = Ingest(bucket, keys.server_secret, keys.enrolled, tmp_path / 'spool',
-                    bind='tcp://127.0.0.1:0')
-    ingest.start()
+    keys, bucket, ingest = started_ingest(tmp_path)
     numbers = range(1, 7)
     make_clips(tmp_path, numbers)
     uplink = Uplink(tmp_path, keys, ingest.endpoint)
@@ -206,11 +212,7 @@ def test_a_receipts_token_hash_reaches_the_cloud_whichever_comes_first(tmp_path,
     node, receipts, _ = ros
     from jwo_nodes.ros_common import DURABLE_EVENT_QOS
     access = node.create_publisher(msgs.VisitAccess, '/jwo/gates/G1/access', DURABLE_EVENT_QOS)
-    keys = testing.make_keys(tmp_path / 'keys')
-    bucket = DirBucket(tmp_path / 'bucket')
-    ingest = Ingest(bucket, keys.server_secret, keys.enrolled, tmp_path / 'spool',
-                    bind='tcp://127.0.0.1:0')
-    ingest.start()
+    keys, bucket, ingest = started_ingest(tmp_path)
     uplink = Uplink(tmp_path, keys, ingest.endpoint)
     tokens = {n: f'token-of-visit-{n}' for n in (1, 2)}
 
