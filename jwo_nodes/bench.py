@@ -14,7 +14,10 @@ Steps, each printed as it goes:
    frames and the ground truth, in one rosbag2 MCAP bag;
 3. the baseline: one rclpy publisher process -> one subscriber in this process,
    WeightReadings of the bag over Fast DDS: messages/s as fast as they go (reliable,
-   like the replayer), and the one-way latency at the rate of one shelf;
+   like the replayer), and the one-way latency at the rate of one shelf; and the
+   floor of the sensor-to-cart path's shape: that sample forwarded by two relay
+   processes that do nothing else (where the path has the shelf's node and fusion),
+   timed as in step 5;
 4. throughput: `jwo replay --max` of the whole bag into the processing nodes (fusion
    and one weight_sensor_node per shelf, separate processes): messages/s of the
    replayer, and bag time over wall time until the last receipt (times real time);
@@ -23,7 +26,8 @@ Steps, each printed as it goes:
    from the arrival of the sample on which its weight change was decided
    (WeightChange.decided_stamp) to the arrival of the update, both at one subscriber
    in this process, as for the baseline's one hop (arrival: when the middleware
-   received the message, MessageInfo received_timestamp); with the CPU and memory of
+   received the message, MessageInfo received_timestamp; that subscriber takes the
+   samples of the shelves that change in the window only); with the CPU and memory of
    the store's processes meanwhile, and whether the replay kept to real time.
 
 Prints a table and writes bench.json in the run folder.
@@ -188,6 +192,72 @@ def measure_hop(samples: list, rate_hz: float, folder: Path) -> dict:
     return results
 
 
+# Forwards each serialized WeightReading from one topic to the next, doing nothing
+# else, with the executor and QoS the store's nodes use.
+RELAY = '''
+import sys
+import rclpy
+from jwo.msg import WeightReading
+from jwo_nodes.ros_common import REPLAY_INPUT_QOS, run_nodes
+from jwo_nodes.bag.replayer import replay_qos
+source, target = sys.argv[1], sys.argv[2]
+
+def relay():
+    node = rclpy.create_node('bench_relay_' + target.rsplit('/', 1)[-1])
+    publisher = node.create_publisher(WeightReading, target, replay_qos([]))
+    node.create_subscription(WeightReading, source, publisher.publish, REPLAY_INPUT_QOS, raw=True)
+    return node
+
+run_nodes([relay])
+'''
+
+
+def measure_relay_floor(samples_file: Path, rate_hz: float) -> dict:
+    """The floor of the sensor-to-cart path's shape: a sample published at ``rate_hz``
+    goes through two relay processes that only forward it (where the path has the
+    shelf's node and fusion); the latency from its arrival here to the arrival of its
+    second forward here, as the sensor-to-cart latency is measured."""
+    from jwo.msg import WeightReading
+    from jwo_nodes.bag.format import cdr_header_stamp_ns
+    from jwo_nodes.ros_common import REPLAY_INPUT_QOS
+    topics = ['/bench/relay_in', '/bench/relay_mid', '/bench/relay_out']
+    node = rclpy.create_node('bench_relay_subscriber')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    arrivals = {'in': {}, 'out': {}}
+    for end, topic in (('in', topics[0]), ('out', topics[2])):
+        node.create_subscription(
+            WeightReading, topic,
+            lambda data, info, end=end: arrivals[end].setdefault(cdr_header_stamp_ns(data), info['received_timestamp']),
+            REPLAY_INPUT_QOS, raw=True)
+    relays = [subprocess.Popen([sys.executable, '-c', RELAY, topics[k], topics[k + 1]], stdin=subprocess.DEVNULL)
+              for k in range(2)]
+    count = int(HOP_LATENCY_S * rate_hz)
+    try:
+        deadline = time.monotonic() + 60
+        while (node.count_publishers(topics[2]) < 1 or node.count_subscribers(topics[0]) < 2) \
+                and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        publisher = subprocess.Popen(
+            [sys.executable, '-c', HOP_PUBLISHER, 'latency', topics[0], str(samples_file), str(count),
+             str(rate_hz)], stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60 + HOP_LATENCY_S
+        while len(arrivals['out']) < count and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        publisher.wait(30)
+    finally:
+        for relay in relays:
+            relay.terminate()
+        for relay in relays:
+            relay.wait(30)
+        executor.remove_node(node)
+        node.destroy_node()
+    if len(arrivals['out']) < count:
+        raise RuntimeError(f'the relay floor lost messages: {len(arrivals["out"])} of {count}')
+    return {'latency_ms': percentiles([(wall - arrivals['in'][stamp]) / 1e6
+                                       for stamp, wall in arrivals['out'].items() if stamp in arrivals['in']])}
+
+
 # ---------------------------------------------------------------- the run
 
 def _say(text: str) -> None:
@@ -313,6 +383,13 @@ def run(args) -> int:
             return 1
         _say(f'    {hop["messages_per_s"]:.0f} messages/s; one-way latency p50 '
              f'{hop["latency_ms"]["p50"]:.2f} ms, p99 {hop["latency_ms"]["p99"]:.2f} ms')
+        _say('    the path\'s floor: the same sample forwarded by two relay processes that do nothing else ...')
+        try:
+            floor = measure_relay_floor(out / 'hop-samples.bin', args.rate_hz)
+        except RuntimeError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 1
+        _say(f'    through two relays p50 {floor["latency_ms"]["p50"]:.2f} ms, p99 {floor["latency_ms"]["p99"]:.2f} ms')
 
         from jwo_nodes.runner import run_bag
         prices = {sku: p.price_cents for sku, p in store.products.items()}
@@ -353,10 +430,14 @@ def run(args) -> int:
         window = min(args.latency_window, bag_s)
         _say(f'[5/5] latency: jwo replay --rate 1 of the first {window:.0f} s ...')
         store_usage = StoreUsage()
+        # Only the shelves that change in the window: a monitor taking every shelf's
+        # samples would load these two cores as much as the store does.
+        changing = frozenset(event.shelf_id for event in timeline.weight_events
+                             if event.start_ns < window * NS)
         with _Ticker('replaying'):
             result, replay = run_bag(store, str(store_path), bag, truth, rate=1.0, duration_s=window,
                                      log_path=out / 'latency.nodes.log', grace_s=5.0,
-                                     watch_sensors=True, shelves_per_process=args.shelves_per_process,
+                                     watch_shelves=changing, shelves_per_process=args.shelves_per_process,
                                      on_turn=store_usage)
         done = re.search(r'replay \w+: (\d+) messages in ([\d.]+) s', replay.played() or '')
         if result.failure and not result.sensor_to_cart_ms or not store_usage.latest:
@@ -379,12 +460,14 @@ def run(args) -> int:
     report = {
         'store': {'shelves': len(store.shelves), 'bins': len(store.bins), 'rate_hz': args.rate_hz},
         'recording': {'seconds': bag_s, 'messages': summary.messages, 'visits': len(truth.parties)},
-        'baseline_hop': hop, 'throughput': throughput, 'latency': latency,
+        'baseline_hop': hop, 'relay_floor': floor, 'throughput': throughput, 'latency': latency,
         'ratios': {
             'replay_messages_per_s_to_hop': throughput['replay_messages_per_s'] / hop['messages_per_s'],
             'sensor_to_cart_p50_to_hop_p50': latency['sensor_to_cart_ms'].get('p50', float('nan')) / hop_p50,
             'sensor_to_cart_p99_to_hop_p99': (latency['sensor_to_cart_ms'].get('p99', float('nan'))
                                               / hop['latency_ms']['p99']),
+            'relay_floor_p50_to_hop_p50': floor['latency_ms']['p50'] / hop_p50,
+            'relay_floor_p99_to_hop_p99': floor['latency_ms']['p99'] / hop['latency_ms']['p99'],
         },
     }
     (out / 'bench.json').write_text(json.dumps(report, indent=2) + '\n')
@@ -395,6 +478,9 @@ def run(args) -> int:
         ('bare rclpy hop (baseline)', f'{hop["messages_per_s"]:.0f} msg/s', '1'),
         ('', f'p50 {hop_p50:.2f} ms', '1'),
         ('', f'p99 {hop["latency_ms"]["p99"]:.2f} ms', '1'),
+        ('two relays that only forward (floor)', f'p50 {floor["latency_ms"]["p50"]:.2f} ms',
+         f'{ratios["relay_floor_p50_to_hop_p50"]:.1f}'),
+        ('', f'p99 {floor["latency_ms"]["p99"]:.2f} ms', f'{ratios["relay_floor_p99_to_hop_p99"]:.1f}'),
         ('replay --max into the nodes', f'{throughput["replay_messages_per_s"]:.0f} msg/s',
          f'{ratios["replay_messages_per_s_to_hop"]:.2f}'),
         ('  bag time / time to last receipt', f'{throughput["times_real_time"]:.1f}x real time', ''),

@@ -16,7 +16,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType, SetParametersResult)
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -27,6 +27,7 @@ from jwo.msg import NodeState
 from jwo_nodes.core import health
 from jwo_nodes.core.config import ConfigError
 from jwo_nodes.core.readiness import IGNORED_TOPICS
+from jwo_nodes.static_executor import StaticSingleThreadedExecutor
 
 # Raw sensor streams: the newest sample matters, a lost one does not.
 SENSOR_QOS = qos_profile_sensor_data
@@ -340,7 +341,7 @@ def run_nodes(node_factories: list, args=None) -> None:
     # Composed nodes are destroyed together, so their timers can be shared.
     _shared_timers = {} if len(node_factories) > 1 else None
     try:
-        executor = SingleThreadedExecutor()
+        executor = StaticSingleThreadedExecutor()
         for node_factory in node_factories:
             nodes.append(node_factory())
             StateReporter(nodes[-1])  # kept alive by its timer

@@ -53,7 +53,7 @@ def ready_timeout_s(nodes: int) -> float:
 class RunMonitor(Node):
     """Listens to the store graph and keeps what it saw, with arrival wall times.
 
-    With ``watch_sensors`` it also takes every shelf's ``weight/raw`` (raw bytes, only
+    With ``watch_shelves`` it also takes those shelves' ``weight/raw`` (raw bytes, only
     the header stamp is read) and measures, per cart update, the time from the arrival
     of the sample on which its weight change was decided (``decided_stamp``) to the
     arrival of the update: the sensor-to-cart latency, both ends seen here."""
@@ -63,7 +63,7 @@ class RunMonitor(Node):
 
     FQN = '/jwo/run_monitor'
 
-    def __init__(self, store, watch_sensors: bool = False):
+    def __init__(self, store, watch_shelves: frozenset = frozenset()):
         super().__init__('run_monitor', namespace='/jwo')
         self.entries = []          # GateEntry of every ENTRY event
         self.exit_wall = {}        # (gate_id, stamp_ns) of an EXIT event -> wall ns received
@@ -83,8 +83,8 @@ class RunMonitor(Node):
         for shelf_id in store.shelves:
             self.create_subscription(WeightChange, f'shelves/{shelf_id}/weight/changes',
                                      self._on_change, EVENT_QOS)
-        if watch_sensors:
-            for shelf_id in store.shelves:
+        for shelf_id in store.shelves:
+            if shelf_id in watch_shelves:
                 self._sample_wall[shelf_id] = {}
                 self.create_subscription(WeightReading, f'shelves/{shelf_id}/weight/raw',
                                          lambda data, info, s=shelf_id: self._on_sample(s, data, info),
@@ -188,7 +188,7 @@ class ScenarioStart(_Driver):
 def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin: Callable[[], int],
            log_path: Path, deadline: Callable[[], int], exit_wall: Callable,
            on_receipt: Callable = None, before_stop: Callable = None,
-           driver: Optional[_Driver] = None, watch_sensors: bool = False,
+           driver: Optional[_Driver] = None, watch_shelves: frozenset = frozenset(),
            on_turn: Callable = None, supervisor_options: dict = None,
            shelves_per_process: int = SHELVES_PER_CONTAINER) -> RunResult:
     """Runs the node set and watches it until every party has its receipt, the
@@ -207,7 +207,7 @@ def _watch(specs, store, *, parties: set, matcher: PartyMatcher, time_origin: Ca
     driver.log = log
     if not rclpy.ok():
         rclpy.init()
-    monitor = RunMonitor(store, watch_sensors=watch_sensors)
+    monitor = RunMonitor(store, watch_shelves=watch_shelves)
     graph = ReadinessWatch([spec.fqn for spec in specs], also=(RunMonitor.FQN,))
     executor = SingleThreadedExecutor()
     executor.add_node(monitor)
@@ -394,13 +394,13 @@ class ReplayProcess(_Driver):
 def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: Path,
             grace_s: float, on_receipt: Callable = None, overrides: dict = None,
             max_wall_s: Optional[float] = None, duration_s: Optional[float] = None,
-            watch_sensors: bool = False, shelves_per_process: int = SHELVES_PER_CONTAINER,
+            watch_shelves: frozenset = frozenset(), shelves_per_process: int = SHELVES_PER_CONTAINER,
             on_turn: Callable = None) -> tuple:
     """Plays a simulator bag (jwo_nodes.simbag) into a fresh set of processing nodes
     with `jwo replay` (``rate`` times real time, None: as fast as they keep up; only the
     first ``duration_s`` of bag time when given); returns (RunResult, ReplayProcess)
     when every party has its receipt, ``grace_s`` after the replay ended, or on
-    failure. ``truth``: the bag's GroundTruthRecord; ``watch_sensors``: see
+    failure. ``truth``: the bag's GroundTruthRecord; ``watch_shelves``: see
     RunMonitor; ``on_turn(supervisor, replay)`` every turn of the watch."""
     from jwo_nodes.simbag import GROUND_TRUTH_TOPIC, POSITIONS_TOPIC, gate_topic, raw_topic
     specs = processing_graph(store_path, params_dir=default_params_dir(),
@@ -408,7 +408,7 @@ def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: P
     for spec in specs:
         spec.parameters.update((overrides or {}).get(spec.executable, {}))
     # Inputs only: the ground truth is for the scorer.
-    subscribers = {raw_topic(s): 2 if watch_sensors else 1 for s in store.shelves}
+    subscribers = {raw_topic(s): 2 if s in watch_shelves else 1 for s in store.shelves}
     subscribers[POSITIONS_TOPIC] = 1
     subscribers.update({gate_topic(g): 2 for g in store.gates})   # fusion and the monitor
     with_topics = [t for t in subscribers if t != GROUND_TRUTH_TOPIC]
@@ -433,7 +433,7 @@ def run_bag(store, store_path, bag, truth, *, rate: Optional[float], log_path: P
                     matcher=PartyMatcher(truth.party_at_entry, truth.party_of_visit),
                     time_origin=lambda: truth.epoch_ns, log_path=log_path, deadline=deadline,
                     exit_wall=exit_wall, on_receipt=on_receipt, driver=replay,
-                    watch_sensors=watch_sensors, shelves_per_process=shelves_per_process,
+                    watch_shelves=watch_shelves, shelves_per_process=shelves_per_process,
                     on_turn=(lambda supervisor: on_turn(supervisor, replay)) if on_turn else None)
     if result.failure is None and replay.process is None:
         result.failure = 'the replay never started'

@@ -183,3 +183,20 @@ def test_what_the_beam_drops_stays_doubt(store):
     carts = narrow.cart_probabilities('v1')
     assert expected_cost({'CHIPS-150': 2}, carts, prices, costs, narrow.dropped('v1')) > \
         expected_cost({'CHIPS-150': 2}, carts, prices, costs)
+
+
+def test_a_track_that_walked_past_counts_a_metre_farther_by_pairs_as_by_the_bounding_box():
+    """reach_distance's test whether a track moved more than half a metre during a
+    change (on its bounding box, pairs only where the box cannot tell) agrees with
+    comparing every pair of samples."""
+    import random
+    rng = random.Random(5)
+    for _ in range(500):
+        spread = rng.choice((0.2, 0.4, 0.6))
+        samples = tuple(Sample(k, 1.0 + rng.uniform(0, spread), 2.0 + rng.uniform(0, spread), None, 'V', 1.0)
+                        for k in range(rng.randint(1, 12)))
+        window = TrackWindow('t', samples)
+        moved = max(math.hypot(a.x - b.x, a.y - b.y) for a in samples for b in samples)
+        distance = sorted(math.hypot(s.x - 1.0, s.y - 2.0) for s in samples)[(len(samples) - 1) // 3]
+        assert window.reach_distance(1.0, 2.0, 0, len(samples)) == pytest.approx(
+            distance if moved <= 0.5 else distance + 1.0)

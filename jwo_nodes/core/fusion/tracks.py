@@ -64,14 +64,28 @@ class TrackWindow:
         distances = sorted(math.hypot(s.x - x, s.y - y) for s in self.samples)
         distance = distances[(len(distances) - 1) // 3]
         during = [s for s in self.samples if start_ns <= s.stamp_ns <= end_ns]
-        moved = max((math.hypot(a.x - b.x, a.y - b.y) for a in during for b in during), default=0.0)
-        return distance if moved <= 0.5 else distance + 1.0
+        return distance if _spread_within(during, 0.5) else distance + 1.0
 
     def hand_share(self, x: float, y: float, zone_m: float) -> float:
         """The share of the window's samples with the hand within zone_m of a point."""
         inside = sum(1 for s in self.samples if s.hand is not None
                      and math.hypot(s.hand[0] - x, s.hand[1] - y) <= zone_m)
         return inside / len(self.samples)
+
+
+def _spread_within(samples: list, metres: float) -> bool:
+    """Whether no two samples lie more than ``metres`` apart. Their bounding box
+    settles it without comparing pairs unless only its diagonal exceeds the limit
+    (called for every track near every change, while the shopper waits for the cart)."""
+    if not samples:
+        return True
+    xs, ys = [s.x for s in samples], [s.y for s in samples]
+    width, height = max(xs) - min(xs), max(ys) - min(ys)
+    if max(width, height) > metres:
+        return False
+    if math.hypot(width, height) <= metres:
+        return True
+    return all(math.hypot(a.x - b.x, a.y - b.y) <= metres for a in samples for b in samples)
 
 
 class TrackBook:
