@@ -252,6 +252,9 @@ class FusionCore:
             else:
                 self._check_late(item)
                 self._apply_exit(item)
+        closed = [visit for visit in self._visits.values() if visit.closed_ns is not None and not visit.receipt_issued]
+        if not (closed or self._unresolved_exits):
+            return out   # nothing waits for the watermark (a walk over every shelf, per heartbeat)
         watermark = self._watermark(wall_ns)
         if watermark is not None and self._unresolved_exits:
             self._settle_unresolved_exits(watermark)
