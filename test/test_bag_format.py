@@ -364,3 +364,30 @@ def test_files_without_chunks_or_summary_from_other_writers(tmp_path):
             assert reader.validate() == 3
             assert [m.log_time - T0 for m in reader.messages()] == [1, 2, 3], name
             assert reader.topics['/s'].type == 'std_msgs/msg/String'
+
+
+def test_weight_readings_read_from_their_bytes_as_rclpy_reads_them():
+    """cdr.read_weight_reading (the shelves' replay input) against rclpy's own
+    deserialization, for readings of every length of names and bin count, in both
+    serializers' bytes; truncated bytes are a ValueError, never a wrong reading."""
+    import random
+    from rclpy.serialization import deserialize_message, serialize_message
+    from jwo.msg import WeightReading
+    from jwo_nodes.bag.cdr import read_weight_reading, serialize
+    rng = random.Random(3)
+    for _ in range(300):
+        count = rng.randint(0, 6)
+        msg = WeightReading(shelf_id='S' * rng.randint(0, 9),
+                            bin_ids=['b' * rng.randint(0, 7) for _ in range(count)],
+                            bin_grams=[rng.uniform(-50, 5000) for _ in range(count)])
+        msg.header.stamp.sec, msg.header.stamp.nanosec = rng.randint(0, 2**31 - 1), rng.randint(0, 999_999_999)
+        msg.header.frame_id = 'f' * rng.randint(0, 9)
+        for data in (serialize_message(msg), serialize(msg)):
+            reading = read_weight_reading(data)
+            expected = deserialize_message(data, WeightReading)
+            assert reading.stamp_ns == expected.header.stamp.sec * 10**9 + expected.header.stamp.nanosec
+            assert (reading.shelf_id, reading.bin_ids) == (expected.shelf_id, tuple(expected.bin_ids))
+            assert reading.grams == tuple(expected.bin_grams)
+            if count:
+                with pytest.raises(ValueError):
+                    read_weight_reading(data[:-rng.randint(1, 8)])

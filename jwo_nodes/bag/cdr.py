@@ -1,4 +1,5 @@
-"""Deterministic CDR serialization of ROS 2 messages (XCDR1, little endian).
+"""Deterministic CDR serialization of ROS 2 messages (XCDR1, little endian), and a
+reader for the one message a store receives thousands of times a second.
 
 rclpy's ``serialize_message`` leaves the alignment padding between fields as it found
 the buffer (whatever bytes were there), so serializing the same message twice can give
@@ -12,6 +13,7 @@ nested messages, arrays and sequences of them. Pure: no rclpy (the message class
 come from the generated packages). Wide strings are not supported.
 """
 import struct
+from dataclasses import dataclass
 
 from rosidl_parser.definition import (AbstractNestedType, AbstractString, AbstractWString,
                                       Array, BasicType, NamespacedType)
@@ -98,3 +100,55 @@ def serialize(msg) -> bytes:
     writer = _Writer()
     _write_message(writer, msg)
     return bytes(writer.buffer)
+
+
+# -- reading WeightReadings ------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class RawWeightReading:
+    """The fields of a jwo/msg/WeightReading that a shelf acts on."""
+    stamp_ns: int
+    shelf_id: str
+    bin_ids: tuple
+    grams: tuple
+
+
+_UINT32 = {'<': struct.Struct('<I').unpack_from, '>': struct.Struct('>I').unpack_from}
+_STAMP_AND_LENGTH = {'<': struct.Struct('<iII').unpack_from, '>': struct.Struct('>iII').unpack_from}
+
+
+def read_weight_reading(data: bytes) -> RawWeightReading:
+    """A WeightReading from its CDR bytes (either byte order), without building the
+    rclpy message: rclpy's deserialization takes 12-16 µs a sample, most of a shelf's
+    Python work at 60 Hz; this, about 2. Raises ValueError for bytes that are not one.
+    (Written out, not walked from the type: each call saved is a fraction of that.)"""
+    try:
+        order = '<' if data[1] & 1 else '>'
+        uint32 = _UINT32[order]
+        sec, nanosec, length = _STAMP_AND_LENGTH[order](data, 4)
+        offset = 16 + length                                 # past header.frame_id
+        offset += -(offset - 4) % 4
+        length, = uint32(data, offset)
+        offset += 4
+        shelf_id = data[offset:offset + length - 1].decode()
+        offset += length
+        offset += -(offset - 4) % 4
+        count, = uint32(data, offset)
+        offset += 4
+        if count * 5 > len(data) - offset:
+            raise ValueError(f'{count} bin ids in {len(data)} bytes')
+        bin_ids = []
+        for _ in range(count):
+            offset += -(offset - 4) % 4
+            length, = uint32(data, offset)
+            offset += 4
+            bin_ids.append(data[offset:offset + length - 1].decode())
+            offset += length
+        offset += -(offset - 4) % 4
+        count, = uint32(data, offset)
+        offset += 4
+        offset += -(offset - 4) % 8 if count else 0        # no padding before no values
+        grams = struct.unpack_from(f'{order}{count}d', data, offset)
+    except (IndexError, struct.error, UnicodeDecodeError) as error:
+        raise ValueError(f'not a WeightReading: {error}') from None
+    return RawWeightReading(sec * 1_000_000_000 + nanosec, shelf_id, tuple(bin_ids), grams)

@@ -50,6 +50,7 @@ from jwo.msg import ShelfStatus, WeightChange, WeightReading
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 
+from jwo_nodes.bag.cdr import read_weight_reading
 from jwo_nodes.core import hx711
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.state_file import StateFileError, read_state, write_state
@@ -357,9 +358,11 @@ class WeightSensorNode(Node):
         self._input_node = Node(f'{self.get_name()}_input', namespace=self.get_namespace(),
                                 context=self.context, use_global_arguments=False,
                                 start_parameter_services=False, enable_rosout=False)
+        # Raw bytes, read by cdr.read_weight_reading: building rclpy's message was most
+        # of the Python work per sample.
         self._input = self._input_node.create_subscription(
             WeightReading, self.resolve_topic_name(topic), self._reading_while_changing, REPLAY_INPUT_QOS,
-            event_callbacks=NO_SUBSCRIPTION_EVENTS)
+            event_callbacks=NO_SUBSCRIPTION_EVENTS, raw=True)
         self._following = False
         shared_timer(self, BATCH_S, self._drain_topic)
 
@@ -375,9 +378,9 @@ class WeightSensorNode(Node):
             self.executor.remove_node(self._input_node)
         self._following = changing
 
-    def _reading_while_changing(self, msg: WeightReading) -> None:
+    def _reading_while_changing(self, data: bytes) -> None:
         # With what else has arrived: a replay at full speed is still taken in batches.
-        self._reading(msg)
+        self._reading(data)
         self._drain_topic()
 
     def _drain_topic(self) -> None:
@@ -395,8 +398,14 @@ class WeightSensorNode(Node):
                                  >= int(STATUS_PERIOD_S * 1e9)):
             self._send_status()
 
-    def _reading(self, msg: WeightReading) -> None:
-        """One replayed reading: checked against this shelf, then detected on."""
+    def _reading(self, data: bytes) -> None:
+        """One replayed reading (CDR bytes): checked against this shelf, then detected on."""
+        try:
+            msg = read_weight_reading(data)
+        except ValueError as error:
+            self.counters.warn(hx711.MALFORMED, f'unreadable reading on the topic of shelf {self.shelf_id}: '
+                               f'{error}; dropped')
+            return
         if msg.shelf_id != self.shelf_id or list(msg.bin_ids) != self.bin_ids:
             name = (hx711.WRONG_BIN_COUNT if msg.shelf_id == self.shelf_id
                     and len(msg.bin_ids) != len(self.bin_ids) else hx711.MALFORMED)
@@ -404,11 +413,11 @@ class WeightSensorNode(Node):
                                f'{list(msg.bin_ids)} on the topic of shelf {self.shelf_id} '
                                f'bins {self.bin_ids}; dropped')
             return
-        if len(msg.bin_grams) != len(self.bin_ids):
-            self.counters.warn(hx711.WRONG_BIN_COUNT, f'{len(msg.bin_grams)} values for '
+        if len(msg.grams) != len(self.bin_ids):
+            self.counters.warn(hx711.WRONG_BIN_COUNT, f'{len(msg.grams)} values for '
                                f'{len(self.bin_ids)} bins; dropped')
             return
-        self._sample(to_ns(msg.header.stamp), msg.bin_grams)
+        self._sample(msg.stamp_ns, msg.grams)
 
     # -- HX711 board on a serial port ------------------------------------------------
 
