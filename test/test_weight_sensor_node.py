@@ -331,29 +331,41 @@ def test_a_take_while_the_node_was_down_is_reported_after_its_restart(repo, star
 
 # -- replayed readings (source 'topic') ---------------------------------------------------
 
-def test_replayed_readings_are_batched_at_rest_and_taken_one_by_one_while_a_bin_changes(repo):
-    """The node in this process, readings published to it one at a time. At rest the
-    executor does not spin its input (the readings wait for the batch timer); from the
-    moment a bin leaves its level until the change goes out it does, so the change is
-    published on the reading that settles it."""
+@pytest.fixture
+def replayed_shelf(repo):
+    """Shelf S1 of the demo store reading its topic, in this process (not spun), and a
+    publisher of its readings: (context, node, publisher)."""
     from rclpy.parameter import Parameter
 
     from jwo_nodes.nodes.weight_sensor_node import WeightSensorNode
-    from jwo_nodes.ros_common import REPLAY_INPUT_QOS, to_stamp
+    from jwo_nodes.ros_common import REPLAY_INPUT_QOS
     context = rclpy.Context()
     rclpy.init(context=context)
-    executor = SingleThreadedExecutor(context=context)
     node = WeightSensorNode(context=context, namespace='/jwo/shelves/S1', parameter_overrides=[
         Parameter('store_config', value=str(repo / 'config/stores/demo.yaml')),
         Parameter('shelf_id', value='S1'), Parameter('source', value='topic'),
         Parameter('rate_hz', value=50)])
     feeder = Node('feeder', context=context)
+    publisher = feeder.create_publisher(WeightReading, '/jwo/shelves/S1/weight/raw', REPLAY_INPUT_QOS)
+    assert wait_for(lambda: publisher.get_subscription_count() == 1, 10)
+    yield context, node, publisher
+    feeder.destroy_node()
+    node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def test_replayed_readings_are_batched_at_rest_and_taken_one_by_one_while_a_bin_changes(replayed_shelf):
+    """The node in this process, readings published to it one at a time. At rest the
+    executor does not spin its input (the readings wait for the batch timer); from the
+    moment a bin leaves its level until the change goes out it does, so the change is
+    published on the reading that settles it."""
+    from jwo_nodes.ros_common import to_stamp
+    context, node, publisher = replayed_shelf
+    executor = SingleThreadedExecutor(context=context)
     try:
         executor.add_node(node)
-        publisher = feeder.create_publisher(WeightReading, '/jwo/shelves/S1/weight/raw', REPLAY_INPUT_QOS)
         changes = []
         node.change_pub.publish = changes.append
-        assert wait_for(lambda: publisher.get_subscription_count() == 1, 10)
         followed = []     # per reading: was the input spun when it was handled
         grams = [500.0, 800.0, 1000.0]
         decided = None                             # the reading the change went out on
@@ -379,44 +391,26 @@ def test_replayed_readings_are_batched_at_rest_and_taken_one_by_one_while_a_bin_
         assert all(followed[55:decided])
     finally:
         executor.shutdown()
-        feeder.destroy_node()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
 
 
-def test_replayed_readings_that_are_not_this_shelfs_are_counted_and_dropped(repo):
+def test_replayed_readings_that_are_not_this_shelfs_are_counted_and_dropped(replayed_shelf):
     """Bytes that are no WeightReading, another shelf's reading and one with a value
     short are counted (malformed_reading, wrong_bin_count) and dropped; the shelf's
     own readings around them are taken."""
-    from rclpy.parameter import Parameter
     from rclpy.serialization import serialize_message
 
-    from jwo_nodes.nodes.weight_sensor_node import WeightSensorNode
-    from jwo_nodes.ros_common import REPLAY_INPUT_QOS, to_stamp
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = WeightSensorNode(context=context, namespace='/jwo/shelves/S1', parameter_overrides=[
-        Parameter('store_config', value=str(repo / 'config/stores/demo.yaml')),
-        Parameter('shelf_id', value='S1'), Parameter('source', value='topic'),
-        Parameter('rate_hz', value=50)])
-    feeder = Node('feeder', context=context)
-    try:
-        publisher = feeder.create_publisher(WeightReading, '/jwo/shelves/S1/weight/raw', REPLAY_INPUT_QOS)
-        assert wait_for(lambda: publisher.get_subscription_count() == 1, 10)
+    from jwo_nodes.ros_common import to_stamp
+    _, node, publisher = replayed_shelf
 
-        def reading(k, shelf_id='S1', grams=(500.0, 800.0, 1000.0)):
-            msg = WeightReading(shelf_id=shelf_id, bin_ids=node.bin_ids, bin_grams=list(grams))
-            msg.header.stamp = to_stamp(NS + k * NS // 50)
-            return serialize_message(msg)
+    def reading(k, shelf_id='S1', grams=(500.0, 800.0, 1000.0)):
+        msg = WeightReading(shelf_id=shelf_id, bin_ids=node.bin_ids, bin_grams=list(grams))
+        msg.header.stamp = to_stamp(NS + k * NS // 50)
+        return serialize_message(msg)
 
-        for data in (reading(0), serialize_message(WeightReading())[:9], reading(1, shelf_id='S2'),
-                     reading(2, grams=(500.0, 800.0)), reading(3)):
-            publisher.publish(data)
-        assert wait_for(lambda: node._drain_topic() or node.counters.values['samples'] == 2, 10)
-        assert node._last_stamp == NS + 3 * NS // 50
-        assert node.counters.values['malformed_reading'] == 2
-        assert node.counters.values['wrong_bin_count'] == 1
-    finally:
-        feeder.destroy_node()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+    for data in (reading(0), serialize_message(WeightReading())[:9], reading(1, shelf_id='S2'),
+                 reading(2, grams=(500.0, 800.0)), reading(3)):
+        publisher.publish(data)
+    assert wait_for(lambda: node._drain_topic() or node.counters.values['samples'] == 2, 10)
+    assert node._last_stamp == NS + 3 * NS // 50
+    assert node.counters.values['malformed_reading'] == 2
+    assert node.counters.values['wrong_bin_count'] == 1
