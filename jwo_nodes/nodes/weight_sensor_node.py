@@ -59,7 +59,7 @@ from jwo_nodes.core.weight_detect import (RESTART_NONE, RESTART_SEEN, RESTART_UN
                                           DetectorSettings, SavedLevels)
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, NO_PUBLISHER_EVENTS, NO_SUBSCRIPTION_EVENTS,
                                   REPLAY_INPUT_QOS, SENSOR_QOS, Counters, Param, SimStart, declare_params, run_node, shared_timer,
-                                  to_ns, to_stamp)
+                                  to_stamp)
 
 _DEFAULTS = DetectorSettings()
 
