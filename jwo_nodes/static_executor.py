@@ -39,6 +39,7 @@ class _Entry:
     kind: str
     entity: object
     node: object
+    take: object      # the executor's _take_<kind>
 
 
 @dataclass
@@ -96,6 +97,9 @@ class StaticSingleThreadedExecutor(SingleThreadedExecutor):
         by_pointer = {kind: {} for kind in _KINDS}
         guards, waitables, order = [], [], 0
         events = 0
+        takes = {'timer': self._take_timer, 'subscription': self._take_subscription,
+                 'guard_condition': self._take_guard_condition, 'client': self._take_client,
+                 'service': self._take_service}
         for node in nodes:
             entities = {'timer': node._timers, 'subscription': node._subscriptions,
                         'guard_condition': node._guards, 'client': node._clients,
@@ -106,7 +110,7 @@ class StaticSingleThreadedExecutor(SingleThreadedExecutor):
                         stack.enter_context(entity.handle)
                     except InvalidHandle:
                         continue
-                    entry = _Entry(order, kind, entity, node)
+                    entry = _Entry(order, kind, entity, node, takes[kind])
                     order += 1
                     handles[kind].append(entity.handle)
                     if kind == 'guard_condition':
@@ -196,11 +200,8 @@ class StaticSingleThreadedExecutor(SingleThreadedExecutor):
                     continue  # rcl reports cancelled timers ready
                 if entity.callback_group is None or not entity.callback_group.can_execute(entity):
                     continue
-                take = {'timer': self._take_timer, 'subscription': self._take_subscription,
-                        'guard_condition': self._take_guard_condition, 'client': self._take_client,
-                        'service': self._take_service}[entry.kind]
                 yielded_work = True
-                yield self._make_handler(entity, entry.node, take), entity, entry.node
+                yield self._make_handler(entity, entry.node, entry.take), entity, entry.node
 
             if timeout_nsec == 0:
                 raise TimeoutException()
