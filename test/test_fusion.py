@@ -593,6 +593,32 @@ def test_a_take_by_a_track_the_tracker_doubts_goes_to_review(store):
     assert receipt.doubts[0].candidate_visits == ('v1', 'v2')
 
 
+def test_a_re_identification_before_the_exit_vouches_for_the_doubted_take(store):
+    """As above, but later in the same identity epoch the tracker is sure of t1 again
+    (colour confirmed its code): by v1's exit that vouches for the take. A confirmation
+    stamped after the exit is not read, however soon it arrives: a replay at any speed
+    gives the same receipt."""
+    for confirmed_before_exit in (True, False):
+        s = Store(store)
+        s.enter('v2')
+        s.confidence['t1'] = 0.6
+        s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+        s.place('t1', 'v1', 'S1-B1'); s.run(2); s.change('S1-B1', -350.0); s.run(1)
+        s.place('t1', 'v1', 'G1')
+        if confirmed_before_exit:
+            s.confidence['t1'] = 0.95
+        s.run(1)
+        s.leave()
+        s.confidence['t1'] = 0.95
+        s.run(0.2); s.place('t1', 'v1', None); s.run(2)
+        receipt = s.receipts['v1']
+        assert lines_of(receipt) == {'COLA-330': 1}
+        if confirmed_before_exit:
+            assert receipt.status == FINAL and receipt.confidence >= 0.97
+        else:
+            assert receipt.status == NEEDS_REVIEW and receipt.confidence <= 0.85
+
+
 def test_a_doubted_track_is_the_visit_when_everybody_else_is_surely_elsewhere(store):
     s = Store(store)
     s.place('t2', 'v2', 'S4-B3'); s.enter('v2')

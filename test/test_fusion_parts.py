@@ -8,10 +8,11 @@ import pytest
 from jwo_nodes.core.config import ReviewCosts, load_store_config
 from jwo_nodes.core.fusion import FusionSettings
 from jwo_nodes.core.fusion.cost import expected_cost, wrong_cost
-from jwo_nodes.core.fusion.evidence import NOBODY, Reach, TrackCandidate, product_fits, reach_evidence
+from jwo_nodes.core.fusion.evidence import (NOBODY, Reach, ReachBasis, TrackCandidate, product_fits,
+                                            reach_evidence)
 from jwo_nodes.core.fusion.ledger import Counts, Ledger
 from jwo_nodes.core.fusion.solver import ChangeEvidence, solve
-from jwo_nodes.core.fusion.tracks import Sample, TrackWindow
+from jwo_nodes.core.fusion.tracks import Sample, TrackBook, TrackWindow
 
 NS = 1_000_000_000
 SETTINGS = FusionSettings()
@@ -200,3 +201,35 @@ def test_a_track_that_walked_past_counts_a_metre_farther_by_pairs_as_by_the_boun
         distance = sorted(math.hypot(s.x - 1.0, s.y - 2.0) for s in samples)[(len(samples) - 1) // 3]
         assert window.reach_distance(1.0, 2.0, 0, len(samples)) == pytest.approx(
             distance if moved <= 0.5 else distance + 1.0)
+
+
+def test_how_sure_the_tracker_became_is_kept_per_identity_epoch_and_code_up_to_a_stamp():
+    """TrackBook.surest: the highest confidence of a track in one identity epoch while
+    it carried one code, by the stamp asked for; a fall that starts a new epoch, or
+    another code, is another identity."""
+    book = TrackBook(history_s=60.0, just_entered_s=3.0)
+    for k, (code, confidence) in enumerate([('V', 0.6), ('V', 0.55), ('V', 0.9), ('V', 0.8),   # coasting dip
+                                            ('V', 0.5),                                      # a fall: epoch 1
+                                            ('W', 0.45), ('W', 0.95)]):
+        book.add('t', k * NS // 10, 1.0, 1.0, None, code, confidence)
+    assert book.surest('t', 0, 'V', NS // 10) == 0.6
+    assert book.surest('t', 0, 'V', 2 * NS // 10) == 0.9
+    assert book.surest('t', 0, 'V', NS) == 0.9
+    assert book.surest('t', 1, 'V', NS) == 0.5
+    assert book.surest('t', 1, 'W', 4 * NS // 10) is None        # not carried yet by then
+    assert book.surest('t', 1, 'W', NS) == 0.95
+    assert book.surest('u', 0, 'V', NS) is None
+
+
+def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_went(store):
+    """A track at confidence 0.6 may be v2, whom nobody follows; weighed again with the
+    confidence its epoch later reached (a re-identification), it is v1 nearly surely."""
+    bin_ = store.bin('S1-B1')
+    window = TrackWindow('t1', tuple(Sample(k * NS // 10, bin_.x, bin_.y, None, 'v1', 0.6) for k in range(10)))
+    basis = ReachBasis((window,), (bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS), {'v1': 1, 'v2': 1})
+    doubted = {v.visit_code: v.probability for v in basis.reach(SETTINGS).visits}
+    confirmed = {v.visit_code: v.probability
+                 for v in basis.reach(SETTINGS, {('t1', 0, 'v1'): 0.95}).visits}
+    assert doubted['v1'] == pytest.approx(0.8, abs=0.01) and doubted['v2'] == pytest.approx(0.2, abs=0.01)
+    assert confirmed['v1'] == pytest.approx(0.975, abs=0.01)
+    assert basis.reach(SETTINGS, {('t1', 0, 'v2'): 0.95}) == basis.reach(SETTINGS)   # another code's: not this one

@@ -37,10 +37,14 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # (the review cost sweep) it is more exact, so the doubt is better placed, not only larger.
 # On the suite's hard group: 0.921 / 0.548 / 2 items -> 1.0 / 0.69 / 0 items, so the
 # largest share flagged rises to 0.70 while the other two bounds tighten.
+# 2026-12-04 evening: a re-identification later in a track's identity epoch vouches for
+# the changes it made before (FusionCore._confirm_identities): medium 0.32 -> 0.22
+# flagged, hard 0.69 -> 0.631, both still 1.0 exact among not flagged with 0 items; on the
+# held-out hard scenarios 73.7 % -> 68.2 % flagged, 96.3 % -> 96.9 % exact among the rest.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
-    'medium': (0.97, 0.34, 0),
-    'hard': (0.97, 0.70, 0),
+    'medium': (0.97, 0.24, 0),
+    'hard': (0.97, 0.65, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 

@@ -71,7 +71,7 @@ class Reach:
 
 
 def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple, open_people: dict,
-                   settings: FusionSettings) -> Reach:
+                   settings: FusionSettings, confirmed: dict = None) -> Reach:
     """Who may have made a change at a bin (its standing point and shelf point).
     ``windows`` are the TrackWindows around the change, ``span`` its (start, end)
     stamps; ``open_people`` the visits inside the store then, with how many people
@@ -80,13 +80,16 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     shopper with the identity belief, else one of the visits' people no sure track
     carried then, in proportion to how many of them are unaccounted for (a group of
     three followed on one track has two people somewhere, likely on anonymous tracks);
-    where less than one person is unaccounted for, the doubt shrinks with it."""
+    where less than one person is unaccounted for, the doubt shrinks with it.
+    ``confirmed`` gives the confidence the tracker later reached in a window's identity
+    epoch and code (TrackBook.surest), where higher than in the window."""
     s = settings
+    confirmed = confirmed or {}
     hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
     near = []           # (window, code, belief, likelihood, distance, hand share)
     for window in windows:
         code = window.visit_code if window.visit_code in open_people else NOBODY
-        belief = identity_belief(window.confidence, s) if code else 0.0
+        belief = identity_belief(_confidence(window, confirmed), s) if code else 0.0
         d = window.reach_distance(*point, *span)
         if d > s.candidate_radius_m:
             continue
@@ -96,7 +99,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
             likelihood *= s.hand_floor + (1.0 - s.hand_floor) * min(1.0, share / s.hand_full_share)
         near.append((window, code, belief, likelihood, d, share))
     total = s.background_weight + sum(item[3] for item in near)
-    doubt = unaccounted(windows, open_people, s)
+    doubt = unaccounted(windows, open_people, s, confirmed)
     tracks, weight, distance, hand = [], {NOBODY: s.background_weight / total}, {}, {}
     for window, code, belief, likelihood, d, share in near:
         if likelihood / total < _NEGLIGIBLE_VISIT:
@@ -124,15 +127,39 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     return Reach(tuple(tracks), s.background_weight / total, visits)
 
 
-def unaccounted(windows: list, open_people: dict, settings: FusionSettings) -> dict:
+@dataclass(frozen=True)
+class ReachBasis:
+    """What a change's Reach is weighed from (reach_evidence's arguments), kept to weigh
+    it again when the tracker later vouches for a track's identity."""
+    windows: tuple         # TrackWindow
+    point: tuple           # the bin's standing point
+    shelf_point: tuple
+    span: tuple            # (start, end) stamps of the change
+    open_people: dict
+
+    def reach(self, settings: FusionSettings, confirmed: dict = None) -> Reach:
+        return reach_evidence(list(self.windows), self.point, self.shelf_point, self.span, self.open_people,
+                              settings, confirmed)
+
+
+def unaccounted(windows: list, open_people: dict, settings: FusionSettings, confirmed: dict = None) -> dict:
     """visit code -> how many of its people inside are not on its tracks in the
     windows: its people less the beliefs of its surest tracks, one per person."""
     beliefs = {code: [] for code in open_people}
     for window in windows:
         if window.visit_code in beliefs:
-            beliefs[window.visit_code].append(identity_belief(window.confidence, settings))
+            beliefs[window.visit_code].append(identity_belief(_confidence(window, confirmed or {}), settings))
     return {code: max(0.0, people - sum(sorted(beliefs[code], reverse=True)[:people]))
             for code, people in open_people.items()}
+
+
+def confirmation_key(window) -> tuple:
+    """(track id, identity epoch, code) of a TrackWindow: what TrackBook.surest looks up."""
+    return (*window.identity, window.visit_code)
+
+
+def _confidence(window, confirmed: dict) -> float:
+    return max(window.confidence, confirmed.get(confirmation_key(window), 0.0))
 
 
 def who_it_was(track: TrackCandidate) -> list:

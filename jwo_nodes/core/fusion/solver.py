@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from jwo_nodes.core.config import StoreConfig
-from jwo_nodes.core.fusion.evidence import NOBODY, UNEXPLAINED_DENSITY, Reach, who_it_was
+from jwo_nodes.core.fusion.evidence import NOBODY, UNEXPLAINED_DENSITY, Reach, ReachBasis, who_it_was
 from jwo_nodes.core.fusion.ledger import Counts, Ledger
 from jwo_nodes.core.fusion.types import FusionSettings
 
@@ -38,6 +38,7 @@ class ChangeEvidence:
     seen_near: bool
     # TrackPath of the tracks that may have made it (for a reviewer, not weighed).
     paths: tuple = field(default=(), compare=False)
+    basis: ReachBasis = field(default=None, compare=False)
 
     @property
     def is_take(self) -> bool:

@@ -17,6 +17,9 @@ from jwo_nodes.core.fusion.types import NS
 # identity epoch.
 DOUBT_FALL = 0.88
 COASTED_S = 1.0
+# How long after a track was last seen what it became sure of is kept: longer than a
+# change of a visit waits for its receipt.
+CONFIRMATIONS_KEPT_S = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +76,22 @@ class TrackWindow:
         return inside / len(self.samples)
 
 
+@dataclass(slots=True)
+class _Confirmations:
+    """A track's confidence in one identity epoch and code, by its record highs."""
+    seen_ns: int            # newest stamp of the track in it
+    highs: list             # (stamp, confidence), each higher than the one before
+
+    def add(self, stamp_ns: int, confidence: float) -> None:
+        self.seen_ns = stamp_ns
+        if confidence > self.highs[-1][1]:
+            self.highs.append((stamp_ns, confidence))
+
+    def until(self, stamp_ns: int) -> Optional[float]:
+        i = bisect.bisect_right(self.highs, stamp_ns, key=lambda high: high[0])
+        return self.highs[i - 1][1] if i else None
+
+
 def _spread_within(samples: list, metres: float) -> bool:
     """Whether no two samples lie more than ``metres`` apart. Their bounding box
     settles it without comparing pairs unless only its diagonal exceeds the limit
@@ -97,6 +116,9 @@ class TrackBook:
         self.code_seen = {}           # visit code -> newest stamp a track carried it
         self._swept_ns = None         # stamp of the last sweep of tracks gone for good
         self._kept_from_ns = math.inf  # samples from this stamp on are kept, however old
+        # (track id, epoch, code) -> _Confirmations: how sure the tracker became, later
+        # in an identity epoch, that the track carried the right code.
+        self._confirmations = {}
 
     def keep_from(self, stamp_ns: Optional[int]) -> None:
         """Keeps the samples from this stamp on even past history_s (None: from the
@@ -116,6 +138,12 @@ class TrackBook:
                                   or stamp_ns - last.stamp_ns > COASTED_S * NS)
         sample = Sample(stamp_ns, x, y, hand, visit_code, confidence, epoch)
         history.append(sample)
+        key = (track_id, epoch, visit_code)
+        confirmations = self._confirmations.get(key)
+        if confirmations is None:
+            self._confirmations[key] = _Confirmations(stamp_ns, [(stamp_ns, confidence)])
+        else:
+            confirmations.add(stamp_ns, confidence)
         horizon = min(sample.stamp_ns - self._history_ns, self._kept_from_ns)
         while history and history[0].stamp_ns < horizon:
             history.popleft()
@@ -130,6 +158,16 @@ class TrackBook:
         for track_id in gone:
             del self._histories[track_id]
             self._exited.discard(track_id)
+        forgotten = horizon_ns - int(CONFIRMATIONS_KEPT_S * NS)
+        self._confirmations = {key: c for key, c in self._confirmations.items() if c.seen_ns >= forgotten}
+
+    def surest(self, track_id: str, epoch: int, visit_code: str, until_ns: int) -> Optional[float]:
+        """The highest confidence the tracker gave a track in one identity epoch while
+        it carried a code, up to a stamp (None: not seen so, or long forgotten). Nothing
+        put who the track is in doubt within the epoch, so a re-identification later
+        in it vouches for the changes it made before."""
+        confirmations = self._confirmations.get((track_id, epoch, visit_code))
+        return confirmations.until(until_ns) if confirmations is not None else None
 
     def mark_exited(self, track_id: str) -> None:
         self._exited.add(track_id)
