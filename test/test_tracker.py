@@ -143,6 +143,27 @@ def test_an_entrant_who_looks_like_a_shopper_inside_still_gets_their_code():
     assert tracker.counters['entries_unfilled'] == 0
 
 
+def test_a_lost_anonymous_track_is_not_re_acquired_by_somebody_coming_in():
+    """A second detection of a leaver started an anonymous track at the gate that walked
+    off and was lost; the next shopper in, a second later, starts a track of their own
+    and takes their ENTRY's code (medium-0's p08 came in on the lost track, anonymous,
+    and walked out unresolved). A lost track with a code is still found again there."""
+    tracker = Tracker([GATE])
+    phantom = line(0.6, 4.0, -0.3, 2.5, 0, 10)    # stops there, unseen from step 20
+    walk(tracker, {'phantom': lambda k: phantom(k) if k < 20 else None}, 32)
+    assert [t.lost and not t.visit_code for t in tracker.tracks] == [True]
+    tracker.add_entry('G1', 32 * DT, 'v-IN', 1)
+    seen = walk(tracker, {'ana': line(0.6, 4.0, 5.0, 4.0, 32, 70)}, 50, start=32)
+    assert seen[-1][2]['ana'].visit_code == 'v-IN' and seen[-1][2]['ana'].confidence == 1.0
+    assert tracker.counters['reacquired'] == 0
+
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 0, 'v-OUT', 1)
+    back = line(0.6, 4.0, 0.6, 2.4, 0, 10)        # stops there, unseen from step 20 to 35
+    walk(tracker, {'bob': lambda k: back(k) if k < 20 else (0.6, 3.0) if k >= 35 else None}, 45)
+    assert tracker.counters['reacquired'] == 1 and [t.visit_code for t in tracker.published()] == ['v-OUT']
+
+
 def test_a_track_started_away_from_a_gate_gets_no_code_and_lower_confidence():
     tracker = Tracker([GATE])
     tracker.add_entry('G1', 5 * DT, 'v-X', 1)

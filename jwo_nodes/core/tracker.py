@@ -285,6 +285,8 @@ class Tracker:
                 unlike = look.clothes_distance(known, d.appearance)
                 if reacquire and unlike is not None and unlike > s.appearance_reject:
                     continue   # somebody else: better a new track than the wrong identity
+                if reacquire and not track.visit_code and self._gate_at(d.x, d.y) is not None:
+                    continue   # at a gate somebody coming in, whom an ENTRY code can go to
                 # Unknown colours cost what a typical match does, so they neither win nor lose.
                 cost[r, c] = distance + s.appearance_weight_m * min(unlike if unlike is not None else 0.15, 1.0)
                 if reacquire and track.visit_code:
