@@ -113,7 +113,7 @@ def change(store, event_id, bin_id, delta, visits, t):
     that surely is who it says."""
     tracks = tuple(TrackCandidate((f't-{code}', code), code, p, 1.0, ()) for code, p in visits)
     return ChangeEvidence(event_id, store.bin(bin_id).shelf_id, bin_id, delta, t * NS, t * NS + NS,
-                          Reach(tracks, 0.0, ()), product_fits(store, abs(delta), 1.5), True)
+                          Reach(tracks, (), ()), product_fits(store, abs(delta), 1.5), True)
 
 
 def test_a_put_back_comes_from_the_cart_that_holds_the_item_and_re_weighs_the_take(store):
@@ -158,7 +158,7 @@ def test_who_a_track_is_is_decided_once_for_all_its_changes(store):
     (not 64 %), both v2's otherwise -- never one each."""
     track = TrackCandidate(('t1', 'v1'), 'v1', 1.0, 0.8, (('v2', 1.0),))
     changes = [ChangeEvidence(f'S1/{i}', 'S1', 'S1-B1', -350.0, i * 10 * NS, i * 10 * NS + NS,
-                              Reach((track,), 0.0, ()), product_fits(store, 350.0, 1.5), True) for i in (1, 2)]
+                              Reach((track,), (), ()), product_fits(store, 350.0, 1.5), True) for i in (1, 2)]
     solution = solve(changes, Ledger(), store, SETTINGS)
     assert solution.cart('v1') == {'COLA-330': 2}
     assert solution.exact_probability('v1') == pytest.approx(0.8, abs=0.01)

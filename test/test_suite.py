@@ -41,10 +41,13 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # the changes it made before (FusionCore._confirm_identities): medium 0.32 -> 0.22
 # flagged, hard 0.69 -> 0.631, both still 1.0 exact among not flagged with 0 items; on the
 # held-out hard scenarios 73.7 % -> 68.2 % flagged, 96.3 % -> 96.9 % exact among the rest.
+# Then a lost anonymous track no longer takes an entrant at the gate (tracker), and a
+# change nobody tracked was near goes to the people the tracks miss (evidence): hard
+# 0.631 -> 0.536 flagged, still exact; held-out 65.6 % -> 60.1 %, 96.2 % -> 96.7 % exact.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
     'medium': (0.97, 0.24, 0),
-    'hard': (0.97, 0.65, 0),
+    'hard': (0.97, 0.56, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 

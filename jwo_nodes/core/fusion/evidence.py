@@ -66,7 +66,9 @@ class Reach:
     """Who may have made a change: the tracks near it, somebody untracked (background),
     and the resulting probability per visit (for reports and bookkeeping)."""
     tracks: tuple
-    background: float
+    # (visit code, probability) that somebody no track near stood for made it: one of
+    # the visits' people the tracks do not account for, or a stranger (NOBODY).
+    background: tuple
     visits: tuple            # VisitCandidate, most likely first
 
 
@@ -100,7 +102,16 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
         near.append((window, code, belief, likelihood, d, share))
     total = s.background_weight + sum(item[3] for item in near)
     doubt = unaccounted(windows, open_people, s, confirmed)
-    tracks, weight, distance, hand = [], {NOBODY: s.background_weight / total}, {}, {}
+    # Somebody untracked is one of the people the tracks leave unaccounted for (a group
+    # member nobody follows, a shopper whose track is lost), as many as are missing, or
+    # a stranger.
+    missing = {code: x for code, x in doubt.items() if x > 0}
+    untracked = s.stranger_weight + sum(missing.values())
+    background = tuple((code, p) for code, p in ((code, s.background_weight / total * x / untracked)
+                                                 for code, x in [(NOBODY, s.stranger_weight), *sorted(missing.items())])
+                       if code == NOBODY or p >= _NEGLIGIBLE_VISIT)
+    tracks, distance, hand = [], {}, {}
+    weight = dict(background)
     for window, code, belief, likelihood, d, share in near:
         if likelihood / total < _NEGLIGIBLE_VISIT:
             continue
@@ -124,7 +135,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     kept = sum(w for _, w in ranked)
     visits = tuple(VisitCandidate(c, w / kept, round(distance.get(c, math.inf), 3), round(hand.get(c, 0.0), 3))
                    for c, w in ranked)
-    return Reach(tuple(tracks), s.background_weight / total, visits)
+    return Reach(tuple(tracks), background, visits)
 
 
 @dataclass(frozen=True)

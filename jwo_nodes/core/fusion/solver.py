@@ -286,7 +286,7 @@ def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
 
 def _visits_of(change: ChangeEvidence) -> set:
     """Every visit a change may be explained by."""
-    codes = set()
+    codes = {code for code, _ in change.reach.background}
     for track in change.reach.tracks:
         codes.add(track.visit_code)
         codes.update(code for code, _ in track.elsewhere)
@@ -363,7 +363,7 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
 def _who(reach: Reach, ledger: Ledger) -> list:
     """(visit code, probability, identity decided) of whose change it was in one
     hypothesis: a track already decided is who it was decided to be."""
-    found = [(NOBODY, reach.background, ())]
+    found = [(code, p, ()) for code, p in reach.background]
     for track in reach.tracks:
         decided = ledger.identities.get(track.identity)
         if decided is not None:

@@ -48,6 +48,10 @@ class FusionSettings:
     # The weight of "somebody nobody tracked" (staff, a shopper the cameras missed)
     # against a candidate standing at the bin with a sure identity.
     background_weight: float = 0.002
+    # Strangers (staff, somebody the cameras never saw) that may have made a change
+    # nobody tracked was near, against each person of an open visit the tracks do not
+    # account for.
+    stranger_weight: float = 0.1
     # Prior weight of taking stray units of another product lying on a bin (left at
     # the front, the first thing a hand meets), against the bin's own product.
     stray_prior: float = 1.0
