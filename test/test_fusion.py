@@ -680,6 +680,22 @@ def test_a_walk_out_by_a_shopper_the_tracker_lost_does_not_close_a_visit_standin
     assert Counter(name for name, _ in s.core.problems)['unresolved_exit'] == 1
 
 
+def test_a_walk_out_by_a_shopper_found_again_inside_is_theirs_not_a_new_track_at_the_gate(store):
+    """v1's track was lost and found again in the aisle two seconds before the walk-out;
+    as v1 leaves, the gate's cameras start a second, anonymous track right at the gate.
+    That one is coming in (first seen at the gate), v1's is not (first seen inside), so
+    the walk-out closes v1 (medium-1's p04 went to review as an unresolved exit)."""
+    s = Store(store)
+    gate = store.gates['G1']
+    s.enter('v1'); s.run(0.5)
+    s.place('t1', 'v1', 'S1-B1'); s.run(1)                                   # found again inside
+    s.place('t1', 'v1', (gate.x + 0.4, gate.y)); s.run(0.5)
+    s.place('t2', '', (gate.x + 0.05, gate.y)); s.run(0.5)
+    s.leave(); s.run(0.2); s.place('t1', 'v1', None); s.place('t2', '', None); s.run(2)
+    assert s.receipts['v1'].status == FINAL
+    assert 'unresolved_exit' not in [name for name, _ in s.core.problems]
+
+
 def test_a_confidence_outside_zero_to_one_is_counted_and_clamped(store):
     s = Store(store)
     s.confidence['t1'] = float('nan')

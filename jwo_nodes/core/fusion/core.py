@@ -521,6 +521,7 @@ class FusionCore:
             self._problem('unknown_gate', f'{event.event_id}: gate {event.gate_id!r}')
             return
         margin = int(self.settings.window_margin_s * NS)
+        came_in_m = gate.radius_m + self.settings.entry_margin_m
         if event.visit_code:
             visit = self._visits.get(event.visit_code)
             if visit is None and event.visit_code in self._gone:
@@ -529,10 +530,11 @@ class FusionCore:
             if visit is None:
                 self._problem('exit_without_entry', f'{event.event_id}: visit {event.visit_code} never entered')
                 return
-            track, _ = self._tracks.nearest(gate.x, gate.y, event.stamp_ns, gate.radius_m * 2, margin, visit.code)
+            track, _ = self._tracks.nearest(gate.x, gate.y, event.stamp_ns, gate.radius_m * 2, margin, visit.code,
+                                            came_in_m=came_in_m)
         else:
             track, code = self._tracks.nearest(gate.x, gate.y, event.stamp_ns, gate.radius_m, margin, None,
-                                               _AS_NEAR_M)
+                                               _AS_NEAR_M, came_in_m)
             visit = self._visits.get(code) if track else None
             if visit is None:
                 self._problem('unresolved_exit', f'{event.event_id}: no shopper with a visit at gate {gate.id}')

@@ -194,12 +194,13 @@ class TrackBook:
                 if s.visit_code}
 
     def nearest(self, x: float, y: float, stamp_ns: int, radius: float, margin_ns: int,
-                visit_code: Optional[str], as_near_m: float = 0.25) -> tuple:
+                visit_code: Optional[str], as_near_m: float = 0.25, came_in_m: float = math.inf) -> tuple:
         """(track id, its visit code) of the track with a visit standing nearest the
         point at the stamp, if within radius, else (None, None). Someone who has just
-        come in is taken only when nobody else is there. Without ``visit_code`` (a
-        walk-out) the nearest track of all decides: when it has no code (the tracker
-        lost who it is), nobody with a visit is taken unless standing as near."""
+        come in (a track first seen within came_in_m of the point) is taken only when
+        nobody else is there. Without ``visit_code`` (a walk-out) the nearest track of
+        all decides: when it has no code (the tracker lost who it is), nobody with a
+        visit is taken unless standing as near."""
         ranked = []
         for track_id, history in self._histories.items():
             if track_id in self._exited:
@@ -209,7 +210,9 @@ class TrackBook:
                 continue
             distance = math.hypot(sample.x - x, sample.y - y)
             if distance <= radius:
-                just_entered = history[0].stamp_ns > stamp_ns - self._just_entered_ns
+                first = history[0]
+                just_entered = (first.stamp_ns > stamp_ns - self._just_entered_ns
+                                and math.hypot(first.x - x, first.y - y) <= came_in_m)
                 ranked.append((just_entered, distance, track_id, sample.visit_code))
         ranked.sort()
         coded = [r for r in ranked if r[3]]

@@ -82,8 +82,11 @@ class FusionSettings:
     # was) closes, this long after it, the open visit no track has carried since --
     # the one seen last closest to the walk-out -- for review, rather than never.
     unseen_exit_s: float = 15.0
-    # A track first seen this recently is coming in, not leaving.
+    # A track first seen this recently, within a gate's radius plus entry_margin_m of
+    # it (the tracker's gate_margin_m), is coming in there, not leaving; one first seen
+    # farther in is a shopper the tracker found again.
     just_entered_s: float = 3.0
+    entry_margin_m: float = 0.6
 
 
 @dataclass(frozen=True)
