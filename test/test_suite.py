@@ -45,11 +45,12 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # change nobody tracked was near goes to the people the tracks miss (evidence): hard
 # 0.631 -> 0.536 flagged, still exact; held-out 65.6 % -> 60.1 %, 96.2 % -> 96.7 % exact.
 # A walk-out then closes a shopper found again inside before a track just started at the
-# gate: medium 0.22 -> 0.20 (held-out unchanged).
+# gate: medium 0.22 -> 0.20 (held-out unchanged). A hand no longer goes to a track born
+# beside its shopper a moment ago (the arm seen as a person): hard 0.536 -> 0.524.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
     'medium': (0.97, 0.22, 0),
-    'hard': (0.97, 0.56, 0),
+    'hard': (0.97, 0.54, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 

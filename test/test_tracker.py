@@ -247,6 +247,23 @@ def test_hands_go_to_the_nearest_track_within_reach():
     assert tracker.counters['hands_unassigned'] == 1
 
 
+def test_a_hand_goes_to_the_shopper_not_to_a_track_born_beside_them_a_moment_ago():
+    """A shopper stands at a shelf; the detector sees the reaching arm as a second person
+    0.45 m nearer the shelf, whose track starts there. For its first second the hand in
+    the bin is the shopper's (the demo's wine went to a stranger on such a track); a
+    track that has been there longer is somebody else, and the nearest takes the hand."""
+    tracker = Tracker([GATE])
+    for k in range(1, 11):
+        tracker.step(k * DT, [det(3.0, 2.0)])
+    for k in range(11, 30):
+        tracks, hands = tracker.step(k * DT, [det(3.0, 2.0), det(3.45, 2.0)], [det(3.7, 2.0)])
+        if k == 13:
+            shopper = next(t for t in tracks if t.x < 3.2)
+            assert [h.track_id for h in hands] == [shopper.track_id]
+    arm = next(t for t in tracks if t.x > 3.2)
+    assert [h.track_id for h in hands] == [arm.track_id]
+
+
 def test_steps_must_move_forward():
     tracker = Tracker([GATE])
     tracker.step(10 * DT, [])

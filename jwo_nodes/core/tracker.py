@@ -577,16 +577,25 @@ class Tracker:
         return out
 
     def _hands(self, hands: list, published: list) -> list:
+        """Each hand to the nearest track within arm's reach; a track that started away
+        from a gate less than a second ago comes after the others (most likely the
+        reaching arm itself, seen as a person beside its shopper)."""
+        born = {t.id: t for t in self.tracks}
         given = []
         for hand in hands:
-            ranked = sorted((math.hypot(t.x - hand.x, t.y - hand.y), t.track_id) for t in published)
-            if ranked and ranked[0][0] <= self.settings.arm_reach_m:
+            ranked = sorted((self._arm_of(born[t.track_id]), math.hypot(t.x - hand.x, t.y - hand.y), t.track_id)
+                            for t in published)
+            ranked = [(d, track_id) for _, d, track_id in ranked if d <= self.settings.arm_reach_m]
+            if ranked:
                 track = next(t for t in published if t.track_id == ranked[0][1])
                 given.append(HandOutput(track.track_id, hand.x, hand.y, hand.score))
                 self.counters['hands'] += 1
             else:
                 self.counters['hands_unassigned'] += 1
         return given
+
+    def _arm_of(self, track: _Track) -> bool:
+        return not track.gate_id and self.stamp_ns - track.born_ns < NS
 
 
 class FrameBatcher:
