@@ -65,7 +65,8 @@ class TrackerSettings:
     entry_before_s: float = 1.0       # tracks started this long before an ENTRY stamp can take it
     entry_after_s: float = 1.5        # ... or this long after (plus group_stagger_s per extra member)
     group_stagger_s: float = 0.5
-    arm_reach_m: float = 1.1          # a hand belongs to the nearest track within this
+    arm_reach_m: float = 1.1          # a hand belongs to the nearest track within this ...
+    arm_track_s: float = 1.0          # ... before one started away from a gate less than this ago
     swap_radius_m: float = 0.45       # two tracks this close may swap identities
     exit_grace_s: float = 0.3         # a track still seen this long after its EXIT is someone else
     just_entered_s: float = 3.0       # an EXIT takes a track this young only if no other is at the gate
@@ -578,13 +579,13 @@ class Tracker:
 
     def _hands(self, hands: list, published: list) -> list:
         """Each hand to the nearest track within arm's reach; a track that started away
-        from a gate less than a second ago comes after the others (most likely the
+        from a gate less than arm_track_s ago comes after the others (most likely the
         reaching arm itself, seen as a person beside its shopper)."""
-        born = {t.id: t for t in self.tracks}
+        by_id = {t.id: t for t in self.tracks}
         given = []
         for hand in hands:
-            ranked = sorted((self._arm_of(born[t.track_id]), math.hypot(t.x - hand.x, t.y - hand.y), t.track_id)
-                            for t in published)
+            ranked = sorted((self._may_be_an_arm(by_id[t.track_id]), math.hypot(t.x - hand.x, t.y - hand.y),
+                             t.track_id) for t in published)
             ranked = [(d, track_id) for _, d, track_id in ranked if d <= self.settings.arm_reach_m]
             if ranked:
                 track = next(t for t in published if t.track_id == ranked[0][1])
@@ -594,8 +595,8 @@ class Tracker:
                 self.counters['hands_unassigned'] += 1
         return given
 
-    def _arm_of(self, track: _Track) -> bool:
-        return not track.gate_id and self.stamp_ns - track.born_ns < NS
+    def _may_be_an_arm(self, track: _Track) -> bool:
+        return not track.gate_id and self.stamp_ns - track.born_ns < self.settings.arm_track_s * NS
 
 
 class FrameBatcher:
