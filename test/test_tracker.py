@@ -128,6 +128,23 @@ def test_a_code_given_to_a_false_start_at_the_gate_passes_to_the_person_coming_i
     assert tracker.counters['entry_codes_passed_on'] == 1
 
 
+def test_a_group_code_that_went_out_with_a_leaver_a_moment_after_it_was_given_passes_on():
+    """A group of two comes in as somebody goes out: the leaver, seen as a new track at
+    the gate, takes the group's second code and goes out with it before its colour is
+    learnt (hold-out hard-c201: the third member of a group shopped on an anonymous
+    track). Nobody walks out a second after coming in: the code goes to the group's
+    member who starts at the gate next."""
+    tracker = Tracker([GATE])
+    tracker.add_entry('G1', 50 * DT, 'v-GRP', 2)
+    leaver = lambda k: (0.3, 3.8) if 51 <= k <= 58 else None   # noqa: E731
+    a, b = line(0.6, 4.0, 5.0, 4.0, 50, 70), line(0.6, 4.0, 5.0, 5.0, 62, 90)
+    walk(tracker, {'leaver': leaver, 'a': a}, 9, start=50, looks={'a': RED})
+    tracker.add_exit('G1', 58 * DT)
+    seen = walk(tracker, {'leaver': leaver, 'a': a, 'b': b}, 40, start=59, looks={'a': RED, 'b': BLUE})
+    assert seen[-1][2]['a'].visit_code == 'v-GRP' and seen[-1][2]['b'].visit_code == 'v-GRP'
+    assert tracker.counters['exits_matched'] == 1 and tracker.counters['entry_codes_passed_on'] == 1
+
+
 def test_an_entrant_who_looks_like_a_shopper_inside_still_gets_their_code():
     """Look-alike clothes do not make the entrant the shopper inside, who is still
     being followed elsewhere; neither do they let that shopper's code jump to them

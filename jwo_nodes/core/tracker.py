@@ -17,9 +17,9 @@ update, start and lose tracks:
 * ENTRY events (``add_entry``) give their visit code to the tracks started at that gate
   around the entry's stamp, as many as the group has people, in order of their start
   (not to one that looks like a shopper inside whom no track follows now: that is them
-  coming back past the gate). A code whose track is lost or ends before its shopper's
-  colours are learnt (a false start beside the person coming in) passes to another
-  anonymous track that started at the gate then.
+  coming back past the gate). A code whose track is lost, ends or goes out before its
+  shopper's colours are learnt (a false start beside the person coming in, a leaver)
+  passes to another anonymous track that started at the gate then.
 * EXIT events (``add_exit``) mark the coded track at the gate as gone out; if it is
   still seen ``exit_grace_s`` later, that is somebody else (a shopper entering as
   another leaves looks like one track at the gate): the track ends and a new one starts
@@ -501,15 +501,17 @@ class Tracker:
         that looks like its visitor and like no other visitor is sure again, as sure as
         it looks more like its visitor than like the next.
 
-        A visitor whose track went out on an EXIT is forgotten; one whose track ended
-        otherwise (it vanished at the gate, or stayed lost) is kept keep_lost_s for a
-        track that looks like them."""
+        A visitor whose track went out on an EXIT is forgotten, unless that was before
+        their colour was learnt: nobody walks out a moment after coming in, so that
+        track was somebody else at the gate (a leaver as a group came in) and the code
+        passes on. One whose track ended otherwise (it vanished at the gate, or stayed
+        lost) is kept keep_lost_s for a track that looks like them."""
         s = self.settings
         live = {id(t) for t in self.tracks}
         kept = []
         for visitor in self._visitors:
             if visitor.track is not None and id(visitor.track) not in live:
-                if visitor.track.exited_ns is not None:
+                if visitor.track.exited_ns is not None and visitor.n >= 3:
                     continue
                 visitor.track, visitor.orphaned_ns = None, self.stamp_ns
             if visitor.track is None and self.stamp_ns - visitor.orphaned_ns > s.keep_lost_s * NS:
