@@ -640,35 +640,6 @@ def test_a_re_identification_before_the_exit_vouches_for_the_doubted_take(store)
             assert receipt.status == NEEDS_REVIEW and receipt.confidence <= 0.85
 
 
-def test_a_take_by_a_track_re_identified_later_in_its_epoch_is_the_found_shoppers(store):
-    """v1 and v2 came in and the tracker lost both. An anonymous track takes a cola
-    (either of them may have), then colour gives it v1's code, with nothing between
-    that could have swapped who it is: the take was v1's, and the receipt FINAL. Found
-    only after v1's exit, it is not read, and the take stays in doubt."""
-    for found_before_exit in (True, False):
-        s = Store(store)
-        s.place('t2', 'v2', 'G1'); s.enter('v2'); s.run(1); s.place('t2', 'v2', None)
-        s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1); s.place('t1', 'v1', None)
-        s.confidence['t9'] = 0.6
-        s.place('t9', '', 'S1-B1'); s.run(2); s.change('S1-B1', -350.0); s.run(1)
-        s.place('t9', '', 'G1'); s.run(1)
-        if found_before_exit:
-            s.confidence['t9'] = 0.95
-            s.place('t9', 'v1', 'G1'); s.run(1)
-            s.leave()
-        else:
-            s.leave('v1')
-            s.confidence['t9'] = 0.95
-            s.place('t9', 'v1', 'G1')
-        s.run(0.2); s.place('t9', 'v1', None); s.run(20)
-        receipt = s.receipts['v1']
-        if found_before_exit:
-            assert receipt.status == FINAL and lines_of(receipt) == {'COLA-330': 1}
-            assert 'v2' not in s.receipts
-        else:
-            assert receipt.status == NEEDS_REVIEW
-
-
 def test_a_doubted_track_is_the_visit_when_everybody_else_is_surely_elsewhere(store):
     s = Store(store)
     s.place('t2', 'v2', 'S4-B3'); s.enter('v2')

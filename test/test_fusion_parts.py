@@ -12,7 +12,7 @@ from jwo_nodes.core.fusion.evidence import (NOBODY, Reach, ReachBasis, TrackCand
                                             reach_evidence)
 from jwo_nodes.core.fusion.ledger import Counts, Ledger
 from jwo_nodes.core.fusion.solver import ChangeEvidence, solve
-from jwo_nodes.core.fusion.tracks import Identified, Sample, TrackBook, TrackWindow
+from jwo_nodes.core.fusion.tracks import Sample, TrackBook, TrackWindow
 
 NS = 1_000_000_000
 SETTINGS = FusionSettings()
@@ -221,35 +221,6 @@ def test_how_sure_the_tracker_became_is_kept_per_identity_epoch_and_code_up_to_a
     assert book.surest('u', 0, 'V', NS) is None
 
 
-def test_who_a_track_was_found_to_be_is_the_last_code_it_carried_in_the_epoch_by_a_stamp():
-    """TrackBook.identified: an anonymous stretch, then the code a re-identification gave
-    it, then another code moved to it, all in one identity epoch; a new epoch starts
-    after a gap."""
-    book = TrackBook(history_s=60.0, just_entered_s=3.0)
-    for k, (code, confidence) in enumerate([('', 0.6), ('', 0.6), ('V', 0.55), ('V', 0.7), ('W', 0.65),
-                                            ('W', 0.68)]):
-        book.add('t', k * NS // 10, 1.0, 1.0, None, code, confidence)
-    book.add('t', 3 * NS, 1.0, 1.0, None, '', 0.6)                # lost and found again: epoch 1
-    assert book.identified('t', 0, NS // 10) is None              # nobody yet
-    assert book.identified('t', 0, 3 * NS // 10) == Identified('V', 0.7)
-    assert book.identified('t', 0, NS) == Identified('W', 0.68)
-    assert book.identified('t', 1, 4 * NS) is None
-    assert book.identified('u', 0, NS) is None
-
-
-def test_an_anonymous_track_found_later_in_its_epoch_to_be_a_shopper_made_its_changes_for_them(store):
-    """A track without a code took the cola: anybody missing may have. Re-identified as
-    v1 later in the same epoch, it was v1's, as sure as the re-identification."""
-    bin_ = store.bin('S1-B1')
-    window = TrackWindow('t1', tuple(Sample(k * NS // 10, bin_.x, bin_.y, None, '', 0.6) for k in range(10)))
-    basis = ReachBasis((window,), (bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS), {'v1': 1, 'v2': 1})
-    anonymous = {v.visit_code: v.probability for v in basis.reach(SETTINGS).visits}
-    found = basis.reach(SETTINGS, {('t1', 0, ''): Identified('v1', 0.7)})
-    assert anonymous['v1'] == pytest.approx(anonymous['v2'], abs=0.01)
-    assert {v.visit_code: round(v.probability, 2) for v in found.visits} == {'v1': 0.85, 'v2': 0.15}
-    assert found.tracks[0].identity == ('t1', 0, 'v1')
-
-
 def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_went(store):
     """A track at confidence 0.6 may be v2, whom nobody follows; weighed again with the
     confidence its epoch later reached (a re-identification), it is v1 nearly surely."""
@@ -258,7 +229,7 @@ def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_
     basis = ReachBasis((window,), (bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS), {'v1': 1, 'v2': 1})
     doubted = {v.visit_code: v.probability for v in basis.reach(SETTINGS).visits}
     confirmed = {v.visit_code: v.probability
-                 for v in basis.reach(SETTINGS, {('t1', 0, 'v1'): Identified('v1', 0.95)}).visits}
+                 for v in basis.reach(SETTINGS, {('t1', 0, 'v1'): 0.95}).visits}
     assert doubted['v1'] == pytest.approx(0.8, abs=0.01) and doubted['v2'] == pytest.approx(0.2, abs=0.01)
     assert confirmed['v1'] == pytest.approx(0.975, abs=0.01)
-    assert basis.reach(SETTINGS, {('t1', 0, 'v2'): Identified('v2', 0.95)}) == basis.reach(SETTINGS)   # another code's: not this one
+    assert basis.reach(SETTINGS, {('t1', 0, 'v2'): 0.95}) == basis.reach(SETTINGS)   # another code's: not this one

@@ -83,16 +83,15 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     carried then, in proportion to how many of them are unaccounted for (a group of
     three followed on one track has two people somewhere, likely on anonymous tracks);
     where less than one person is unaccounted for, the doubt shrinks with it.
-    ``confirmed`` gives, by confirmation_key, who the tracker later found a window's
-    track to be in the same identity epoch and how sure it became (TrackBook.identified)."""
+    ``confirmed`` gives the confidence the tracker later reached in a window's identity
+    epoch and code (TrackBook.surest), where higher than in the window."""
     s = settings
     confirmed = confirmed or {}
     hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
     near = []           # (window, code, belief, likelihood, distance, hand share)
     for window in windows:
-        code, confidence = _identity(window, confirmed)
-        code = code if code in open_people else NOBODY
-        belief = identity_belief(confidence, s) if code else 0.0
+        code = window.visit_code if window.visit_code in open_people else NOBODY
+        belief = identity_belief(_confidence(window, confirmed), s) if code else 0.0
         d = window.reach_distance(*point, *span)
         if d > s.candidate_radius_m:
             continue
@@ -159,9 +158,8 @@ def unaccounted(windows: list, open_people: dict, settings: FusionSettings, conf
     windows: its people less the beliefs of its surest tracks, one per person."""
     beliefs = {code: [] for code in open_people}
     for window in windows:
-        code, confidence = _identity(window, confirmed or {})
-        if code in beliefs:
-            beliefs[code].append(identity_belief(confidence, settings))
+        if window.visit_code in beliefs:
+            beliefs[window.visit_code].append(identity_belief(_confidence(window, confirmed or {}), settings))
     return {code: max(0.0, people - sum(sorted(beliefs[code], reverse=True)[:people]))
             for code, people in open_people.items()}
 
@@ -171,15 +169,8 @@ def confirmation_key(window) -> tuple:
     return (*window.identity, window.visit_code)
 
 
-def _identity(window, confirmed: dict) -> tuple:
-    """(code, confidence) of a window's track: as it carried them in the window, or as
-    the tracker later found it to be in the same identity epoch (TrackBook.identified)."""
-    later = confirmed.get(confirmation_key(window))
-    if later is None:
-        return window.visit_code, window.confidence
-    if later.visit_code == window.visit_code:
-        return window.visit_code, max(window.confidence, later.confidence)
-    return later.visit_code, later.confidence
+def _confidence(window, confirmed: dict) -> float:
+    return max(window.confidence, confirmed.get(confirmation_key(window), 0.0))
 
 
 def who_it_was(track: TrackCandidate) -> list:

@@ -76,14 +76,6 @@ class TrackWindow:
         return inside / len(self.samples)
 
 
-@dataclass(frozen=True)
-class Identified:
-    """Who the tracker took a track to be, later in one identity epoch, and how sure it
-    became of that by a stamp."""
-    visit_code: str
-    confidence: float
-
-
 @dataclass(slots=True)
 class _Confirmations:
     """A track's confidence in one identity epoch and code, by its record highs."""
@@ -127,8 +119,6 @@ class TrackBook:
         # (track id, epoch, code) -> _Confirmations: how sure the tracker became, later
         # in an identity epoch, that the track carried the right code.
         self._confirmations = {}
-        # (track id, epoch) -> [(stamp, code)], each code the track took on in the epoch.
-        self._codes = {}
 
     def keep_from(self, stamp_ns: Optional[int]) -> None:
         """Keeps the samples from this stamp on even past history_s (None: from the
@@ -148,9 +138,6 @@ class TrackBook:
                                   or stamp_ns - last.stamp_ns > COASTED_S * NS)
         sample = Sample(stamp_ns, x, y, hand, visit_code, confidence, epoch)
         history.append(sample)
-        codes = self._codes.setdefault((track_id, epoch), [])
-        if not codes or codes[-1][1] != visit_code:
-            codes.append((stamp_ns, visit_code))
         key = (track_id, epoch, visit_code)
         confirmations = self._confirmations.get(key)
         if confirmations is None:
@@ -173,8 +160,6 @@ class TrackBook:
             self._exited.discard(track_id)
         forgotten = horizon_ns - int(CONFIRMATIONS_KEPT_S * NS)
         self._confirmations = {key: c for key, c in self._confirmations.items() if c.seen_ns >= forgotten}
-        kept = {key[:2] for key in self._confirmations}
-        self._codes = {key: codes for key, codes in self._codes.items() if key in kept}
 
     def surest(self, track_id: str, epoch: int, visit_code: str, until_ns: int) -> Optional[float]:
         """The highest confidence the tracker gave a track in one identity epoch while
@@ -183,19 +168,6 @@ class TrackBook:
         in it vouches for the changes it made before."""
         confirmations = self._confirmations.get((track_id, epoch, visit_code))
         return confirmations.until(until_ns) if confirmations is not None else None
-
-    def identified(self, track_id: str, epoch: int, until_ns: int) -> Optional[Identified]:
-        """The code a track carried last in one identity epoch by a stamp, and the
-        highest confidence it had with it by then (None: no code then). Nothing put who
-        the track is in doubt within the epoch, so whoever the tracker found the track
-        to be there (a re-identification giving an anonymous track its code) made the
-        changes the track made earlier in it."""
-        codes = self._codes.get((track_id, epoch), ())
-        i = bisect.bisect_right(codes, until_ns, key=lambda switch: switch[0])
-        if not i or not codes[i - 1][1]:
-            return None
-        visit_code = codes[i - 1][1]
-        return Identified(visit_code, self.surest(track_id, epoch, visit_code, until_ns))
 
     def mark_exited(self, track_id: str) -> None:
         self._exited.add(track_id)
