@@ -131,7 +131,7 @@ def test_a_code_given_to_a_false_start_at_the_gate_passes_to_the_person_coming_i
 def test_a_group_code_that_went_out_with_a_leaver_a_moment_after_it_was_given_passes_on():
     """A group of two comes in as somebody goes out: the leaver, seen as a new track at
     the gate, takes the group's second code and goes out with it before its colour is
-    learnt (hold-out hard-c201: the third member of a group shopped on an anonymous
+    learnt (held-out hard-c201: the third member of a group shopped on an anonymous
     track). Nobody walks out a second after coming in: the code goes to the group's
     member who starts at the gate next."""
     tracker = Tracker([GATE])
