@@ -46,6 +46,7 @@ from jwo_nodes.core.config import Gate
 NS = 1_000_000_000
 _INFEASIBLE = 1e6
 _SAME_LOOK = 0.15   # colour distance within which two detections may be one person
+_LEARNT = 3         # lone frames after which a track's or a visitor's colour is known
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ class Tracker:
         cost = np.full((len(tracks), len(detections)), _INFEASIBLE)
         for r, track in enumerate(tracks):
             limit = radius(track)
-            known = track.appearance if track.appearance_n >= 3 else None
+            known = track.appearance if track.appearance_n >= _LEARNT else None
             for c, d in enumerate(detections):
                 distance = math.hypot(track.state[0] - d.x, track.state[1] - d.y)
                 if distance > limit:
@@ -473,7 +474,7 @@ class Tracker:
 
     def _looks_like_a_missing_visitor(self, track: _Track) -> bool:
         return track.appearance is not None and any(
-            v.n >= 3 and (v.track is None or v.track.lost)
+            v.n >= _LEARNT and (v.track is None or v.track.lost)
             and look.distance(v.appearance, track.appearance) <= self.settings.reid_accept
             for v in self._visitors)
 
@@ -483,7 +484,7 @@ class Tracker:
         person coming in. Its code goes to another track that started at the gate then
         and has none."""
         for visitor in self._visitors:
-            if (visitor.track is not None and not visitor.track.lost) or visitor.n >= 3:
+            if (visitor.track is not None and not visitor.track.lost) or visitor.n >= _LEARNT:
                 continue
             entrants = self._entrants(visitor.entry)
             if entrants:
@@ -511,7 +512,7 @@ class Tracker:
         kept = []
         for visitor in self._visitors:
             if visitor.track is not None and id(visitor.track) not in live:
-                if visitor.track.exited_ns is not None and visitor.n >= 3:
+                if visitor.track.exited_ns is not None and visitor.n >= _LEARNT:
                     continue
                 visitor.track, visitor.orphaned_ns = None, self.stamp_ns
             if visitor.track is None and self.stamp_ns - visitor.orphaned_ns > s.keep_lost_s * NS:
@@ -519,11 +520,11 @@ class Tracker:
             kept.append(visitor)
         self._visitors = kept
         self._pass_on_entry_codes()
-        known = [v for v in self._visitors if v.n >= 3]
+        known = [v for v in self._visitors if v.n >= _LEARNT]
         # A track whose visitor's colour is still being learnt is theirs: it came in as them.
-        learning = {id(v.track) for v in self._visitors if v.n < 3 and v.track is not None}
+        learning = {id(v.track) for v in self._visitors if v.n < _LEARNT and v.track is not None}
         tracks = [t for t in self.tracks if t.confirmed and not t.lost and t.exited_ns is None
-                  and t.appearance_n >= 3 and id(t) not in learning]
+                  and t.appearance_n >= _LEARNT and id(t) not in learning]
         if not known or not tracks:
             return
         unlike = look.distances([v.appearance for v in known], [t.appearance for t in tracks])
@@ -543,7 +544,7 @@ class Tracker:
                     sure = s.reid_moved_identity if track.code_moved else s.reid_identity
                     track.identity = max(track.identity, sure * min(1.0, margin / s.reid_margin))
                 continue
-            if held is not None and not held.lost and held.appearance_n >= 3 and \
+            if held is not None and not held.lost and held.appearance_n >= _LEARNT and \
                     look.distance(visitor.appearance, held.appearance) <= s.appearance_reject:
                 continue   # the holder still looks like the visitor
             if held is not None and held.visit_code == visitor.visit_code and not any(
