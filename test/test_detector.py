@@ -22,23 +22,26 @@ def detector():
     return det.Detector(det.DetectorSettings(model_path=str(MODEL)))
 
 
-@pytest.fixture(scope='module')
-def frames():
-    """Rendered frames of two scenarios (never seen in training: it uses random scenes),
-    with their ground truth."""
+def rendered(store, paths: list) -> list:
+    """Rendered frames of scenarios (never seen in training: it uses random scenes),
+    with their ground truth: every 1.7 s of each, plus the middle of every reach."""
     out = []
-    for name in ('medium-1.yaml', 'hard-group-handoff.yaml'):
-        timeline = Timeline(load_scenario(REPO / 'test/scenarios' / name, STORE), STORE)
+    for path in paths:
+        timeline = Timeline(load_scenario(path, store), store)
         figures = SceneFigures(timeline)
-        renderers = [CameraRenderer(STORE, c, RenderSettings(seed=timeline.scenario.seed, noise_sigma=5.0))
-                     for c in STORE.cameras.values()]
-        # Every 1.7 s of the scenario, plus the middle of every reach.
+        renderers = [CameraRenderer(store, c, RenderSettings(seed=timeline.scenario.seed, noise_sigma=5.0))
+                     for c in store.cameras.values()]
         times = list(range(NS, timeline.duration_ns, int(1.7 * NS)))
         times += [(e.start_ns + e.end_ns) // 2 for e in timeline.weight_events]
         for k, t in enumerate(times):
             for renderer in renderers:
                 out.append((renderer.camera, renderer.render(figures.at(t), t / NS, k)))
     return out
+
+
+@pytest.fixture(scope='module')
+def frames():
+    return rendered(STORE, [REPO / 'test/scenarios' / name for name in ('medium-1.yaml', 'hard-group-handoff.yaml')])
 
 
 def match(truth: list, found: list, radius: float) -> tuple:
@@ -66,9 +69,12 @@ def test_shipped_model_is_small_and_opset_17_or_newer():
     assert max(o.version for o in model.opset_import if o.domain in ('', 'ai.onnx')) >= 17
 
 
-def test_shipped_model_finds_shoppers_and_hands_on_rendered_frames(detector, frames):
-    assert detector.format == det.CENTERNET and detector.stride == 4
-    results = detector.detect([f.image for _, f in frames])
+def scores(detector, frames) -> tuple:
+    """{kind: (recall, precision, true count)} of shoppers' floor points and of hands,
+    and the median floor error of the shoppers found."""
+    results = []
+    for start in range(0, len(frames), 16):
+        results += detector.detect([f.image for _, f in frames[start:start + 16]])
     totals = {'shopper': [0, 0, 0], 'hand': [0, 0, 0]}
     errors = []
     for (camera, frame), found in zip(frames, results):
@@ -84,14 +90,31 @@ def test_shipped_model_finds_shoppers_and_hands_on_rendered_frames(detector, fra
                 best = min(near, key=lambda p: math.hypot(p[0] - u, p[1] - v))
                 if math.hypot(best[0] - u, best[1] - v) <= 16:
                     errors.append(floor_error(camera, best, (u, v)))
-    scores = {}
-    for kind, (tp, fp, fn) in totals.items():
-        scores[kind] = (tp / max(1, tp + fn), tp / max(1, tp + fp), tp + fn)
-    print('recall, precision, count:', scores, 'median floor error', np.median(errors))
-    assert scores['shopper'][2] > 100
-    assert scores['shopper'][0] >= 0.95 and scores['shopper'][1] >= 0.95
-    assert scores['hand'][0] >= 0.9 and scores['hand'][1] >= 0.9
-    assert np.median(errors) < 0.12
+    found = {kind: (tp / max(1, tp + fn), tp / max(1, tp + fp), tp + fn) for kind, (tp, fp, fn) in totals.items()}
+    print('recall, precision, count:', found, 'median floor error', np.median(errors))
+    return found, float(np.median(errors))
+
+
+def test_shipped_model_finds_shoppers_and_hands_on_rendered_frames(detector, frames):
+    assert detector.format == det.CENTERNET and detector.stride == 4
+    found, floor = scores(detector, frames)
+    assert found['shopper'][2] > 100
+    assert found['shopper'][0] >= 0.95 and found['shopper'][1] >= 0.95
+    assert found['hand'][0] >= 0.9 and found['hand'][1] >= 0.9
+    assert floor < 0.12
+
+
+@pytest.mark.slow(30)
+def test_shipped_model_finds_shoppers_and_hands_in_the_real_store_layout(detector):
+    # The corner store's gondolas, boards at five and six levels and side-by-side reaches.
+    # A model trained on the demo store alone took its boards for shoppers (precision
+    # 0.46) and found 17 % of the hands in its facings.
+    store = load_store_config(REPO / 'config/stores/corner.yaml')
+    found, floor = scores(detector, rendered(store, [REPO / 'test/scenarios/corner/corner_medium-0.yaml']))
+    assert found['shopper'][2] > 300 and found['hand'][2] > 50
+    assert found['shopper'][0] >= 0.9 and found['shopper'][1] >= 0.95
+    assert found['hand'][0] >= 0.85 and found['hand'][1] >= 0.8
+    assert floor < 0.12
 
 
 def test_batched_runs_give_what_single_runs_give(detector, frames):

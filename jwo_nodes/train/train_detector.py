@@ -6,9 +6,11 @@ A small fully-convolutional CenterNet-style network: an RGB frame resized to
 256 x 192 in, two heatmaps at 1/4 resolution (64 x 48) out, after a sigmoid: channel 0
 peaks at each shopper's floor point (feet), channel 1 at each hand reaching into a bin.
 Training frames are rendered by jwo_nodes.core.render (random shoppers, reaches, light,
-noise; camera views around the store config's), so the run is reproducible from
---seed and needs only the CPU (a few minutes on 2 cores). Needs requirements-train.txt
-(torch, onnx); the node itself only needs onnxruntime.
+noise; camera views around the store configs'), in turn from every store given (by
+default the demo store and the real-store layout: a model trained on one store's
+shelves takes the other's boards for shoppers and misses hands in its facings), so the
+run is reproducible from --seed and needs only the CPU (a few minutes on 2 cores).
+Needs requirements-train.txt (torch, onnx); the node itself only needs onnxruntime.
 """
 import argparse
 import dataclasses
@@ -26,6 +28,7 @@ from jwo_nodes.core.render import CameraRenderer, random_figures, random_setting
 INPUT_W, INPUT_H, STRIDE = 256, 192, 4
 CHANNELS = ('shopper', 'hand')
 SIGMAS = (1.6, 1.2)      # heatmap gaussians, output cells
+DEFAULT_STORES = ('config/stores/demo.yaml', 'config/stores/corner.yaml')
 
 
 def _jitter_camera(camera, rng):
@@ -53,18 +56,19 @@ def _heatmap(points, w: int, h: int, sigma: float) -> np.ndarray:
 
 def _render_frames(job):
     """Frames [start, stop) of a dataset: each from its own seed, so the result does
-    not depend on how the work is split."""
-    store_path, seed, start, stop, jitter = job
-    store = load_store_config(store_path)
-    cameras = list(store.cameras.values())
-    renderers = {c.id: CameraRenderer(store, c) for c in cameras}
+    not depend on how the work is split. Frame i is of store i mod the stores' count."""
+    store_paths, seed, start, stop, jitter = job
+    stores = [load_store_config(path) for path in store_paths]
+    renderers = [{c.id: CameraRenderer(store, c) for c in store.cameras.values()} for store in stores]
     xs = np.empty((stop - start, 3, INPUT_H, INPUT_W), np.float32)
     ys = np.empty((stop - start, 2, INPUT_H // STRIDE, INPUT_W // STRIDE), np.float32)
     for n, i in enumerate(range(start, stop)):
         rng = np.random.default_rng([seed, i])
-        camera = cameras[i % len(cameras)]
+        store = stores[i % len(stores)]
+        cameras = list(store.cameras.values())
+        camera = cameras[i // len(stores) % len(cameras)]
         renderer = (CameraRenderer(store, _jitter_camera(camera, rng)) if rng.random() < jitter
-                    else renderers[camera.id])
+                    else renderers[i % len(stores)][camera.id])
         renderer.settings = random_settings(rng)
         frame = renderer.render(random_figures(store, rng), float(rng.uniform(0, 300)), i)
         sx, sy = INPUT_W / camera.width, INPUT_H / camera.height
@@ -75,10 +79,11 @@ def _render_frames(job):
     return xs, ys
 
 
-def make_dataset(store_path: str, count: int, seed: int, jitter: float = 0.5, workers: int = 2):
-    """count rendered frames: inputs (N, 3, H, W) float32 and targets (N, 2, H/4, W/4)."""
+def make_dataset(store_paths: list, count: int, seed: int, jitter: float = 0.5, workers: int = 2):
+    """count rendered frames, of the stores in turn: inputs (N, 3, H, W) float32 and
+    targets (N, 2, H/4, W/4)."""
     chunk = -(-count // max(1, workers))
-    jobs = [(store_path, seed, a, min(count, a + chunk), jitter) for a in range(0, count, chunk)]
+    jobs = [(tuple(store_paths), seed, a, min(count, a + chunk), jitter) for a in range(0, count, chunk)]
     if workers > 1 and len(jobs) > 1:
         import multiprocessing
         with multiprocessing.get_context('spawn').Pool(len(jobs)) as pool:
@@ -131,22 +136,25 @@ def focal_loss(pred, target):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--store', default='config/stores/demo.yaml', help='store config whose cameras to render')
+    parser.add_argument('--store', action='append', dest='stores', metavar='STORE',
+                        help='store config whose cameras to render, repeatable (default: '
+                             + ' and '.join(DEFAULT_STORES) + ')')
     parser.add_argument('--out', default='models/detector.onnx', help='ONNX file to write')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--frames', type=int, default=3000, help='rendered training frames')
-    parser.add_argument('--steps', type=int, default=2000, help='optimizer steps')
+    parser.add_argument('--frames', type=int, default=6000, help='rendered training frames, of the stores in turn')
+    parser.add_argument('--steps', type=int, default=3000, help='optimizer steps')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--lr', type=float, default=3e-3)
     parser.add_argument('--width', type=int, default=16, help='base channel count')
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args(argv)
+    stores = args.stores or list(DEFAULT_STORES)
     import torch
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     started = time.monotonic()
-    xs, ys = make_dataset(args.store, args.frames, args.seed, workers=args.threads)
-    val_x, val_y = make_dataset(args.store, 200, args.seed + 1_000_003, workers=args.threads)
+    xs, ys = make_dataset(stores, args.frames, args.seed, workers=args.threads)
+    val_x, val_y = make_dataset(stores, 200, args.seed + 1_000_003, workers=args.threads)
     print(f'rendered {len(xs)} training and {len(val_x)} validation frames in '
           f'{time.monotonic() - started:.0f} s', flush=True)
     model = build_model(args.width)
@@ -175,7 +183,7 @@ def main(argv=None) -> int:
     print(f'validation loss {val_loss:.3f}', flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    export(model, out, {'trained_s': round(time.monotonic() - started), 'seed': args.seed,
+    export(model, out, {'trained_s': round(time.monotonic() - started), 'seed': args.seed, 'stores': stores,
                         'frames': args.frames, 'steps': args.steps, 'val_loss': round(val_loss, 4)})
     print(f'wrote {out} ({out.stat().st_size / 1e6:.2f} MB) after {time.monotonic() - started:.0f} s')
     return 0
