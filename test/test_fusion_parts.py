@@ -219,6 +219,11 @@ def test_how_sure_the_tracker_became_is_kept_per_identity_epoch_and_code_up_to_a
     assert book.surest('t', 1, 'W', 4 * NS // 10) is None        # not carried yet by then
     assert book.surest('t', 1, 'W', NS) == 0.95
     assert book.surest('u', 0, 'V', NS) is None
+    # TrackBook.sureness: that of the epoch of the position nearest a stamp (an exit), by it.
+    assert book.sureness('t', 3 * NS // 10, NS // 20) == 0.9
+    assert book.sureness('t', 4 * NS // 10, NS // 20) == 0.5
+    assert book.sureness('t', 6 * NS // 10, NS // 20) == 0.95
+    assert book.sureness('t', 5 * NS, NS // 20) == 0.0 and book.sureness('u', 0, NS) == 0.0
 
 
 def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_went(store):

@@ -121,9 +121,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
         if not elsewhere:
             belief = 1.0 if code else 0.0      # nobody else it could be
         elif code:
-            # To be somebody else, somebody else must be missing: the doubt shrinks
-            # with how few people are unaccounted for (a swap needs a partner).
-            belief = 1.0 - (1.0 - belief) * min(1.0, spread)
+            belief = 1.0 - somebody_else(belief, spread)
         candidate = TrackCandidate((*window.identity, code), code, likelihood / total, belief, elsewhere)
         tracks.append(candidate)
         for visit, p, _ in who_it_was(candidate):
@@ -151,6 +149,24 @@ class ReachBasis:
     def reach(self, settings: FusionSettings, confirmed: dict = None) -> Reach:
         return reach_evidence(list(self.windows), self.point, self.shelf_point, self.span, self.open_people,
                               settings, confirmed)
+
+
+def somebody_else(belief: float, others_missing: float) -> float:
+    """The probability that a track is not its code's shopper, from the identity belief:
+    to be somebody else, somebody else must be missing, so the doubt shrinks with how few
+    other people the tracks leave unaccounted for (a swap needs a partner)."""
+    return (1.0 - belief) * min(1.0, others_missing)
+
+
+def walk_out_doubt(confidence: float, visit_code: str, windows: list, open_people: dict,
+                   settings: FusionSettings) -> float:
+    """The probability that a walk-out given to ``visit_code`` (its code rode on the
+    track that left, with the tracker's ``confidence``) was somebody else's: that visit's
+    shopper would still be inside, shopping on after the receipt. ``windows`` and
+    ``open_people`` as for reach_evidence, around the exit."""
+    missing = unaccounted(windows, open_people, settings)
+    others = sum(x for code, x in missing.items() if code != visit_code)
+    return somebody_else(identity_belief(confidence, settings), others)
 
 
 def unaccounted(windows: list, open_people: dict, settings: FusionSettings, confirmed: dict = None) -> dict:

@@ -169,6 +169,17 @@ class TrackBook:
         confirmations = self._confirmations.get((track_id, epoch, visit_code))
         return confirmations.until(until_ns) if confirmations is not None else None
 
+    def sureness(self, track_id: str, stamp_ns: int, margin_ns: int) -> float:
+        """How sure the tracker was, by a stamp, that a track carried the right code: the
+        highest confidence it gave the track in the identity epoch of its position at
+        the stamp, up to the stamp (as a change made in that epoch is weighed); 0 where
+        the track has no position within margin_ns of the stamp."""
+        sample = _sample_at(self._histories.get(track_id, ()), stamp_ns, margin_ns)
+        if sample is None:
+            return 0.0
+        surest = self.surest(track_id, sample.epoch, sample.visit_code, stamp_ns)
+        return max(sample.confidence, surest or 0.0)
+
     def mark_exited(self, track_id: str) -> None:
         self._exited.add(track_id)
 
