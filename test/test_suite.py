@@ -9,7 +9,7 @@ scenario group so that parallel test workers share it. Through the real nodes at
 long; here one hard case runs that way. The hand-written hard cases also run through the
 real nodes with the simulator's stand-in tracker, which knows where everybody is: there
 fusion alone is judged, and it must be exact. The real-store layout's scenarios
-(test/scenarios/corner) run through fusion as pure code. Every visit must get a receipt.
+(test/scenarios/corner) run with vision as pure code too. Every visit must get a receipt.
 Reports are kept under runs/suite-* for a look after a failure."""
 import json
 import shutil
@@ -47,10 +47,13 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # A walk-out then closes a shopper found again inside before a track just started at the
 # gate: medium 0.22 -> 0.20 (held-out unchanged). A hand no longer goes to a track born
 # beside its shopper a moment ago (the arm seen as a person): hard 0.536 -> 0.524.
+# 2026-12-05: the detector trained on both stores' renders: hard 0.524 -> 0.452; a
+# walk-out the tracker doubted weighs on the receipt: hard 0.452 -> 0.488, both still
+# 1.0 exact among not flagged with 0 items.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
     'medium': (0.97, 0.22, 0),
-    'hard': (0.97, 0.54, 0),
+    'hard': (0.97, 0.50, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 
@@ -132,25 +135,25 @@ def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_p
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
-# The real-store layout (config/stores/corner.yaml, test/scenarios/corner): fusion and
-# the change detector with the stand-in tracker, as pure code (`jwo fusion-check`): 26
-# load-cell boards would be 26 processes a scenario here, and the shipped detector does
-# not yet see that store's shoppers (README "A real-store layout"). Measured on this
-# machine; the issue's target is at most 15 % flagged with at least 98 % exact.
-# 2026-12-04, with the beam's dropped hypotheses kept as doubt (see VISION_THRESHOLDS):
-# corner_hard 0.773 / 0.686 / 5 items -> 0.778 / 0.871 / 2.
+# The real-store layout (config/stores/corner.yaml, test/scenarios/corner) with vision,
+# as pure code (`jwo fusion-check --vision`): 26 load-cell boards would be 26 processes
+# a scenario here. The issue's target is at most 15 % flagged with at least 98 % exact.
+# With the stand-in tracker (no hands): corner_medium 0.56 flagged / 1.0 exact among
+# the rest / 0 items, corner_hard 0.871 / 0.778 / 2. With vision, since the detector
+# was trained on this store's renders too (2026-12-05): corner_medium 0.44 / 1.0 / 0,
+# corner_hard 0.871 / 0.778 / 2.
 CORNER_THRESHOLDS = {
-    'corner_medium': (0.95, 0.65, 0),
+    'corner_medium': (0.97, 0.46, 0),
     'corner_hard': (0.75, 0.88, 2),
 }
 
 
-@pytest.mark.slow(80)
-def test_real_store_layout_through_fusion_meets_thresholds(repo, tmp_path):
+@pytest.mark.slow(230)
+def test_real_store_layout_with_vision_meets_thresholds(repo, tmp_path):
     scenarios = sorted(str(p.relative_to(repo)) for p in (repo / 'test' / 'scenarios' / 'corner').glob('*.yaml'))
     assert len(scenarios) == 10
     (repo / 'runs').mkdir(exist_ok=True)
-    groups = fusion_check(repo, tmp_path / 'corner.json', 'suite-corner-last.json',
+    groups = fusion_check(repo, tmp_path / 'corner.json', 'suite-corner-last.json', '--vision',
                           '--store', 'config/stores/corner.yaml', *scenarios)
     assert set(groups) == set(CORNER_THRESHOLDS)
     failures = threshold_failures(groups, CORNER_THRESHOLDS)
