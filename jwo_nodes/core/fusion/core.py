@@ -565,8 +565,8 @@ class FusionCore:
                        if v.open_during(event.stamp_ns, event.stamp_ns)}
         confidence = self._tracks.sureness(track_id, event.stamp_ns, margin)
         doubt = walk_out_doubt(confidence, visit.code, windows, open_people, self.settings)
-        if doubt > 0:
-            visit.exit_doubt = 1.0 - (1.0 - visit.exit_doubt) * (1.0 - doubt)
+        visit.exit_doubt = 1.0 - (1.0 - visit.exit_doubt) * (1.0 - doubt)
+        if doubt > 1.0 - receipts.SURE:     # in doubt as a change is: the reviewer is told
             visit.exit_notes.append(f'walk-out {event.event_id} at gate {event.gate_id}: the tracker was '
                                     f'{confidence:.2f} sure who left; {doubt:.2f} that it was somebody else')
 
