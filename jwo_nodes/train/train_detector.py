@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jwo_nodes.core.config import load_store_config
+from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import preprocess
 from jwo_nodes.core.render import CameraRenderer, random_figures, random_settings
 
@@ -149,6 +149,12 @@ def main(argv=None) -> int:
     parser.add_argument('--threads', type=int, default=2)
     args = parser.parse_args(argv)
     stores = args.stores or list(DEFAULT_STORES)
+    for path in stores:     # here, not in a rendering worker's traceback
+        try:
+            load_store_config(path)
+        except ConfigError as error:
+            print(f'error: {error}', file=sys.stderr)
+            return 2
     import torch
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
