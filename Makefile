@@ -74,8 +74,9 @@ bench: setup
 bench-vision: setup
 	@$(VENV)/bin/jwo bench-vision $(BENCH_ARGS)
 
-# Retrains the shipped detector (models/detector.onnx) from rendered frames on the CPU,
-# reproducibly from its seed (about 5 minutes on 2 cores); PyTorch is a training extra.
+# Retrains the shipped detector (models/detector.onnx) and held-item reader
+# (models/held_item.onnx) from rendered frames on the CPU, reproducibly from their seeds
+# (about 5 + N minutes on 2 cores); PyTorch is a training extra.
 $(STAMPS)/train: $(STAMPS)/jwo requirements-train.txt
 	@echo "==> PyTorch for training (requirements-train.txt)"
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-train.txt
@@ -83,6 +84,7 @@ $(STAMPS)/train: $(STAMPS)/jwo requirements-train.txt
 
 train: $(STAMPS)/train
 	@$(PY) -m jwo_nodes.train.train_detector --out models/detector.onnx $(TRAIN_ARGS)
+	@$(PY) -m jwo_nodes.train.train_held_item --out models/held_item.onnx $(TRAIN_ARGS)
 
 clean:
 	rm -rf $(VENV) build runs

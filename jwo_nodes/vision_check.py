@@ -35,6 +35,7 @@ from jwo_nodes.core.appearance import AppearanceSampler
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
 from jwo_nodes.core.gate_logic import ENTRY
+from jwo_nodes.core.held_item import HeldItemReader, default_model_path as held_item_model
 from jwo_nodes.core.perception import floor_detections
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
@@ -75,7 +76,8 @@ def tracker_settings(assignments: list) -> TrackerSettings:
 
 
 def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quality: int) -> list:
-    """[(t_ns, [FloorDetection shoppers], [FloorDetection hands])] per time step."""
+    """[(t_ns, [FloorDetection shoppers], [FloorDetection hands])] per time step; hands
+    with what they hold when the shipped held-item reader is there."""
     timeline = Timeline(load_scenario(path, store), store)
     figures = SceneFigures(timeline)
     noise = timeline.scenario.noise
@@ -84,6 +86,8 @@ def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quali
                  for camera in store.cameras.values()]
     samplers = {camera.id: AppearanceSampler(camera) for camera in store.cameras.values()}
     rate = fps or min(camera.fps for camera in store.cameras.values())
+    reader_model = held_item_model()
+    reader = HeldItemReader(reader_model) if reader_model else None
     steps = []
     for k in range(int(timeline.duration_ns / NS * rate) + 1):
         t_ns = int(round(k * NS / rate))
@@ -96,7 +100,7 @@ def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quali
             _, jpeg = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             cameras.append(renderer.camera)
             frames.append(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
-        shoppers, hands = floor_detections(cameras, frames, detector.detect(frames), samplers)
+        shoppers, hands = floor_detections(cameras, frames, detector.detect(frames), samplers, reader)
         steps.append((t_ns, shoppers, hands))
     return steps
 
@@ -156,13 +160,15 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
 
 def _cache_key(path: str, store_path: str, model: str, fps: float, jpeg_quality: int) -> str:
     digest = hashlib.sha256()
-    # Everything the detections follow from: the scenario and store, the model, and the
+    # Everything the detections follow from: the scenario and store, the models, and the
     # code that moves the shoppers, renders the frames and detects on them.
     core = Path(__file__).with_name('core')
+    reader = held_item_model()
     for part in (Path(path).read_bytes(), Path(store_path).read_bytes(), Path(model).read_bytes(),
-                 Path(__file__).read_bytes(),
+                 Path(reader).read_bytes() if reader else b'', Path(__file__).read_bytes(),
                  *(core.joinpath(name).read_bytes() for name in ('sim.py', 'render.py', 'perception.py',
-                                                                 'appearance.py', 'detector.py')),
+                                                                 'appearance.py', 'detector.py',
+                                                                 'held_item.py')),
                  repr((fps, jpeg_quality)).encode()):
         digest.update(part)
     return digest.hexdigest()[:16]

@@ -1,7 +1,7 @@
 """vision_tracker_node as a real process: fed rendered frames of both demo cameras and
 an ENTRY event over DDS, it publishes shoppers/positions stamped with the frames'
 stamps, with one track carrying the visit code where the shopper really is and its
-hand at the bins it takes from; a frame that is not an image is counted on
+hand at the bins it takes from, holding the product taken; a frame that is not an image is counted on
 /diagnostics and the node keeps going."""
 import array
 import math
@@ -18,7 +18,8 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import CompressedImage
 
 from jwo_nodes.core.config import load_store_config
-from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
+from jwo_nodes.core.held_item import chromaticity
+from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures, product_colour
 from jwo_nodes.core.sim import NS, Timeline, parse_scenario
 from jwo_nodes.ros_common import DURABLE_EVENT_QOS, EVENT_QOS, SENSOR_QOS, to_ns, to_stamp
 
@@ -138,6 +139,13 @@ def test_tracks_a_shopper_on_camera_frames(start_node, feeder):
     for bin_id in ('S1-B2', 'S3-B1'):
         zx, zy = STORE.shelf_point(bin_id)
         assert sum(math.hypot(x - zx, y - zy) <= 0.5 for x, y in hands) >= 3, (bin_id, hands)
+    # ... and, as the arm comes back, what it holds: the product's colour.
+    for bin_id in ('S1-B2', 'S3-B1'):
+        zx, zy = STORE.shelf_point(bin_id)
+        want = chromaticity(product_colour(STORE.bin(bin_id).sku))
+        held = [(s.hand_item_blue, s.hand_item_green) for m in feeder.positions for s in m.shoppers
+                if s.hand_seen and s.hand_holding >= 0.5 and math.hypot(s.hand_x - zx, s.hand_y - zy) <= 0.5]
+        assert held and min(math.hypot(b - want[0], g - want[1]) for b, g in held) < 0.05, (bin_id, held)
     # The garbage frame is counted as bad input on /diagnostics.
     feeder.spin(1.5)
     counts = {}

@@ -10,10 +10,11 @@ from jwo_nodes.core.frame_source import pixels_to_floor
 from jwo_nodes.core.tracker import FloorDetection
 
 
-def floor_detections(cameras: list, frames: list, results: list, samplers: dict) -> tuple:
+def floor_detections(cameras: list, frames: list, results: list, samplers: dict, reader=None) -> tuple:
     """Cameras, their frames and the detector's results for them -> (shoppers, hands) as
     FloorDetections in floor metres; shoppers carry their colour (``samplers``: camera
-    id -> AppearanceSampler). Points that do not project to the floor are dropped."""
+    id -> AppearanceSampler), hands what they hold when there is a HeldItemReader.
+    Points that do not project to the floor are dropped."""
     shoppers, hands = [], []
     for camera, frame, found in zip(cameras, frames, results):
         if not found:
@@ -24,7 +25,8 @@ def floor_detections(cameras: list, frames: list, results: list, samplers: dict)
         colours = samplers[camera.id].colours(frame, [p for _, p in feet]) if feet else []
         for (d, (x, y)), colour in zip(feet, colours):
             shoppers.append(FloorDetection(float(x), float(y), d.score, camera.id, colour))
-        for d, (x, y), ok in zip(found, floor, finite):
-            if ok and d.kind == HAND:
-                hands.append(FloorDetection(float(x), float(y), d.score, camera.id))
+        seen = [(d, p) for d, p, ok in zip(found, floor, finite) if ok and d.kind == HAND]
+        items = reader.read(frame, [(d.u, d.v) for d, _ in seen]) if reader and seen else [None] * len(seen)
+        for (d, (x, y)), item in zip(seen, items):
+            hands.append(FloorDetection(float(x), float(y), d.score, camera.id, item=item))
     return shoppers, hands

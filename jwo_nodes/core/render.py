@@ -7,7 +7,9 @@ the camera's nadir (the higher a point, the farther out it appears), a head, and
 a shopper takes from or puts back on a bin, an arm reaching to the shelf with a hand at
 the bin. Shoppers differ in size and clothing (seeded per person), hide each other,
 the light changes over time and across the frame, the sensor adds noise, and frames
-can be dropped (seeded per camera and frame).
+can be dropped (seeded per camera and frame). A product shows in the packaging colour
+of its SKU, on the shelf and in a hand: from the moment a take lifts it until the arm
+is back, and from the start of a put-back's reach until it is down.
 
 ``CameraRenderer.render`` returns the BGR image and the ground truth: each visible
 shopper's floor point (feet) and each visible hand, in pixels of this camera.
@@ -35,6 +37,8 @@ HAND_HEIGHT = 0.62
 # within these bounds.
 HAND_ABOVE_BOARD_M = 0.1
 HAND_HEIGHT_RANGE_M = (0.25, 1.95)
+# A product held in a hand shows as a disc this wide (metres) in the hand's middle.
+ITEM_RADIUS_M = 0.04
 _SEGMENTS = 20
 _ANGLES = np.linspace(0, 2 * np.pi, _SEGMENTS, endpoint=False)
 _COS, _SIN = np.cos(_ANGLES), np.sin(_ANGLES)
@@ -72,6 +76,12 @@ def person_look(seed: int, person_id: str) -> Look:
                 shirt=shirt, trousers=trousers, hair=hair, skin=skin)
 
 
+def product_colour(sku: str) -> tuple:
+    """The packaging colour (BGR) a SKU shows, on the shelf and in a hand."""
+    h = zlib.crc32(sku.encode())
+    return 60 + h % 160, 60 + (h >> 8) % 160, 60 + (h >> 16) % 160
+
+
 @dataclass(frozen=True)
 class Figure:
     """One shopper at one instant: floor point (metres) and, while reaching, the floor
@@ -83,6 +93,7 @@ class Figure:
     hand: Optional[tuple] = None
     look: Optional[Look] = None
     hand_height_m: Optional[float] = None
+    item: Optional[str] = None     # SKU of the product in the hand
 
 
 @dataclass(frozen=True)
@@ -196,8 +207,7 @@ class CameraRenderer:
             self._poly(frame, [(min(xs) - 0.5, near), (max(xs) + 0.5, near),
                                (max(xs) + 0.5, far), (min(xs) - 0.5, far)], (50, 75, 110))
             for b, (bx, by) in zip(shelf.bins, points):
-                h = zlib.crc32(b.sku.encode())
-                color = (60 + h % 160, 60 + (h >> 8) % 160, 60 + (h >> 16) % 160)
+                color = product_colour(b.sku)
                 for k in range(4):
                     cx = bx - 0.33 + k * 0.22
                     self._poly(frame, self._ring(cx, by + side * 0.05, 0.08), color)
@@ -228,8 +238,7 @@ class CameraRenderer:
         self._poly(frame, [point(low, front), point(high, front), point(high, front - SHELF_DEPTH_M),
                            point(low, front - SHELF_DEPTH_M)], (50, 75, 110))
         for b in shelf.bins:
-            h = zlib.crc32(b.sku.encode())
-            color = (60 + h % 160, 60 + (h >> 8) % 160, 60 + (h >> 16) % 160)
+            color = product_colour(b.sku)
             hx, hy = store.shelf_point(b.id)
             half = store.facing_half_width(b.id)
             count = max(1, int(round(2 * half / 0.1)))
@@ -255,6 +264,8 @@ class CameraRenderer:
                 p0, p1 = np.round(px).astype(int)
                 cv2.line(frame, tuple(p0), tuple(p1), look.shirt, max(2, int(round(scale))), cv2.LINE_AA)
             self._poly(frame, self._ring(hx, hy, 0.055), look.skin)
+            if figure.item is not None:
+                self._poly(frame, self._ring(hx, hy, ITEM_RADIUS_M), product_colour(figure.item))
         self._poly(frame, self._ring(sx, sy, r), look.shirt)
         hx, hy = self._raised(fx, fy, 1.0, look)
         self._poly(frame, self._ring(hx, hy, 0.1 * look.height_m / 1.7), look.hair)
@@ -327,17 +338,33 @@ class SceneFigures:
                 u = float(rng.uniform(-0.7, 0.7)) * store.facing_half_width(event.bin_id)
                 hand = (sx - shelf.facing[1] * u, sy + shelf.facing[0] * u)
                 height = hand_height(shelf.level)
+            start, end = event.start_ns - int(REACH_BEFORE_S * NS), event.end_ns + int(REACH_AFTER_S * NS)
+            held = (event.ramp_start_ns, end) if event.delta_grams < 0 else (start, event.end_ns)
             self._reaches.setdefault(event.person_id, []).append(
-                (event.start_ns - int(REACH_BEFORE_S * NS), event.end_ns + int(REACH_AFTER_S * NS),
-                 hand, height))
+                _Reach(start, end, hand, height, event.sku, held))
 
     def at(self, t_ns: int) -> list:
         figures = []
         for person in self.timeline.positions(t_ns):
-            reach = next((r for r in self._reaches.get(person.person_id, ()) if r[0] <= t_ns <= r[1]), None)
-            hand, height = (reach[2], reach[3]) if reach else (None, None)
-            figures.append(Figure(person.person_id, person.x, person.y, hand, hand_height_m=height))
+            reach = next((r for r in self._reaches.get(person.person_id, ()) if r.start_ns <= t_ns <= r.end_ns),
+                         None)
+            if reach is None:
+                figures.append(Figure(person.person_id, person.x, person.y))
+                continue
+            item = reach.sku if reach.held[0] <= t_ns <= reach.held[1] else None
+            figures.append(Figure(person.person_id, person.x, person.y, reach.hand,
+                                  hand_height_m=reach.height, item=item))
         return figures
+
+
+@dataclass(frozen=True)
+class _Reach:
+    start_ns: int
+    end_ns: int
+    hand: tuple                    # floor point of the hand in the bin
+    height: Optional[float]        # of the hand above the floor, when known
+    sku: str
+    held: tuple                    # (from, until) stamps the product is in the hand
 
 
 def hand_height(level: Optional[float]) -> Optional[float]:
@@ -352,6 +379,7 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
     the gate and in close pairs, each with a random look."""
     bins = list(store.bins.values())
     gates = list(store.gates.values())
+    skus = sorted(store.products)
     figures = []
     n = int(rng.integers(0, max_people + 1))
     xs = [b.x for b in bins] + [g.x for g in gates]
@@ -360,8 +388,7 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
     y_lo, y_hi = min(ys) - 0.3, max(ys) + 0.3
     for i in range(n):
         kind = rng.random()
-        hand = None
-        height = None
+        hand = height = item = None
         if kind < 0.45 and bins:
             b = bins[int(rng.integers(len(bins)))]
             facing = store.shelves[b.shelf_id].facing
@@ -371,6 +398,9 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
                 side, back = rng.normal(0, 0.25), rng.normal(0, 0.15)
                 x, y = b.x - facing[1] * side + facing[0] * back, b.y + facing[0] * side + facing[1] * back
             if rng.random() < 0.5:
+                # Half the hands hold a product (any of the store's).
+                if rng.random() < 0.5:
+                    item = skus[int(rng.integers(len(skus)))]
                 sx, sy = store.shelf_point(b.id)
                 u = float(rng.uniform(-0.3, 0.3))
                 if facing is None:
@@ -392,7 +422,7 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
                     shirt=tuple(int(v) for v in rng.integers(0, 256, 3)),
                     trousers=tuple(int(v) for v in rng.integers(10, 150, 3)),
                     hair=_HAIR[int(rng.integers(len(_HAIR)))], skin=_SKIN[int(rng.integers(len(_SKIN)))])
-        figures.append(Figure(f'r{i}', float(x), float(y), hand, look, height))
+        figures.append(Figure(f'r{i}', float(x), float(y), hand, look, height, item))
     return figures
 
 

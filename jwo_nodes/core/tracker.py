@@ -42,6 +42,7 @@ from scipy.optimize import linear_sum_assignment
 
 from jwo_nodes.core import appearance as look
 from jwo_nodes.core.config import Gate
+from jwo_nodes.core.held_item import HeldItem
 
 NS = 1_000_000_000
 _INFEASIBLE = 1e6
@@ -97,6 +98,7 @@ class FloorDetection:
     score: float = 1.0
     camera: str = ''
     appearance: Optional[tuple] = None   # jwo_nodes.core.appearance colour, if sampled
+    item: Optional[HeldItem] = None      # what a hand holds, if read
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class HandOutput:
     x: float
     y: float
     score: float
+    item: Optional[HeldItem] = None
 
 
 @dataclass
@@ -592,7 +595,7 @@ class Tracker:
             ranked = [(d, track_id) for _, d, track_id in ranked if d <= self.settings.arm_reach_m]
             if ranked:
                 track = next(t for t in published if t.track_id == ranked[0][1])
-                given.append(HandOutput(track.track_id, hand.x, hand.y, hand.score))
+                given.append(HandOutput(track.track_id, hand.x, hand.y, hand.score, hand.item))
                 self.counters['hands'] += 1
             else:
                 self.counters['hands_unassigned'] += 1

@@ -27,6 +27,7 @@ from sensor_msgs.msg import CompressedImage
 from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
+from jwo_nodes.core.held_item import HeldItemReader, default_model_path as held_item_model
 from jwo_nodes.core.perception import floor_detections
 from jwo_nodes.core.tracker import FrameBatcher, Tracker, TrackerSettings
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, SENSOR_QOS, Counters,
@@ -36,6 +37,8 @@ PARAMS = [
     Param('store_config', str, 'Path of the store YAML (config/stores/<store>.yaml).', REQUIRED),
     Param('model_path', str, 'Detector ONNX file (jwo heatmap model or a YOLO export); empty: '
           'models/detector.onnx of the package.', ''),
+    Param('held_item_model_path', str, 'Held-item reader ONNX (what a hand holds); empty: '
+          "models/held_item.onnx of the package; 'none': do not read.", ''),
     Param('input_width', int, 'Model input width (pixels) when the model does not fix it.', 256, 32, 4096),
     Param('input_height', int, 'Model input height (pixels) when the model does not fix it.', 192, 32, 4096),
     Param('shopper_threshold', float, 'Minimum score of a shopper detection.', 0.35, 0.01, 0.99),
@@ -98,6 +101,7 @@ class VisionTrackerNode(Node):
             raise ConfigError(where, 'model_path', f'cannot load {model}: {type(error).__name__}: {error}')
         if self.detector.provider_note:
             self.get_logger().info(self.detector.provider_note)
+        self.reader = self._held_item_reader(where)
         self.tracker = Tracker(
             list(self.store.gates.values()),
             TrackerSettings(merge_radius_m=p.merge_radius_m, match_radius_m=p.match_radius_m,
@@ -214,12 +218,29 @@ class VisionTrackerNode(Node):
                 self._failure = error
                 return
 
+    def _held_item_reader(self, where: str):
+        """The held-item reader of held_item_model_path; None for 'none', or where the
+        package ships no model and none was given."""
+        path = self.params.held_item_model_path
+        if path == 'none':
+            return None
+        path = path or held_item_model()
+        if not path:
+            self.get_logger().warning('no models/held_item.onnx: hands are published without what they hold')
+            return None
+        try:
+            return HeldItemReader(path, self.params.threads)
+        except FileNotFoundError as error:
+            raise ConfigError(where, 'held_item_model_path', str(error))
+        except Exception as error:  # noqa: BLE001 - onnxruntime's own errors
+            raise ConfigError(where, 'held_item_model_path', f'cannot load {path}: {type(error).__name__}: {error}')
+
     def _track(self, step: _TimeStep) -> None:
         stamp_ns, cameras, frames = step.stamp_ns, step.cameras, step.frames
         started = time.perf_counter()
         results = self.detector.detect(frames)
         self.counters.count('inference_ms_total', int(round((time.perf_counter() - started) * 1000)))
-        shoppers, hands = floor_detections(cameras, frames, results, self.samplers)
+        shoppers, hands = floor_detections(cameras, frames, results, self.samplers, self.reader)
         with self._tracker_lock:
             tracks, given = self.tracker.step(stamp_ns, shoppers, hands)
             self._tracker_counts = dict(self.tracker.counters)
@@ -236,6 +257,10 @@ class VisionTrackerNode(Node):
                 track_id=t.track_id, visit_code=t.visit_code, x=t.x, y=t.y,
                 confidence=float(t.confidence), hand_seen=hand is not None,
                 hand_x=hand.x if hand else 0.0, hand_y=hand.y if hand else 0.0))
+            if hand is not None and hand.item is not None:
+                shopper = msg.shoppers[-1]
+                shopper.hand_holding, shopper.hand_item_blue, shopper.hand_item_green = (
+                    hand.item.holding, hand.item.blue, hand.item.green)
         self.publisher.publish(msg)
 
     def destroy_node(self):
