@@ -104,13 +104,19 @@ def vision_positions(timeline: Timeline, events: list, steps: list) -> list:
     for t_ns, shoppers, hands in steps:
         next_event = give_gate_events(tracker, events, next_event, t_ns)
         tracks, given = tracker.step(t_ns, shoppers, hands)
-        hand_of = {hand.track_id: (hand.x, hand.y) for hand in sorted(given, key=lambda h: h.score)}
-        inputs.append((t_ns, 2, 'positions', [TrackInput(t.track_id, t.visit_code, t.x, t.y,
-                                                         hand_of.get(t.track_id), t.confidence)
-                                              for t in tracks]))
+        hand_of = {hand.track_id: hand for hand in sorted(given, key=lambda h: h.score)}
+        inputs.append((t_ns, 2, 'positions', [_track_input(t, hand_of.get(t.track_id)) for t in tracks]))
     last = steps[-1][0] if steps else 0
     inputs += [(last + k * NS // 10, 2, 'positions', []) for k in range(1, TAIL_S * 10)]
     return inputs
+
+
+def _track_input(track, hand) -> TrackInput:
+    """Fusion's input of a published track and its hand (a HandOutput, or None)."""
+    if hand is None:
+        return TrackInput(track.track_id, track.visit_code, track.x, track.y, None, track.confidence)
+    return TrackInput(track.track_id, track.visit_code, track.x, track.y, (hand.x, hand.y), track.confidence,
+                      hand.item)
 
 
 def run_scenario(timeline: Timeline, positions) -> tuple:

@@ -14,6 +14,7 @@ from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.fusion import (FINAL, FUSION_RESTARTED, NEEDS_REVIEW, NS, ChangeInput,
                                    FusionCore, FusionJournal, FusionSettings, GateInput,
                                    JournalError, TrackInput)
+from jwo_nodes.core.held_item import HeldItem
 from jwo_nodes.core.fusion import journal as journal_module
 
 STORE = Path(__file__).resolve().parent.parent / 'config' / 'stores' / 'demo.yaml'
@@ -430,3 +431,15 @@ def test_another_stores_journal_or_a_second_user_is_refused(store, tmp_path):
     journal.path.write_text(json.dumps({**header, 'store_id': 'elsewhere'}) + '\n')
     with pytest.raises(JournalError, match='elsewhere'):
         FusionJournal(store, SETTINGS, tmp_path, WALL0)
+
+
+def test_what_a_hand_held_is_journaled_and_replayed(store, tmp_path):
+    item = HeldItem(0.9, 0.25, 0.53)
+    journal = FusionJournal(store, SETTINGS, tmp_path, WALL0)
+    journal.on_positions(NS, [TrackInput('t1', 'v1', 2.0, 6.0, (2.0, 6.6), 1.0, item),
+                              TrackInput('t2', 'v2', 5.0, 6.0, (5.0, 6.6), 1.0)], WALL0 + NS)
+    journal.close()
+    replayed = restart(store, tmp_path, WALL0 + 2 * NS, {})
+    held = {w.track_id: w.samples[0].hand_item for w in replayed.core._tracks.windows(0, 2 * NS)}
+    assert held == {'t1': item, 't2': None}
+    replayed.close()

@@ -11,8 +11,11 @@ from jwo_nodes.core.fusion.cost import expected_cost, wrong_cost
 from jwo_nodes.core.fusion.evidence import (NOBODY, Reach, ReachBasis, TrackCandidate, product_fits,
                                             reach_evidence)
 from jwo_nodes.core.fusion.ledger import Counts, Ledger
+from jwo_nodes.core.fusion.looks import FLOOR, ProductLooks, Sighting, held_span, sightings_at
 from jwo_nodes.core.fusion.solver import ChangeEvidence, solve
 from jwo_nodes.core.fusion.tracks import Sample, TrackBook, TrackWindow
+from jwo_nodes.core.held_item import HeldItem, chromaticity
+from jwo_nodes.core.render import product_colour
 
 NS = 1_000_000_000
 SETTINGS = FusionSettings()
@@ -238,3 +241,57 @@ def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_
     assert doubted['v1'] == pytest.approx(0.8, abs=0.01) and doubted['v2'] == pytest.approx(0.2, abs=0.01)
     assert confirmed['v1'] == pytest.approx(0.975, abs=0.01)
     assert basis.reach(SETTINGS, {('t1', 0, 'v2'): 0.95}) == basis.reach(SETTINGS)   # another code's: not this one
+
+
+def test_a_product_looks_like_the_median_of_its_takes_and_only_earlier_ones_count():
+    looks = ProductLooks()
+    plain, straw = chromaticity(product_colour('YOG-PLAIN')), chromaticity(product_colour('YOG-STRAW'))
+    looks.learn('YOG-PLAIN', 5 * NS, [Sighting(0, 0.9, *plain), Sighting(0, 0.9, *plain)])
+    # A stray strawberry yogurt taken from the plain bin is outvoted; an empty hand teaches nothing.
+    looks.learn('YOG-PLAIN', 9 * NS, [Sighting(0, 0.9, *plain), Sighting(0, 0.9, *straw), Sighting(0, 0.1, 0.5, 0.5)])
+    assert looks.colour('YOG-PLAIN', 10 * NS) == pytest.approx(plain)
+    assert looks.colour('YOG-PLAIN', 5 * NS) is None       # none stamped before
+    assert looks.colour('YOG-STRAW', 10 * NS) is None
+
+
+def test_hands_holding_a_learned_colour_tell_products_of_one_weight_apart(store):
+    looks = ProductLooks()
+    plain, straw = chromaticity(product_colour('YOG-PLAIN')), chromaticity(product_colour('YOG-STRAW'))
+    looks.learn('YOG-PLAIN', NS, [Sighting(0, 0.9, *plain)] * 3)
+    fits = tuple(f for f in product_fits(store, 135.0, 1.5) if f.quantity == 1)
+    assert {f.sku for f in fits} >= {'YOG-PLAIN', 'YOG-STRAW'}
+    # Not plain's colour: strawberry (never seen yet) explains it better; plain's: plain.
+    held_straw = [Sighting(2 * NS + i, 0.95, *straw) for i in range(6)]
+    factor = looks.factors(['YOG-PLAIN', 'YOG-STRAW'], held_straw, 3 * NS)
+    assert factor['YOG-STRAW'] == 1.0 and factor['YOG-PLAIN'] < 0.05
+    # A colour near a learned one (cola, 0.05 from apples) does not rule out one never seen.
+    looks.learn('COLA-330', NS, [Sighting(0, 0.9, *chromaticity(product_colour('COLA-330')))] * 3)
+    apples = [Sighting(2 * NS, 0.95, *chromaticity(product_colour('APPLE-1')))] * 6
+    assert looks.factors(['COLA-330', 'APPLE-1'], apples, 3 * NS)['APPLE-1'] > 0.1
+    weighed = looks.weigh(fits, [Sighting(2 * NS, 0.95, *plain)] * 6, 3 * NS)
+    assert weighed[0].sku == 'YOG-PLAIN'
+    assert next(f for f in weighed if f.sku == 'YOG-STRAW').likelihood < 0.05 * weighed[0].likelihood
+    # An empty hand, no reading or a colour learned only later say nothing.
+    empty = looks.factors(['YOG-PLAIN', 'YOG-STRAW'], [Sighting(2 * NS, 0.02, *straw)] * 6, 3 * NS)
+    assert min(empty.values()) > 0.9
+    assert looks.weigh(fits, [], 3 * NS) == fits
+    assert looks.weigh(fits, held_straw, NS) == fits
+
+
+def test_a_hand_is_read_at_the_bin_while_it_holds_the_product():
+    item = HeldItem(0.9, 0.3, 0.4)
+    samples = tuple(Sample(i * NS // 10, 2.0, 6.0, (2.0, 6.6) if i else (5.0, 6.6), 'v1', 1.0, 0, item)
+                    for i in range(20))
+    take, put_back = held_span(-135.0, 0, NS), held_span(135.0, 0, NS)
+    assert take == (NS // 2, NS + NS * 3 // 10) and put_back == (-NS * 4 // 10, NS // 2)
+    # The first sample's hand is 3 m away; from the middle of a take to the arm back.
+    seen = sightings_at([TrackWindow('t1', samples)], (2.0, 6.8), 0.5, take)
+    assert [s.stamp_ns for s in seen] == [i * NS // 10 for i in range(5, 14)]
+    assert sightings_at([TrackWindow('t1', samples)], (2.0, 6.8), 0.5, (0, 0)) == ()
+
+
+def test_of_two_hands_at_a_bin_the_nearer_one_is_read():
+    near, far = HeldItem(0.9, 0.3, 0.4), HeldItem(0.9, 0.2, 0.2)
+    windows = [TrackWindow(track, (Sample(NS, x, 6.0, (x, 6.6), code, 1.0, 0, item),))
+               for track, code, x, item in (('t1', 'v1', 2.1, near), ('t2', 'v2', 2.4, far))]
+    assert sightings_at(windows, (2.0, 6.8), 0.5, (0, 2 * NS)) == (Sighting(NS, 0.9, 0.3, 0.4),)

@@ -22,6 +22,7 @@ from jwo_nodes.core.clips import clip_ref
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.fusion import (NEEDS_REVIEW, ChangeInput, FusionJournal, FusionSettings, GateInput,
                                    IdDecisionInput, IdVerdict, JournalError, Outputs, TrackInput)
+from jwo_nodes.core.held_item import HeldItem
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, NO_PUBLISHER_EVENTS, NO_SUBSCRIPTION_EVENTS,
                                   REQUIRED, Counters, Param, declare_params, run_node, to_ns, to_stamp)
 
@@ -173,7 +174,9 @@ class FusionNode(Node):
     def _on_positions(self, msg: ShopperPositions) -> None:
         self._counters.count('position_updates')
         tracks = [TrackInput(s.track_id, s.visit_code, s.x, s.y,
-                             (s.hand_x, s.hand_y) if s.hand_seen else None, s.confidence)
+                             (s.hand_x, s.hand_y) if s.hand_seen else None, s.confidence,
+                             HeldItem(s.hand_holding, s.hand_item_blue, s.hand_item_green)
+                             if s.hand_seen and s.hand_holding > 0 else None)
                   for s in msg.shoppers]
         self._publish(self._fusion.on_positions(to_ns(msg.header.stamp), tracks, time.time_ns()))
 

@@ -24,7 +24,7 @@ import bisect
 import heapq
 import math
 import pickle
-from dataclasses import dataclass, field, replace
+from dataclasses import astuple, dataclass, field, replace
 from typing import Optional
 
 from jwo_nodes.core.config import StoreConfig
@@ -33,6 +33,7 @@ from jwo_nodes.core.fusion.cost import expected_cost
 from jwo_nodes.core.fusion.evidence import (NOBODY, ReachBasis, confirmation_key, product_fits, unaccounted,
                                            walk_out_doubt)
 from jwo_nodes.core.fusion.ledger import Ledger
+from jwo_nodes.core.fusion.looks import ProductLooks, held_span, sightings_at
 from jwo_nodes.core.fusion.solver import ChangeEvidence, FirstLook, apply_choice, solve
 from jwo_nodes.core.fusion.tracks import TrackBook
 from jwo_nodes.core.fusion.types import (FINAL, FUSION_RESTARTED, ID_DECISIONS, ID_NOT_VERIFIED, LOW_CONFIDENCE,
@@ -119,6 +120,7 @@ class FusionCore:
         self._settle_due = False      # a change was added since the last settling
         self._unsolved_cause = None   # the change of the last first look not yet solved
         self._prices = {sku: p.price_cents for sku, p in store.products.items()}
+        self._looks = ProductLooks()
         self._cameras_of_shelf = {
             shelf_id: tuple(c.id for c in store.cameras.values() if shelf_id in c.sees_shelves)
             for shelf_id in store.shelves}
@@ -179,15 +181,19 @@ class FusionCore:
             if not (math.isfinite(track.x) and math.isfinite(track.y)):
                 self._problem('malformed_position', f'track {track.track_id}: ({track.x}, {track.y})')
                 continue
-            hand = track.hand
+            hand, item = track.hand, track.hand_item
             if hand is not None and not all(math.isfinite(v) for v in hand):
                 self._problem('malformed_position', f'track {track.track_id}: hand {hand}')
                 hand = None
+            if item is not None and not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in astuple(item)):
+                self._problem('malformed_position', f'track {track.track_id}: held item {item}')
+                item = None
             confidence = track.confidence
             if not 0.0 <= confidence <= 1.0:   # NaN too
                 self._problem('malformed_position', f'track {track.track_id}: confidence {confidence}')
                 confidence = min(1.0, max(0.0, confidence)) if math.isfinite(confidence) else 0.0
-            self._tracks.add(track.track_id, stamp_ns, track.x, track.y, hand, track.visit_code, confidence)
+            self._tracks.add(track.track_id, stamp_ns, track.x, track.y, hand, track.visit_code, confidence,
+                             item if hand is not None else None)
         return self.advance(wall_ns)
 
     def on_id_decision(self, decision: IdDecisionInput, wall_ns: int) -> Outputs:
@@ -375,9 +381,14 @@ class FusionCore:
             paths = tuple(TrackPath(w.track_id, w.visit_code, tuple(s.stamp_ns for s in w.samples),
                                     tuple(round(s.x, 3) for s in w.samples), tuple(round(s.y, 3) for s in w.samples))
                           for w in windows if w.track_id in near)
+            fits = product_fits(self.store, abs(delta), change.noise_grams)
+            sightings = sightings_at(windows, self.store.shelf_point(bin_id), self.settings.hand_zone_m,
+                                     held_span(delta, change.start_ns, change.end_ns))
+            if delta < 0 and any(fit.sku == bin_.sku and fit.likelihood >= 0.5 * fits[0].likelihood for fit in fits):
+                self._looks.learn(bin_.sku, change.end_ns, sightings)
             added.append(ChangeEvidence(
                 change.event_id, change.shelf_id, bin_id, delta, change.start_ns, change.end_ns, reach,
-                product_fits(self.store, abs(delta), change.noise_grams), seen_near, paths, basis))
+                self._looks.weigh(fits, sightings, change.start_ns), seen_near, paths, basis))
             # In stamp order: a slower shelf's change takes its place among the faster ones'.
             bisect.insort(self._changes, added[-1], key=_stamp_order)
         # Settled before anything else is solved or added: whether the solve runs now or

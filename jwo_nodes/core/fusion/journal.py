@@ -49,7 +49,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -57,6 +57,7 @@ from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion.core import FusionCore
 from jwo_nodes.core.fusion.types import (ID_DECISIONS, ChangeInput, FusionSettings, GateInput, IdDecisionInput,
                                          IdVerdict, Outputs, SeenIds, TrackInput)
+from jwo_nodes.core.held_item import HeldItem
 
 FORMAT = 'jwo-fusion-journal'
 VERSION = 1
@@ -139,8 +140,8 @@ class FusionJournal:
 
     def on_positions(self, stamp_ns: int, tracks: list, wall_ns: int) -> Outputs:
         return self._input({'k': 'positions', 'now': wall_ns, 'stamp': stamp_ns,
-                            'tracks': [[t.track_id, t.visit_code, t.x, t.y, t.hand, t.confidence]
-                                       for t in tracks]})
+                            'tracks': [[t.track_id, t.visit_code, t.x, t.y, t.hand, t.confidence,
+                                        astuple(t.hand_item) if t.hand_item else None] for t in tracks]})
 
     def advance(self, wall_ns: int) -> Outputs:
         return self._input({'k': 'tick', 'now': wall_ns})
@@ -212,8 +213,10 @@ class FusionJournal:
         if kind == 'gate_status':
             return self.core.on_gate_status(record['gate'], record['until'], record['last'], now)
         if kind == 'positions':
-            tracks = [TrackInput(track_id, code, x, y, tuple(hand) if hand is not None else None, confidence)
-                      for track_id, code, x, y, hand, confidence in record['tracks']]
+            # A line of a journal from before hands' items were read has no item.
+            tracks = [TrackInput(track_id, code, x, y, tuple(hand) if hand is not None else None, confidence,
+                                 HeldItem(*item[0]) if item and item[0] else None)
+                      for track_id, code, x, y, hand, confidence, *item in record['tracks']]
             return self.core.on_positions(record['stamp'], tracks, now)
         if kind == 'tick':
             return self.core.advance(now)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from jwo_nodes.core.fusion.types import NS
+from jwo_nodes.core.held_item import HeldItem
 
 # The tracker lowers a track's confidence for good when its identity is put in doubt
 # (two tracks close enough to swap: x0.85, a re-acquisition: x0.75); coasting lowers it
@@ -32,6 +33,7 @@ class Sample:
     visit_code: str
     confidence: float
     epoch: int = 0
+    hand_item: Optional[HeldItem] = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ class TrackBook:
         self._kept_from_ns = stamp_ns if stamp_ns is not None else -math.inf
 
     def add(self, track_id: str, stamp_ns: int, x: float, y: float, hand: Optional[tuple], visit_code: str,
-            confidence: float) -> None:
+            confidence: float, hand_item: Optional[HeldItem] = None) -> None:
         """One published position of a track, in its identity epoch."""
         if visit_code:
             self.code_seen[visit_code] = stamp_ns
@@ -136,7 +138,7 @@ class TrackBook:
             last = history[-1]
             epoch = last.epoch + (confidence < DOUBT_FALL * last.confidence
                                   or stamp_ns - last.stamp_ns > COASTED_S * NS)
-        sample = Sample(stamp_ns, x, y, hand, visit_code, confidence, epoch)
+        sample = Sample(stamp_ns, x, y, hand, visit_code, confidence, epoch, hand_item)
         history.append(sample)
         key = (track_id, epoch, visit_code)
         confirmations = self._confirmations.get(key)

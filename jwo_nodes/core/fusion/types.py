@@ -4,6 +4,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Optional
 
+from jwo_nodes.core.held_item import HeldItem
+
 NS = 1_000_000_000
 # The depth of the transient-local history that re-sends events to a restarted fusion
 # (jwo_nodes.ros_common.DURABLE_EVENT_QOS): ids older than that never come back.
@@ -125,6 +127,8 @@ class TrackInput:
     # How sure the tracker is that the track is still the person its visit code was
     # given to (1: certain).
     confidence: float = 1.0
+    # What that hand held (jwo_nodes.core.held_item.HeldItem), when read.
+    hand_item: Optional[HeldItem] = None
 
 
 @dataclass(frozen=True)
