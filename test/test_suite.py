@@ -49,11 +49,15 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # beside its shopper a moment ago (the arm seen as a person): hard 0.536 -> 0.524.
 # 2026-12-05: the detector trained on both stores' renders: hard 0.524 -> 0.452; a
 # walk-out the tracker doubted weighs on the receipt: hard 0.452 -> 0.488, both still
-# 1.0 exact among not flagged with 0 items.
+# 1.0 exact among not flagged with 0 items. Then products in the hands that carry them,
+# the held-item reader and fusion weighing products of one weight by their colour
+# (fusion/looks.py): medium 0.20 -> 0.08 flagged (exact 94 -> 100 %), hard 0.488 ->
+# 0.381 (exact 71.4 -> 88.1 %), both 1.0 exact among not flagged with 0 items; line F1
+# 0.882 -> 0.972. The issue's medium target (0.99 / 0.10) is met.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
-    'medium': (0.97, 0.22, 0),
-    'hard': (0.97, 0.50, 0),
+    'medium': (0.99, 0.10, 0),
+    'hard': (0.97, 0.40, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 
@@ -141,7 +145,10 @@ def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_p
 # With the stand-in tracker (no hands): corner_medium 0.56 flagged / 1.0 exact among
 # the rest / 0 items, corner_hard 0.871 / 0.778 / 2. With vision, since the detector
 # was trained on this store's renders too (2026-12-05): corner_medium 0.44 / 1.0 / 0,
-# corner_hard 0.871 / 0.778 / 2.
+# corner_hard 0.871 / 0.778 / 2. With products in hands and their colours weighed
+# (branch held-item-looks, 2026-12-05): corner_medium 0.44 / 0.964 / 0 -- one receipt
+# (corner_medium-0 p03) lost a take the tracker gave its neighbour's hand, which product
+# doubt had sent to review before -- and corner_hard 0.771 / 0.875 / 1.
 CORNER_THRESHOLDS = {
     'corner_medium': (0.97, 0.46, 0),
     'corner_hard': (0.75, 0.88, 2),
