@@ -12,7 +12,6 @@ product's chromaticity; points on shoppers away from their hands are crops of no
 held. Reproducible from --seed on the CPU. Needs requirements-train.txt.
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,10 +19,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.held_item import CROP_PX, chromaticity, crops
 from jwo_nodes.core.render import CameraRenderer, product_colour, random_figures, random_settings
-from jwo_nodes.train.train_detector import DEFAULT_STORES, _jitter_camera
+from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, start
+from jwo_nodes.train.train_detector import jitter_camera
 
 # A detector's hand point is off the true one by about this (pixels, each axis, 1 sigma).
 POINT_ERROR_PX = 6.0
@@ -39,7 +39,7 @@ def _render_crops(job):
         store = stores[i % len(stores)]
         cameras = list(store.cameras.values())
         camera = cameras[i // len(stores) % len(cameras)]
-        renderer = CameraRenderer(store, _jitter_camera(camera, rng) if rng.random() < 0.5 else camera,
+        renderer = CameraRenderer(store, jitter_camera(camera, rng) if rng.random() < 0.5 else camera,
                                   random_settings(rng))
         figures = random_figures(store, rng)
         frame = renderer.render(figures, float(rng.uniform(0, 300)), i)
@@ -66,15 +66,7 @@ def _render_crops(job):
 
 
 def make_dataset(store_paths: list, frames: int, seed: int, workers: int = 2):
-    chunk = -(-frames // max(1, workers))
-    jobs = [(tuple(store_paths), seed, a, min(frames, a + chunk)) for a in range(0, frames, chunk)]
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing
-        with multiprocessing.get_context('spawn').Pool(len(jobs)) as pool:
-            parts = pool.map(_render_crops, jobs)
-    else:
-        parts = [_render_crops(job) for job in jobs]
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return render_in_parts(_render_crops, frames, workers, tuple(store_paths), seed)
 
 
 def build_model(width: int = 16):
@@ -117,79 +109,30 @@ def scores(pred: np.ndarray, target: np.ndarray) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--store', action='append', dest='stores', metavar='STORE',
-                        help='store config whose cameras to render, repeatable (default: '
-                             + ' and '.join(DEFAULT_STORES) + ')')
-    parser.add_argument('--out', default='models/held_item.onnx', help='ONNX file to write')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--frames', type=int, default=24000, help='rendered training frames, of the stores in turn')
-    parser.add_argument('--steps', type=int, default=8000, help='optimizer steps')
-    parser.add_argument('--batch', type=int, default=64)
-    parser.add_argument('--lr', type=float, default=3e-3)
-    parser.add_argument('--threads', type=int, default=2)
+    add_arguments(parser, 'models/held_item.onnx', frames=24000, steps=8000, batch=64)
     args = parser.parse_args(argv)
-    stores = args.stores or list(DEFAULT_STORES)
-    for path in stores:
-        try:
-            load_store_config(path)
-        except ConfigError as error:
-            print(f'error: {error}', file=sys.stderr)
-            return 2
+    stores = start(args)
+    if stores is None:
+        return 2
     import torch
-    torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
     started = time.monotonic()
     xs, ys = make_dataset(stores, args.frames, args.seed, workers=args.threads)
     val_x, val_y = make_dataset(stores, 600, args.seed + 1_000_003, workers=args.threads)
     print(f'rendered {len(xs)} training crops ({int(ys[:, 0].sum())} holding) and {len(val_x)} validation '
           f'crops in {time.monotonic() - started:.0f} s', flush=True)
     model = build_model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.steps,
-                                                   pct_start=0.15)
-    rng = np.random.default_rng(args.seed)
-    xt, yt = torch.from_numpy(xs), torch.from_numpy(ys)
-    model.train()
-    for step in range(1, args.steps + 1):
-        index = torch.from_numpy(rng.integers(0, len(xs), args.batch))
-        batch_x = xt[index]
-        if rng.random() < 0.5:
-            batch_x = batch_x.flip(3)
-        if rng.random() < 0.5:
-            batch_x = batch_x.flip(2)
-        loss = loss_of(model(batch_x), yt[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        if step % 250 == 0 or step == args.steps:
-            print(f'step {step}/{args.steps} loss {loss.item():.3f} ({time.monotonic() - started:.0f} s)', flush=True)
-    model.eval()
+    fit(model, xs, ys, loss_of, args, started, flips=(3, 2), report_every=250)
     with torch.no_grad():
         found = scores(model(torch.from_numpy(val_x)).numpy(), val_y)
     print(f'validation: {found}', flush=True)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    export(model, out, {'trained_s': round(time.monotonic() - started), 'seed': args.seed, 'stores': stores,
-                        'frames': args.frames, 'steps': args.steps, **found})
+    export(model, out, (3, CROP_PX, CROP_PX), ('crops', 'held'), {
+        'format': 'jwo-held-item-v1', 'input': 'rgb01', 'crop': CROP_PX,
+        'outputs': ['holding', 'blue_share', 'green_share'], 'trained_s': round(time.monotonic() - started),
+        'seed': args.seed, 'stores': stores, 'frames': args.frames, 'steps': args.steps, **found})
     print(f'wrote {out} ({out.stat().st_size / 1e3:.0f} kB) after {time.monotonic() - started:.0f} s')
     return 0
 
-
-def export(model, path: Path, info: dict) -> None:
-    import onnx
-    import torch
-    dummy = torch.zeros(1, 3, CROP_PX, CROP_PX)
-    torch.onnx.export(model, (dummy,), str(path), input_names=['crops'], output_names=['held'],
-                      opset_version=17, dynamic_axes={'crops': {0: 'batch'}, 'held': {0: 'batch'}},
-                      dynamo=False)
-    proto = onnx.load(str(path))
-    meta = {'format': 'jwo-held-item-v1', 'input': 'rgb01', 'crop': CROP_PX,
-            'outputs': ['holding', 'blue_share', 'green_share'], **info}
-    for key, value in meta.items():
-        proto.metadata_props.append(onnx.StringStringEntryProto(key=key, value=json.dumps(value)))
-    onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
 
 
 if __name__ == '__main__':
