@@ -9,6 +9,7 @@ from jwo_nodes.core.fusion import (AMBIGUOUS_ATTRIBUTION, AMBIGUOUS_PRODUCT, FIN
                                    NEEDS_REVIEW, NO_CANDIDATE, NS, UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK,
                                    SENSOR_STALE, UNRESOLVED_EXIT, ChangeInput, FusionCore, GateInput,
                                    TrackInput)
+from jwo_nodes.core.held_item import HeldItem
 from jwo_nodes.core.sim import Timeline, load_scenario
 
 STORE = 'config/stores/demo.yaml'
@@ -416,13 +417,16 @@ def test_bad_input_is_counted_and_loses_nothing(store):
     s._take(s.core.on_positions(s.t - NS, [], WALL))        # stamp going backwards
     s.t += NS // 10                                         # a hand nowhere
     s._take(s.core.on_positions(s.t, [TrackInput('t1', 'v1', 2.0, 1.2, (float('inf'), 0.6))], WALL))
+    s.t += NS // 10                                         # a held item read as nonsense
+    s._take(s.core.on_positions(s.t, [TrackInput('t1', 'v1', 2.0, 1.2, (2.0, 0.6), 1.0,
+                                                 HeldItem(float('nan'), 0.3, 0.4))], WALL))
     s.run(1)
     s.place('t1', 'v1', 'G1'); s.run(1); s.leave(); s.run(0.3); s.place('t1', 'v1', None); s.run(2)
     assert lines_of(s.receipts['v1']) == {'COLA-330': 1}
     counted = Counter(name for name, _ in s.core.problems)
     assert counted == Counter({'duplicate_gate_event': 1, 'exit_without_entry': 1, 'duplicate_weight_change': 1,
                                'unknown_shelf': 1, 'malformed_weight_change': 1, 'out_of_order_positions': 1,
-                               'malformed_position': 1})
+                               'malformed_position': 2})
 
 
 def test_a_store_open_for_months_keeps_only_what_is_going_on(store):
