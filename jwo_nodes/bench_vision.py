@@ -23,12 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jwo_nodes.core.appearance import AppearanceSampler
+from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path, preprocess
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
-from jwo_nodes.core.perception import floor_detections
+from jwo_nodes.core.perception import HandParallax, floor_detections
 from jwo_nodes.core.tracker import Tracker
 
 
@@ -115,10 +115,12 @@ def run(args) -> int:
         views = [cameras[i % len(cameras)] for i in range(n)]
         tracker = Tracker(list(store.gates.values()))
         samplers = {camera.id: AppearanceSampler(camera) for camera in views}
+        parallaxes = {camera.id: HandParallax(store, camera, AppearanceSettings().torso_lean) for camera in views}
         started = time.perf_counter()
         for k, step in enumerate(jpegs):
             images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in step]
-            tracker.step(int(times[k]), *floor_detections(views, images, detector.detect(images), samplers))
+            tracker.step(int(times[k]), *floor_detections(views, images, detector.detect(images), samplers,
+                                                                  parallaxes=parallaxes))
         per_step = (time.perf_counter() - started) / len(jpegs)
         ok = per_step < budget
         keeps_up = n if ok else keeps_up

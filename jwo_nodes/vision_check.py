@@ -31,12 +31,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jwo_nodes.core.appearance import AppearanceSampler
+from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
 from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.held_item import HeldItemReader, default_model_path as held_item_model
-from jwo_nodes.core.perception import floor_detections
+from jwo_nodes.core.perception import HandParallax, floor_detections
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.core.tracker import Tracker, TrackerSettings
@@ -85,6 +85,8 @@ def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quali
                                                               drop_rate=noise.dropped_messages))
                  for camera in store.cameras.values()]
     samplers = {camera.id: AppearanceSampler(camera) for camera in store.cameras.values()}
+    parallaxes = {camera.id: HandParallax(store, camera, AppearanceSettings().torso_lean)
+                  for camera in store.cameras.values()}
     rate = fps or min(camera.fps for camera in store.cameras.values())
     reader_model = held_item_model()
     reader = HeldItemReader(reader_model) if reader_model else None
@@ -100,7 +102,8 @@ def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quali
             _, jpeg = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             cameras.append(renderer.camera)
             frames.append(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
-        shoppers, hands = floor_detections(cameras, frames, detector.detect(frames), samplers, reader)
+        shoppers, hands = floor_detections(cameras, frames, detector.detect(frames), samplers, reader,
+                                           parallaxes)
         steps.append((t_ns, shoppers, hands))
     return steps
 

@@ -264,6 +264,22 @@ def test_hands_go_to_the_nearest_track_within_reach():
     assert tracker.counters['hands_unassigned'] == 1
 
 
+def test_a_hand_goes_to_the_wearer_of_the_sleeve_reaching_it_though_another_stands_nearer():
+    """corner_medium-0's take of crisps: the camera saw the farther shopper's sleeve reach
+    the hand; a second camera, which saw the hand but not the wearer, sees the same hand
+    a little elsewhere (parallax) and adopts that sleeve."""
+    tracker = Tracker([GATE], TrackerSettings(confirm_hits=1))
+    wearer_feet = (5.73, 2.85)
+    hands = [FloorDetection(5.31, 3.70, 0.9, 'cam_front', arm=wearer_feet), FloorDetection(5.27, 3.54, 0.9, 'cam_back')]
+    tracks, given = tracker.step(DT, [det(5.70, 2.91), det(5.08, 2.93)], hands)
+    wearer = next(t for t in tracks if t.x > 5.5)
+    assert [h.track_id for h in given] == [wearer.track_id, wearer.track_id]
+    # A sleeve whose wearer has no track near: nobody's hand, not the neighbour's.
+    _, given = tracker.step(2 * DT, [det(5.70, 2.91), det(5.08, 2.93)],
+                            [FloorDetection(5.31, 3.70, 0.9, 'cam_front', arm=(6.5, 2.9))])
+    assert given == [] and tracker.counters['hands_unassigned'] == 1
+
+
 def test_a_hand_goes_to_the_shopper_not_to_a_track_born_beside_them_a_moment_ago():
     """A shopper stands at a shelf; the detector sees the reaching arm as a second person
     0.45 m nearer the shelf, whose track starts there. For its first second the hand in

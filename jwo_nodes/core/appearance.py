@@ -30,6 +30,9 @@ from jwo_nodes.core.config import Camera
 from jwo_nodes.core.frame_source import floor_to_pixels, pixels_to_floor
 
 _RING_SAMPLES = 16
+# Where the torso_lean of a camera is measured: shoulders about this high (metres).
+SHOULDER_HEIGHT_M = 1.3
+_ARM_SAMPLES = 12
 _LIKE = 0.15               # samples closer than this (in a clothes distance) are of one colour
 # The clothes' brightness counts for little: the light changes.
 _CLOTHES_BRIGHTNESS = 0.25
@@ -46,6 +49,16 @@ class AppearanceSettings:
     head_lean_share: float = 1.25      # the head point's lean against the shoulders'
     head_ring_m: float = 0.04
     min_inside: float = 1 / 3    # a smaller share of the samples inside the frame: no colour
+    # The stretch of the hand-to-shoulders line where a sleeve shows: past the hand,
+    # short of the widest torso (whose own clothes cover the line of any shopper
+    # however far the hand), at least min_sleeve of the line long; how many pixels to
+    # either side of it a point may find the sleeve (the detector's hand point is a
+    # few pixels off); and how far beside a sleeve the background shows.
+    arm_from: float = 0.15
+    torso_m: float = 0.3
+    min_sleeve: float = 0.15
+    arm_width_px: int = 6
+    sleeve_m: float = 0.08
 
 
 class AppearanceSampler:
@@ -87,16 +100,67 @@ class AppearanceSampler:
             out.append(tuple(parts))
         return out
 
+    def arm_affinities(self, frame: np.ndarray, hand_pixel, floor_points, colours) -> list:
+        """How much of the line from a hand (image pixel) to each shopper's shoulders
+        (feet floor points, with their colours from ``colours``) shows that shopper's
+        sleeve: the share of points along it, from ``arm_from`` of the way to where the
+        shopper's torso (``torso_m``) may begin, where a pixel within ``arm_width_px``
+        across is of the clothes' colour and the pixels ``sleeve_m`` to either side of
+        it are not (a sleeve is a narrow bar; a floor or shelf of the clothes' colour is
+        not evidence). A sleeve reaching the hand makes it near 1 for its wearer; the
+        floor or shelf between a hand and somebody else's shoulders makes it near 0 for
+        them. None where the shopper has no colour, stands too close to the hand to
+        tell, or the line leaves the frame."""
+        points = np.asarray(floor_points, dtype=np.float64).reshape(-1, 2)
+        if not len(points):
+            return []
+        s = self.settings
+        hand = np.asarray(hand_pixel, dtype=np.float64).reshape(2)
+        hand_floor = pixels_to_floor(self.camera, [hand])[0]
+        shoulders_floor = points + s.torso_lean * (points - self.nadir)
+        shoulders = floor_to_pixels(self.camera, shoulders_floor)
+        height, width = frame.shape[:2]
+        out = []
+        for shoulder, shoulder_floor, colour in zip(shoulders, shoulders_floor, colours):
+            reach_m = float(np.hypot(*(shoulder_floor - hand_floor)))
+            along = shoulder - hand
+            length_px = float(np.hypot(*along))
+            sleeve_to = 1.0 - s.torso_m / reach_m if reach_m > 0 else 0.0
+            if (colour is None or not np.isfinite(length_px) or length_px < 1.0
+                    or sleeve_to - s.arm_from < s.min_sleeve):
+                out.append(None)
+                continue
+            gap = max(1, int(round(s.sleeve_m * length_px / reach_m)))
+            offsets = np.arange(-s.arm_width_px - gap, s.arm_width_px + gap + 1)
+            across = np.array([-along[1], along[0]]) / length_px
+            shares = np.linspace(s.arm_from, sleeve_to, _ARM_SAMPLES)
+            pixels = np.round(hand + shares[:, None, None] * along + offsets[None, :, None] * across)
+            u, v = pixels[..., 0].astype(int), pixels[..., 1].astype(int)
+            if u.min() < 0 or v.min() < 0 or u.max() >= width or v.max() >= height:
+                out.append(None)
+                continue
+            described = _described(frame[v.ravel(), u.ravel()])
+            like = (_colour_distances(described, np.asarray(colour[:3], dtype=np.float64).reshape(1, 3),
+                                      _CLOTHES_BRIGHTNESS) < _LIKE).reshape(u.shape)
+            bar = like[:, gap:-gap] & ~like[:, :-2 * gap] & ~like[:, 2 * gap:]
+            out.append(float(np.mean(bar.any(axis=1))))
+        return out
+
 
 def dominant(bgr_samples) -> tuple:
     """The colour most of the BGR samples (N x 3) share: (blue share, green share, log
     brightness)."""
-    bgr = np.asarray(bgr_samples, dtype=np.float64).reshape(-1, 3)
-    total = bgr.sum(axis=1) + 3.0
-    described = np.stack([(bgr[:, 0] + 1.0) / total, (bgr[:, 1] + 1.0) / total, np.log(total / 3.0)], axis=1)
+    described = _described(bgr_samples)
     like = _colour_distances(described, described, _CLOTHES_BRIGHTNESS) < _LIKE
     best = int(np.argmax(like.sum(axis=1)))
     return tuple(float(v) for v in described[like[best]].mean(axis=0))
+
+
+def _described(bgr_samples) -> np.ndarray:
+    """BGR samples (N x 3) -> N x (blue share, green share, log brightness)."""
+    bgr = np.asarray(bgr_samples, dtype=np.float64).reshape(-1, 3)
+    total = bgr.sum(axis=1) + 3.0
+    return np.stack([(bgr[:, 0] + 1.0) / total, (bgr[:, 1] + 1.0) / total, np.log(total / 3.0)], axis=1)
 
 
 def distance(a: Optional[tuple], b: Optional[tuple]) -> Optional[float]:

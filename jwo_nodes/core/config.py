@@ -20,6 +20,10 @@ from jwo_common import money
 # A bin's shelf, where hands reach into it, is this far from the bin's standing point,
 # away from the aisle.
 SHELF_OFFSET_M = 0.6
+# Reaching into a board at a known level, a hand is this far above it (metres), within
+# these bounds.
+HAND_ABOVE_BOARD_M = 0.1
+HAND_HEIGHT_RANGE_M = (0.25, 1.95)
 # The front edge of a shelf is this far in front of the point where hands reach into it.
 SHELF_FACE_M = 0.15
 # A shelf is this deep, from its front edge to its back.
@@ -249,6 +253,14 @@ class StoreConfig:
             return bin_.x - facing[0] * SHELF_OFFSET_M, bin_.y - facing[1] * SHELF_OFFSET_M
         side = -1.0 if bin_.y < self._centre_y else 1.0
         return bin_.x, bin_.y + side * SHELF_OFFSET_M
+
+    def hand_height(self, bin_id: str) -> Optional[float]:
+        """How high a hand reaching into a bin is (metres above the floor); None where
+        the store does not say (a shelf without a facing or a level)."""
+        shelf = self.shelves[self._bins[bin_id].shelf_id]
+        if shelf.facing is None or shelf.level is None:
+            return None
+        return min(max(shelf.level + HAND_ABOVE_BOARD_M, HAND_HEIGHT_RANGE_M[0]), HAND_HEIGHT_RANGE_M[1])
 
     def facing(self, bin_id: str) -> tuple:
         """Unit vector from a bin's shelf into its aisle (towards where shoppers stand)."""

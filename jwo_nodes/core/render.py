@@ -33,10 +33,6 @@ REACH_BEFORE_S = 0.35
 REACH_AFTER_S = 0.25
 # Hands are at about this share of a person's height (when the shelf's level is not known).
 HAND_HEIGHT = 0.62
-# Reaching into a shelf with a level, the hand is this far above its board, metres,
-# within these bounds.
-HAND_ABOVE_BOARD_M = 0.1
-HAND_HEIGHT_RANGE_M = (0.25, 1.95)
 # A product held in a hand shows as a disc this wide (metres) in the hand's middle.
 ITEM_RADIUS_M = 0.04
 _SEGMENTS = 20
@@ -337,7 +333,7 @@ class SceneFigures:
             else:
                 u = float(rng.uniform(-0.7, 0.7)) * store.facing_half_width(event.bin_id)
                 hand = (sx - shelf.facing[1] * u, sy + shelf.facing[0] * u)
-                height = hand_height(shelf.level)
+                height = store.hand_height(event.bin_id)
             start, end = event.start_ns - int(REACH_BEFORE_S * NS), event.end_ns + int(REACH_AFTER_S * NS)
             held = (event.ramp_start_ns, end) if event.delta_grams < 0 else (start, event.end_ns)
             self._reaches.setdefault(event.person_id, []).append(
@@ -365,13 +361,6 @@ class _Reach:
     height: Optional[float]        # of the hand above the floor, when known
     sku: str
     held: tuple                    # (from, until) stamps the product is in the hand
-
-
-def hand_height(level: Optional[float]) -> Optional[float]:
-    """The height of a hand reaching into a shelf board at this level (None: unknown)."""
-    if level is None:
-        return None
-    return min(max(level + HAND_ABOVE_BOARD_M, HAND_HEIGHT_RANGE_M[0]), HAND_HEIGHT_RANGE_M[1])
 
 
 def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int = 7) -> list:
@@ -407,7 +396,7 @@ def random_figures(store: StoreConfig, rng: np.random.Generator, max_people: int
                     hand = (sx + u, sy)
                 else:
                     hand = (sx - facing[1] * u, sy + facing[0] * u)
-                    height = hand_height(store.shelves[b.shelf_id].level)
+                    height = store.hand_height(b.id)
         elif kind < 0.6 and gates:
             g = gates[int(rng.integers(len(gates)))]
             x, y = g.x + rng.normal(0, 0.4), g.y + rng.normal(0, 0.4)
@@ -442,5 +431,5 @@ def floor_of_pixels(camera: Camera, points) -> np.ndarray:
 
 
 __all__ = ['CameraRenderer', 'Figure', 'Look', 'RenderSettings', 'RenderedFrame', 'SceneFigures',
-           'floor_of_pixels', 'floor_to_pixels', 'hand_height', 'person_look', 'random_figures',
+           'floor_of_pixels', 'floor_to_pixels', 'person_look', 'random_figures',
            'random_settings']

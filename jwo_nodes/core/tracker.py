@@ -29,7 +29,9 @@ update, start and lose tracks:
   good, coasting lowers it while it lasts. Colour confirming a track's code raises it
   again: to reid_identity for a code kept since the gate, to reid_moved_identity for
   one re-identification moved there (such codes are wrong more often).
-* hand detections go to the nearest published track within arm's reach.
+* a hand detection goes to the published track nearest the feet of the shopper whose
+  sleeve reaches it, where the camera saw whose that is; otherwise to the nearest
+  published track within arm's reach.
 
 Everything is decided from the stamps given: the same inputs give the same tracks.
 """
@@ -69,6 +71,8 @@ class TrackerSettings:
     group_stagger_s: float = 0.5
     arm_reach_m: float = 1.1          # a hand belongs to the nearest track within this ...
     arm_track_s: float = 1.0          # ... before one started away from a gate less than this ago
+    arm_owner_m: float = 0.4          # a hand whose sleeve was seen goes to the track this near its wearer
+    same_hand_m: float = 0.3          # two cameras' hands this close are one
     swap_radius_m: float = 0.45       # two tracks this close may swap identities
     exit_grace_s: float = 0.3         # a track still seen this long after its EXIT is someone else
     just_entered_s: float = 3.0       # an EXIT takes a track this young only if no other is at the gate
@@ -99,6 +103,7 @@ class FloorDetection:
     camera: str = ''
     appearance: Optional[tuple] = None   # jwo_nodes.core.appearance colour, if sampled
     item: Optional[HeldItem] = None      # what a hand holds, if read
+    arm: Optional[tuple] = None          # a hand's: the feet of the shopper whose sleeve reaches it
 
 
 @dataclass(frozen=True)
@@ -584,15 +589,20 @@ class Tracker:
         return out
 
     def _hands(self, hands: list, published: list) -> list:
-        """Each hand to the nearest track within arm's reach; a track that started away
-        from a gate less than arm_track_s ago comes after the others (most likely the
-        reaching arm itself, seen as a person beside its shopper)."""
+        """Each hand to the track nearest the feet of the shopper whose sleeve reaches
+        it (within arm_owner_m; none there, nobody's), or else to the nearest track
+        within arm's reach; a track that started away from a gate less than arm_track_s
+        ago comes after the others (most likely the reaching arm itself, seen as a
+        person beside its shopper)."""
+        s = self.settings
         by_id = {t.id: t for t in self.tracks}
         given = []
         for hand in hands:
-            ranked = sorted((self._may_be_an_arm(by_id[t.track_id]), math.hypot(t.x - hand.x, t.y - hand.y),
+            arm = hand.arm or self._arm_seen_by_another_camera(hand, hands)
+            x, y, within = (*arm, s.arm_owner_m) if arm else (hand.x, hand.y, s.arm_reach_m)
+            ranked = sorted((self._may_be_an_arm(by_id[t.track_id]), math.hypot(t.x - x, t.y - y),
                              t.track_id) for t in published)
-            ranked = [(d, track_id) for _, d, track_id in ranked if d <= self.settings.arm_reach_m]
+            ranked = [(d, track_id) for _, d, track_id in ranked if d <= within]
             if ranked:
                 track = next(t for t in published if t.track_id == ranked[0][1])
                 given.append(HandOutput(track.track_id, hand.x, hand.y, hand.score, hand.item))
@@ -600,6 +610,14 @@ class Tracker:
             else:
                 self.counters['hands_unassigned'] += 1
         return given
+
+    def _arm_seen_by_another_camera(self, hand: FloorDetection, hands: list) -> Optional[tuple]:
+        """The sleeve another camera saw reach this hand (its view of the hand within
+        same_hand_m of this one's), where this camera saw none (its wearer out of view)."""
+        seen = [(math.hypot(other.x - hand.x, other.y - hand.y), other.arm) for other in hands
+                if other.arm and other.camera != hand.camera]
+        nearest = min(seen, default=None)
+        return nearest[1] if nearest and nearest[0] <= self.settings.same_hand_m else None
 
     def _may_be_an_arm(self, track: _Track) -> bool:
         return not track.gate_id and self.stamp_ns - track.born_ns < self.settings.arm_track_s * NS

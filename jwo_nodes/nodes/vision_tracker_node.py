@@ -28,7 +28,7 @@ from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
 from jwo_nodes.core.held_item import HeldItemReader, default_model_path as held_item_model
-from jwo_nodes.core.perception import floor_detections
+from jwo_nodes.core.perception import HandParallax, floor_detections
 from jwo_nodes.core.tracker import FrameBatcher, Tracker, TrackerSettings
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, SENSOR_QOS, Counters,
                                   Param, declare_params, run_node, to_ns, to_stamp)
@@ -62,7 +62,8 @@ PARAMS = [
     Param('arm_reach_m', float, 'A hand belongs to the nearest track within this (m).', 1.1, 0.1, 3.0),
     Param('torso_lean', float, "Shoulders appear displaced from the feet, away from the point under "
           "the camera, by this share of the feet's distance from it: shoulder height / (camera height - "
-          "shoulder height). Where the clothing colour is sampled.", 0.1, 0.0, 2.0),
+          "shoulder height, shoulders taken as 1.3 m up). Where the clothing colour is sampled, and how far "
+          "a hand at a shelf appears displaced the same way (placed back over the floor).", 0.1, 0.0, 2.0),
     Param('appearance_weight_m', float, 'A clothing colour difference (0 same .. 1 unlike) counts as '
           'this many metres when matching detections to tracks (0: position only).', 1.0, 0.0, 5.0),
 ]
@@ -110,6 +111,7 @@ class VisionTrackerNode(Node):
                             arm_reach_m=p.arm_reach_m, appearance_weight_m=p.appearance_weight_m))
         look = AppearanceSettings(torso_lean=p.torso_lean)
         self.samplers = {c.id: AppearanceSampler(c, look) for c in self.store.cameras.values()}
+        self.parallaxes = {c.id: HandParallax(self.store, c, p.torso_lean) for c in self.store.cameras.values()}
         self.batcher = FrameBatcher(self.store.cameras, int(p.batch_tolerance_s * 1e9))
         self._pending_since = None
         # The tracker is fed by the inference thread (steps) and the executor (gate events).
@@ -240,7 +242,8 @@ class VisionTrackerNode(Node):
         started = time.perf_counter()
         results = self.detector.detect(frames)
         self.counters.count('inference_ms_total', int(round((time.perf_counter() - started) * 1000)))
-        shoppers, hands = floor_detections(cameras, frames, results, self.samplers, self.reader)
+        shoppers, hands = floor_detections(cameras, frames, results, self.samplers, self.reader,
+                                           self.parallaxes)
         with self._tracker_lock:
             tracks, given = self.tracker.step(stamp_ns, shoppers, hands)
             self._tracker_counts = dict(self.tracker.counters)

@@ -39,8 +39,9 @@ class FusionSettings:
     candidate_radius_m: float = 2.5
     # Positions this long before and after a change count as "at the shelf".
     window_margin_s: float = 0.5
-    # A hand this close to a bin's shelf point is in the bin.
-    hand_zone_m: float = 0.5
+    # A hand this close to a bin's shelf point is in the bin (hands come placed over the
+    # floor under them; a neighbour's at the next facing is 0.5 m or more away).
+    hand_zone_m: float = 0.3
     # Where hands were seen in the bin, a candidate whose hand was never there keeps
     # this much of the weight of one whose hand was there all the window.
     hand_floor: float = 0.05
