@@ -40,6 +40,14 @@ def start(args):
     return stores
 
 
+def render_sets(make_dataset, stores: list, args, validation: int) -> tuple:
+    """(training set, validation set, when rendering started): make_dataset(stores,
+    count, seed, workers=) -> (xs, ys); the validation set from seeds of its own."""
+    started = time.monotonic()
+    training = make_dataset(stores, args.frames, args.seed, workers=args.threads)
+    return training, make_dataset(stores, validation, args.seed + 1_000_003, workers=args.threads), started
+
+
 def fit(model, xs: np.ndarray, ys: np.ndarray, loss_of, args, started: float, flips: tuple = (3,),
         report_every: int = 100) -> None:
     """args.steps optimizer steps on random batches of (xs, ys), each batch mirrored

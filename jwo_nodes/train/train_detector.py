@@ -23,7 +23,7 @@ import numpy as np
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.detector import preprocess
 from jwo_nodes.core.render import CameraRenderer, random_figures, random_settings
-from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, start
+from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, render_sets, start
 
 INPUT_W, INPUT_H, STRIDE = 256, 192, 4
 CHANNELS = ('shopper', 'hand')
@@ -134,9 +134,7 @@ def main(argv=None) -> int:
     if stores is None:
         return 2
     import torch
-    started = time.monotonic()
-    xs, ys = make_dataset(stores, args.frames, args.seed, workers=args.threads)
-    val_x, val_y = make_dataset(stores, 200, args.seed + 1_000_003, workers=args.threads)
+    (xs, ys), (val_x, val_y), started = render_sets(make_dataset, stores, args, validation=200)
     print(f'rendered {len(xs)} training and {len(val_x)} validation frames in '
           f'{time.monotonic() - started:.0f} s', flush=True)
     model = build_model(args.width)

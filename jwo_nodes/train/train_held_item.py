@@ -22,7 +22,7 @@ import numpy as np
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.held_item import CROP_PX, chromaticity, crops
 from jwo_nodes.core.render import CameraRenderer, product_colour, random_figures, random_settings
-from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, start
+from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, render_sets, start
 from jwo_nodes.train.train_detector import jitter_camera
 
 # A detector's hand point is off the true one by about this (pixels, each axis, 1 sigma).
@@ -115,9 +115,7 @@ def main(argv=None) -> int:
     if stores is None:
         return 2
     import torch
-    started = time.monotonic()
-    xs, ys = make_dataset(stores, args.frames, args.seed, workers=args.threads)
-    val_x, val_y = make_dataset(stores, 600, args.seed + 1_000_003, workers=args.threads)
+    (xs, ys), (val_x, val_y), started = render_sets(make_dataset, stores, args, validation=600)
     print(f'rendered {len(xs)} training crops ({int(ys[:, 0].sum())} holding) and {len(val_x)} validation '
           f'crops in {time.monotonic() - started:.0f} s', flush=True)
     model = build_model()
