@@ -16,6 +16,14 @@ person who did it (within --near metres) -- does it carry that person's visit co
     uncoded    a track without a code: fusion has nobody to charge
     untracked  no track near the person
 
+and whose the hands the tracker saw in the bin then were (within fusion's hand_zone_m
+of its shelf point):
+
+    right      all of them on tracks with the person's party's code
+    wrong      one on a track with another code or none: fusion would weigh a
+               neighbour's hand
+    unseen     no hand in the bin at that moment
+
 and, at each walk-out EXIT, whether a coded track was at the gate to leave.
 Detections are cached per scenario, camera set and model (--cache), so a second run
 with other tracker settings takes seconds.
@@ -34,6 +42,7 @@ import numpy as np
 from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
+from jwo_nodes.core.fusion import FusionSettings
 from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.held_item import HeldItemReader, default_model_path as held_item_model
 from jwo_nodes.core.perception import HandParallax, floor_detections
@@ -43,6 +52,7 @@ from jwo_nodes.core.tracker import Tracker, TrackerSettings
 from jwo_nodes.simbag import gate_events
 
 OUTCOMES = ('right', 'wrong', 'uncoded', 'untracked')
+HAND_OUTCOMES = ('right', 'wrong', 'unseen')
 # A track the tracker is less sure of than this counts as doubted.
 DOUBTED_BELOW = 0.75
 
@@ -134,11 +144,13 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
             if party:
                 code_of_party[party] = event.visit_code
     moments = sorted((((e.ramp_start_ns + e.end_ns) // 2, e) for e in timeline.weight_events), key=lambda m: m[0])
-    outcomes, doubted, misses = Counter(), Counter(), []
+    outcomes, doubted, hand_outcomes, misses = Counter(), Counter(), Counter(), []
+    hand_zone_m = FusionSettings().hand_zone_m
     next_event = next_moment = 0
     for t_ns, shoppers, hands in steps:
         next_event = give_gate_events(tracker, events, next_event, t_ns)
-        published, _ = tracker.step(t_ns, shoppers, hands)
+        published, given = tracker.step(t_ns, shoppers, hands)
+        code_of_track = {t.track_id: t.visit_code for t in published}
         while next_moment < len(moments) and moments[next_moment][0] <= t_ns:
             weight_event = moments[next_moment][1]
             next_moment += 1
@@ -151,13 +163,17 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
                 want = code_of_party.get(weight_event.party_id, '?')
                 outcome = 'right' if seen == want else 'uncoded' if not seen else 'wrong'
             outcomes[outcome] += 1
+            sx, sy = timeline.store.shelf_point(weight_event.bin_id)
+            in_bin = {code_of_track[h.track_id] for h in given if np.hypot(h.x - sx, h.y - sy) <= hand_zone_m}
+            want = code_of_party.get(weight_event.party_id, '?')
+            hand_outcomes['unseen' if not in_bin else 'right' if in_bin == {want} else 'wrong'] += 1
             if not sure:
                 doubted[outcome] += 1
             if outcome != 'right':
                 misses.append(f'{t_ns / NS:7.2f}s {weight_event.person_id} ({weight_event.party_id}) '
                               f'{weight_event.bin_id}: {outcome} {seen}{"" if sure else " (doubted)"}')
     exits = sum(1 for e in events if e.direction != ENTRY)
-    return {'outcomes': outcomes, 'doubted': doubted, 'misses': misses, 'exits': exits,
+    return {'outcomes': outcomes, 'doubted': doubted, 'hands': hand_outcomes, 'misses': misses, 'exits': exits,
             'exits_matched': tracker.counters['exits_matched'], 'counters': dict(tracker.counters)}
 
 
@@ -196,7 +212,7 @@ def run(args) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 2
     cache = Path(args.cache) if args.cache else None
-    total, doubted = Counter(), Counter()
+    total, doubted, hands = Counter(), Counter(), Counter()
     exits = exits_matched = 0
     for index, path in enumerate(args.scenarios, 1):
         started = time.perf_counter()
@@ -218,11 +234,13 @@ def run(args) -> int:
         outcomes = result['outcomes']
         total.update(outcomes)
         doubted.update(result['doubted'])
+        hands.update(result['hands'])
         exits += result['exits']
         exits_matched += result['exits_matched']
         print(f'[{index}/{len(args.scenarios)}] {Path(path).name}: '
               + ' '.join(f'{name} {outcomes[name]}' for name in OUTCOMES)
               + f'; doubted {sum(result["doubted"].values())}'
+              + '; hands in the bin ' + ' '.join(f'{name} {result["hands"][name]}' for name in HAND_OUTCOMES)
               + f'; exits matched {result["exits_matched"]}/{result["exits"]}'
               + f' ({len(steps)} steps, {time.perf_counter() - started:.1f} s)', flush=True)
         if args.verbose:
@@ -231,6 +249,8 @@ def run(args) -> int:
     n = sum(total.values()) or 1
     print('all: ' + ' '.join(f'{name} {total[name]} ({100 * total[name] / n:.1f} %)' for name in OUTCOMES)
           + f'; exits matched {exits_matched}/{exits}')
+    print('hands in the bin: ' + ' '.join(f'{name} {hands[name]} ({100 * hands[name] / n:.1f} %)'
+                                          for name in HAND_OUTCOMES))
     print('doubted (track less sure than review threshold): '
           + ' '.join(f'{name} {doubted[name]}' for name in OUTCOMES)
           + f'; wrong and not doubted: {total["wrong"] - doubted["wrong"]}')
