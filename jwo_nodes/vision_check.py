@@ -29,6 +29,7 @@ Detections are cached per scenario, camera set and model (--cache), so a second 
 with other tracker settings takes seconds.
 """
 import hashlib
+import inspect
 import pickle
 import sys
 import time
@@ -180,11 +181,12 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
 def _cache_key(path: str, store_path: str, model: str, fps: float, jpeg_quality: int) -> str:
     digest = hashlib.sha256()
     # Everything the detections follow from: the scenario and store, the models, and the
-    # code that moves the shoppers, renders the frames and detects on them.
+    # code that moves the shoppers, renders the frames and detects on them (not the
+    # scoring here, which reruns on cached detections).
     core = Path(__file__).with_name('core')
     reader = held_item_model()
     for part in (Path(path).read_bytes(), Path(store_path).read_bytes(), Path(model).read_bytes(),
-                 Path(reader).read_bytes() if reader else b'', Path(__file__).read_bytes(),
+                 Path(reader).read_bytes() if reader else b'', inspect.getsource(detect_scenario).encode(),
                  *(core.joinpath(name).read_bytes() for name in ('sim.py', 'render.py', 'perception.py',
                                                                  'appearance.py', 'detector.py',
                                                                  'held_item.py')),
