@@ -27,7 +27,7 @@ from typing import Optional
 import numpy as np
 
 from jwo_nodes.core.config import Camera
-from jwo_nodes.core.frame_source import floor_to_pixels, pixels_to_floor
+from jwo_nodes.core.frame_source import floor_to_pixels, nadir, pixels_to_floor
 
 _RING_SAMPLES = 16
 # Where the torso_lean of a camera is measured: shoulders about this high (metres).
@@ -67,7 +67,7 @@ class AppearanceSampler:
     def __init__(self, camera: Camera, settings: AppearanceSettings = AppearanceSettings()):
         self.camera = camera
         self.settings = settings
-        self.nadir = pixels_to_floor(camera, [(camera.width / 2, camera.height / 2)])[0]
+        self.nadir = nadir(camera)
         angles = np.linspace(0, 2 * np.pi, _RING_SAMPLES, endpoint=False)
         unit = np.stack([np.cos(angles), np.sin(angles)], axis=1)
         self._ring = np.concatenate([radius * unit for radius in settings.rings_m])

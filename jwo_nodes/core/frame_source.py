@@ -166,3 +166,9 @@ def floor_to_pixels(camera: Camera, points) -> np.ndarray:
 def pixels_to_floor(camera: Camera, points) -> np.ndarray:
     image = np.asarray(points, dtype=np.float64).reshape(-1, 1, 2)
     return cv2.perspectiveTransform(image, homography(camera)).reshape(-1, 2)
+
+
+def nadir(camera: Camera) -> np.ndarray:
+    """The floor point under a ceiling camera looking straight down (its image centre):
+    what stands higher appears displaced away from it."""
+    return pixels_to_floor(camera, [(camera.width / 2, camera.height / 2)])[0]

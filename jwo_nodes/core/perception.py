@@ -8,7 +8,7 @@ import numpy as np
 from jwo_nodes.core.appearance import SHOULDER_HEIGHT_M
 from jwo_nodes.core.config import Camera, StoreConfig
 from jwo_nodes.core.detector import HAND
-from jwo_nodes.core.frame_source import pixels_to_floor
+from jwo_nodes.core.frame_source import nadir, pixels_to_floor
 from jwo_nodes.core.tracker import FloorDetection
 
 
@@ -35,7 +35,7 @@ class HandParallax:
     not in one, and where it is matters less)."""
 
     def __init__(self, store: StoreConfig, camera: Camera, torso_lean: float):
-        self.nadir = pixels_to_floor(camera, [(camera.width / 2, camera.height / 2)])[0]
+        self.nadir = nadir(camera)
         # 1 / H; 0 for a lean of 0 (a camera so high nothing is displaced).
         self._per_camera_height = torso_lean / (SHOULDER_HEIGHT_M * (1.0 + torso_lean))
         bins = list(store.bins)

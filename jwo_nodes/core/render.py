@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from jwo_nodes.core.config import SHELF_DEPTH_M, SHELF_FACE_M, Camera, StoreConfig
-from jwo_nodes.core.frame_source import floor_to_pixels, homography, pixels_to_floor
+from jwo_nodes.core.frame_source import floor_to_pixels, homography, nadir, pixels_to_floor
 
 NS = 1_000_000_000
 # A hand is at the bin this long before the weight starts changing / after it settled.
@@ -122,7 +122,7 @@ class CameraRenderer:
         self.camera = camera
         self.settings = settings
         self._inverse = np.linalg.inv(homography(camera))
-        self.nadir = tuple(pixels_to_floor(camera, [(camera.width / 2, camera.height / 2)])[0])
+        self.nadir = tuple(nadir(camera))
         self._background = self._draw_background()
         ys, xs = np.mgrid[0:camera.height, 0:camera.width].astype(np.float32)
         self._xramp = (xs / camera.width - 0.5)

@@ -23,11 +23,14 @@ def add_arguments(parser, out: str, frames: int, steps: int, batch: int) -> None
     parser.add_argument('--threads', type=int, default=2)
 
 
-def start(args):
-    """The stores to render (--store, else the defaults), with PyTorch seeded and given
-    its threads; None after printing why a store cannot be read (here, not in a
-    rendering worker's traceback)."""
-    stores = args.stores or list(DEFAULT_STORES)
+def start(args, make_dataset, validation: int):
+    """Checks the stores to render (--store, else the defaults), seeds PyTorch and gives
+    it its threads, and renders the training set and a validation set of ``validation``
+    from seeds of its own (make_dataset(stores, count, seed, workers=) -> (xs, ys)):
+    (training set, validation set, when rendering started); None after printing why a
+    store cannot be read (here, not in a rendering worker's traceback). args.stores
+    becomes the stores rendered."""
+    args.stores = stores = args.stores or list(DEFAULT_STORES)
     for path in stores:
         try:
             load_store_config(path)
@@ -37,12 +40,6 @@ def start(args):
     import torch
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    return stores
-
-
-def render_sets(make_dataset, stores: list, args, validation: int) -> tuple:
-    """(training set, validation set, when rendering started): make_dataset(stores,
-    count, seed, workers=) -> (xs, ys); the validation set from seeds of its own."""
     started = time.monotonic()
     training = make_dataset(stores, args.frames, args.seed, workers=args.threads)
     return training, make_dataset(stores, validation, args.seed + 1_000_003, workers=args.threads), started

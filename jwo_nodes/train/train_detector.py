@@ -23,7 +23,7 @@ import numpy as np
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.detector import preprocess
 from jwo_nodes.core.render import CameraRenderer, random_figures, random_settings
-from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, render_sets, start
+from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, start
 
 INPUT_W, INPUT_H, STRIDE = 256, 192, 4
 CHANNELS = ('shopper', 'hand')
@@ -130,11 +130,11 @@ def main(argv=None) -> int:
     add_arguments(parser, 'models/detector.onnx', frames=6000, steps=3000, batch=16)
     parser.add_argument('--width', type=int, default=16, help='base channel count')
     args = parser.parse_args(argv)
-    stores = start(args)
-    if stores is None:
+    sets = start(args, make_dataset, validation=200)
+    if sets is None:
         return 2
+    (xs, ys), (val_x, val_y), started = sets
     import torch
-    (xs, ys), (val_x, val_y), started = render_sets(make_dataset, stores, args, validation=200)
     print(f'rendered {len(xs)} training and {len(val_x)} validation frames in '
           f'{time.monotonic() - started:.0f} s', flush=True)
     model = build_model(args.width)
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
     export(model, out, (3, INPUT_H, INPUT_W), ('image', 'heatmaps'), {
         'format': 'jwo-centernet-v1', 'input': 'rgb01', 'input_width': INPUT_W, 'input_height': INPUT_H,
         'stride': STRIDE, 'channels': list(CHANNELS), 'trained_s': round(time.monotonic() - started),
-        'seed': args.seed, 'stores': stores, 'frames': args.frames, 'steps': args.steps,
+        'seed': args.seed, 'stores': args.stores, 'frames': args.frames, 'steps': args.steps,
         'val_loss': round(val_loss, 4)})
     print(f'wrote {out} ({out.stat().st_size / 1e6:.2f} MB) after {time.monotonic() - started:.0f} s')
     return 0

@@ -22,7 +22,7 @@ import numpy as np
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.held_item import CROP_PX, chromaticity, crops
 from jwo_nodes.core.render import CameraRenderer, product_colour, random_figures, random_settings
-from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, render_sets, start
+from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, start
 from jwo_nodes.train.train_detector import jitter_camera
 
 # A detector's hand point is off the true one by about this (pixels, each axis, 1 sigma).
@@ -111,11 +111,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_arguments(parser, 'models/held_item.onnx', frames=24000, steps=8000, batch=64)
     args = parser.parse_args(argv)
-    stores = start(args)
-    if stores is None:
+    sets = start(args, make_dataset, validation=600)
+    if sets is None:
         return 2
+    (xs, ys), (val_x, val_y), started = sets
     import torch
-    (xs, ys), (val_x, val_y), started = render_sets(make_dataset, stores, args, validation=600)
     print(f'rendered {len(xs)} training crops ({int(ys[:, 0].sum())} holding) and {len(val_x)} validation '
           f'crops in {time.monotonic() - started:.0f} s', flush=True)
     model = build_model()
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     export(model, out, (3, CROP_PX, CROP_PX), ('crops', 'held'), {
         'format': 'jwo-held-item-v1', 'input': 'rgb01', 'crop': CROP_PX,
         'outputs': ['holding', 'blue_share', 'green_share'], 'trained_s': round(time.monotonic() - started),
-        'seed': args.seed, 'stores': stores, 'frames': args.frames, 'steps': args.steps, **found})
+        'seed': args.seed, 'stores': args.stores, 'frames': args.frames, 'steps': args.steps, **found})
     print(f'wrote {out} ({out.stat().st_size / 1e3:.0f} kB) after {time.monotonic() - started:.0f} s')
     return 0
 
