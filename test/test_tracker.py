@@ -413,6 +413,26 @@ def test_after_a_close_encounter_look_alikes_are_less_sure_of_who_is_who():
     assert all(0.8 < c < 0.9 for c in confidences((0.22, 0.2, 4.8) + DARK_HAIR))   # 0.28 from RED: 0.95 x 0.28 / 0.3
 
 
+def test_a_close_encounter_is_settled_by_the_colours_each_track_shows_after_it():
+    """Two shoppers nobody gave a code to (no visitor colours to re-identify them by)
+    pass within swap distance, then walk apart: each track's own colours after the pass,
+    against both tracks' colours before it, say whether they swapped. Unlike clothes
+    lift the doubt; look-alikes keep it."""
+    a, b = line(1.0, 2.0, 6.0, 2.0, 0, 50), line(6.0, 2.3, 1.0, 2.3, 0, 50)
+
+    def confidences(look_of_b, steps=60):
+        tracker = Tracker([GATE])
+        seen = walk(tracker, {'a': a, 'b': b}, steps, looks={'a': RED, 'b': look_of_b})
+        assert tracker.counters['close_encounters'] == 1
+        return sorted(t.confidence for t in seen[-1][1])
+
+    s = TrackerSettings()
+    doubted = 0.6 * s.encounter_doubt       # started away from a gate: 0.6
+    assert confidences(BLUE, steps=26) == pytest.approx([doubted] * 2, abs=1e-3)    # still side by side
+    assert confidences(BLUE) == pytest.approx([0.6 * s.encounter_settled] * 2, abs=1e-3)   # apart: settled
+    assert confidences(RED) == pytest.approx([doubted] * 2, abs=1e-3)                # look-alikes: kept
+
+
 def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart():
     apart = [det(1.0, 4.0, 'front', look=RED), det(1.7, 4.0, 'back', look=RED)]
     assert len(merge_detections(apart, 0.5)) == 2
