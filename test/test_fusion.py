@@ -678,6 +678,28 @@ def test_a_re_identification_before_the_exit_vouches_for_the_doubted_take(store)
             assert receipt.status == NEEDS_REVIEW and receipt.confidence <= 0.85
 
 
+def test_a_code_the_tracker_gives_an_anonymous_track_in_the_same_epoch_says_whose_take_it_was(store):
+    """v1 and v2 are inside on no track; an anonymous track takes an item: either may
+    have. Later in the same identity epoch re-identification gives the track v1's code:
+    that was v1 all along, so by v1's exit the take is v1's and the receipt FINAL. The
+    same code given after a fall of confidence (a new epoch) vouches for nothing before."""
+    for same_epoch in (True, False):
+        s = Store(store)
+        s.enter('v1'); s.enter('v2')
+        s.confidence['t1'] = 0.3
+        s.place('t1', '', 'S1-B1'); s.run(2); s.change('S1-B1', -350.0); s.run(1)
+        if not same_epoch:
+            s.confidence['t1'] = 0.2
+            s.run(0.5)
+        s.place('t1', 'v1', 'S1-B1'); s.confidence['t1'] = 0.95; s.run(1)
+        s.place('t1', 'v1', 'G1'); s.run(1); s.leave(); s.run(0.2); s.place('t1', 'v1', None); s.run(2)
+        receipt = s.receipts['v1']
+        if same_epoch:
+            assert lines_of(receipt) == {'COLA-330': 1} and receipt.status == FINAL
+        else:
+            assert receipt.status == NEEDS_REVIEW
+
+
 def test_a_doubted_track_is_the_visit_when_everybody_else_is_surely_elsewhere(store):
     s = Store(store)
     s.place('t2', 'v2', 'S4-B3'); s.enter('v2')

@@ -227,6 +227,24 @@ def test_how_sure_the_tracker_became_is_kept_per_identity_epoch_and_code_up_to_a
     assert book.sureness('t', 4 * NS // 10, NS // 20) == 0.5
     assert book.sureness('t', 6 * NS // 10, NS // 20) == 0.95
     assert book.sureness('t', 5 * NS, NS // 20) == 0.0 and book.sureness('u', 0, NS) == 0.0
+    # TrackBook.code_after: epoch 1 went on with W after V, from the sixth frame.
+    assert book.code_after('t', 1, 'V', NS) == 'W'
+    assert book.code_after('t', 1, 'V', 4 * NS // 10) is None       # not by then
+    assert book.code_after('t', 0, 'V', NS) is None and book.code_after('t', 1, 'W', NS) is None
+
+
+def test_the_code_a_track_carried_last_in_an_epoch_follows_every_move_within_it():
+    """An anonymous track given a code, then the code taken off it again within one
+    identity epoch: the track followed nobody with a visit all along. A code taken off
+    at a fall of confidence (a new epoch) says nothing of the epoch before."""
+    book = TrackBook(history_s=60.0, just_entered_s=3.0)
+    for k, (code, confidence) in enumerate([('', 0.3), ('V', 0.3), ('', 0.3), ('W', 0.3), ('W', 0.1), ('', 0.1)]):
+        book.add('t', k * NS // 10, 1.0, 1.0, None, code, confidence)
+    assert book.code_after('t', 0, '', 1 * NS // 10) == 'V'
+    assert book.code_after('t', 0, '', 2 * NS // 10) == ''         # V was somebody else's
+    assert book.code_after('t', 0, 'V', NS) == 'W'
+    assert book.code_after('t', 0, 'W', NS) is None                # then in doubt: epoch 1
+    assert book.code_after('t', 1, 'W', NS) == ''
 
 
 def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_went(store):

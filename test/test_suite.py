@@ -54,10 +54,16 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # (fusion/looks.py): medium 0.20 -> 0.08 flagged (exact 94 -> 100 %), hard 0.488 ->
 # 0.381 (exact 71.4 -> 88.1 %), both 1.0 exact among not flagged with 0 items; line F1
 # 0.882 -> 0.972. The medium target (0.99 / 0.10) is met.
+# 2026-12-05 afternoon: a close encounter settled by the colours each track shows after
+# it (tracker), and a code the tracker moved onto or off a track within an identity epoch
+# saying who the track followed all along (TrackBook.code_after): medium 0.08 -> 0.04
+# flagged (the stretch target, 0.05, is met), hard 0.381 -> 0.226 (exact 88.1 -> 91.7 %),
+# both 1.0 exact among not flagged with 0 items; line F1 0.972 -> 0.984. The hard
+# target (0.97 / 0.25) is met.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
-    'medium': (0.99, 0.10, 0),
-    'hard': (0.97, 0.40, 0),
+    'medium': (0.99, 0.05, 0),
+    'hard': (0.99, 0.25, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 
@@ -147,10 +153,12 @@ def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_p
 # was trained on this store's renders too (2026-12-05): corner_medium 0.44 / 1.0 / 0,
 # corner_hard 0.871 / 0.778 / 2. With products in hands and their colours weighed,
 # hands given to the wearer of the sleeve reaching them and placed over the floor under
-# them (2026-12-05): corner_medium 0.36 / 1.0 / 0, corner_hard 0.686 / 0.909 / 1.
+# them (2026-12-05): corner_medium 0.36 / 1.0 / 0, corner_hard 0.686 / 0.909 / 1. With
+# close encounters settled by colour and codes moved within an epoch (that afternoon):
+# corner_medium unchanged, corner_hard 0.614 / 0.889 / 1.
 CORNER_THRESHOLDS = {
     'corner_medium': (0.99, 0.40, 0),
-    'corner_hard': (0.85, 0.75, 1),
+    'corner_hard': (0.88, 0.65, 1),
 }
 
 

@@ -405,15 +405,22 @@ class FusionCore:
         refreshed = False
         for index, change in enumerate(self._changes):
             basis = change.basis
-            confirmed = {}
+            confirmed, recoded = {}, {}
             for window in basis.windows:
                 key = confirmation_key(window)
+                code = self._tracks.code_after(*key, until_ns)
+                if code is not None:
+                    recoded[key] = code
+                    surest = self._tracks.surest(*key[:2], code, until_ns) if code else None
+                    if surest is not None:
+                        confirmed[key] = surest
+                    continue
                 surest = self._tracks.surest(*key, until_ns)
                 if surest is not None and surest > window.confidence:
                     confirmed[key] = surest
-            if not confirmed:
+            if not confirmed and not recoded:
                 continue
-            reach = basis.reach(self.settings, confirmed)
+            reach = basis.reach(self.settings, confirmed, recoded)
             if reach != change.reach:
                 self._changes[index] = replace(change, reach=reach)
                 refreshed = True

@@ -73,7 +73,7 @@ class Reach:
 
 
 def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple, open_people: dict,
-                   settings: FusionSettings, confirmed: dict = None) -> Reach:
+                   settings: FusionSettings, confirmed: dict = None, recoded: dict = None) -> Reach:
     """Who may have made a change at a bin (its standing point and shelf point).
     ``windows`` are the TrackWindows around the change, ``span`` its (start, end)
     stamps; ``open_people`` the visits inside the store then, with how many people
@@ -84,14 +84,17 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     three followed on one track has two people somewhere, likely on anonymous tracks);
     where less than one person is unaccounted for, the doubt shrinks with it.
     ``confirmed`` gives the confidence the tracker later reached in a window's identity
-    epoch and code (TrackBook.surest), where higher than in the window."""
+    epoch and code (TrackBook.surest), where higher than in the window; ``recoded`` the
+    code a window's track carried last within its epoch, where the tracker later moved
+    codes on or off it then (TrackBook.code_after): that was who it followed all along."""
     s = settings
-    confirmed = confirmed or {}
+    confirmed, recoded = confirmed or {}, recoded or {}
     hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
     near = []           # (window, code, belief, likelihood, distance, hand share)
     for window in windows:
-        code = window.visit_code if window.visit_code in open_people else NOBODY
-        belief = identity_belief(_confidence(window, confirmed), s) if code else 0.0
+        code = _code(window, recoded)
+        code = code if code in open_people else NOBODY
+        belief = identity_belief(_confidence(window, confirmed, recoded), s) if code else 0.0
         d = window.reach_distance(*point, *span)
         if d > s.candidate_radius_m:
             continue
@@ -101,7 +104,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
             likelihood *= s.hand_floor + (1.0 - s.hand_floor) * min(1.0, share / s.hand_full_share)
         near.append((window, code, belief, likelihood, d, share))
     total = s.background_weight + sum(item[3] for item in near)
-    doubt = unaccounted(windows, open_people, s, confirmed)
+    doubt = unaccounted(windows, open_people, s, confirmed, recoded)
     # Somebody untracked is one of the people the tracks leave unaccounted for (a group
     # member nobody follows, a shopper whose track is lost), as many as are missing, or
     # a stranger.
@@ -146,9 +149,9 @@ class ReachBasis:
     span: tuple            # (start, end) stamps of the change
     open_people: dict
 
-    def reach(self, settings: FusionSettings, confirmed: dict = None) -> Reach:
+    def reach(self, settings: FusionSettings, confirmed: dict = None, recoded: dict = None) -> Reach:
         return reach_evidence(list(self.windows), self.point, self.shelf_point, self.span, self.open_people,
-                              settings, confirmed)
+                              settings, confirmed, recoded)
 
 
 def somebody_else(belief: float, others_missing: float) -> float:
@@ -169,13 +172,15 @@ def walk_out_doubt(confidence: float, visit_code: str, windows: list, open_peopl
     return somebody_else(identity_belief(confidence, settings), others)
 
 
-def unaccounted(windows: list, open_people: dict, settings: FusionSettings, confirmed: dict = None) -> dict:
+def unaccounted(windows: list, open_people: dict, settings: FusionSettings, confirmed: dict = None,
+                recoded: dict = None) -> dict:
     """visit code -> how many of its people inside are not on its tracks in the
     windows: its people less the beliefs of its surest tracks, one per person."""
     beliefs = {code: [] for code in open_people}
     for window in windows:
-        if window.visit_code in beliefs:
-            beliefs[window.visit_code].append(identity_belief(_confidence(window, confirmed or {}), settings))
+        code = _code(window, recoded or {})
+        if code in beliefs:
+            beliefs[code].append(identity_belief(_confidence(window, confirmed or {}, recoded or {}), settings))
     return {code: max(0.0, people - sum(sorted(beliefs[code], reverse=True)[:people]))
             for code, people in open_people.items()}
 
@@ -185,8 +190,17 @@ def confirmation_key(window) -> tuple:
     return (*window.identity, window.visit_code)
 
 
-def _confidence(window, confirmed: dict) -> float:
-    return max(window.confidence, confirmed.get(confirmation_key(window), 0.0))
+def _code(window, recoded: dict) -> str:
+    return recoded.get(confirmation_key(window), window.visit_code)
+
+
+def _confidence(window, confirmed: dict, recoded: dict) -> float:
+    """The tracker's confidence in a window's code: its surest in the epoch, and for a
+    code it moved onto the track later in the epoch, how sure it was of that one."""
+    key = confirmation_key(window)
+    if key in recoded:
+        return confirmed.get(key, 0.0)
+    return max(window.confidence, confirmed.get(key, 0.0))
 
 
 def who_it_was(track: TrackCandidate) -> list:

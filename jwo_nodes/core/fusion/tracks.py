@@ -121,6 +121,8 @@ class TrackBook:
         # (track id, epoch, code) -> _Confirmations: how sure the tracker became, later
         # in an identity epoch, that the track carried the right code.
         self._confirmations = {}
+        # (track id, epoch) -> [(stamp, code)] each time the code it carried changed.
+        self._codes = {}
 
     def keep_from(self, stamp_ns: Optional[int]) -> None:
         """Keeps the samples from this stamp on even past history_s (None: from the
@@ -139,6 +141,8 @@ class TrackBook:
             epoch = last.epoch + (confidence < DOUBT_FALL * last.confidence
                                   or stamp_ns - last.stamp_ns > COASTED_S * NS)
         sample = Sample(stamp_ns, x, y, hand, visit_code, confidence, epoch, hand_item)
+        if not history or history[-1].epoch != epoch or history[-1].visit_code != visit_code:
+            self._codes.setdefault((track_id, epoch), []).append((stamp_ns, visit_code))
         history.append(sample)
         key = (track_id, epoch, visit_code)
         confirmations = self._confirmations.get(key)
@@ -162,6 +166,8 @@ class TrackBook:
             self._exited.discard(track_id)
         forgotten = horizon_ns - int(CONFIRMATIONS_KEPT_S * NS)
         self._confirmations = {key: c for key, c in self._confirmations.items() if c.seen_ns >= forgotten}
+        self._codes = {key: codes for key, codes in self._codes.items()
+                       if (*key, codes[-1][1]) in self._confirmations}
 
     def surest(self, track_id: str, epoch: int, visit_code: str, until_ns: int) -> Optional[float]:
         """The highest confidence the tracker gave a track in one identity epoch while
@@ -170,6 +176,18 @@ class TrackBook:
         in it vouches for the changes it made before."""
         confirmations = self._confirmations.get((track_id, epoch, visit_code))
         return confirmations.until(until_ns) if confirmations is not None else None
+
+    def code_after(self, track_id: str, epoch: int, visit_code: str, until_ns: int) -> Optional[str]:
+        """The code a track carried last in an identity epoch, by a stamp, where the
+        tracker moved codes on or off it within the epoch after it carried
+        ``visit_code`` (re-identification gave an anonymous track its visitor's code,
+        or took a code to the shopper who looks like its visitor); None where it did
+        not. Nothing put who the track is in doubt within the epoch, so that is who it
+        followed all along."""
+        codes = [code for stamp, code in self._codes.get((track_id, epoch), ()) if stamp <= until_ns]
+        if visit_code not in codes or codes.index(visit_code) == len(codes) - 1:
+            return None
+        return codes[-1]
 
     def sureness(self, track_id: str, stamp_ns: int, margin_ns: int) -> float:
         """How sure the tracker was, by a stamp, that a track carried the right code: the
