@@ -25,10 +25,12 @@ update, start and lose tracks:
   another leaves looks like one track at the gate): the track ends and a new one starts
   there, which the entrant's ENTRY code can go to.
 * identity is uncertain after a re-acquisition, after starting away from a gate, and
-  after two tracks came close enough to swap; each lowers the track's confidence for
-  good, coasting lowers it while it lasts. Colour confirming a track's code raises it
-  again: to reid_identity for a code kept since the gate, to reid_moved_identity for
-  one re-identification moved there (such codes are wrong more often).
+  after two tracks came close enough to swap; each lowers the track's confidence, the
+  close pass until the tracks are clear again and the colours each then shows, against
+  both before, settle it (encounter_* in TrackerSettings); coasting lowers it while it
+  lasts. Colour confirming a track's code raises it again: to reid_identity
+  for a code kept since the gate, to reid_moved_identity for one re-identification moved
+  there (such codes are wrong more often).
 * a hand detection goes to the published track nearest the feet of the shopper whose
   sleeve reaches it, where the camera saw whose that is; otherwise to the nearest
   published track within arm's reach.

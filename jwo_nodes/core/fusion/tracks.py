@@ -11,8 +11,9 @@ from typing import Optional
 from jwo_nodes.core.fusion.types import NS
 from jwo_nodes.core.held_item import HeldItem
 
-# The tracker lowers a track's confidence for good when its identity is put in doubt
-# (two tracks close enough to swap: x0.85, a re-acquisition: x0.75); coasting lowers it
+# The tracker lowers a track's confidence when its identity is put in doubt (two tracks
+# close enough to swap: x0.85 until their colours settle it, a re-acquisition: x0.75,
+# for good); coasting lowers it
 # for a while, by at most 5 % a frame at 10 Hz. A fall larger than this, or a gap in the
 # track's positions longer than COASTED_S (it was lost and found again), starts a new
 # identity epoch.
