@@ -8,7 +8,7 @@ import pytest
 from jwo_nodes.core.config import ReviewCosts, load_store_config
 from jwo_nodes.core.fusion import FusionSettings
 from jwo_nodes.core.fusion.cost import expected_cost, wrong_cost
-from jwo_nodes.core.fusion.evidence import (NOBODY, Reach, ReachBasis, TrackCandidate, product_fits,
+from jwo_nodes.core.fusion.evidence import (NOBODY, LaterIdentity, Reach, ReachBasis, TrackCandidate, product_fits,
                                             reach_evidence)
 from jwo_nodes.core.fusion.ledger import Counts, Ledger
 from jwo_nodes.core.fusion.looks import FLOOR, ProductLooks, Sighting, held_span, sightings_at
@@ -249,16 +249,21 @@ def test_the_code_a_track_carried_last_in_an_epoch_follows_every_move_within_it(
 
 def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_went(store):
     """A track at confidence 0.6 may be v2, whom nobody follows; weighed again with the
-    confidence its epoch later reached (a re-identification), it is v1 nearly surely."""
+    confidence its epoch later reached (a re-identification), it is v1 nearly surely;
+    had the tracker moved v2's code onto it later in the epoch, v2."""
     bin_ = store.bin('S1-B1')
     window = TrackWindow('t1', tuple(Sample(k * NS // 10, bin_.x, bin_.y, None, 'v1', 0.6) for k in range(10)))
     basis = ReachBasis((window,), (bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS), {'v1': 1, 'v2': 1})
-    doubted = {v.visit_code: v.probability for v in basis.reach(SETTINGS).visits}
-    confirmed = {v.visit_code: v.probability
-                 for v in basis.reach(SETTINGS, {('t1', 0, 'v1'): 0.95}).visits}
+
+    def visits(later=None):
+        return {v.visit_code: v.probability for v in basis.reach(SETTINGS, later).visits}
+
+    doubted, confirmed = visits(), visits({('t1', 0, 'v1'): LaterIdentity('v1', 0.95)})
     assert doubted['v1'] == pytest.approx(0.8, abs=0.01) and doubted['v2'] == pytest.approx(0.2, abs=0.01)
     assert confirmed['v1'] == pytest.approx(0.975, abs=0.01)
-    assert basis.reach(SETTINGS, {('t1', 0, 'v2'): 0.95}) == basis.reach(SETTINGS)   # another code's: not this one
+    assert visits({('t1', 0, 'v1'): LaterIdentity('v2', 0.95)})['v2'] == pytest.approx(0.975, abs=0.01)
+    # Another epoch's or code's: not this window's.
+    assert basis.reach(SETTINGS, {('t1', 0, 'v2'): LaterIdentity('v2', 0.95)}) == basis.reach(SETTINGS)
 
 
 def test_a_product_looks_like_the_median_of_its_takes_and_only_earlier_ones_count():

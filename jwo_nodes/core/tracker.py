@@ -419,7 +419,8 @@ class Tracker:
             if margin < 0:
                 kept = s.encounter_swapped
             else:
-                kept = s.encounter_doubt + (s.encounter_settled - s.encounter_doubt) * min(1.0, margin / s.encounter_margin)
+                share = min(1.0, margin / s.encounter_margin)
+                kept = s.encounter_doubt + (s.encounter_settled - s.encounter_doubt) * share
             track.identity = min(1.0, track.identity / s.encounter_doubt * kept)
             self.counters['encounters_settled'] += 1
         track.encounters = unsettled

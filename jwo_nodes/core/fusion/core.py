@@ -30,8 +30,8 @@ from typing import Optional
 from jwo_nodes.core.config import StoreConfig
 from jwo_nodes.core.fusion import receipts
 from jwo_nodes.core.fusion.cost import expected_cost
-from jwo_nodes.core.fusion.evidence import (NOBODY, ReachBasis, confirmation_key, product_fits, unaccounted,
-                                           walk_out_doubt)
+from jwo_nodes.core.fusion.evidence import (NOBODY, LaterIdentity, ReachBasis, confirmation_key, product_fits,
+                                           unaccounted, walk_out_doubt)
 from jwo_nodes.core.fusion.ledger import Ledger
 from jwo_nodes.core.fusion.looks import ProductLooks, held_span, sightings_at
 from jwo_nodes.core.fusion.solver import ChangeEvidence, FirstLook, apply_choice, solve
@@ -400,27 +400,25 @@ class FusionCore:
         """Weighs the open changes again with how sure the tracker became, by a stamp,
         of who their tracks were: a re-identification later in a track's identity
         epoch vouches for the changes it made before (on held-out hard scenarios 73.7 ->
-        68.2 % of visits flagged, 96.3 -> 96.9 % exact among the rest). Up to the stamp
+        68.2 % of visits flagged, 96.3 -> 96.9 % exact among the rest), and a code it
+        moved onto or off the track within the epoch says whose they were. Up to the stamp
         of the exit being receipted only, so a replay at any speed gives the same receipts."""
         refreshed = False
         for index, change in enumerate(self._changes):
             basis = change.basis
-            confirmed, recoded = {}, {}
+            later = {}
             for window in basis.windows:
                 key = confirmation_key(window)
                 code = self._tracks.code_after(*key, until_ns)
                 if code is not None:
-                    recoded[key] = code
-                    surest = self._tracks.surest(*key[:2], code, until_ns) if code else None
-                    if surest is not None:
-                        confirmed[key] = surest
+                    later[key] = LaterIdentity(code, self._tracks.surest(*key[:2], code, until_ns) or 0.0)
                     continue
                 surest = self._tracks.surest(*key, until_ns)
                 if surest is not None and surest > window.confidence:
-                    confirmed[key] = surest
-            if not confirmed and not recoded:
+                    later[key] = LaterIdentity(window.visit_code, surest)
+            if not later:
                 continue
-            reach = basis.reach(self.settings, confirmed, recoded)
+            reach = basis.reach(self.settings, later)
             if reach != change.reach:
                 self._changes[index] = replace(change, reach=reach)
                 refreshed = True

@@ -72,8 +72,18 @@ class Reach:
     visits: tuple            # VisitCandidate, most likely first
 
 
+@dataclass(frozen=True)
+class LaterIdentity:
+    """Who the tracker later found a window's track to be within its identity epoch:
+    the code it carried last there (TrackBook.code_after) and the highest confidence it
+    gave that code (TrackBook.surest). Nothing put who the track is in doubt within the
+    epoch, so that is who it followed all along."""
+    visit_code: str
+    confidence: float
+
+
 def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple, open_people: dict,
-                   settings: FusionSettings, confirmed: dict = None, recoded: dict = None) -> Reach:
+                   settings: FusionSettings, later: dict = None) -> Reach:
     """Who may have made a change at a bin (its standing point and shelf point).
     ``windows`` are the TrackWindows around the change, ``span`` its (start, end)
     stamps; ``open_people`` the visits inside the store then, with how many people
@@ -83,18 +93,16 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     carried then, in proportion to how many of them are unaccounted for (a group of
     three followed on one track has two people somewhere, likely on anonymous tracks);
     where less than one person is unaccounted for, the doubt shrinks with it.
-    ``confirmed`` gives the confidence the tracker later reached in a window's identity
-    epoch and code (TrackBook.surest), where higher than in the window; ``recoded`` the
-    code a window's track carried last within its epoch, where the tracker later moved
-    codes on or off it then (TrackBook.code_after): that was who it followed all along."""
+    ``later`` gives, by confirmation_key, the LaterIdentity of the windows the tracker
+    grew surer of or moved a code onto or off later in their epoch."""
     s = settings
-    confirmed, recoded = confirmed or {}, recoded or {}
+    later = later or {}
     hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
     near = []           # (window, code, belief, likelihood, distance, hand share)
     for window in windows:
-        code = _code(window, recoded)
+        code, confidence = _identity(window, later)
         code = code if code in open_people else NOBODY
-        belief = identity_belief(_confidence(window, confirmed, recoded), s) if code else 0.0
+        belief = identity_belief(confidence, s) if code else 0.0
         d = window.reach_distance(*point, *span)
         if d > s.candidate_radius_m:
             continue
@@ -104,7 +112,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
             likelihood *= s.hand_floor + (1.0 - s.hand_floor) * min(1.0, share / s.hand_full_share)
         near.append((window, code, belief, likelihood, d, share))
     total = s.background_weight + sum(item[3] for item in near)
-    doubt = unaccounted(windows, open_people, s, confirmed, recoded)
+    doubt = unaccounted(windows, open_people, s, later)
     # Somebody untracked is one of the people the tracks leave unaccounted for (a group
     # member nobody follows, a shopper whose track is lost), as many as are missing, or
     # a stranger.
@@ -149,9 +157,9 @@ class ReachBasis:
     span: tuple            # (start, end) stamps of the change
     open_people: dict
 
-    def reach(self, settings: FusionSettings, confirmed: dict = None, recoded: dict = None) -> Reach:
+    def reach(self, settings: FusionSettings, later: dict = None) -> Reach:
         return reach_evidence(list(self.windows), self.point, self.shelf_point, self.span, self.open_people,
-                              settings, confirmed, recoded)
+                              settings, later)
 
 
 def somebody_else(belief: float, others_missing: float) -> float:
@@ -172,15 +180,14 @@ def walk_out_doubt(confidence: float, visit_code: str, windows: list, open_peopl
     return somebody_else(identity_belief(confidence, settings), others)
 
 
-def unaccounted(windows: list, open_people: dict, settings: FusionSettings, confirmed: dict = None,
-                recoded: dict = None) -> dict:
+def unaccounted(windows: list, open_people: dict, settings: FusionSettings, later: dict = None) -> dict:
     """visit code -> how many of its people inside are not on its tracks in the
     windows: its people less the beliefs of its surest tracks, one per person."""
     beliefs = {code: [] for code in open_people}
     for window in windows:
-        code = _code(window, recoded or {})
+        code, confidence = _identity(window, later or {})
         if code in beliefs:
-            beliefs[code].append(identity_belief(_confidence(window, confirmed or {}, recoded or {}), settings))
+            beliefs[code].append(identity_belief(confidence, settings))
     return {code: max(0.0, people - sum(sorted(beliefs[code], reverse=True)[:people]))
             for code, people in open_people.items()}
 
@@ -190,17 +197,11 @@ def confirmation_key(window) -> tuple:
     return (*window.identity, window.visit_code)
 
 
-def _code(window, recoded: dict) -> str:
-    return recoded.get(confirmation_key(window), window.visit_code)
-
-
-def _confidence(window, confirmed: dict, recoded: dict) -> float:
-    """The tracker's confidence in a window's code: its surest in the epoch, and for a
-    code it moved onto the track later in the epoch, how sure it was of that one."""
-    key = confirmation_key(window)
-    if key in recoded:
-        return confirmed.get(key, 0.0)
-    return max(window.confidence, confirmed.get(key, 0.0))
+def _identity(window, later: dict) -> tuple:
+    """(visit code, tracker confidence) of a window's track: as later found, else as in
+    the window."""
+    found = later.get(confirmation_key(window))
+    return (found.visit_code, found.confidence) if found else (window.visit_code, window.confidence)
 
 
 def who_it_was(track: TrackCandidate) -> list:
