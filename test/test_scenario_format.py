@@ -63,3 +63,13 @@ def test_bad_scenario_names_file_key_and_problem(tmp_path, demo, edit, key, prob
     assert raised.value.key == key
     assert problem in raised.value.problem
     assert str(raised.value).startswith(f'{path}: {key}: ')
+
+
+@pytest.mark.parametrize('preset, seed', [('hard', 701), ('medium', 702)])
+def test_a_preset_makes_a_scenario_for_seeds_that_draw_a_one_bin_shelf(demo, preset, seed):
+    """The demo store's S5 has one bin: two parties cannot meet at neighbouring bins of
+    it (these seeds drew it and stopped with a traceback)."""
+    from jwo_nodes.core.scenario_gen import generate
+    from jwo_nodes.core.sim import parse_scenario
+    scenario = parse_scenario(generate(demo, preset, seed), demo)
+    assert scenario.parties

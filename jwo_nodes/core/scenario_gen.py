@@ -203,6 +203,10 @@ def _stage_meetings(parties: list, store: StoreConfig, p: Preset, rng, stock: di
             continue
         shelf = store.shelves[shelves[int(rng.integers(0, len(shelves)))]]
         ids = [b.id for b in shelf.bins]
+        if len(ids) < 2:
+            # No neighbouring bins to meet at. Skipped after the draw, so every other
+            # seed makes the scenario it always made.
+            continue
         i = int(rng.integers(0, len(ids) - 1))
         pair = ids[i], ids[i + 1]
         if any(stock[b] < 1 for b in pair):
