@@ -251,7 +251,7 @@ def test_the_renderer_reaches_into_the_facings(corner):
 
 def test_corner_scenarios_are_the_presets_and_load_only_with_their_store(corner, demo):
     files = sorted(CORNER_SCENARIOS.glob('*.yaml'))
-    assert [f.stem for f in files] == [f'{p}-{s}' for p in ('corner_hard', 'corner_medium') for s in range(5)]
+    assert [f.stem for f in files] == [f'{p}-{s}' for p in ('corner_hard', 'corner_medium') for s in range(10)]
     for path in files:
         preset, seed = path.stem.rsplit('-', 1)
         assert yaml.safe_load(path.read_text()) == generate(corner, preset, int(seed))
