@@ -166,7 +166,7 @@ CORNER_THRESHOLDS = {
 }
 
 
-@pytest.mark.slow(460)
+@pytest.mark.slow(730)
 def test_real_store_layout_with_vision_meets_thresholds(repo, tmp_path):
     scenarios = sorted(str(p.relative_to(repo)) for p in (repo / 'test' / 'scenarios' / 'corner').glob('*.yaml'))
     assert len(scenarios) == 20
