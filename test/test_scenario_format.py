@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from jwo_nodes.core.config import ConfigError, load_store_config
-from jwo_nodes.core.sim import load_scenario
+from jwo_nodes.core.scenario_gen import generate
+from jwo_nodes.core.sim import load_scenario, parse_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_SCENARIO = REPO / 'config/scenarios/demo.yaml'
@@ -69,7 +70,5 @@ def test_bad_scenario_names_file_key_and_problem(tmp_path, demo, edit, key, prob
 def test_a_preset_makes_a_scenario_for_seeds_that_draw_a_one_bin_shelf(demo, preset, seed):
     """The demo store's S5 has one bin: two parties cannot meet at neighbouring bins of
     it (these seeds drew it and stopped with a traceback)."""
-    from jwo_nodes.core.scenario_gen import generate
-    from jwo_nodes.core.sim import parse_scenario
     scenario = parse_scenario(generate(demo, preset, seed), demo)
     assert scenario.parties
