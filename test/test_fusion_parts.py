@@ -168,6 +168,28 @@ def test_who_a_track_is_is_decided_once_for_all_its_changes(store):
     assert solution.line_probability('v2', 'COLA-330', 1) < 0.01
 
 
+def test_one_hand_makes_one_change_at_a_time(store):
+    """v1's hand is in two neighbouring bins while both change at once; v2's shopper,
+    whose hand nobody saw, stood there too. v1 made one of them, not both: neither
+    receipt is sure. A second later, one after the other, both are v1's."""
+    track = TrackCandidate(('t1', 0, 'v1'), 'v1', 0.9, 1.0, ())
+
+    def take(event_id, bin_id, grams, start_s):
+        return ChangeEvidence(event_id, bin_id[:2], bin_id, -grams, start_s * NS, start_s * NS + NS,
+                              Reach((track,), (('v2', 0.1),), ()), product_fits(store, grams, 1.5), True)
+
+    at_once = [take('S1/1', 'S1-B1', 350.0, 10.0), take('S2/1', 'S2-B1', 165.0, 10.5)]
+    solution = solve(at_once, Ledger(), store, SETTINGS)
+    assert solution.exact_probability('v1') < 0.6 and solution.exact_probability('v2') < 0.6
+    assert solution.line_probability('v2', 'COLA-330', 1) + solution.line_probability('v2', 'CHIPS-150', 1) > 0.7
+    two_hands = solve(at_once, Ledger(), store, FusionSettings(one_hand_share=1.0))
+    assert two_hands.cart('v1') == {'COLA-330': 1, 'CHIPS-150': 1}
+    in_turn = solve([take('S1/1', 'S1-B1', 350.0, 10.0), take('S2/1', 'S2-B1', 165.0, 11.5)], Ledger(), store,
+                    SETTINGS)
+    assert in_turn.cart('v1') == {'COLA-330': 1, 'CHIPS-150': 1}
+    assert in_turn.exact_probability('v1') == pytest.approx(0.81, abs=0.01)
+
+
 def test_what_the_beam_drops_stays_doubt(store):
     """Four takes, each any of three visits': 15 ways to fill the carts. A beam of one
     (and the few other carts kept per visit) drops some, and the receipts must not look

@@ -160,9 +160,11 @@ def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_p
 # corner_hard (81 % exact among the rest there, 7 items): with the same code the twenty
 # give corner_medium 0.37 / 1.0 / 0 and corner_hard 0.629 / 0.788 / 6 -- the same code
 # on a harder yardstick, not a regression (seeds 0-4 alone still give 0.614 / 0.889 / 1).
+# One hand, one change at a time (2026-12-06): corner_medium 0.34 / 1.0 / 0, corner_hard
+# 0.621 / 0.811 / 4.
 CORNER_THRESHOLDS = {
-    'corner_medium': (0.99, 0.40, 0),
-    'corner_hard': (0.78, 0.65, 6),
+    'corner_medium': (0.99, 0.35, 0),
+    'corner_hard': (0.81, 0.65, 4),
 }
 
 

@@ -56,6 +56,8 @@ PARAMS = [
           _DEFAULT.stray_prior, 0.0, 10.0),
     Param('elsewhere_prior', float, 'Prior weight of a put-back on a bin of another product.',
           _DEFAULT.elsewhere_prior, 0.0, 10.0),
+    Param('one_hand_share', float, 'Weight of a shopper making a change while making another on another '
+          'bin, against one change at a time.', _DEFAULT.one_hand_share, 0.0, 1.0),
     Param('beam_width', int, 'Hypotheses kept while solving the open visits\' changes.',
           _DEFAULT.beam_width, 1, 10000),
     Param('max_unsure_changes', int, 'Unsure changes of finished visits kept in the hypotheses (what '

@@ -63,6 +63,9 @@ class Choice:
     # (track identity, visit code) this choice decides, if it decides one: not part of
     # what the choice explains.
     decides: tuple = field(default=(), compare=False)
+    # The identity of the track whose shopper made the change in this choice (() for
+    # somebody untracked): one hand makes one change at a time.
+    actor: tuple = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -188,8 +191,11 @@ def solve(changes: list, start: Ledger, store: StoreConfig, settings: FusionSett
         dropped = dict(kept.dropped) if kept is not None else {}
         # Sorted: which alternatives the beam keeps must not follow the string hash seed.
         visits = sorted(set().union(*(_visits_of(changes[i]) for i in indices)))
-        for index in indices[done:]:
-            beam, lost = _step(changes[index], beam, visits, store, settings)
+        for position in range(done, len(indices)):
+            change = changes[indices[position]]
+            # Earlier changes of the component at the same time on another bin.
+            concurrent = tuple(p for p in range(position) if _concurrent(changes[indices[p]], change))
+            beam, lost = _step(change, beam, visits, store, settings, concurrent)
             for code, share in lost.items():
                 dropped[code] = dropped.get(code, 0.0) + share
         components.append(_Component(list(indices), beam, dropped))
@@ -239,18 +245,22 @@ class FirstLook:
 
 
 def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
-          settings: FusionSettings) -> tuple:
+          settings: FusionSettings, concurrent: tuple = ()) -> tuple:
     """The beam after one more change: the beam_width likeliest hypotheses, and for each
     of the component's visits the likeliest hypothesis of each other cart it may have
     (up to _ALTERNATIVES), so the unlikelier carts of one visit are not crowded out by
     the many combinations of other visits' doubts. With it, per visit, the share of
     this step's probability in dropped hypotheses that gave the visit a cart no kept one
     gives it: left out, a long crowded visit's receipt looks surer than it is (on
-    held-out hard scenarios, wrong FINAL receipts at confidence 0.97-0.999)."""
+    held-out hard scenarios, wrong FINAL receipts at confidence 0.97-0.999).
+    ``concurrent``: positions, in the hypotheses' choices, of the component's earlier
+    changes made at the same time on another bin: a track's shopper that made one of
+    them made this one too only with one_hand_share."""
     own_sku = store.bin(change.bin_id).sku
     grown = []
     for hypothesis in beam:
-        options = _options(change, hypothesis.ledger, own_sku, store, settings)
+        busy = {hypothesis.choices[p].actor for p in concurrent} - {()}
+        options = _options(change, hypothesis.ledger, own_sku, store, settings, busy)
         best = max(weight for _, weight in options)
         for choice, weight in options:
             if weight >= best * _NEGLIGIBLE:
@@ -335,11 +345,14 @@ def _merged(hypotheses: list) -> list:
 
 
 def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreConfig,
-             settings: FusionSettings) -> list:
-    """(Choice, weight) for every explanation of a change in one hypothesis's state."""
+             settings: FusionSettings, busy: set = frozenset()) -> list:
+    """(Choice, weight) for every explanation of a change in one hypothesis's state;
+    ``busy``: the tracks whose shoppers made a change on another bin at the same time."""
     options = []
     guess = _guess(change, own_sku, store)
-    for code, p_visit, decides in _who(change.reach, ledger):
+    for code, p_visit, decides, actor in _who(change.reach, ledger):
+        if actor in busy:
+            p_visit *= settings.one_hand_share
         for fit in change.products:
             unmatched = False
             if change.is_take:
@@ -354,23 +367,31 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
                 if code != NOBODY and ledger.carts.count(code, fit.sku) < fit.quantity:
                     prior *= _UNHELD
                     unmatched = True
-            options.append((Choice(code, fit.sku, fit.quantity, unmatched=unmatched, decides=decides),
+            options.append((Choice(code, fit.sku, fit.quantity, unmatched=unmatched, decides=decides, actor=actor),
                             p_visit * fit.likelihood * prior))
-        options.append((Choice(code, *guess, explained=False, decides=decides), p_visit * UNEXPLAINED_DENSITY))
+        options.append((Choice(code, *guess, explained=False, decides=decides, actor=actor),
+                        p_visit * UNEXPLAINED_DENSITY))
     return options
 
 
 def _who(reach: Reach, ledger: Ledger) -> list:
-    """(visit code, probability, identity decided) of whose change it was in one
-    hypothesis: a track already decided is who it was decided to be."""
-    found = [(code, p, ()) for code, p in reach.background]
+    """(visit code, probability, identity decided, track) of whose change it was in one
+    hypothesis: a track already decided is who it was decided to be; () for the track
+    of somebody untracked."""
+    found = [(code, p, (), ()) for code, p in reach.background]
     for track in reach.tracks:
         decided = ledger.identities.get(track.identity)
         if decided is not None:
-            found.append((decided, track.probability, ()))
+            found.append((decided, track.probability, (), track.identity))
             continue
-        found += who_it_was(track)
+        found += [(code, p, decides, track.identity) for code, p, decides in who_it_was(track)]
     return [item for item in found if item[1] > 0]
+
+
+def _concurrent(earlier: ChangeEvidence, change: ChangeEvidence) -> bool:
+    """Whether two changes on different bins (not one change seen on two) overlap in time."""
+    return (earlier.event_id != change.event_id and earlier.bin_id != change.bin_id
+            and earlier.start_ns < change.end_ns and change.start_ns < earlier.end_ns)
 
 
 def _guess(change: ChangeEvidence, own_sku: str, store: StoreConfig) -> tuple:

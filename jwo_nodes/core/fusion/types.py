@@ -60,6 +60,9 @@ class FusionSettings:
     stray_prior: float = 1.0
     # Prior weight of a put-back on a bin of another product, against its own bin.
     elsewhere_prior: float = 0.15
+    # Weight of a track's shopper making a change while making another on another bin
+    # (a hand in each), against one change at a time.
+    one_hand_share: float = 0.1
     # The probability that a track carries the right visit code when the tracker's
     # confidence in it is 0 (it rises linearly to 1 at confidence 1).
     identity_floor: float = 0.5
