@@ -16,6 +16,7 @@ import pickle
 import sys
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 from jwo_nodes.core.config import ConfigError, load_store_config
@@ -24,7 +25,7 @@ from jwo_nodes.core.fusion import (SENSOR_STALE, UNIDENTIFIED_ITEM, UNMATCHED_PU
                                    TrackInput)
 from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.loadcell_sim import LoadCellNoise, LoadCellSim
-from jwo_nodes.core.scoring import score_visits
+from jwo_nodes.core.scoring import calibration, score_visits
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.core.tracker_sim import TrackerSim
 from jwo_nodes.core.weight_detect import ChangeDetector, DetectorSettings
@@ -212,6 +213,7 @@ def run(args) -> int:
     results = _results(jobs, args.jobs)
     prices = {sku: p.price_cents for sku, p in store.products.items()}
     groups = defaultdict(dict)       # group -> scenario/party -> scored row
+    lines = defaultdict(lambda: ({}, {}))   # group -> (expected items, receipts), by scenario/party
     decided = defaultdict(list)     # group -> (expected cost or None if always reviewed, exact)
     for index, (path, (receipts, expected, seconds)) in enumerate(zip(args.scenarios, results), 1):
         scored = {party: as_scored(r) for party, r in receipts.items() if party}
@@ -219,6 +221,10 @@ def run(args) -> int:
         group = groups[Path(path).stem.split('-')[0]]
         for party, row in score['per_visit'].items():
             group[f'{Path(path).stem}/{party}'] = row
+            wanted, issued = lines[Path(path).stem.split('-')[0]]
+            wanted[f'{Path(path).stem}/{party}'] = expected[party]
+            if party in scored:
+                issued[f'{Path(path).stem}/{party}'] = scored[party]
             receipt = receipts.get(party)
             always = receipt is None or any(r.code in ALWAYS_REVIEWED for r in receipt.reasons)
             decided[Path(path).stem.split('-')[0]].append(
@@ -244,8 +250,14 @@ def run(args) -> int:
     print(f'review cost sweep (store: {store.review.cost_cents} cents): flagged / exact among not flagged')
     for name, rows in sorted(decided.items()):
         print(f'  {name}: ' + '; '.join(_sweep_point(rows, cents) for cents in SWEEP_CENTS))
+    calibrations = {name: calibration(*lines[name]) for name in sorted(lines)}
+    calibrations['all'] = calibration(*({k: v for wanted, _ in lines.values() for k, v in wanted.items()},
+                                        {k: v for _, issued in lines.values() for k, v in issued.items()}))
+    print('line calibration error (ECE): ' + '; '.join(f'{name} {c.ece:.3f} ({c.lines} lines)'
+                                                      for name, c in calibrations.items()))
     if args.report:
-        Path(args.report).write_text(json.dumps({'groups': totals}, indent=1))
+        Path(args.report).write_text(json.dumps(
+            {'groups': totals, 'calibration': {name: asdict(c) for name, c in calibrations.items()}}, indent=1))
     return 0
 
 

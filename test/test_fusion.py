@@ -856,6 +856,26 @@ def test_the_same_inputs_give_the_same_receipts_whatever_the_string_hash_seed(re
     assert len(outputs) == 1
 
 
+def test_fusion_check_reports_how_well_line_confidences_are_calibrated(repo, tmp_path):
+    """Per group and overall, as `jwo eval` does (its ECE, from the lines' confidences),
+    printed and in the report, so a calibration figure is one command away."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    jwo = Path(sys.executable).parent / 'jwo'
+    report = tmp_path / 'report.json'
+    result = subprocess.run([str(jwo), 'fusion-check', '--report', str(report), 'test/scenarios/easy-0.yaml',
+                             'test/scenarios/medium-0.yaml'], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    calibrations = json.loads(report.read_text())['calibration']
+    assert set(calibrations) == {'easy', 'medium', 'all'}
+    assert calibrations['all']['lines'] == calibrations['easy']['lines'] + calibrations['medium']['lines'] > 0
+    assert all(0.0 <= c['ece'] <= 1.0 and len(c['bins']) == 10 for c in calibrations.values())
+    assert (f"line calibration error (ECE): easy {calibrations['easy']['ece']:.3f} "
+            f"({calibrations['easy']['lines']} lines)") in result.stdout
+
+
 def test_carts_and_receipts_are_priced_with_promotions_and_by_weight(repo):
     """The pricing engine prices the live cart and the receipt alike: a 3-for-2 on cola,
     apples by the kilogram from the grams the shelf measured."""
