@@ -218,17 +218,17 @@ def run(args) -> int:
     for index, (path, (receipts, expected, seconds)) in enumerate(zip(args.scenarios, results), 1):
         scored = {party: as_scored(r) for party, r in receipts.items() if party}
         score = score_visits(expected, scored, prices)
-        group = groups[Path(path).stem.split('-')[0]]
+        name = Path(path).stem.split('-')[0]
+        wanted, issued = lines[name]
         for party, row in score['per_visit'].items():
-            group[f'{Path(path).stem}/{party}'] = row
-            wanted, issued = lines[Path(path).stem.split('-')[0]]
-            wanted[f'{Path(path).stem}/{party}'] = expected[party]
+            key = f'{Path(path).stem}/{party}'
+            groups[name][key] = row
+            wanted[key] = expected[party]
             if party in scored:
-                issued[f'{Path(path).stem}/{party}'] = scored[party]
+                issued[key] = scored[party]
             receipt = receipts.get(party)
             always = receipt is None or any(r.code in ALWAYS_REVIEWED for r in receipt.reasons)
-            decided[Path(path).stem.split('-')[0]].append(
-                (None if always else receipt.expected_cost_cents, row['exact']))
+            decided[name].append((None if always else receipt.expected_cost_cents, row['exact']))
         print(f'[{index}/{len(jobs)}] {Path(path).name}: ' + _summary(score)
               + f' ({seconds:.1f} s)', flush=True)
         if args.verbose:
