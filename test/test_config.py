@@ -87,6 +87,9 @@ def test_demo_config_loads(repo):
     (lambda d: d['products'][2].update(low_stock_units=-1), 'products[2].low_stock_units', 'must be >= 0, got -1'),
     (lambda d: d['products'][2].update(low_stock_units=2.5), 'products[2].low_stock_units',
      'expected an integer, got 2.5'),
+    (lambda d: d['products'][2].update(colour=[0.6, 0.5]), 'products[2].colour',
+     'expected [blue, green] shares of a colour (each 0 to 1, together at most 1), got [0.6, 0.5]'),
+    (lambda d: d['products'][2].update(colour='red'), 'products[2].colour', "got 'red'"),
     (lambda d: d.update(promotions={'id': 'x'}), 'promotions', 'expected a list, got dict'),
     (promoting(multi_buy(['COLA-330', 'NOPE'])), 'promotions[0].skus[1]', "unknown SKU 'NOPE' (not under products)"),
     (promoting(multi_buy(['COLA-330', 'COLA-330'])), 'promotions[0].skus[1]', "'COLA-330' is listed twice"),
@@ -139,7 +142,7 @@ def test_bad_config_names_file_key_and_problem(tmp_path, repo, edit, key, proble
     assert str(raised.value).startswith(f'{path}: {key}: ')
 
 
-def test_prices_by_weight_age_restriction_and_promotions(repo):
+def test_prices_by_weight_age_restriction_promotions_and_packaging_colours(repo):
     document = yaml.safe_load((repo / DEMO).read_text())
     promoting(lunchtime(), meal_deal([['SANDW-EGG'], ['COLA-330', 'WATER-500']]),
               {'id': 'fruit', 'name': 'Fruit 10 % off', 'kind': 'percent_off', 'skus': ['APPLES'], 'percent': 10,
@@ -147,8 +150,10 @@ def test_prices_by_weight_age_restriction_and_promotions(repo):
               timezone='Europe/Berlin')(document)
     document['products'][0]['age_restricted'] = True
     document['products'][1]['low_stock_units'] = 4
+    document['products'][1]['colour'] = [0.25, 0.5]
     store = parse_store_config(document, 'store.yaml')
     assert store.products['WATER-500'].low_stock_units == 4 and store.products['COLA-330'].low_stock_units is None
+    assert store.products['WATER-500'].colour == (0.25, 0.5) and store.products['COLA-330'].colour is None
     apples = store.products['APPLES']
     assert apples.sold_by_weight and apples.price_per_kg_cents == 299
     assert apples.price_cents == 54                     # a typical 180 g at 2.99/kg: 53.82

@@ -299,6 +299,22 @@ def test_a_product_looks_like_the_median_of_its_takes_and_only_earlier_ones_coun
     assert looks.colour('YOG-STRAW', 10 * NS) is None
 
 
+def test_the_catalogue_colour_stands_in_until_the_product_is_seen_in_hands():
+    plain, straw = chromaticity(product_colour('YOG-PLAIN')), chromaticity(product_colour('YOG-STRAW'))
+    photographed = (plain[0] + 0.01, plain[1])
+    looks = ProductLooks({'YOG-PLAIN': photographed})
+    assert looks.colour('YOG-PLAIN', NS) == photographed and looks.colour('YOG-STRAW', NS) is None
+    # From its first sale on, strawberry in a hand rules plain out where neither was
+    # taken before; without the catalogue nothing tells them apart yet.
+    held_straw = [Sighting(NS + i, 0.95, *straw) for i in range(6)]
+    assert looks.factors(['YOG-PLAIN', 'YOG-STRAW'], held_straw, 2 * NS)['YOG-PLAIN'] < 0.05
+    assert min(ProductLooks().factors(['YOG-PLAIN', 'YOG-STRAW'], held_straw, 2 * NS).values()) == 1.0
+    # Once seen in hands, what the store's own cameras see wins.
+    looks.learn('YOG-PLAIN', 3 * NS, [Sighting(0, 0.9, *plain)] * 2)
+    assert looks.colour('YOG-PLAIN', 4 * NS) == pytest.approx(plain)
+    assert looks.colour('YOG-PLAIN', 3 * NS) == photographed
+
+
 def test_hands_holding_a_learned_colour_tell_products_of_one_weight_apart(store):
     looks = ProductLooks()
     plain, straw = chromaticity(product_colour('YOG-PLAIN')), chromaticity(product_colour('YOG-STRAW'))

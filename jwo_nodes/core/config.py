@@ -75,6 +75,10 @@ class Product:
     # The staff view raises a low-stock alert for a bin of it at this many units or
     # fewer (None: only when it is empty).
     low_stock_units: Optional[int] = None
+    # The packaging's colour as (blue, green) chromaticity, measured from a photo of the
+    # product (`jwo product-colours`): what tells products of one weight apart from the
+    # first sale on. None: learnt from the store's own takes.
+    colour: Optional[tuple] = None
 
     @property
     def sold_by_weight(self) -> bool:
@@ -345,7 +349,7 @@ def parse_store_config(document, path: str = '<memory>') -> StoreConfig:
     for i, raw in enumerate(reader.sequence(reader.field(root, 'products', ''), 'products')):
         key = f'products[{i}]'
         item = reader.mapping(raw, key, ('sku', 'name', 'unit_grams', 'tolerance_grams', 'price_cents',
-                                         'price_per_kg_cents', 'age_restricted', 'low_stock_units'))
+                                         'price_per_kg_cents', 'age_restricted', 'low_stock_units', 'colour'))
         sku = reader.identifier(item, 'sku', key)
         if sku in products:
             raise ConfigError(path, f'{key}.sku', f'duplicate SKU {sku!r}')
@@ -452,7 +456,8 @@ def _product(reader, item: dict, key: str, sku: str) -> Product:
         price_per_kg_cents=price_per_kg,
         age_restricted=reader.boolean(item, 'age_restricted', key, default=False),
         low_stock_units=(reader.integer(item, 'low_stock_units', key, minimum=0)
-                         if item.get('low_stock_units') is not None else None))
+                         if item.get('low_stock_units') is not None else None),
+        colour=reader.chromaticity(item, 'colour', key) if item.get('colour') is not None else None)
 
 
 # The keys each kind of promotion takes besides id, name, kind and window.
@@ -712,6 +717,17 @@ class _Reader:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
                            for v in value)):
             raise ConfigError(self.path, key, f'expected [x, y] in metres, got {value!r}')
+        return float(value[0]), float(value[1])
+
+    def chromaticity(self, mapping: dict, name: str, parent: str) -> tuple:
+        """[blue, green]: a colour's blue and green shares of blue + green + red."""
+        value = self.field(mapping, name, parent)
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+                           for v in value) or value[0] + value[1] > 1.0):
+            raise ConfigError(self.path, self._key(parent, name),
+                              f'expected [blue, green] shares of a colour (each 0 to 1, together at most 1), '
+                              f'got {value!r}')
         return float(value[0]), float(value[1])
 
     def facing(self, mapping: dict, name: str, parent: str) -> tuple:

@@ -120,7 +120,7 @@ class FusionCore:
         self._settle_due = False      # a change was added since the last settling
         self._unsolved_cause = None   # the change of the last first look not yet solved
         self._prices = {sku: p.price_cents for sku, p in store.products.items()}
-        self._looks = ProductLooks()
+        self._looks = ProductLooks({sku: p.colour for sku, p in store.products.items() if p.colour})
         self._cameras_of_shelf = {
             shelf_id: tuple(c.id for c in store.cameras.values() if shelf_id in c.sees_shelves)
             for shelf_id in store.shelves}

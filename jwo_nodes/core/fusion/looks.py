@@ -5,7 +5,9 @@ products of one weight apart (two yogurts of 135 g, one put back on the other's 
 The vision tracker reads each hand it sees (jwo_nodes.core.held_item): the chance that
 it holds a product and that product's chromaticity. A take from a bin whose own
 product fits the weight teaches that product's colour (a stray taken instead now and
-then is outvoted: a product's colour is the median of what it was seen as). A change
+then is outvoted: a product's colour is the median of what it was seen as). Until a
+product has been seen in hands, its colour is the catalogue's where the store config
+gives one (Product.colour, from a photo of the packaging). A change
 that more than one product fits is weighed by how near the hands at the bin came to
 each product's colour; a product not seen yet is neither favoured nor ruled out.
 Learned from changes stamped before the one weighed only, so a replay in any order
@@ -44,10 +46,12 @@ class Sighting:
 
 
 class ProductLooks:
-    """Each product's colour in a hand, by stamp."""
+    """Each product's colour in a hand, by stamp; ``catalogue`` (sku -> (blue, green))
+    gives the colours known before any take."""
 
-    def __init__(self):
+    def __init__(self, catalogue: dict = None):
         self._seen = {}     # sku -> [(stamp_ns, blue, green)], in stamp order
+        self._catalogue = dict(catalogue or {})
 
     def learn(self, sku: str, stamp_ns: int, sightings) -> None:
         """Sightings of a hand that took ``sku`` (those likely holding it count)."""
@@ -58,10 +62,11 @@ class ProductLooks:
         del kept[:-_KEPT]
 
     def colour(self, sku: str, before_ns: int):
-        """(blue, green) median of the sightings of sku stamped before a stamp, or None."""
+        """(blue, green) median of the sightings of sku stamped before a stamp; with too
+        few, the catalogue's colour, else None."""
         seen = [(b, g) for stamp, b, g in self._seen.get(sku, ()) if stamp < before_ns]
         if len(seen) < _LEAST_SIGHTINGS:
-            return None
+            return self._catalogue.get(sku)
         blues, greens = sorted(b for b, _ in seen), sorted(g for _, g in seen)
         middle = len(seen) // 2
         return blues[middle], greens[middle]
