@@ -433,6 +433,27 @@ def test_a_close_encounter_is_settled_by_the_colours_each_track_shows_after_it()
     assert confidences(RED) == pytest.approx([doubted] * 2, abs=1e-3)                # look-alikes: kept
 
 
+def test_neighbours_drifting_in_and_out_of_swap_distance_without_standing_clear_meet_once():
+    """Two shoppers working one shelf side by side sway 0.4-0.6 m apart: one encounter,
+    not one per sway. Once they stood clear (swap_clear_m) and came close again, two."""
+    s = TrackerSettings()
+
+    def sway(k):
+        return 3.0 + 0.1 * math.sin(k * 0.8), 2.0
+
+    def encounters(b_path, steps):
+        tracker = Tracker([GATE])
+        walk(tracker, {'a': lambda k: (2.5, 2.0), 'b': b_path}, steps, looks={'a': RED, 'b': BLUE})
+        return tracker.counters['close_encounters'], sorted(t.identity for t in tracker.tracks)
+
+    count, identities = encounters(sway, 60)
+    assert count == 1 and identities == pytest.approx([0.6 * s.encounter_doubt] * 2, abs=1e-3)
+    back_after_standing_clear = (lambda k: sway(k) if k < 20 or k >= 40 else (3.0 + s.swap_clear_m, 2.0))
+    assert encounters(back_after_standing_clear, 60)[0] == 2
+    # Sways that never came within swap distance are no encounter at all.
+    assert encounters(lambda k: (3.0 + 0.04 * math.sin(k * 0.8), 2.0), 60)[0] == 0
+
+
 def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart():
     apart = [det(1.0, 4.0, 'front', look=RED), det(1.7, 4.0, 'back', look=RED)]
     assert len(merge_detections(apart, 0.5)) == 2
