@@ -161,10 +161,12 @@ def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_p
 # give corner_medium 0.37 / 1.0 / 0 and corner_hard 0.629 / 0.788 / 6 -- the same code
 # on a harder yardstick, not a regression (seeds 0-4 alone still give 0.614 / 0.889 / 1).
 # One hand, one change at a time (2026-12-06): corner_medium 0.34 / 1.0 / 0, corner_hard
-# 0.621 / 0.811 / 4.
+# 0.621 / 0.811 / 4. Products' packaging colours in the catalogue and neighbours
+# swaying side by side meeting once (that morning): corner_medium 0.29 / 1.0 / 0,
+# corner_hard 0.636 / 0.882 / 2.
 CORNER_THRESHOLDS = {
-    'corner_medium': (0.99, 0.35, 0),
-    'corner_hard': (0.81, 0.65, 4),
+    'corner_medium': (0.99, 0.30, 0),
+    'corner_hard': (0.88, 0.65, 2),
 }
 
 
