@@ -98,14 +98,14 @@ def standin_positions(timeline: Timeline, events: list) -> list:
 
 
 def vision_positions(timeline: Timeline, events: list, steps: list) -> list:
-    from jwo_nodes.core.tracker import Tracker
+    from jwo_nodes.core.tracker import Tracker, hand_per_track
     from jwo_nodes.vision_check import give_gate_events
     tracker = Tracker(list(timeline.store.gates.values()))
     inputs, next_event = [], 0
     for t_ns, shoppers, hands in steps:
         next_event = give_gate_events(tracker, events, next_event, t_ns)
         tracks, given = tracker.step(t_ns, shoppers, hands)
-        hand_of = {hand.track_id: hand for hand in sorted(given, key=lambda h: h.score)}
+        hand_of = hand_per_track(given, tracker.settings.same_hand_m)
         inputs.append((t_ns, 2, 'positions', [_track_input(t, hand_of.get(t.track_id)) for t in tracks]))
     last = steps[-1][0] if steps else 0
     inputs += [(last + k * NS // 10, 2, 'positions', []) for k in range(1, TAIL_S * 10)]

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from jwo_nodes.core.config import Gate
-from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, Tracker, TrackerSettings,
+from jwo_nodes.core.held_item import HeldItem
+from jwo_nodes.core.tracker import (FloorDetection, FrameBatcher, HandOutput, Tracker, TrackerSettings, hand_per_track,
                                     merge_detections)
 
 NS = 1_000_000_000
@@ -452,6 +453,23 @@ def test_neighbours_drifting_in_and_out_of_swap_distance_without_standing_clear_
     assert encounters(back_after_standing_clear, 60)[0] == 2
     # Sways that never came within swap distance are no encounter at all.
     assert encounters(lambda k: (3.0 + 0.04 * math.sin(k * 0.8), 2.0), 60)[0] == 0
+
+
+def test_a_track_carries_its_surest_hand_holding_what_every_camera_read_of_it():
+    front = HandOutput('t1', 2.0, 6.6, 0.9, HeldItem(0.9, 0.30, 0.40))
+    back = HandOutput('t1', 2.1, 6.6, 0.6, HeldItem(0.8, 0.34, 0.44))
+    empty = HandOutput('t1', 2.0, 6.7, 0.5, HeldItem(0.1, 0.5, 0.2))          # a view that missed it
+    other_hand = HandOutput('t1', 2.6, 6.6, 0.7, HeldItem(0.9, 0.1, 0.1))      # the other hand
+    alone = HandOutput('t2', 4.0, 6.6, 0.8, HeldItem(0.7, 0.2, 0.6))
+    carried = hand_per_track([back, empty, other_hand, front, alone], same_hand_m=0.3)
+    assert (carried['t1'].x, carried['t1'].y, carried['t1'].score) == (2.0, 6.6, 0.9)
+    item = carried['t1'].item
+    assert (item.holding, item.blue, item.green) == pytest.approx((0.6, 0.32, 0.42))
+    assert carried['t2'] == alone
+    # No view holding anything: the views' colours, not holding.
+    unread = hand_per_track([empty, HandOutput('t1', 2.0, 6.6, 0.9, HeldItem(0.3, 0.3, 0.3))], 0.3)['t1']
+    assert unread.item.holding == pytest.approx(0.2) and unread.item.blue == pytest.approx(0.4)
+    assert hand_per_track([HandOutput('t1', 2.0, 6.6, 0.9)], 0.3)['t1'].item is None
 
 
 def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart():

@@ -697,6 +697,28 @@ class Tracker:
         return not track.gate_id and self.stamp_ns - track.born_ns < self.settings.arm_track_s * NS
 
 
+def hand_per_track(given: list, same_hand_m: float) -> dict:
+    """track id -> the one HandOutput a track's positions carry: its surest hand, holding
+    what every camera's view of that hand (within same_hand_m of it) read. Views that
+    read a product average their colours, and the holding is the views' mean: one view
+    is a few pixels of packaging, several are a steadier reading."""
+    by_track = {}
+    for hand in given:
+        by_track.setdefault(hand.track_id, []).append(hand)
+    out = {}
+    for track_id, hands in by_track.items():
+        surest = max(hands, key=lambda h: h.score)
+        views = [h.item for h in hands if h.item is not None
+                 and math.hypot(h.x - surest.x, h.y - surest.y) <= same_hand_m]
+        if len(views) > 1:
+            holding = [v for v in views if v.holding >= 0.5] or views
+            surest = HandOutput(surest.track_id, surest.x, surest.y, surest.score, HeldItem(
+                sum(v.holding for v in views) / len(views),
+                sum(v.blue for v in holding) / len(holding), sum(v.green for v in holding) / len(holding)))
+        out[track_id] = surest
+    return out
+
+
 class FrameBatcher:
     """Groups the frames of one time step across cameras, by stamp.
 

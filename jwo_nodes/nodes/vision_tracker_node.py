@@ -29,7 +29,7 @@ from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
 from jwo_nodes.core.held_item import HeldItemReader, default_model_path as held_item_model
 from jwo_nodes.core.perception import HandParallax, floor_detections
-from jwo_nodes.core.tracker import FrameBatcher, Tracker, TrackerSettings
+from jwo_nodes.core.tracker import FrameBatcher, Tracker, TrackerSettings, hand_per_track
 from jwo_nodes.ros_common import (DURABLE_EVENT_QOS, EVENT_QOS, REQUIRED, SENSOR_QOS, Counters,
                                   Param, declare_params, run_node, to_ns, to_stamp)
 
@@ -251,8 +251,8 @@ class VisionTrackerNode(Node):
         msg = ShopperPositions()
         msg.header.stamp = to_stamp(stamp_ns)
         msg.header.frame_id = 'floor'
-        # The message holds one hand per track: its surest (sorted, the last one wins).
-        hand_of = {hand.track_id: hand for hand in sorted(given, key=lambda h: h.score)}
+        # The message holds one hand per track.
+        hand_of = hand_per_track(given, self.tracker.settings.same_hand_m)
         msg.shoppers = []
         for t in tracks:
             hand = hand_of.get(t.track_id)
