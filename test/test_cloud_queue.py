@@ -4,6 +4,7 @@ claims that expire, filters and pages, oldest exit first, and the index made aga
 the queue entries."""
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,31 @@ def test_conditional_replace_writes_only_over_the_version_read(bucket):
     assert bucket.get('k/x.json') == b'2'
     assert not bucket.put('k/gone.json', b'4', if_match=first.etag)   # no such object
     assert bucket.get('k/gone.json') is None
+
+
+def test_two_conditional_writes_of_one_version_on_the_s3_stand_in_never_both_win(monkeypatch):
+    """S3 applies a conditional write atomically; moto checks the condition and writes
+    with no lock between. With the write slowed down, both racers passed the check there
+    and one update was lost (test_racing_writers_lose_nothing failed once in CI)."""
+    from moto.s3.models import S3Backend
+    put_object = S3Backend.put_object
+
+    def slow_put_object(self, *args, **kwargs):
+        time.sleep(0.2)
+        return put_object(self, *args, **kwargs)
+    monkeypatch.setattr(S3Backend, 'put_object', slow_put_object)
+    with testing.moto_s3('jwo-race') as endpoint:
+        bucket = S3Bucket('jwo-race', endpoint_url=endpoint)
+        assert bucket.put('k/x.json', b'0', if_none_match=True)
+        etag = bucket.get_object('k/x.json').etag
+        won = []
+        racers = [threading.Thread(target=lambda data=data: won.append(bucket.put('k/x.json', data, if_match=etag)))
+                  for data in (b'1', b'2')]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join()
+        assert sorted(won) == [False, True]
 
 
 def test_racing_writers_lose_nothing(bucket):

@@ -219,7 +219,33 @@ def moto_s3(bucket_name: str = 'jwo-test'):
     for name, value in (('AWS_ACCESS_KEY_ID', 'testing'), ('AWS_SECRET_ACCESS_KEY', 'testing'),
                         ('AWS_DEFAULT_REGION', 'us-east-1')):
         os.environ.setdefault(name, value)
-    server = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
+    class AtomicWritesMotoServer(ThreadedMotoServer):
+        """moto checks a PUT's If-Match or If-None-Match and then writes, with no lock
+        between: two racing conditional writes of one object can both pass, and one
+        update is lost (S3 makes each conditional write atomic). Writes are applied one
+        at a time here; reads still run side by side."""
+
+        def _server_entry(self) -> None:
+            from moto.moto_server.werkzeug_app import (DomainDispatcherApplication, MotoRequestHandler,
+                                                       create_backend_app)
+            from werkzeug.serving import make_server
+            app, writing = DomainDispatcherApplication(create_backend_app), threading.Lock()
+
+            def one_write_at_a_time(environ, start_response):
+                if environ['REQUEST_METHOD'] in ('GET', 'HEAD'):
+                    return app(environ, start_response)
+                with writing:
+                    response = app(environ, start_response)
+                    try:
+                        return list(response)
+                    finally:
+                        getattr(response, 'close', lambda: None)()
+            self._server = make_server(self._ip_address, self._port, one_write_at_a_time, True,
+                                       request_handler=MotoRequestHandler)
+            self._server_ready_event.set()
+            self._server.serve_forever()
+
+    server = AtomicWritesMotoServer(ip_address='127.0.0.1', port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f'http://{host}:{port}'
