@@ -14,7 +14,8 @@ not change with the light's strength). --simulated photographs each product as t
 simulator paints its packaging (a JPEG, like a camera's), for the simulated stores.
 --write sets each measured product's `colour: [blue, green]` in the store file, whose
 products are one `- {sku: ...}` line each; everything else in it stays as it was.
-Products without a photo keep what they had (none: fusion learns them from takes).
+Products without a photo keep what they had (none: fusion learns them from takes); a
+photo the product does not stand out in is named, the others still measured (exit 1).
 """
 import re
 import sys
@@ -64,7 +65,7 @@ def simulated_photo(sku: str) -> np.ndarray:
     photo = np.full((_SIMULATED_PX, _SIMULATED_PX, 3), _BACKDROP_BGR, np.uint8)
     middle = _SIMULATED_PX // 2
     cv2.circle(photo, (middle, middle), _SIMULATED_PX // 3, product_colour(sku), -1, cv2.LINE_AA)
-    ok, jpeg = cv2.imencode('.jpg', photo, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    _, jpeg = cv2.imencode('.jpg', photo, [cv2.IMWRITE_JPEG_QUALITY, 85])
     return cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
 
 
