@@ -25,7 +25,7 @@ from jwo_nodes.core.fusion import (SENSOR_STALE, UNIDENTIFIED_ITEM, UNMATCHED_PU
                                    TrackInput)
 from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.loadcell_sim import LoadCellNoise, LoadCellSim
-from jwo_nodes.core.scoring import calibration, score_visits
+from jwo_nodes.core.scoring import RunCost, calibration, run_cost, score_visits
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.core.tracker_sim import TrackerSim
 from jwo_nodes.core.weight_detect import ChangeDetector, DetectorSettings
@@ -215,10 +215,12 @@ def run(args) -> int:
     groups = defaultdict(dict)       # group -> scenario/party -> scored row
     lines = defaultdict(lambda: ({}, {}))   # group -> (expected items, receipts), by scenario/party
     decided = defaultdict(list)     # group -> (expected cost or None if always reviewed, exact)
+    costs = defaultdict(RunCost)    # group -> what its receipts cost the store
     for index, (path, (receipts, expected, seconds)) in enumerate(zip(args.scenarios, results), 1):
         scored = {party: as_scored(r) for party, r in receipts.items() if party}
         score = score_visits(expected, scored, prices)
         name = Path(path).stem.split('-')[0]
+        costs[name] = costs[name].plus(run_cost(expected, scored, prices, store.review))
         wanted, issued = lines[name]
         for party, row in score['per_visit'].items():
             key = f'{Path(path).stem}/{party}'
@@ -247,6 +249,13 @@ def run(args) -> int:
         print(f'{name}: ' + _summary(total))
     everything = {k: v for rows in groups.values() for k, v in rows.items()}
     print('all: ' + _summary(_total(everything)))
+    # The store's own measure of a run (config `review`): a change that flags fewer
+    # visits but lets wrong receipts through can cost more than the reviews it saves.
+    print(f'run cost (store: review {store.review.cost_cents} c, overcharge x{store.review.overcharge_weight:g}, '
+          f'wrong line {store.review.wrong_line_cents} c): ' + '; '.join(
+              f'{name} {c.total_cents} c ({c.reviews} reviews, {c.overcharged_cents} c over, '
+              f'{c.undercharged_cents} c under, {c.wrong_final_lines} wrong FINAL lines)'
+              for name, c in sorted(costs.items())))
     print(f'review cost sweep (store: {store.review.cost_cents} cents): flagged / exact among not flagged')
     for name, rows in sorted(decided.items()):
         print(f'  {name}: ' + '; '.join(_sweep_point(rows, cents) for cents in SWEEP_CENTS))
@@ -257,7 +266,8 @@ def run(args) -> int:
                                                       for name, c in calibrations.items()))
     if args.report:
         Path(args.report).write_text(json.dumps(
-            {'groups': totals, 'calibration': {name: asdict(c) for name, c in calibrations.items()}}, indent=1))
+            {'groups': totals, 'calibration': {name: asdict(c) for name, c in calibrations.items()},
+             'cost': {name: asdict(c) for name, c in sorted(costs.items())}}, indent=1))
     return 0
 
 

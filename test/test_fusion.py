@@ -856,9 +856,10 @@ def test_the_same_inputs_give_the_same_receipts_whatever_the_string_hash_seed(re
     assert len(outputs) == 1
 
 
-def test_fusion_check_reports_how_well_line_confidences_are_calibrated(repo, tmp_path):
-    """Per group and overall, as `jwo eval` does (its ECE, from the lines' confidences),
-    printed and in the report, so a calibration figure is one command away."""
+def test_fusion_check_reports_calibration_and_what_the_run_cost_the_store(repo, tmp_path):
+    """Per group and overall, as `jwo eval` does (its ECE, from the lines' confidences;
+    the cost of reviews and wrong FINAL receipts at the store's review costs), printed
+    and in the report, so both figures are one command away."""
     import json
     import subprocess
     import sys
@@ -874,6 +875,15 @@ def test_fusion_check_reports_how_well_line_confidences_are_calibrated(repo, tmp
     assert all(0.0 <= c['ece'] <= 1.0 and len(c['bins']) == 10 for c in calibrations.values())
     assert (f"line calibration error (ECE): easy {calibrations['easy']['ece']:.3f} "
             f"({calibrations['easy']['lines']} lines)") in result.stdout
+    groups, costs = json.loads(report.read_text())['groups'], json.loads(report.read_text())['cost']
+    review = load_store_config(repo / STORE).review
+    assert set(costs) == {'easy', 'medium'}
+    for name, cost in costs.items():
+        assert cost['reviews'] == round(groups[name]['review_rate'] * groups[name]['visits'])
+        assert cost['total_cents'] == (round(cost['overcharged_cents'] * review.overcharge_weight)
+                                       + cost['undercharged_cents'] + cost['wrong_final_lines'] * review.wrong_line_cents
+                                       + cost['reviews'] * review.cost_cents)
+    assert f"medium {costs['medium']['total_cents']} c ({costs['medium']['reviews']} reviews" in result.stdout
 
 
 def test_carts_and_receipts_are_priced_with_promotions_and_by_weight(repo):
