@@ -443,3 +443,20 @@ def test_what_a_hand_held_is_journaled_and_replayed(store, tmp_path):
     held = {w.track_id: w.samples[0].hand_item for w in replayed.core._tracks.windows(0, 2 * NS)}
     assert held == {'t1': item, 't2': None}
     replayed.close()
+
+
+def test_a_restored_state_keeps_what_hands_showed_and_takes_the_catalogue_of_the_config_now(store):
+    """Learnt packaging colours come back with the saved state; catalogue colours come
+    from the config fusion restarts on (measured with `jwo product-colours` since)."""
+    from dataclasses import replace
+    from jwo_nodes.core.fusion.looks import Sighting
+    core = FusionCore(store, SETTINGS)
+    core._looks.learn('YOG-STRAW', 5 * NS, [Sighting(4 * NS, 1.0, 0.2, 0.3), Sighting(4 * NS, 1.0, 0.2, 0.3)])
+    painted = replace(store, products={**store.products,
+                                       'YOG-PLAIN': replace(store.products['YOG-PLAIN'], colour=(0.4, 0.35))})
+    restored = FusionCore(painted, SETTINGS)
+    restored.load_state(core.saved_state())
+    later = 60 * NS
+    assert restored._looks.colour('YOG-STRAW', later) == (0.2, 0.3)
+    assert restored._looks.colour('YOG-PLAIN', later) == (0.4, 0.35)
+    assert core._looks.colour('YOG-PLAIN', later) is None

@@ -120,7 +120,7 @@ class FusionCore:
         self._settle_due = False      # a change was added since the last settling
         self._unsolved_cause = None   # the change of the last first look not yet solved
         self._prices = {sku: p.price_cents for sku, p in store.products.items()}
-        self._looks = ProductLooks({sku: p.colour for sku, p in store.products.items() if p.colour})
+        self._looks = ProductLooks(_catalogue_colours(store))
         self._cameras_of_shelf = {
             shelf_id: tuple(c.id for c in store.cameras.values() if shelf_id in c.sees_shelves)
             for shelf_id in store.shelves}
@@ -773,7 +773,13 @@ class FusionCore:
     def load_state(self, saved: bytes) -> None:
         """Becomes the core whose saved_state this is (on this store config)."""
         self.__dict__.update(pickle.loads(saved))
+        self._looks.catalogue = _catalogue_colours(self.store)
         self.problems = []
+
+
+def _catalogue_colours(store: StoreConfig) -> dict:
+    """sku -> (blue, green) of the products whose packaging colour the config gives."""
+    return {sku: p.colour for sku, p in store.products.items() if p.colour}
 
 
 def _verified(visit: _Visit, sku: str, stamp_ns: int) -> bool:

@@ -51,7 +51,9 @@ class ProductLooks:
 
     def __init__(self, catalogue: dict = None):
         self._seen = {}     # sku -> [(stamp_ns, blue, green)], in stamp order
-        self._catalogue = dict(catalogue or {})
+        # The store config's: a core restored from a saved state replaces it with the
+        # config it runs on now (a site engineer may have measured the packaging since).
+        self.catalogue = dict(catalogue or {})
 
     def learn(self, sku: str, stamp_ns: int, sightings) -> None:
         """Sightings of a hand that took ``sku`` (those likely holding it count)."""
@@ -66,7 +68,7 @@ class ProductLooks:
         few, the catalogue's colour, else None."""
         seen = [(b, g) for stamp, b, g in self._seen.get(sku, ()) if stamp < before_ns]
         if len(seen) < _LEAST_SIGHTINGS:
-            return self._catalogue.get(sku)
+            return self.catalogue.get(sku)
         blues, greens = sorted(b for b, _ in seen), sorted(g for _, g in seen)
         middle = len(seen) // 2
         return blues[middle], greens[middle]
