@@ -17,7 +17,8 @@ visit and overall: exact-receipt rate; line-item precision, recall and F1 (a hit
 product, quantity and visit right); share of visits flagged for review (visits without
 a receipt among them, also counted apart); exact-receipt rate among the visits not
 flagged; wrong charges; FINAL receipts missing items; the calibration of the lines'
-confidences (and its ECE); the run's cost from the store's `review` costs; weight-event
+confidences (and its ECE); the FINAL receipts that were wrong against how many their
+confidences expected; the run's cost from the store's `review` costs; weight-event
 precision and recall; exit-to-receipt latency. Writes report.json and report.html (with
 plots) in the run folder (each written to a temporary file and renamed, so a report
 that is there is complete). A receipt that is of no party, or a second one for a party,
@@ -40,8 +41,8 @@ import yaml
 from jwo_nodes.bag.format import BagError
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.scenario_gen import PRESETS, generate
-from jwo_nodes.core.scoring import (RunCost, calibration, percentiles, run_cost, score_visits,
-                                    score_weight_events, threshold_sweep)
+from jwo_nodes.core.scoring import (RunCost, calibration, final_reliability, percentiles, run_cost,
+                                    score_visits, score_weight_events, threshold_sweep)
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.launcher import START_LEAD_S, add_shelves_per_process
 from jwo_nodes.runner import run_bag, run_scenario
@@ -237,14 +238,15 @@ def run(args) -> int:
 
 
 def _summary(totals: dict) -> str:
-    cost = totals['cost']
+    cost, final = totals['cost'], totals['final_reliability']
     return (f'exact {totals["exact_receipt_rate"]:.1%}, line F1 {totals["line_f1"]:.3f}, '
             f'flagged {totals["review_rate"]:.1%} ({totals["reviews"]} reviews, '
             f'{totals["missing_receipts"]} missing receipts), exact among not flagged '
             f'{totals["exact_among_not_flagged"]:.1%}, wrong charges {totals["wrong_charge_items"]} items '
             f'({totals["wrong_charge_cents"]} cents), FINAL missing items '
             f'{totals["final_receipts_missing_items"]}, ECE {totals["calibration"]["ece"]:.3f} '
-            f'({totals["calibration"]["lines"]} lines), cost {cost["total_cents"]} cents '
+            f'({totals["calibration"]["lines"]} lines), FINAL {final["receipts"]} ({final["wrong"]} wrong, '
+            f'{final["expected_wrong"]:.1f} expected), cost {cost["total_cents"]} cents '
             f'(over {cost["overcharged_cents"]}, under {cost["undercharged_cents"]}, '
             f'wrong lines {cost["wrong_final_lines"]}, reviews {cost["reviews"]}), '
             f'weight events P {totals["weight_precision"]:.3f} R {totals["weight_recall"]:.3f}')
@@ -330,6 +332,7 @@ def _totals(results: list, prices: dict) -> tuple:
     totals.pop('per_visit')
     totals['unmatched_receipts'] = sum(len(r['unmatched_receipts']) for r in results)
     totals['calibration'] = asdict(calibration(expected, receipts))
+    totals['final_reliability'] = asdict(final_reliability(expected, receipts))
     totals['cost'] = asdict(cost)
     totals['exit_to_receipt_s'] = percentiles(latencies)
     totals['weight_precision'] = weight['matched'] / weight['detected'] if weight['detected'] else 1.0

@@ -25,7 +25,7 @@ from jwo_nodes.core.fusion import (SENSOR_STALE, UNIDENTIFIED_ITEM, UNMATCHED_PU
                                    TrackInput)
 from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.loadcell_sim import LoadCellNoise, LoadCellSim
-from jwo_nodes.core.scoring import RunCost, calibration, run_cost, score_visits
+from jwo_nodes.core.scoring import FinalReliability, RunCost, calibration, final_reliability, run_cost, score_visits
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.core.tracker_sim import TrackerSim
 from jwo_nodes.core.weight_detect import ChangeDetector, DetectorSettings
@@ -216,11 +216,13 @@ def run(args) -> int:
     lines = defaultdict(lambda: ({}, {}))   # group -> (expected items, receipts), by scenario/party
     decided = defaultdict(list)     # group -> (expected cost or None if always reviewed, exact)
     costs = defaultdict(RunCost)    # group -> what its receipts cost the store
+    finals = defaultdict(FinalReliability)   # group -> its FINAL receipts against their confidence
     for index, (path, (receipts, expected, seconds)) in enumerate(zip(args.scenarios, results), 1):
         scored = {party: as_scored(r) for party, r in receipts.items() if party}
         score = score_visits(expected, scored, prices)
         name = Path(path).stem.split('-')[0]
         costs[name] = costs[name].plus(run_cost(expected, scored, prices, store.review))
+        finals[name] = finals[name].plus(final_reliability(expected, scored))
         wanted, issued = lines[name]
         for party, row in score['per_visit'].items():
             key = f'{Path(path).stem}/{party}'
@@ -256,6 +258,9 @@ def run(args) -> int:
               f'{name} {c.total_cents} c ({c.reviews} reviews, {c.overcharged_cents} c over, '
               f'{c.undercharged_cents} c under, {c.wrong_final_lines} wrong FINAL lines)'
               for name, c in sorted(costs.items())))
+    # Flagging by expected cost trusts the confidences: this says whether it may.
+    print('FINAL receipts against their confidence: ' + '; '.join(
+        f'{name} {f.receipts} ({f.wrong} wrong, {f.expected_wrong:.1f} expected)' for name, f in sorted(finals.items())))
     print(f'review cost sweep (store: {store.review.cost_cents} cents): flagged / exact among not flagged')
     for name, rows in sorted(decided.items()):
         print(f'  {name}: ' + '; '.join(_sweep_point(rows, cents) for cents in SWEEP_CENTS))
@@ -267,7 +272,8 @@ def run(args) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps(
             {'groups': totals, 'calibration': {name: asdict(c) for name, c in calibrations.items()},
-             'cost': {name: asdict(c) for name, c in sorted(costs.items())}}, indent=1))
+             'cost': {name: asdict(c) for name, c in sorted(costs.items())},
+             'final_reliability': {name: asdict(f) for name, f in sorted(finals.items())}}, indent=1))
     return 0
 
 

@@ -884,6 +884,13 @@ def test_fusion_check_reports_calibration_and_what_the_run_cost_the_store(repo, 
                                        + cost['undercharged_cents'] + cost['wrong_final_lines'] * review.wrong_line_cents
                                        + cost['reviews'] * review.cost_cents)
     assert f"medium {costs['medium']['total_cents']} c ({costs['medium']['reviews']} reviews" in result.stdout
+    finals = json.loads(report.read_text())['final_reliability']
+    for name, final in finals.items():
+        assert final['receipts'] == (groups[name]['visits'] - costs[name]['reviews']
+                                     - groups[name]['missing_receipts'])
+        assert final['wrong'] <= final['receipts'] and 0.0 <= final['expected_wrong'] <= final['receipts']
+    assert (f"FINAL receipts against their confidence: easy {finals['easy']['receipts']} "
+            f"({finals['easy']['wrong']} wrong, {finals['easy']['expected_wrong']:.1f} expected)") in result.stdout
 
 
 def test_carts_and_receipts_are_priced_with_promotions_and_by_weight(repo):

@@ -5,8 +5,8 @@ from collections import Counter
 import pytest
 
 from jwo_nodes.core.config import ReviewCosts
-from jwo_nodes.core.scoring import (Calibration, GateEntry, PartyMatcher, RunCost, calibration,
-                                    run_cost, score_visits)
+from jwo_nodes.core.scoring import (Calibration, FinalReliability, GateEntry, PartyMatcher, RunCost,
+                                    calibration, final_reliability, run_cost, score_visits)
 
 S = 1_000_000_000
 PRICES = {'COLA': 149, 'WATER': 99, 'CHIPS': 250}
@@ -167,6 +167,22 @@ def test_lines_on_the_wrong_visit_are_wrong():
     expected = {'ana': Counter(COLA=1), 'ben': Counter()}
     calib = calibration(expected, {'ben': receipt('r1', [('COLA', 1, 0.8)])})
     assert calib.lines == 1 and {b.low: b for b in calib.bins}[0.8].observed == 0.0
+
+
+def test_final_reliability_counts_final_receipts_wrong_against_their_confidence():
+    """Only FINAL receipts count: one exact at 0.9, one missing an item at 0.8; the one
+    in review and the visit without a receipt are a person's to settle or counted apart."""
+    expected = {'ana': Counter(COLA=1), 'ben': Counter(CHIPS=1, WATER=1), 'cy': Counter(COLA=2),
+                'dee': Counter(WATER=1)}
+    receipts = {'ana': receipt('r1', [('COLA', 1, 0.9)], confidence=0.9),
+                'ben': receipt('r2', [('CHIPS', 1, 0.9)], confidence=0.8),
+                'cy': receipt('r3', [('COLA', 1, 0.5)], status='NEEDS_REVIEW', confidence=0.1)}
+    final = final_reliability(expected, receipts)
+    assert (final.receipts, final.wrong) == (2, 1)
+    assert final.expected_wrong == pytest.approx(0.1 + 0.2)
+    both = final.plus(final_reliability({'ana': Counter(COLA=1)}, {'ana': receipt('r4', [('COLA', 1, 1.0)], confidence=1.0)}))
+    assert (both.receipts, both.wrong) == (3, 1) and both.expected_wrong == pytest.approx(0.3)
+    assert final_reliability({}, {}) == FinalReliability()
 
 
 # -- cost ---------------------------------------------------------------------------------------

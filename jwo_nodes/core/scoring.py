@@ -201,6 +201,31 @@ def calibration(expected: dict, receipts: dict, bins: int = 10) -> Calibration:
 
 
 @dataclass(frozen=True)
+class FinalReliability:
+    """FINAL receipts against how sure fusion was of them. A receipt's confidence is the
+    probability that it is exact, so about ``expected_wrong`` (the sum of 1 - confidence)
+    of them should be wrong; many more wrong than that means receipts leave review on
+    confidence they do not have."""
+    receipts: int = 0
+    wrong: int = 0
+    expected_wrong: float = 0.0
+
+    def plus(self, other: 'FinalReliability') -> 'FinalReliability':
+        return FinalReliability(self.receipts + other.receipts, self.wrong + other.wrong,
+                                self.expected_wrong + other.expected_wrong)
+
+
+def final_reliability(expected: dict, receipts: dict) -> FinalReliability:
+    """Over the FINAL receipts of the parties in ``expected``: how many, how many not
+    exact, and how many fusion's confidences expected not to be."""
+    finals = [(receipts[party], +want) for party, want in expected.items() if is_final(receipts.get(party))]
+    return FinalReliability(receipts=len(finals),
+                            wrong=sum(items_of(receipt) != want for receipt, want in finals),
+                            expected_wrong=sum(1.0 - min(1.0, max(0.0, float(receipt['confidence'])))
+                                               for receipt, _ in finals))
+
+
+@dataclass(frozen=True)
 class RunCost:
     """What a run's receipts cost the store (config `review`, core.config.ReviewCosts),
     in cents. Receipts sent to review are settled by a person: they cost a review and
