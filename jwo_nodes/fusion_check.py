@@ -260,7 +260,8 @@ def run(args) -> int:
               for name, c in sorted(costs.items())))
     # Flagging by expected cost trusts the confidences: this says whether it may.
     print('FINAL receipts against their confidence: ' + '; '.join(
-        f'{name} {f.receipts} ({f.wrong} wrong, {f.expected_wrong:.1f} expected)' for name, f in sorted(finals.items())))
+        f'{name} {f.receipts} ({f.wrong} wrong, {f.expected_wrong:.1f} expected)'
+        for name, f in sorted(finals.items())))
     print(f'review cost sweep (store: {store.review.cost_cents} cents): flagged / exact among not flagged')
     for name, rows in sorted(decided.items()):
         print(f'  {name}: ' + '; '.join(_sweep_point(rows, cents) for cents in SWEEP_CENTS))

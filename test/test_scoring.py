@@ -180,7 +180,8 @@ def test_final_reliability_counts_final_receipts_wrong_against_their_confidence(
     final = final_reliability(expected, receipts)
     assert (final.receipts, final.wrong) == (2, 1)
     assert final.expected_wrong == pytest.approx(0.1 + 0.2)
-    both = final.plus(final_reliability({'ana': Counter(COLA=1)}, {'ana': receipt('r4', [('COLA', 1, 1.0)], confidence=1.0)}))
+    sure = {'ana': receipt('r4', [('COLA', 1, 1.0)], confidence=1.0)}
+    both = final.plus(final_reliability({'ana': Counter(COLA=1)}, sure))
     assert (both.receipts, both.wrong) == (3, 1) and both.expected_wrong == pytest.approx(0.3)
     assert final_reliability({}, {}) == FinalReliability()
 

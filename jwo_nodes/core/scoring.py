@@ -211,8 +211,7 @@ class FinalReliability:
     expected_wrong: float = 0.0
 
     def plus(self, other: 'FinalReliability') -> 'FinalReliability':
-        return FinalReliability(self.receipts + other.receipts, self.wrong + other.wrong,
-                                self.expected_wrong + other.expected_wrong)
+        return _added(self, other)
 
 
 def final_reliability(expected: dict, receipts: dict) -> FinalReliability:
@@ -238,7 +237,12 @@ class RunCost:
 
     def plus(self, other: 'RunCost') -> 'RunCost':
         """Two runs together (each priced with its own store's costs)."""
-        return RunCost(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return _added(self, other)
+
+
+def _added(one, other):
+    """Two tallies of one dataclass, field by field."""
+    return type(one)(**{f.name: getattr(one, f.name) + getattr(other, f.name) for f in fields(one)})
 
 
 def run_cost(expected: dict, receipts: dict, prices: dict, costs) -> RunCost:
