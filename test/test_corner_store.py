@@ -70,6 +70,20 @@ def test_corner_store_is_a_small_format_store_of_gondolas(corner, demo):
     assert corner.review == demo.review
 
 
+def test_the_facings_beside_a_product_are_the_next_ones_along_its_shelf(corner, demo):
+    """Where fusion expects a product put back beside its own facing (beside_prior):
+    the nearest facing of another product on each side, on the same shelf only."""
+    assert demo.beside_home('S3-B2', 'YOG-STRAW') and demo.beside_home('S3-B3', 'YOG-PLAIN')
+    assert not demo.beside_home('S3-B3', 'YOG-STRAW')      # two facings along
+    assert not demo.beside_home('S2-B1', 'JUICE-1L')       # the next shelf's end
+    assert not demo.beside_home('S3-B1', 'YOG-STRAW')      # its own facing
+    for shelf in corner.shelves.values():
+        ids = [b.id for b in shelf.bins]
+        for i, bin_ in enumerate(shelf.bins):
+            beside = {b for b in corner.bins if corner.beside_home(b, bin_.sku)}
+            assert beside == set(ids[max(0, i - 1):i] + ids[i + 1:i + 2]), bin_.id
+
+
 def test_corner_cameras_cover_the_whole_floor_with_overlap(corner):
     from jwo_nodes.core.frame_source import floor_to_pixels
 

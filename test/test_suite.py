@@ -60,10 +60,16 @@ SUITE_STORE = ('--store', 'test/stores/suite.yaml')
 # flagged (the stretch target, 0.05, is met), hard 0.381 -> 0.226 (exact 88.1 -> 91.7 %),
 # both 1.0 exact among not flagged with 0 items; line F1 0.972 -> 0.984. The issue's hard
 # target (0.97 / 0.25) is met.
+# 2026-12-06: hands weighed by their distance from the facing, a track whose hand
+# reached into the bin not taken for one walking past, put-backs beside the product's
+# own facing likelier, and colour confirming a code only once the track's close passes
+# are settled (identity_floor refitted, 0.5 -> 0.85): hard 0.226 -> 0.214 flagged, still
+# 1.0 exact among not flagged with 0 items; held-out hard 39.6 % -> 33.1 % flagged,
+# 96.8 % -> 98.5 % exact among the rest, 7 -> 5 items.
 VISION_THRESHOLDS = {
     'easy': (0.97, 0.05, 0),
     'medium': (0.99, 0.05, 0),
-    'hard': (0.99, 0.25, 0),
+    'hard': (0.99, 0.22, 0),
 }
 STANDIN_THRESHOLDS = ['--min-exact-not-flagged', '1.0', '--max-review-rate', '0.35', '--max-wrong-charges', '0']
 
@@ -164,10 +170,13 @@ def test_hand_written_hard_cases_with_the_stand_in_tracker_are_exact(repo, tmp_p
 # 0.621 / 0.811 / 4. Products' packaging colours in the catalogue and neighbours
 # swaying side by side meeting once (that morning): corner_medium 0.29 / 1.0 / 0,
 # corner_hard 0.636 / 0.882 / 2. Every camera's reading of a hand averaged: corner_medium
-# 0.30 / 1.0 / 0, corner_hard 0.629 / 0.885 / 2.
+# 0.30 / 1.0 / 0, corner_hard 0.629 / 0.885 / 2. Hands by distance, reaching not walking
+# past, put-backs beside their own facing, colour confirming codes only after close
+# passes settle (that afternoon): corner_medium 0.21 / 1.0 / 0, corner_hard 0.586 /
+# 0.931 / 1.
 CORNER_THRESHOLDS = {
-    'corner_medium': (0.99, 0.30, 0),
-    'corner_hard': (0.88, 0.65, 2),
+    'corner_medium': (0.99, 0.22, 0),
+    'corner_hard': (0.92, 0.60, 1),
 }
 
 

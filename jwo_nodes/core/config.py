@@ -284,6 +284,12 @@ class StoreConfig:
         nearest other bin on the shelf, at most MAX_FACING_HALF_WIDTH_M."""
         return self._half_widths[bin_id]
 
+    def beside_home(self, bin_id: str, sku: str) -> bool:
+        """Whether a bin is a facing next to one of the product's own facings on their
+        shelf (another product's): where a shopper who changed their mind most often
+        leaves it."""
+        return bin_id in self._beside.get(sku, ())
+
     def __post_init__(self):
         bins = {b.id: b for shelf in self.shelves.values() for b in shelf.bins}
         object.__setattr__(self, '_bins', bins)
@@ -295,6 +301,32 @@ class StoreConfig:
                 gaps = [math.hypot(o.x - b.x, o.y - b.y) / 2 for o in shelf.bins if o is not b]
                 half_widths[b.id] = min([MAX_FACING_HALF_WIDTH_M] + [g for g in gaps if g > 0])
         object.__setattr__(self, '_half_widths', half_widths)
+        beside = {}
+        for shelf in self.shelves.values():
+            for b in shelf.bins:
+                beside.setdefault(b.sku, set()).update(_next_facings(shelf, b))
+        object.__setattr__(self, '_beside', {sku: frozenset(ids) for sku, ids in beside.items()})
+
+
+def _next_facings(shelf: Shelf, home: Bin) -> list:
+    """The ids of the nearest facing of another product on each side of a bin along its
+    shelf (across the shelf's facing; without one, along the bins' longer spread)."""
+    if shelf.facing is not None:
+        axis = (-shelf.facing[1], shelf.facing[0])
+    else:
+        xs, ys = [b.x for b in shelf.bins], [b.y for b in shelf.bins]
+        axis = (1.0, 0.0) if max(xs) - min(xs) >= max(ys) - min(ys) else (0.0, 1.0)
+    sides = {}
+    for other in shelf.bins:
+        if other.sku == home.sku:
+            continue
+        along = (other.x - home.x) * axis[0] + (other.y - home.y) * axis[1]
+        if along == 0:
+            continue
+        side = along > 0
+        if side not in sides or abs(along) < sides[side][0]:
+            sides[side] = (abs(along), other.id)
+    return [bin_id for _, bin_id in sides.values()]
 
 
 def check_keys(file: str, mapping: dict, known: tuple, parent: str, what: str = 'key') -> None:

@@ -30,7 +30,8 @@ update, start and lose tracks:
   both before, settle it (encounter_* in TrackerSettings); coasting lowers it while it
   lasts. Colour confirming a track's code raises it again: to reid_identity
   for a code kept since the gate, to reid_moved_identity for one re-identification moved
-  there (such codes are wrong more often).
+  there (such codes are wrong more often); only once the track's encounters are
+  settled, since until then its colour is the one it showed before the close pass.
 * a hand detection goes to the published track nearest the feet of the shopper whose
   sleeve reaches it, where the camera saw whose that is; otherwise to the nearest
   published track within arm's reach.
@@ -619,7 +620,12 @@ class Tracker:
             if track is held:
                 others = [unlike[other, c] for other in range(len(known))
                           if known[other].visit_code != visitor.visit_code]
-                if all(d > s.reid_accept for d in others):
+                # Not while an encounter is unsettled: colours are learnt from lone
+                # frames only, so the track still shows the colour of whoever it
+                # followed before the close pass, and would vouch for a code that
+                # went with the other shopper (corner_hard: 9 of the 18 wrong codes
+                # at takes were held at 0.9 or more, none since).
+                if all(d > s.reid_accept for d in others) and not track.encounters:
                     # Sure in proportion to how much less it looks like anybody else:
                     # look-alikes are where codes end up on the wrong shopper.
                     margin = min(others, default=math.inf) - unlike[r, c]

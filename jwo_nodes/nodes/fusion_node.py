@@ -44,10 +44,14 @@ PARAMS = [
           _DEFAULT.window_margin_s, 0.0, 5.0),
     Param('hand_zone_m', float, 'A hand seen this close to a bin\'s shelf point is in the bin (m).',
           _DEFAULT.hand_zone_m, 0.05, 2.0),
+    Param('hand_sigma_m', float, 'A hand in the bin counts by a normal fall-off of this spread from the '
+          'bin\'s shelf point (m).', _DEFAULT.hand_sigma_m, 0.01, 1.0),
     Param('hand_floor', float, 'Where hands were seen in the bin, the weight left to a candidate whose '
           'hand was never there.', _DEFAULT.hand_floor, 0.0, 1.0),
     Param('hand_full_share', float, 'A hand in the bin for this share of the window counts as there '
           'all along.', _DEFAULT.hand_full_share, 0.05, 1.0),
+    Param('hand_reached', float, 'A track whose hand was in the bin this share of the window, more than '
+          'any other\'s, reached into it and was not walking past.', _DEFAULT.hand_reached, 0.0, 1.0),
     Param('background_weight', float, 'Weight of "somebody nobody tracked" against a sure shopper at '
           'the bin.', _DEFAULT.background_weight, 0.0, 1.0),
     Param('identity_floor', float, 'Probability that a track carries the right visit code at tracker '
@@ -56,6 +60,8 @@ PARAMS = [
           _DEFAULT.stray_prior, 0.0, 10.0),
     Param('elsewhere_prior', float, 'Prior weight of a put-back on a bin of another product.',
           _DEFAULT.elsewhere_prior, 0.0, 10.0),
+    Param('beside_prior', float, 'Prior weight of a put-back on the facing beside one of the product\'s '
+          'own, against its own bin.', _DEFAULT.beside_prior, 0.0, 10.0),
     Param('one_hand_share', float, 'Weight of a shopper making a change while making another on another '
           'bin, against one change at a time.', _DEFAULT.one_hand_share, 0.0, 1.0),
     Param('beam_width', int, 'Hypotheses kept while solving the open visits\' changes.',

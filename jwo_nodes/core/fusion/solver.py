@@ -363,7 +363,8 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
                         continue
                     prior = settings.stray_prior
             else:
-                prior = 1.0 if fit.sku == own_sku else settings.elsewhere_prior
+                prior = (1.0 if fit.sku == own_sku else settings.beside_prior
+                         if store.beside_home(change.bin_id, fit.sku) else settings.elsewhere_prior)
                 if code != NOBODY and ledger.carts.count(code, fit.sku) < fit.quantity:
                     prior *= _UNHELD
                     unmatched = True

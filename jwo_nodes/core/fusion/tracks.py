@@ -61,21 +61,27 @@ class TrackWindow:
         """The tracker's lowest confidence in the track over the window."""
         return min(s.confidence for s in self.samples)
 
-    def reach_distance(self, x: float, y: float, start_ns: int, end_ns: int) -> float:
+    def reach_distance(self, x: float, y: float, start_ns: int, end_ns: int, reached: bool = False) -> float:
         """How near a point the track stood while a change happened: the distance it was
         within for at least a third of the window (someone who reached and then walked
         off stood there long enough). A track that moved more than half a metre while
         the weight changed (start to end) was walking past, not reaching: it counts a
-        metre farther."""
+        metre farther, unless its hand was seen to reach into the bin (``reached``)."""
         distances = sorted(math.hypot(s.x - x, s.y - y) for s in self.samples)
         distance = distances[(len(distances) - 1) // 3]
         during = [s for s in self.samples if start_ns <= s.stamp_ns <= end_ns]
-        return distance if _spread_within(during, 0.5) else distance + 1.0
+        return distance if reached or _spread_within(during, 0.5) else distance + 1.0
 
-    def hand_share(self, x: float, y: float, zone_m: float) -> float:
-        """The share of the window's samples with the hand within zone_m of a point."""
-        inside = sum(1 for s in self.samples if s.hand is not None
-                     and math.hypot(s.hand[0] - x, s.hand[1] - y) <= zone_m)
+    def hand_share(self, x: float, y: float, zone_m: float, sigma_m: float = 0.0) -> float:
+        """The share of the window's samples with the hand within zone_m of a point,
+        each counted by a normal fall-off of sigma_m from it (in full without one)."""
+        inside = 0.0
+        for s in self.samples:
+            if s.hand is None:
+                continue
+            d = math.hypot(s.hand[0] - x, s.hand[1] - y)
+            if d <= zone_m:
+                inside += math.exp(-0.5 * (d / sigma_m) ** 2) if sigma_m > 0 else 1.0
         return inside / len(self.samples)
 
 
