@@ -102,9 +102,9 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
     grew surer of or moved a code onto or off later in their epoch."""
     s = settings
     later = later or {}
-    hands_seen = any(w.hand_share(*shelf_point, s.hand_zone_m) > 0 for w in windows)
     shares = {id(w): w.hand_share(*shelf_point, s.hand_zone_m, s.hand_sigma_m) for w in windows}
     most = max(shares.values(), default=0.0)
+    hands_seen = most > 0
     near = []           # (window, code, belief, likelihood, distance, hand share)
     for window in windows:
         code, confidence = _identity(window, later)
