@@ -257,16 +257,15 @@ def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
     changes made at the same time on another bin: a track's shopper that made one of
     them made this one too only with one_hand_share."""
     own_sku = store.bin(change.bin_id).sku
+    placed = _placed(change, own_sku, store, settings)
     grown = []
     for hypothesis in beam:
         busy = {hypothesis.choices[p].actor for p in concurrent} - {()}
-        options = _options(change, hypothesis.ledger, own_sku, store, settings, busy)
-        best = max(weight for _, weight in options)
-        for choice, weight in options:
-            if weight >= best * _NEGLIGIBLE:
-                grown.append(Hypothesis(hypothesis.log_weight + math.log(weight),
-                                        apply_choice(change, choice, own_sku, hypothesis.ledger),
-                                        hypothesis.choices + (choice,)))
+        for choice, weight in _options(change, hypothesis.ledger, own_sku, store, settings, busy, placed,
+                                       _NEGLIGIBLE):
+            grown.append(Hypothesis(hypothesis.log_weight + math.log(weight),
+                                    apply_choice(change, choice, own_sku, hypothesis.ledger),
+                                    hypothesis.choices + (choice,)))
     ranked = _merged(grown)
     kept = ranked[:settings.beam_width]
     carts = {(code, frozenset(h.ledger.carts.of(code).items()))
@@ -344,35 +343,48 @@ def _merged(hypotheses: list) -> list:
     return sorted(merged.values(), key=lambda h: -h.log_weight)
 
 
-def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreConfig,
-             settings: FusionSettings, busy: set = frozenset()) -> list:
-    """(Choice, weight) for every explanation of a change in one hypothesis's state;
-    ``busy``: the tracks whose shoppers made a change on another bin at the same time."""
-    options = []
-    guess = _guess(change, own_sku, store)
+def _placed(change: ChangeEvidence, own_sku: str, store: StoreConfig, settings: FusionSettings) -> tuple:
+    """(ProductFit, prior) of each product that fits a change, by where it belongs: the
+    bin's own product, a stray (a take), one put back beside its own facing or
+    elsewhere. The same in every hypothesis, so weighed once per change."""
+    if change.is_take:
+        return tuple((fit, 1.0 if fit.sku == own_sku else settings.stray_prior) for fit in change.products)
+    return tuple((fit, 1.0 if fit.sku == own_sku else settings.beside_prior
+                  if store.beside_home(change.bin_id, fit.sku) else settings.elsewhere_prior)
+                 for fit in change.products)
+
+
+def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreConfig, settings: FusionSettings,
+             busy: set = frozenset(), placed: tuple = None, negligible: float = 0.0) -> list:
+    """(Choice, weight) for every explanation of a change in one hypothesis's state but
+    those less likely than ``negligible`` times the likeliest; ``placed``: _placed's,
+    if already weighed; ``busy``: the tracks whose shoppers made a change on another bin
+    at the same time. Weights come first, Choices only for what is kept: a crowded
+    change has hundreds of explanations in each of the beam's hypotheses."""
+    take = change.is_take
+    placed = placed if placed is not None else _placed(change, own_sku, store, settings)
+    if take:
+        # A stray can be taken only from the bin it lies on, whoever took it.
+        placed = [(fit, prior) for fit, prior in placed
+                  if fit.sku == own_sku or ledger.strays.count(change.bin_id, fit.sku) >= fit.quantity]
+    weighed = []    # (weight, code, sku, quantity, explained, unmatched, decides, actor)
     for code, p_visit, decides, actor in _who(change.reach, ledger):
         if actor in busy:
             p_visit *= settings.one_hand_share
-        for fit in change.products:
-            unmatched = False
-            if change.is_take:
-                if fit.sku == own_sku:
-                    prior = 1.0
-                else:
-                    if ledger.strays.count(change.bin_id, fit.sku) < fit.quantity:
-                        continue
-                    prior = settings.stray_prior
-            else:
-                prior = (1.0 if fit.sku == own_sku else settings.beside_prior
-                         if store.beside_home(change.bin_id, fit.sku) else settings.elsewhere_prior)
-                if code != NOBODY and ledger.carts.count(code, fit.sku) < fit.quantity:
-                    prior *= _UNHELD
-                    unmatched = True
-            options.append((Choice(code, fit.sku, fit.quantity, unmatched=unmatched, decides=decides, actor=actor),
-                            p_visit * fit.likelihood * prior))
-        options.append((Choice(code, *guess, explained=False, decides=decides, actor=actor),
-                        p_visit * UNEXPLAINED_DENSITY))
-    return options
+        cart = ledger.carts.of(code) if not take and code != NOBODY else None
+        for fit, prior in placed:
+            unmatched = cart is not None and cart.get(fit.sku, 0) < fit.quantity
+            weighed.append((p_visit * fit.likelihood * (prior * _UNHELD if unmatched else prior),
+                            code, fit.sku, fit.quantity, True, unmatched, decides, actor))
+        weighed.append((p_visit * UNEXPLAINED_DENSITY, code, None, None, False, False, decides, actor))
+    if not weighed:
+        return []
+    least = max(item[0] for item in weighed) * negligible
+    sku, quantity = _guess(change, own_sku, store)
+    return [(Choice(code, fit_sku if explained else sku, fit_quantity if explained else quantity,
+                    explained=explained, unmatched=unmatched, decides=decides, actor=actor), weight)
+            for weight, code, fit_sku, fit_quantity, explained, unmatched, decides, actor in weighed
+            if weight >= least]
 
 
 def _who(reach: Reach, ledger: Ledger) -> list:
