@@ -367,7 +367,9 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
         # A stray can be taken only from the bin it lies on, whoever took it.
         placed = [(fit, prior) for fit, prior in placed
                   if fit.sku == own_sku or ledger.strays.count(change.bin_id, fit.sku) >= fit.quantity]
-    weighed = []    # (weight, code, sku, quantity, explained, unmatched, decides, actor)
+    # (weight, code, ProductFit or None for "no product explains it", unmatched,
+    # decides, actor): plain tuples, as most are dropped.
+    weighed = []
     for code, p_visit, decides, actor in _who(change.reach, ledger):
         if actor in busy:
             p_visit *= settings.one_hand_share
@@ -375,16 +377,15 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
         for fit, prior in placed:
             unmatched = cart is not None and cart.get(fit.sku, 0) < fit.quantity
             weighed.append((p_visit * fit.likelihood * (prior * _UNHELD if unmatched else prior),
-                            code, fit.sku, fit.quantity, True, unmatched, decides, actor))
-        weighed.append((p_visit * UNEXPLAINED_DENSITY, code, None, None, False, False, decides, actor))
+                            code, fit, unmatched, decides, actor))
+        weighed.append((p_visit * UNEXPLAINED_DENSITY, code, None, False, decides, actor))
     if not weighed:
         return []
     least = max(item[0] for item in weighed) * negligible
-    sku, quantity = _guess(change, own_sku, store)
-    return [(Choice(code, fit_sku if explained else sku, fit_quantity if explained else quantity,
-                    explained=explained, unmatched=unmatched, decides=decides, actor=actor), weight)
-            for weight, code, fit_sku, fit_quantity, explained, unmatched, decides, actor in weighed
-            if weight >= least]
+    guess = _guess(change, own_sku, store)
+    return [(Choice(code, fit.sku, fit.quantity, unmatched=unmatched, decides=decides, actor=actor)
+             if fit is not None else Choice(code, *guess, explained=False, decides=decides, actor=actor), weight)
+            for weight, code, fit, unmatched, decides, actor in weighed if weight >= least]
 
 
 def _who(reach: Reach, ledger: Ledger) -> list:
