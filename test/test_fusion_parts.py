@@ -204,6 +204,41 @@ def test_one_hand_makes_one_change_at_a_time(store):
     assert in_turn.exact_probability('v1') == pytest.approx(0.81, abs=0.01)
 
 
+def test_two_shoppers_hands_in_one_bin_may_have_made_its_change_together(store):
+    """v2 took two colas; later v1's and v2's hands are both in the cola bin while it
+    loses one can. v1 took it, or v1 took two while v2 put one back: the load cell sees
+    only the sum, so the second stays in the hypotheses with two_hands_prior's weight.
+    Without v2's hand in the bin, or without a cola in v2's cart, only v1 took it."""
+    c = SETTINGS.two_hands_prior
+
+    def net_take(grams, hand_v2, held):
+        tracks = (TrackCandidate(('t1', 0, 'v1'), 'v1', 0.95, 1.0, (), 1.0),
+                  TrackCandidate(('t2', 0, 'v2'), 'v2', 0.05, 1.0, (), hand_v2))
+        changes = [change(store, 'S1/1', 'S1-B1', -700.0, [('v2', 1.0)], 1)] if held else []
+        changes.append(ChangeEvidence('S1/2', 'S1', 'S1-B1', -grams, 30 * NS, 31 * NS, Reach(tracks, (), ()),
+                                      product_fits(store, grams, 1.5), True))
+        return solve(changes, Ledger(), store, SETTINGS)
+
+    together = net_take(350.0, 1.0, held=True)
+    # One can, against two taken and one put back, or three taken and two: counts halve.
+    one, two_back_one, three_back_two = 1.0, c * 0.95 * 0.5, c * 0.95 * 0.25 * 0.5
+    total = one + two_back_one + three_back_two
+    assert together.cart('v1') == {'COLA-330': 1}
+    assert together.line_probability('v1', 'COLA-330', 2) == pytest.approx(two_back_one / total, rel=0.02)
+    assert together.line_probability('v2', 'COLA-330', 1) == pytest.approx(two_back_one / total, rel=0.02)
+    marginals = together.marginals(1)
+    partnered = [choice for choice in marginals if choice.partner is not None]
+    assert {(ch.quantity, ch.partner.visit_code, ch.partner.quantity) for ch in partnered} == {(2, 'v2', -1),
+                                                                                              (3, 'v2', -2)}
+    assert net_take(350.0, 0.0, held=True).line_probability('v1', 'COLA-330', 2) == 0.0
+    assert net_take(350.0, 1.0, held=False).line_probability('v1', 'COLA-330', 2) == 0.0
+    # Two cans off with both hands in: one each, or (far likelier) v1 took both.
+    both = net_take(700.0, 1.0, held=False)
+    assert both.cart('v1') == {'COLA-330': 2}
+    assert both.line_probability('v2', 'COLA-330', 1) == pytest.approx(c * 0.95 / (0.95 * 0.5 + 0.05 * 0.5 + c * 0.95),
+                                                                       rel=0.05)
+
+
 def test_what_the_beam_drops_stays_doubt(store):
     """Four takes, each any of three visits': 15 ways to fill the carts. A beam of one
     (and the few other carts kept per visit) drops some, and the receipts must not look

@@ -64,6 +64,9 @@ PARAMS = [
           'own, against its own bin.', _DEFAULT.beside_prior, 0.0, 10.0),
     Param('one_hand_share', float, 'Weight of a shopper making a change while making another on another '
           'bin, against one change at a time.', _DEFAULT.one_hand_share, 0.0, 1.0),
+    Param('two_hands_prior', float, 'Weight of two shoppers whose hands were both in a bin making its '
+          'change together (the load cell sees the sum), against one of them alone.',
+          _DEFAULT.two_hands_prior, 0.0, 1.0),
     Param('beam_width', int, 'Hypotheses kept while solving the open visits\' changes.',
           _DEFAULT.beam_width, 1, 10000),
     Param('max_unsure_changes', int, 'Unsure changes of finished visits kept in the hypotheses (what '

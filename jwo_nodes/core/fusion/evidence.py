@@ -14,7 +14,7 @@ NOBODY = ''
 # reading, an item from outside the catalogue), against a product's fit.
 UNEXPLAINED_DENSITY = 2e-4
 # Prior of taking or putting back n units at once: halves with each unit more.
-_COUNT_DECAY = 0.5
+COUNT_DECAY = 0.5
 # A visit less likely than this to have made a change is no candidate.
 _NEGLIGIBLE_VISIT = 2e-3
 # A track whose hand was in a bin for this share of a change's window reached into it,
@@ -64,6 +64,8 @@ class TrackCandidate:
     belief: float            # that the track is visit_code's shopper
     # (code, share) of who else it may be, shares summing to 1; () for nobody else.
     elsewhere: tuple
+    # Share of the change's window its hand was seen in the bin.
+    hand_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
             belief = 1.0 if code else 0.0      # nobody else it could be
         elif code:
             belief = 1.0 - somebody_else(belief, spread)
-        candidate = TrackCandidate((*window.identity, code), code, likelihood / total, belief, elsewhere)
+        candidate = TrackCandidate((*window.identity, code), code, likelihood / total, belief, elsewhere, share)
         tracks.append(candidate)
         for visit, p, _ in who_it_was(candidate):
             weight[visit] = weight.get(visit, 0.0) + p
@@ -240,7 +242,7 @@ def product_fits(store: StoreConfig, grams: float, noise_g: float) -> tuple:
             if abs(z) > 6.0:
                 continue
             density = math.exp(-0.5 * z * z) / (sigma * math.sqrt(2 * math.pi))
-            fits.append(ProductFit(sku, n, density * _COUNT_DECAY ** (n - 1), round(residual, 2),
+            fits.append(ProductFit(sku, n, density * COUNT_DECAY ** (n - 1), round(residual, 2),
                                    round(sigma, 2)))
     fits.sort(key=lambda f: (-f.likelihood, f.sku))
     return tuple(fits)

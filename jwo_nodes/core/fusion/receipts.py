@@ -74,15 +74,16 @@ def doubts_of(visit_code: str, solution: Solution, store: StoreConfig, cameras_o
         marginals = solution.marginals(index)
         by_visit, by_product = {}, {}
         for choice, p in marginals.items():
-            by_visit[choice.visit_code] = by_visit.get(choice.visit_code, 0.0) + p
+            for code in choice.visit_codes:   # two shoppers' hands at once: both made it
+                by_visit[code] = by_visit.get(code, 0.0) + p
             key = (choice.sku, choice.quantity) if choice.explained else ('', 0)
             by_product[key] = by_product.get(key, 0.0) + p
         chosen = solution.best_choice(index)
-        if by_visit.get(visit_code, 0.0) < INVOLVED and chosen.visit_code != visit_code:
+        if by_visit.get(visit_code, 0.0) < INVOLVED and visit_code not in chosen.visit_codes:
             continue
         code = _reason(change, chosen, marginals[chosen], by_visit[chosen.visit_code])
         if code is None:
-            if chosen.visit_code != visit_code:
+            if visit_code not in chosen.visit_codes:
                 continue
             code = ''
         visits = sorted(((p, c) for c, p in by_visit.items() if c != NOBODY and p >= INVOLVED), reverse=True)

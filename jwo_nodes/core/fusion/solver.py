@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from jwo_nodes.core.config import StoreConfig
-from jwo_nodes.core.fusion.evidence import NOBODY, UNEXPLAINED_DENSITY, Reach, ReachBasis, who_it_was
+from jwo_nodes.core.fusion.evidence import COUNT_DECAY, NOBODY, UNEXPLAINED_DENSITY, Reach, ReachBasis, who_it_was
 from jwo_nodes.core.fusion.ledger import Counts, Ledger
 from jwo_nodes.core.fusion.types import FusionSettings
 
@@ -21,6 +21,9 @@ _UNHELD = 1e-3
 _ALTERNATIVES = 2
 # Choices this much less likely than the best choice of the same change are dropped.
 _NEGLIGIBLE = 1e-3
+# Units a second shopper's hand may move against the change's way (put back while the
+# other takes, or take while the other puts back).
+_OTHER_WAY_UNITS = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,17 @@ class ChangeEvidence:
 
 
 @dataclass(frozen=True)
+class Partner:
+    """A second shopper whose hand was in the bin during the change: the load cell saw
+    the sum of both hands' units."""
+    visit_code: str
+    # Units moved the change's way (taken in a take); negative: the other way.
+    quantity: int
+    decides: tuple = field(default=(), compare=False)
+    actor: tuple = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
 class Choice:
     """One explanation of one change."""
     visit_code: str        # NOBODY: somebody no open visit is known for
@@ -66,6 +80,17 @@ class Choice:
     # The identity of the track whose shopper made the change in this choice (() for
     # somebody untracked): one hand makes one change at a time.
     actor: tuple = field(default=(), compare=False)
+    # Another shopper who made the change together with this one (quantity is then this
+    # one's units alone), or None.
+    partner: Partner = None
+
+    @property
+    def visit_codes(self) -> tuple:
+        return (self.visit_code, self.partner.visit_code) if self.partner else (self.visit_code,)
+
+    @property
+    def actors(self) -> tuple:
+        return (self.actor, self.partner.actor) if self.partner else (self.actor,)
 
 
 @dataclass(frozen=True)
@@ -260,7 +285,7 @@ def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
     placed = _placed(change, own_sku, store, settings)
     grown = []
     for hypothesis in beam:
-        busy = {hypothesis.choices[p].actor for p in concurrent} - {()}
+        busy = {actor for p in concurrent for actor in hypothesis.choices[p].actors} - {()}
         for choice, weight in _options(change, hypothesis.ledger, own_sku, store, settings, busy, placed,
                                        _NEGLIGIBLE):
             grown.append(Hypothesis(hypothesis.log_weight + math.log(weight),
@@ -370,7 +395,8 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
     # (weight, code, ProductFit or None for "no product explains it", unmatched,
     # decides, actor): plain tuples, as most are dropped.
     weighed = []
-    for code, p_visit, decides, actor in _who(change.reach, ledger):
+    who = _who(change.reach, ledger)
+    for code, p_visit, decides, actor in who:
         if actor in busy:
             p_visit *= settings.one_hand_share
         cart = ledger.carts.of(code) if not take and code != NOBODY else None
@@ -381,11 +407,66 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
         weighed.append((p_visit * UNEXPLAINED_DENSITY, code, None, False, decides, actor))
     if not weighed:
         return []
-    least = max(item[0] for item in weighed) * negligible
+    together = _two_hands(change, who, ledger, own_sku, store, settings, busy)
+    least = max(max(item[0] for item in weighed), max((weight for _, weight in together), default=0.0)) * negligible
     guess = _guess(change, own_sku, store)
     return [(Choice(code, fit.sku, fit.quantity, unmatched=unmatched, decides=decides, actor=actor)
              if fit is not None else Choice(code, *guess, explained=False, decides=decides, actor=actor), weight)
-            for weight, code, fit, unmatched, decides, actor in weighed if weight >= least]
+            for weight, code, fit, unmatched, decides, actor in weighed if weight >= least] + [
+        (choice, weight) for choice, weight in together if weight >= least]
+
+
+def _two_hands(change: ChangeEvidence, who: list, ledger: Ledger, own_sku: str, store: StoreConfig,
+               settings: FusionSettings, busy: set) -> list:
+    """(Choice, weight) for every way two shoppers whose hands were both seen in the bin
+    may have made the change together with the bin's own product: one took while the
+    other put back, or both took (or put back) and the load cell saw the sum. The first
+    in ``who`` (see _who) made it as any change is made; the partner's weight is how much
+    of the window its hand was in the bin and how likely its track is that visit."""
+    if settings.two_hands_prior <= 0 or store.products[own_sku].sold_by_weight:
+        return []
+    tracks = {track.identity: track for track in change.reach.tracks}
+    hands = [(code, p, decides, actor) for code, p, decides, actor in who
+             if actor and code != NOBODY and tracks[actor].hand_share >= settings.hand_reached]
+    if len({actor for *_, actor in hands}) < 2:
+        return []
+    take = change.is_take
+    found = []
+    for fit in change.products:
+        if fit.sku != own_sku:
+            continue
+        # The fit's density without its count's prior: each hand's count has its own.
+        density = fit.likelihood / COUNT_DECAY ** (fit.quantity - 1)
+        for code, p, decides, actor in hands:
+            cart = ledger.carts.of(code)
+            for other, p_other, other_decides, other_actor in hands:
+                if other_actor == actor or other == code:
+                    continue
+                track = tracks[other_actor]
+                weight = (settings.two_hands_prior * p * density * min(1.0, track.hand_share / settings.hand_full_share)
+                          * p_other / track.probability)
+                if actor in busy or other_actor in busy:
+                    weight *= settings.one_hand_share
+                other_cart = ledger.carts.of(other)
+                # Both the change's way: the first is the one who moved more (once per pair).
+                splits = [(n, fit.quantity - n) for n in range(1, fit.quantity)
+                          if n > fit.quantity - n or (n == fit.quantity - n and code < other)]
+                # The partner the other way.
+                splits += [(fit.quantity + m, -m) for m in range(1, _OTHER_WAY_UNITS + 1)]
+                for units, other_units in splits:
+                    # What goes back must have been in that cart.
+                    if take:
+                        held = other_units > 0 or other_cart.get(fit.sku, 0) >= -other_units
+                    else:
+                        held = cart.get(fit.sku, 0) >= units and (
+                            other_units < 0 or other_cart.get(fit.sku, 0) >= other_units)
+                    if not held:
+                        continue
+                    prior = COUNT_DECAY ** (units - 1) * COUNT_DECAY ** (abs(other_units) - 1)
+                    found.append((Choice(code, fit.sku, units, decides=decides, actor=actor,
+                                         partner=Partner(other, other_units, other_decides, other_actor)),
+                                  weight * prior))
+    return found
 
 
 def _who(reach: Reach, ledger: Ledger) -> list:
@@ -421,6 +502,12 @@ def apply_choice(change: ChangeEvidence, choice: Choice, own_sku: str, ledger: L
         ledger = ledger.with_identity(*choice.decides)
     if not choice.sku or choice.unmatched:
         return ledger
+    if choice.partner is not None:
+        partner = choice.partner
+        if partner.decides:
+            ledger = ledger.with_identity(*partner.decides)
+        ledger = ledger.with_cart(partner.visit_code, choice.sku,
+                                  partner.quantity if change.is_take else -partner.quantity)
     n = choice.quantity
     if change.is_take:
         if choice.visit_code != NOBODY:
