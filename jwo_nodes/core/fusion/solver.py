@@ -283,11 +283,12 @@ def _step(change: ChangeEvidence, beam: list, visits: list, store: StoreConfig,
     them made this one too only with one_hand_share."""
     own_sku = store.bin(change.bin_id).sku
     placed = _placed(change, own_sku, store, settings)
+    together = _together(change, own_sku, store, settings)
     grown = []
     for hypothesis in beam:
         busy = {actor for p in concurrent for actor in hypothesis.choices[p].actors} - {()}
         for choice, weight in _options(change, hypothesis.ledger, own_sku, store, settings, busy, placed,
-                                       _NEGLIGIBLE):
+                                       _NEGLIGIBLE, together):
             grown.append(Hypothesis(hypothesis.log_weight + math.log(weight),
                                     apply_choice(change, choice, own_sku, hypothesis.ledger),
                                     hypothesis.choices + (choice,)))
@@ -380,10 +381,11 @@ def _placed(change: ChangeEvidence, own_sku: str, store: StoreConfig, settings: 
 
 
 def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreConfig, settings: FusionSettings,
-             busy: set = frozenset(), placed: tuple = None, negligible: float = 0.0) -> list:
+             busy: set = frozenset(), placed: tuple = None, negligible: float = 0.0,
+             together: '_Together' = None) -> list:
     """(Choice, weight) for every explanation of a change in one hypothesis's state but
-    those less likely than ``negligible`` times the likeliest; ``placed``: _placed's,
-    if already weighed; ``busy``: the tracks whose shoppers made a change on another bin
+    those less likely than ``negligible`` times the likeliest; ``placed`` and
+    ``together``: _placed's and _together's, if already weighed; ``busy``: the tracks whose shoppers made a change on another bin
     at the same time. Weights come first, Choices only for what is kept: a crowded
     change has hundreds of explanations in each of the beam's hypotheses."""
     take = change.is_take
@@ -407,7 +409,8 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
         weighed.append((p_visit * UNEXPLAINED_DENSITY, code, None, False, decides, actor))
     if not weighed:
         return []
-    together = _two_hands(change, who, ledger, own_sku, store, settings, busy)
+    together = _two_hands(change, who, ledger, together or _together(change, own_sku, store, settings), settings,
+                          busy)
     least = max(max(item[0] for item in weighed), max((weight for _, weight in together), default=0.0)) * negligible
     guess = _guess(change, own_sku, store)
     return [(Choice(code, fit.sku, fit.quantity, unmatched=unmatched, decides=decides, actor=actor)
@@ -416,27 +419,41 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
         (choice, weight) for choice, weight in together if weight >= least]
 
 
-def _two_hands(change: ChangeEvidence, who: list, ledger: Ledger, own_sku: str, store: StoreConfig,
-               settings: FusionSettings, busy: set) -> list:
+@dataclass(frozen=True)
+class _Together:
+    """What lets a change be two shoppers' at once, the same in every hypothesis."""
+    # Track identity -> TrackCandidate of the tracks whose hands were in the bin: at
+    # least two, or none.
+    hands: dict
+    # (ProductFit, its density without its count's prior: each hand's count has its
+    # own) of the bin's own product.
+    fits: tuple
+
+
+def _together(change: ChangeEvidence, own_sku: str, store: StoreConfig, settings: FusionSettings) -> _Together:
+    hands = {track.identity: track for track in change.reach.tracks if track.hand_share >= settings.hand_reached}
+    if len(hands) < 2 or settings.two_hands_prior <= 0 or store.products[own_sku].sold_by_weight:
+        return _Together({}, ())
+    return _Together(hands, tuple((fit, fit.likelihood / COUNT_DECAY ** (fit.quantity - 1))
+                                  for fit in change.products if fit.sku == own_sku))
+
+
+def _two_hands(change: ChangeEvidence, who: list, ledger: Ledger, together: _Together, settings: FusionSettings,
+               busy: set) -> list:
     """(Choice, weight) for every way two shoppers whose hands were both seen in the bin
     may have made the change together with the bin's own product: one took while the
     other put back, or both took (or put back) and the load cell saw the sum. The first
     in ``who`` (see _who) made it as any change is made; the partner's weight is how much
     of the window its hand was in the bin and how likely its track is that visit."""
-    if settings.two_hands_prior <= 0 or store.products[own_sku].sold_by_weight:
+    if not together.fits:
         return []
-    tracks = {track.identity: track for track in change.reach.tracks}
-    hands = [(code, p, decides, actor) for code, p, decides, actor in who
-             if actor and code != NOBODY and tracks[actor].hand_share >= settings.hand_reached]
+    tracks = together.hands
+    hands = [(code, p, decides, actor) for code, p, decides, actor in who if actor in tracks and code != NOBODY]
     if len({actor for *_, actor in hands}) < 2:
         return []
     take = change.is_take
     found = []
-    for fit in change.products:
-        if fit.sku != own_sku:
-            continue
-        # The fit's density without its count's prior: each hand's count has its own.
-        density = fit.likelihood / COUNT_DECAY ** (fit.quantity - 1)
+    for fit, density in together.fits:
         for code, p, decides, actor in hands:
             cart = ledger.carts.of(code)
             for other, p_other, other_decides, other_actor in hands:
