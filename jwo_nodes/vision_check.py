@@ -24,6 +24,10 @@ of its shelf point):
                neighbour's hand
     unseen     no hand in the bin at that moment
 
+each hand there also counted by how the tracker gave it to a track: on the sleeve a
+camera saw reach it, or to the nearest track (and how often each went to a track with
+the person's party's code).
+
 and, at each walk-out EXIT, whether a coded track was at the gate to leave.
 Detections are cached per scenario, camera set and model (--cache), so a second run
 with other tracker settings takes seconds.
@@ -145,7 +149,7 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
             if party:
                 code_of_party[party] = event.visit_code
     moments = sorted((((e.ramp_start_ns + e.end_ns) // 2, e) for e in timeline.weight_events), key=lambda m: m[0])
-    outcomes, doubted, hand_outcomes, misses = Counter(), Counter(), Counter(), []
+    outcomes, doubted, hand_outcomes, hands_given, misses = Counter(), Counter(), Counter(), Counter(), []
     hand_zone_m = FusionSettings().hand_zone_m
     next_event = next_moment = 0
     for t_ns, shoppers, hands in steps:
@@ -165,16 +169,20 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
                 outcome = 'right' if seen == want else 'uncoded' if not seen else 'wrong'
             outcomes[outcome] += 1
             sx, sy = timeline.store.shelf_point(weight_event.bin_id)
-            in_bin = {code_of_track[h.track_id] for h in given if np.hypot(h.x - sx, h.y - sy) <= hand_zone_m}
+            hands = [h for h in given if np.hypot(h.x - sx, h.y - sy) <= hand_zone_m]
             want = code_of_party.get(weight_event.party_id, '?')
+            in_bin = {code_of_track[h.track_id] for h in hands}
             hand_outcomes['unseen' if not in_bin else 'right' if in_bin == {want} else 'wrong'] += 1
+            for h in hands:
+                hands_given[('sleeve' if h.sleeve_seen else 'nearest', code_of_track[h.track_id] == want)] += 1
             if not sure:
                 doubted[outcome] += 1
             if outcome != 'right':
                 misses.append(f'{t_ns / NS:7.2f}s {weight_event.person_id} ({weight_event.party_id}) '
                               f'{weight_event.bin_id}: {outcome} {seen}{"" if sure else " (doubted)"}')
     exits = sum(1 for e in events if e.direction != ENTRY)
-    return {'outcomes': outcomes, 'doubted': doubted, 'hands': hand_outcomes, 'misses': misses, 'exits': exits,
+    return {'outcomes': outcomes, 'doubted': doubted, 'hands': hand_outcomes, 'hands_given': hands_given,
+            'misses': misses, 'exits': exits,
             'exits_matched': tracker.counters['exits_matched'], 'counters': dict(tracker.counters)}
 
 
@@ -214,7 +222,7 @@ def run(args) -> int:
         print(f'error: {error}', file=sys.stderr)
         return 2
     cache = Path(args.cache) if args.cache else None
-    total, doubted, hands = Counter(), Counter(), Counter()
+    total, doubted, hands, hands_given = Counter(), Counter(), Counter(), Counter()
     exits = exits_matched = 0
     for index, path in enumerate(args.scenarios, 1):
         started = time.perf_counter()
@@ -237,6 +245,7 @@ def run(args) -> int:
         total.update(outcomes)
         doubted.update(result['doubted'])
         hands.update(result['hands'])
+        hands_given.update(result['hands_given'])
         exits += result['exits']
         exits_matched += result['exits_matched']
         print(f'[{index}/{len(args.scenarios)}] {Path(path).name}: '
@@ -253,7 +262,15 @@ def run(args) -> int:
           + f'; exits matched {exits_matched}/{exits}')
     print('hands in the bin: ' + ' '.join(f'{name} {hands[name]} ({100 * hands[name] / n:.1f} %)'
                                           for name in HAND_OUTCOMES))
+    print('hands in the bin given ' + '; '.join(_given(hands_given, way) for way in ('sleeve', 'nearest')))
     print('doubted (track less sure than review threshold): '
           + ' '.join(f'{name} {doubted[name]}' for name in OUTCOMES)
           + f'; wrong and not doubted: {total["wrong"] - doubted["wrong"]}')
     return 0
+
+
+def _given(hands_given: Counter, way: str) -> str:
+    """'sleeve 812 (97.5 % on the right code)': the hands in the bin given one way."""
+    right, wrong = hands_given[(way, True)], hands_given[(way, False)]
+    share = f'{100 * right / (right + wrong):.1f} %' if right + wrong else '-'
+    return f'{"on a sleeve seen" if way == "sleeve" else "to the nearest track"} {right + wrong} ({share} on the right code)'

@@ -3,6 +3,7 @@ occlusion gaps are bridged, entry-gate visit codes (groups too), merging across
 cameras, clothing colour keeping and restoring identities, hands, and the frame
 batcher."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -263,6 +264,7 @@ def test_hands_go_to_the_nearest_track_within_reach():
     owner = next(t for t in tracks if t.track_id == hands[0].track_id)
     assert owner.x == pytest.approx(2.0)
     assert tracker.counters['hands_unassigned'] == 1
+    assert not hands[0].sleeve_seen       # nearest, not seen to be theirs
 
 
 def test_a_hand_goes_to_the_wearer_of_the_sleeve_reaching_it_though_another_stands_nearer():
@@ -275,6 +277,7 @@ def test_a_hand_goes_to_the_wearer_of_the_sleeve_reaching_it_though_another_stan
     tracks, given = tracker.step(DT, [det(5.70, 2.91), det(5.08, 2.93)], hands)
     wearer = next(t for t in tracks if t.x > 5.5)
     assert [h.track_id for h in given] == [wearer.track_id, wearer.track_id]
+    assert all(h.sleeve_seen for h in given)
     # A sleeve whose wearer has no track near: nobody's hand, not the neighbour's.
     _, given = tracker.step(2 * DT, [det(5.70, 2.91), det(5.08, 2.93)],
                             [FloorDetection(5.31, 3.70, 0.9, 'cam_front', arm=(6.5, 2.9))])
@@ -479,6 +482,11 @@ def test_a_track_carries_its_surest_hand_holding_what_every_camera_read_of_it():
     unread = hand_per_track([empty, HandOutput('t1', 2.0, 6.6, 0.9, HeldItem(0.3, 0.3, 0.3))], 0.3)['t1']
     assert unread.item.holding == pytest.approx(0.2) and unread.item.blue == pytest.approx(0.4)
     assert hand_per_track([HandOutput('t1', 2.0, 6.6, 0.9)], 0.3)['t1'].item is None
+    # The hand was seen on its shopper's arm where any camera's view of it was.
+    assert not carried['t1'].sleeve_seen
+    sleeve = HandOutput('t1', 2.05, 6.6, 0.4, sleeve_seen=True)
+    assert hand_per_track([front, sleeve], 0.3)['t1'].sleeve_seen
+    assert not hand_per_track([front, replace(other_hand, sleeve_seen=True)], 0.3)['t1'].sleeve_seen
 
 
 def test_detections_of_two_cameras_that_look_alike_merge_a_little_farther_apart():

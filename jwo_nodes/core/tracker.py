@@ -146,6 +146,9 @@ class HandOutput:
     y: float
     score: float
     item: Optional[HeldItem] = None
+    # Whether a camera saw whose arm reached the hand (its sleeve), not only the
+    # nearest track: such hands go to the right shopper more often.
+    sleeve_seen: bool = False
 
 
 @dataclass
@@ -685,7 +688,7 @@ class Tracker:
             ranked = [(d, track_id) for _, d, track_id in ranked if d <= within]
             if ranked:
                 track = next(t for t in published if t.track_id == ranked[0][1])
-                given.append(HandOutput(track.track_id, hand.x, hand.y, hand.score, hand.item))
+                given.append(HandOutput(track.track_id, hand.x, hand.y, hand.score, hand.item, arm is not None))
                 self.counters['hands'] += 1
             else:
                 self.counters['hands_unassigned'] += 1
@@ -714,14 +717,15 @@ def hand_per_track(given: list, same_hand_m: float) -> dict:
     out = {}
     for track_id, hands in by_track.items():
         surest = max(hands, key=lambda h: h.score)
-        views = [h.item for h in hands if h.item is not None
-                 and math.hypot(h.x - surest.x, h.y - surest.y) <= same_hand_m]
+        same = [h for h in hands if math.hypot(h.x - surest.x, h.y - surest.y) <= same_hand_m]
+        views = [h.item for h in same if h.item is not None]
+        item = surest.item
         if len(views) > 1:
             holding = [v for v in views if v.holding >= 0.5] or views
-            surest = HandOutput(surest.track_id, surest.x, surest.y, surest.score, HeldItem(
-                sum(v.holding for v in views) / len(views),
-                sum(v.blue for v in holding) / len(holding), sum(v.green for v in holding) / len(holding)))
-        out[track_id] = surest
+            item = HeldItem(sum(v.holding for v in views) / len(views),
+                            sum(v.blue for v in holding) / len(holding), sum(v.green for v in holding) / len(holding))
+        out[track_id] = HandOutput(surest.track_id, surest.x, surest.y, surest.score, item,
+                                   any(h.sleeve_seen for h in same))
     return out
 
 
