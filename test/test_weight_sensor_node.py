@@ -139,6 +139,13 @@ class Board:
         for _ in range(int(seconds * self.rate_hz)):
             self.sample(grams)
 
+    def hold_until(self, grams, predicate, seconds: float) -> bool:
+        """Holds a level until predicate() holds, at most ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not predicate() and time.monotonic() < deadline:
+            self.hold(grams, 0.1)
+        return bool(predicate())
+
     def ramp(self, start, end, seconds: float):
         steps = max(1, int(seconds * self.rate_hz))
         for k in range(1, steps + 1):
@@ -164,6 +171,10 @@ def test_serial_board_with_bad_lines(repo, start_node, listener_for):
         assert wait_for(listener.connected, 15), node.log()
         level = [5000.0, 3000.0, 9000.0]
         board.hold(level, 2.0)                      # the first level: INIT, no change
+        # Seeing the node's publishers is not enough: until its writers have matched our
+        # readers too (discovery may finish on our side first, on a loaded machine), a
+        # change it sends is lost. Its status heard, they have.
+        assert board.hold_until(level, lambda: listener.status, 15), node.log()
         # Bad input between good lines.
         board.write(b'HX711 board v1.2 booting...\r\n')               # malformed
         board.hold(level, 0.1)
