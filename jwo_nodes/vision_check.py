@@ -169,11 +169,11 @@ def check(timeline: Timeline, steps: list, settings: TrackerSettings, near_m: fl
                 outcome = 'right' if seen == want else 'uncoded' if not seen else 'wrong'
             outcomes[outcome] += 1
             sx, sy = timeline.store.shelf_point(weight_event.bin_id)
-            hands = [h for h in given if np.hypot(h.x - sx, h.y - sy) <= hand_zone_m]
+            in_zone = [h for h in given if np.hypot(h.x - sx, h.y - sy) <= hand_zone_m]
             want = code_of_party.get(weight_event.party_id, '?')
-            in_bin = {code_of_track[h.track_id] for h in hands}
+            in_bin = {code_of_track[h.track_id] for h in in_zone}
             hand_outcomes['unseen' if not in_bin else 'right' if in_bin == {want} else 'wrong'] += 1
-            for h in hands:
+            for h in in_zone:
                 hands_given[('sleeve' if h.sleeve_seen else 'nearest', code_of_track[h.track_id] == want)] += 1
             if not sure:
                 doubted[outcome] += 1
@@ -270,7 +270,8 @@ def run(args) -> int:
 
 
 def _given(hands_given: Counter, way: str) -> str:
-    """'sleeve 812 (97.5 % on the right code)': the hands in the bin given one way."""
+    """'on a sleeve seen 812 (97.5 % on the right code)': the hands in the bin given
+    one way ('sleeve' or 'nearest')."""
     right, wrong = hands_given[(way, True)], hands_given[(way, False)]
     share = f'{100 * right / (right + wrong):.1f} %' if right + wrong else '-'
     return f'{"on a sleeve seen" if way == "sleeve" else "to the nearest track"} {right + wrong} ({share} on the right code)'
