@@ -385,9 +385,10 @@ def _options(change: ChangeEvidence, ledger: Ledger, own_sku: str, store: StoreC
              together: '_Together' = None) -> list:
     """(Choice, weight) for every explanation of a change in one hypothesis's state but
     those less likely than ``negligible`` times the likeliest; ``placed`` and
-    ``together``: _placed's and _together's, if already weighed; ``busy``: the tracks whose shoppers made a change on another bin
-    at the same time. Weights come first, Choices only for what is kept: a crowded
-    change has hundreds of explanations in each of the beam's hypotheses."""
+    ``together``: _placed's and _together's, if already weighed; ``busy``: the tracks
+    whose shoppers made a change on another bin at the same time. Weights come first,
+    Choices only for what is kept: a crowded change has hundreds of explanations in each
+    of the beam's hypotheses."""
     take = change.is_take
     placed = placed if placed is not None else _placed(change, own_sku, store, settings)
     if take:
