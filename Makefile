@@ -76,7 +76,7 @@ bench-vision: setup
 
 # Retrains the shipped detector (models/detector.onnx) and held-item reader
 # (models/held_item.onnx) from rendered frames on the CPU, reproducibly from their seeds
-# (about 5 + N minutes on 2 cores); PyTorch is a training extra.
+# (about 11 and 13 minutes on 2 cores); PyTorch is a training extra.
 $(STAMPS)/train: $(STAMPS)/jwo requirements-train.txt
 	@echo "==> PyTorch for training (requirements-train.txt)"
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-train.txt

@@ -26,6 +26,7 @@ import numpy as np
 from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path, preprocess
+from jwo_nodes.core.frame_source import encode_jpeg
 from jwo_nodes.core.render import CameraRenderer, RenderSettings, SceneFigures
 from jwo_nodes.core.sim import NS, Timeline, load_scenario
 from jwo_nodes.core.perception import HandParallax, floor_detections
@@ -110,7 +111,7 @@ def run(args) -> int:
     budget = 1.0 / args.fps
     keeps_up = 0
     for n in counts:
-        jpegs = [[cv2.imencode('.jpg', step[i % len(step)])[1].tobytes() for i in range(n)]
+        jpegs = [[encode_jpeg(step[i % len(step)]).tobytes() for i in range(n)]
                  for step in steps]
         views = [cameras[i % len(cameras)] for i in range(n)]
         tracker = Tracker(list(store.gates.values()))

@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from jwo_nodes.core.config import ConfigError, load_store_config
+from jwo_nodes.core.frame_source import JPEG_QUALITY
 from jwo_nodes.core.fusion import (SENSOR_STALE, UNIDENTIFIED_ITEM, UNMATCHED_PUT_BACK,
                                    UNRESOLVED_EXIT, ChangeInput, FusionCore, GateInput,
                                    TrackInput)
@@ -158,10 +159,10 @@ def _detections(path: str, store, cache: str) -> list:
     from jwo_nodes.core.detector import Detector, DetectorSettings as VisionSettings, default_model_path
     from jwo_nodes.vision_check import _cache_key, detect_scenario
     model = default_model_path()
-    key = Path(cache) / f'{Path(path).stem}-{_cache_key(path, store.path, model, 0.0, 80)}.pkl'
+    key = Path(cache) / f'{Path(path).stem}-{_cache_key(path, store.path, model, 0.0, JPEG_QUALITY)}.pkl'
     if key.is_file():
         return pickle.loads(key.read_bytes())
-    steps = detect_scenario(path, store, Detector(VisionSettings(model_path=model)), 0.0, 80)
+    steps = detect_scenario(path, store, Detector(VisionSettings(model_path=model)), 0.0, JPEG_QUALITY)
     key.parent.mkdir(parents=True, exist_ok=True)
     partial = key.with_suffix('.part')
     partial.write_bytes(pickle.dumps(steps))

@@ -47,6 +47,7 @@ import numpy as np
 from jwo_nodes.core.appearance import AppearanceSampler, AppearanceSettings
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.detector import Detector, DetectorSettings, default_model_path
+from jwo_nodes.core.frame_source import JPEG_QUALITY, encode_jpeg
 from jwo_nodes.core.fusion import FusionSettings
 from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.held_item import HeldItemReader, default_model_path as held_item_model
@@ -67,7 +68,7 @@ def add_arguments(parser) -> None:
     parser.add_argument('--store', default='config/stores/demo.yaml')
     parser.add_argument('--model', help='detector ONNX (default: the shipped models/detector.onnx)')
     parser.add_argument('--fps', type=float, default=0.0, help="frames per scenario second (0: each camera's fps)")
-    parser.add_argument('--jpeg-quality', type=int, default=80)
+    parser.add_argument('--jpeg-quality', type=int, default=JPEG_QUALITY, help="cameras' JPEG quality")
     parser.add_argument('--near', type=float, default=0.6, help='a track this close to a person is theirs (m)')
     parser.add_argument('--cache', default='runs/vision-cache', help="detections cache folder ('' for none)")
     parser.add_argument('--set', action='append', default=[], metavar='NAME=VALUE',
@@ -114,7 +115,7 @@ def detect_scenario(path: str, store, detector: Detector, fps: float, jpeg_quali
             if renderer.dropped(k):
                 continue
             image = renderer.render(scene, t_ns / NS, k).image
-            _, jpeg = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            jpeg = encode_jpeg(image, jpeg_quality)
             cameras.append(renderer.camera)
             frames.append(cv2.imdecode(jpeg, cv2.IMREAD_COLOR))
         shoppers, hands = floor_detections(cameras, frames, detector.detect(frames), samplers, reader,

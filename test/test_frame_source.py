@@ -196,3 +196,10 @@ def test_renderer_follows_a_rotated_homography():
         u, v = truth[f'p{i}']
         assert 0 <= u < 320 and 0 <= v < 240
         assert np.allclose(fs.pixels_to_floor(camera, [(u, v)]), [(x, y)], atol=0.03)
+
+
+def test_frames_are_coded_as_cameras_send_them():
+    frame = np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8)
+    jpeg = fs.encode_jpeg(frame)
+    assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == frame.shape
+    assert len(fs.encode_jpeg(frame, 20)) < len(jpeg) < len(fs.encode_jpeg(frame, 100))

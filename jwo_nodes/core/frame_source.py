@@ -2,6 +2,9 @@
 calibration (image pixels <-> floor metres). No rclpy here; the simulated store is
 rendered by jwo_nodes.core.render.
 
+Frames travel as JPEG (encode_jpeg), the same coding for camera_node, the offline
+vision checks and the held-item reader's training.
+
 A source string is a device index ('0'), a device path ('/dev/video0'), a video file
 path or a stream URL (rtsp://, rtsps://, http://, https://). A live source (device,
 stream) that drops out is reopened with exponential backoff; a file plays once or
@@ -19,6 +22,14 @@ from jwo_nodes.core.config import Camera
 
 DEVICE, FILE, STREAM = 'device', 'file', 'stream'
 _STREAM_SCHEMES = ('rtsp://', 'rtsps://', 'http://', 'https://')
+# JPEG quality of the frames cameras publish (camera_node's jpeg_quality).
+JPEG_QUALITY = 80
+
+
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> Optional[np.ndarray]:
+    """The frame as JPEG bytes (None if it cannot be coded)."""
+    ok, data = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    return data if ok else None
 
 
 class FrameSourceError(Exception):

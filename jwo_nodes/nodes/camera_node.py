@@ -12,7 +12,6 @@ import array
 import threading
 import time
 
-import cv2
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage
 
@@ -26,7 +25,8 @@ PARAMS = [
     Param('camera_id', str, 'id of this camera in the store configuration'),
     Param('source', str, "overrides the camera's source in the store config: 'sim', a "
           "device index ('0'), a video file or an rtsp:// URL; empty: from the config", ''),
-    Param('jpeg_quality', int, 'JPEG quality of the published frames', 80, 1, 100, dynamic=True),
+    Param('jpeg_quality', int, 'JPEG quality of the published frames', frame_source.JPEG_QUALITY, 1, 100,
+          dynamic=True),
     Param('fps', float, "frames per second; 0: the camera's fps from the store config",
           0.0, 0.0, 120.0),
     Param('loop', bool, 'video file source: start again at its end (false: stop '
@@ -170,8 +170,8 @@ class CameraNode(Node):
                 else:  # disconnected, waiting to reconnect
                     self._count('frames_dropped')
                 return True
-        ok, jpeg = cv2.imencode('.jpg', frame, [cv2.IMWRITE_JPEG_QUALITY, self.params.jpeg_quality])
-        if not ok:
+        jpeg = frame_source.encode_jpeg(frame, self.params.jpeg_quality)
+        if jpeg is None:
             self._warn('encode_failed', 'JPEG encoding failed')
             return True
         msg = CompressedImage(format='jpeg')

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from jwo_nodes.core.config import load_store_config
+from jwo_nodes.core.frame_source import encode_jpeg
 from jwo_nodes.core.held_item import CROP_PX, chromaticity, crops
 from jwo_nodes.core.render import CameraRenderer, product_colour, random_figures, random_settings
 from jwo_nodes.train.common import add_arguments, export, fit, render_in_parts, start
@@ -43,9 +44,7 @@ def _render_crops(job):
                                   random_settings(rng))
         figures = random_figures(store, rng)
         frame = renderer.render(figures, float(rng.uniform(0, 300)), i)
-        quality = int(rng.integers(60, 96))
-        _, jpeg = cv2.imencode('.jpg', frame.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        image = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+        image = cv2.imdecode(encode_jpeg(frame.image, int(rng.integers(60, 96))), cv2.IMREAD_COLOR)
         item_of = {f.person_id: f.item for f in figures}
         points, labels = [], []
         for person_id, u, v in frame.hands:
