@@ -203,3 +203,5 @@ def test_frames_are_coded_as_cameras_send_them():
     jpeg = fs.encode_jpeg(frame)
     assert cv2.imdecode(jpeg, cv2.IMREAD_COLOR).shape == frame.shape
     assert len(fs.encode_jpeg(frame, 20)) < len(jpeg) < len(fs.encode_jpeg(frame, 100))
+    with pytest.raises(ValueError, match=r'cannot code a frame of shape \(0, 0, 3\) as JPEG'):
+        fs.encode_jpeg(np.zeros((0, 0, 3), np.uint8))

@@ -26,10 +26,18 @@ _STREAM_SCHEMES = ('rtsp://', 'rtsps://', 'http://', 'https://')
 JPEG_QUALITY = 80
 
 
-def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> Optional[np.ndarray]:
-    """The frame as JPEG bytes (None if it cannot be coded)."""
-    ok, data = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    return data if ok else None
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> np.ndarray:
+    """The frame as JPEG bytes; ValueError naming the frame if it cannot be coded."""
+    try:
+        ok, data = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    except cv2.error as error:
+        ok, why = False, str(error).strip().splitlines()[-1]
+    else:
+        why = 'the encoder refused it'
+    if not ok:
+        shape = getattr(image, 'shape', None)
+        raise ValueError(f'cannot code a frame of shape {shape} as JPEG: {why}')
+    return data
 
 
 class FrameSourceError(Exception):

@@ -170,9 +170,10 @@ class CameraNode(Node):
                 else:  # disconnected, waiting to reconnect
                     self._count('frames_dropped')
                 return True
-        jpeg = frame_source.encode_jpeg(frame, self.params.jpeg_quality)
-        if jpeg is None:
-            self._warn('encode_failed', 'JPEG encoding failed')
+        try:
+            jpeg = frame_source.encode_jpeg(frame, self.params.jpeg_quality)
+        except ValueError as error:
+            self._warn('encode_failed', str(error))
             return True
         msg = CompressedImage(format='jpeg')
         msg.header.stamp = to_stamp(stamp_ns)
