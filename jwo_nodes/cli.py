@@ -26,6 +26,8 @@ SUBCOMMANDS = {
                      "take and put-back find its visit's code on the shopper"),
     'fusion-check': ('jwo_nodes.fusion_check', 'scenarios through the change detector, tracker and fusion '
                      'without ROS: receipts scored per scenario and group'),
+    'fusion-fit': ('jwo_nodes.fusion_fit', 'fit a setting fusion weighs who made a change by to scenarios: '
+                   "the log loss of each change's true maker per value"),
     'product-colours': ('jwo_nodes.product_colours', "each product's packaging colour from a photo of it, for "
                         "the store config's catalogue"),
     'soak': ('jwo_nodes.soak', 'the store under steady traffic (LOAD x the medium preset) for a long '

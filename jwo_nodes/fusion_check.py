@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
+from typing import Optional
 
 from jwo_nodes.core.config import ConfigError, load_store_config
 from jwo_nodes.core.frame_source import JPEG_QUALITY
@@ -43,14 +44,19 @@ TAIL_S = 30
 
 def add_arguments(parser) -> None:
     parser.add_argument('scenarios', nargs='+', help='scenario YAML files')
+    add_run_arguments(parser)
+    parser.add_argument('--verbose', action='store_true', help='print every visit not exact or flagged')
+    parser.add_argument('--report', help='also write the totals per scenario group to this JSON file')
+
+
+def add_run_arguments(parser) -> None:
+    """How scenarios run (scenario_jobs reads them): the store, the tracker, processes."""
     parser.add_argument('--store', default='config/stores/demo.yaml')
     parser.add_argument('--vision', action='store_true',
                         help='track on detections from rendered frames (cached by jwo vision-check)')
     parser.add_argument('--cache', default='runs/vision-cache', help='detections cache folder')
     parser.add_argument('--jobs', type=int, default=1, metavar='N',
                         help='scenarios run at once, each in a process of its own')
-    parser.add_argument('--verbose', action='store_true', help='print every visit not exact or flagged')
-    parser.add_argument('--report', help='also write the totals per scenario group to this JSON file')
 
 
 def change_inputs(timeline: Timeline) -> list:
@@ -121,8 +127,8 @@ def _track_input(track, hand) -> TrackInput:
                       hand.item)
 
 
-def run_scenario(timeline: Timeline, positions) -> tuple:
-    """The receipts of one scenario, by party."""
+def run_scenario(timeline: Timeline, positions, weighed: list = None) -> dict:
+    """The receipts of one scenario, by party (``weighed``: see FusionCore)."""
     events, _ = gate_events(timeline, epoch_ns=0)
     party_of_visit = {e.visit_code: timeline.party_at_entry(e.gate_id, e.stamp_ns)
                       for e in events if e.direction == ENTRY}
@@ -130,7 +136,7 @@ def run_scenario(timeline: Timeline, positions) -> tuple:
                                                 e.visit_code, e.group_size)) for e in events]
     inputs += change_inputs(timeline) + positions(timeline, events)
     inputs.sort(key=lambda item: (item[0], item[1]))
-    core = FusionCore(timeline.store)
+    core = FusionCore(timeline.store, weighed=weighed)
     receipts = {}
     for stamp, _, kind, item in inputs:
         if kind == 'gate':
@@ -170,48 +176,59 @@ def _detections(path: str, store, cache: str) -> list:
     return steps
 
 
-def _scenario(path: str, store_path: str, vision: bool, cache: str) -> tuple:
-    """(receipts by party, expected items, seconds) of one scenario: in this process or
-    in a worker of --jobs."""
-    started = time.perf_counter()
-    store = load_store_config(store_path)
+def tracked(path: str, store, vision: bool, cache: str):
+    """(timeline, positions for run_scenario) of a scenario: the stand-in tracker's, or
+    the vision tracker's on its cached detections."""
     timeline = Timeline(load_scenario(path, store), store)
-    if vision:
-        steps = _detections(path, store, cache)
-        positions = lambda tl, ev: vision_positions(tl, ev, steps)
-    else:
-        positions = standin_positions
+    if not vision:
+        return timeline, standin_positions
+    steps = _detections(path, store, cache)
+    return timeline, lambda tl, ev: vision_positions(tl, ev, steps)
+
+
+def _scenario(job: tuple) -> tuple:
+    """(receipts by party, expected items, seconds) of one scenario (path, store path,
+    vision, cache): in this process or in a worker of --jobs."""
+    path, store_path, vision, cache = job
+    started = time.perf_counter()
+    timeline, positions = tracked(path, load_store_config(store_path), vision, cache)
     receipts = run_scenario(timeline, positions)
     return receipts, timeline.expected_items(), time.perf_counter() - started
 
 
-def _scenario_job(job: tuple) -> tuple:
-    return _scenario(*job)
-
-
-def _results(jobs: list, processes: int):
-    """_scenario of each job, in order, as each is done."""
+def in_processes(function, jobs: list, processes: int):
+    """function(job) of each job, in order, as each is done: in this process, or in up
+    to ``processes`` spawned ones (``function`` a module-level function)."""
     if processes == 1 or len(jobs) == 1:
-        yield from map(_scenario_job, jobs)
+        yield from map(function, jobs)
         return
     import multiprocessing
     with multiprocessing.get_context('spawn').Pool(min(processes, len(jobs))) as pool:
-        yield from pool.imap(_scenario_job, jobs)
+        yield from pool.imap(function, jobs)
 
 
-def run(args) -> int:
+def scenario_jobs(args) -> Optional[list]:
+    """(path, store path, vision, cache) of each scenario of the command line, or None
+    after printing why the store, a scenario or --jobs will not do."""
     try:
         store = load_store_config(args.store)
         for path in args.scenarios:
             load_scenario(path, store)
     except ConfigError as error:
         print(f'error: {error}', file=sys.stderr)
-        return 2
+        return None
     if args.jobs < 1:
         print(f'error: --jobs {args.jobs}: expected at least 1', file=sys.stderr)
+        return None
+    return [(path, args.store, args.vision, args.cache) for path in args.scenarios]
+
+
+def run(args) -> int:
+    jobs = scenario_jobs(args)
+    if jobs is None:
         return 2
-    jobs = [(path, args.store, args.vision, args.cache) for path in args.scenarios]
-    results = _results(jobs, args.jobs)
+    store = load_store_config(args.store)
+    results = in_processes(_scenario, jobs, args.jobs)
     prices = {sku: p.price_cents for sku, p in store.products.items()}
     groups = defaultdict(dict)       # group -> scenario/party -> scored row
     lines = defaultdict(lambda: ({}, {}))   # group -> (expected items, receipts), by scenario/party

@@ -682,6 +682,29 @@ def test_a_re_identification_before_the_exit_vouches_for_the_doubted_take(store)
             assert receipt.status == NEEDS_REVIEW and receipt.confidence <= 0.85
 
 
+def test_fusion_logs_each_change_as_weighed_and_as_weighed_again_by_the_trackers_later_word(store):
+    """FusionCore(weighed=): a change's evidence when first weighed, and again when the
+    tracker's later confidence weighs it anew at the exit (what `jwo fusion-fit` weighs
+    under other settings), each giving from its basis the Reach fusion decided by. The
+    log is the caller's: not part of the core's saved state."""
+    import pickle
+    s = Store(store)
+    s.core.weighed = []
+    s.enter('v2')
+    s.confidence['t1'] = 0.1
+    s.place('t1', 'v1', 'G1'); s.enter('v1'); s.run(1)
+    s.place('t1', 'v1', 'S1-B1'); s.run(2); s.change('S1-B1', -350.0); s.run(1)
+    s.place('t1', 'v1', 'G1'); s.confidence['t1'] = 0.95; s.run(1)
+    s.leave(); s.run(0.2); s.place('t1', 'v1', None); s.run(2)
+    first, again = s.core.weighed
+    assert first.event_id == again.event_id and not first.basis.later and again.basis.later
+    assert again.reach.visits[0].visit_code == 'v1'
+    assert again.reach.visits[0].probability > first.reach.visits[0].probability
+    for change in (first, again):
+        assert change.basis.reach(s.core.settings) == change.reach
+    assert 'weighed' not in pickle.loads(s.core.saved_state())
+
+
 def test_a_code_the_tracker_gives_an_anonymous_track_in_the_same_epoch_says_whose_take_it_was(store):
     """v1 and v2 are inside on no track; an anonymous track takes an item: either may
     have. Later in the same identity epoch re-identification gives the track v1's code:

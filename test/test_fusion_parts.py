@@ -1,6 +1,7 @@
 """The parts of the fusion hypothesis engine on their own: ledger, evidence, solver,
 cost. Plain values, no ROS graph."""
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -356,7 +357,8 @@ def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_
     basis = ReachBasis((window,), (bin_.x, bin_.y), store.shelf_point('S1-B1'), (0, NS), {'v1': 1, 'v2': 1})
 
     def visits(later=None):
-        return {v.visit_code: v.probability for v in basis.reach(SETTINGS, later).visits}
+        return {v.visit_code: v.probability for v in replace(basis, later=tuple((later or {}).items()))
+                .reach(SETTINGS).visits}
 
     def belief(confidence):
         return SETTINGS.identity_floor + (1 - SETTINGS.identity_floor) * confidence
@@ -367,7 +369,8 @@ def test_a_confirmed_identity_takes_the_doubt_off_its_changes_and_where_else_it_
     assert confirmed['v1'] == pytest.approx(belief(0.95), abs=0.01) and confirmed['v1'] > doubted['v1']
     assert visits({('t1', 0, 'v1'): LaterIdentity('v2', 0.95)})['v2'] == pytest.approx(belief(0.95), abs=0.01)
     # Another epoch's or code's: not this window's.
-    assert basis.reach(SETTINGS, {('t1', 0, 'v2'): LaterIdentity('v2', 0.95)}) == basis.reach(SETTINGS)
+    elsewhere = replace(basis, later=((('t1', 0, 'v2'), LaterIdentity('v2', 0.95)),))
+    assert elsewhere.reach(SETTINGS) == basis.reach(SETTINGS)
 
 
 def test_a_product_looks_like_the_median_of_its_takes_and_only_earlier_ones_count():

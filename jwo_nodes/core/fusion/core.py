@@ -49,8 +49,8 @@ _AS_NEAR_M = 0.25
 # its exit, longer than a gate keeps a visit open (gate_logic: 4 h), so that an ENTRY or
 # EXIT a gate sends again after a restart is known for what it is.
 GONE_CODES_KEPT_NS = 24 * 3600 * NS
-# What a core takes from its store config and settings, not kept in its saved state.
-_FROM_CONFIG = ('store', 'settings', 'problems', '_prices', '_cameras_of_shelf')
+# What a core takes from its store config, settings and caller, not kept in its saved state.
+_FROM_CONFIG = ('store', 'settings', 'weighed', 'problems', '_prices', '_cameras_of_shelf')
 
 
 def _stamp_order(change: ChangeEvidence) -> tuple:
@@ -90,9 +90,13 @@ class _Visit:
 
 
 class FusionCore:
-    def __init__(self, store: StoreConfig, settings: FusionSettings = FusionSettings()):
+    def __init__(self, store: StoreConfig, settings: FusionSettings = FusionSettings(), weighed: list = None):
+        """``weighed``: a list each change's ChangeEvidence is appended to whenever it is
+        weighed, and again when the tracker's later word weighs it anew (`jwo fusion-fit`
+        fits the settings to what it last was)."""
         self.store = store
         self.settings = settings
+        self.weighed = weighed
         self.problems = []            # (counter name, message), drained by the node
         self._visits = {}
         self._gone = {}               # code of a forgotten visit -> its exit stamp, oldest first
@@ -391,6 +395,7 @@ class FusionCore:
                 self._looks.weigh(fits, sightings, change.start_ns), seen_near, paths, basis))
             # In stamp order: a slower shelf's change takes its place among the faster ones'.
             bisect.insort(self._changes, added[-1], key=_stamp_order)
+            self._log_weighed(added[-1])
         # Settled before anything else is solved or added: whether the solve runs now or
         # after the first look is then the same.
         self._settle_due = True
@@ -418,12 +423,18 @@ class FusionCore:
                     later[key] = LaterIdentity(window.visit_code, surest)
             if not later:
                 continue
-            reach = basis.reach(self.settings, later)
+            basis = replace(basis, later=tuple(later.items()))
+            reach = basis.reach(self.settings)
             if reach != change.reach:
-                self._changes[index] = replace(change, reach=reach)
+                self._changes[index] = replace(change, reach=reach, basis=basis)
+                self._log_weighed(self._changes[index])
                 refreshed = True
         if refreshed:
             self._solution = None
+
+    def _log_weighed(self, change: ChangeEvidence) -> None:
+        if self.weighed is not None:
+            self.weighed.append(change)
 
     def _orphan(self, event_id: str, bin_id: str, delta: float, windows: list, open_people: dict) -> None:
         """A change nobody with an open visit was likely near (the tracker lost them, or

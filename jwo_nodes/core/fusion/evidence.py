@@ -160,16 +160,26 @@ def reach_evidence(windows: list, point: tuple, shelf_point: tuple, span: tuple,
 @dataclass(frozen=True)
 class ReachBasis:
     """What a change's Reach is weighed from (reach_evidence's arguments), kept to weigh
-    it again when the tracker later vouches for a track's identity."""
+    it again when the tracker later vouches for a track's identity (``later``), and to
+    weigh it under other settings (`jwo fusion-fit`)."""
     windows: tuple         # TrackWindow
     point: tuple           # the bin's standing point
     shelf_point: tuple
     span: tuple            # (start, end) stamps of the change
     open_people: dict
+    # (confirmation_key, LaterIdentity) pairs: what the tracker found out since.
+    later: tuple = ()
 
-    def reach(self, settings: FusionSettings, later: dict = None) -> Reach:
+    def reach(self, settings: FusionSettings) -> Reach:
         return reach_evidence(list(self.windows), self.point, self.shelf_point, self.span, self.open_people,
-                              settings, later)
+                              settings, dict(self.later))
+
+
+# The FusionSettings reach_evidence weighs a change's makers by: what `jwo fusion-fit`
+# fits to a store's scenarios.
+REACH_SETTINGS = ('reach_free_m', 'reach_sigma_m', 'candidate_radius_m', 'hand_zone_m', 'hand_sigma_m',
+                  'hand_floor', 'hand_full_share', 'hand_reached', 'background_weight', 'stranger_weight',
+                  'identity_floor')
 
 
 def somebody_else(belief: float, others_missing: float) -> float:
