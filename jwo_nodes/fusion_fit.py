@@ -120,6 +120,9 @@ def run(args) -> int:
         except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as error:
             print(f'error: --load {args.load}: {error}', file=sys.stderr)
             return 2
+        if not isinstance(captures, list) or not all(isinstance(c, Capture) for c in captures):
+            print(f'error: --load {args.load}: not the changes a jwo fusion-fit --save wrote', file=sys.stderr)
+            return 2
         print(f'{len(captures)} changes one shopper made, from {args.load}')
     else:
         if not args.scenarios:

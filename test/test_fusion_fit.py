@@ -3,6 +3,7 @@ scenario run, weighed again under each value of a setting; the settings it fits 
 those reach_evidence reads; bad arguments are clear errors."""
 import dataclasses
 import math
+import pickle
 import re
 import subprocess
 import sys
@@ -67,6 +68,13 @@ def test_captures_are_the_changes_one_shopper_made_weighed_as_fusion_weighed_the
 def test_bad_arguments_are_clear_errors(repo, args, says):
     result = fusion_fit(repo, '--store', SUITE, *args)
     assert result.returncode == 2 and says in result.stderr
+
+
+def test_a_file_that_holds_no_captures_is_a_clear_error(repo, tmp_path):
+    other = tmp_path / 'other.pkl'
+    other.write_bytes(pickle.dumps({'not': 'captures'}))
+    result = fusion_fit(repo, '--setting', 'reach_sigma_m', '--values', '0.1', '--load', str(other))
+    assert result.returncode == 2 and 'not the changes a jwo fusion-fit --save wrote' in result.stderr
 
 
 def test_the_settings_it_fits_are_those_reach_evidence_weighs_by():
