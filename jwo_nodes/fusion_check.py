@@ -130,8 +130,7 @@ def _track_input(track, hand) -> TrackInput:
 def run_scenario(timeline: Timeline, positions, weighed: list = None) -> dict:
     """The receipts of one scenario, by party (``weighed``: see FusionCore)."""
     events, _ = gate_events(timeline, epoch_ns=0)
-    party_of_visit = {e.visit_code: timeline.party_at_entry(e.gate_id, e.stamp_ns)
-                      for e in events if e.direction == ENTRY}
+    party_of_visit = visit_parties(timeline, events)
     inputs = [(e.stamp_ns, 1, 'gate', GateInput(e.event_id, e.gate_id, e.stamp_ns, e.direction == ENTRY,
                                                 e.visit_code, e.group_size)) for e in events]
     inputs += change_inputs(timeline) + positions(timeline, events)
@@ -150,6 +149,11 @@ def run_scenario(timeline: Timeline, positions, weighed: list = None) -> dict:
         for receipt in out.receipts:
             receipts[party_of_visit.get(receipt.visit_code)] = receipt
     return receipts
+
+
+def visit_parties(timeline: Timeline, events: list) -> dict:
+    """visit code -> the party that entered on it, from a scenario's gate events."""
+    return {e.visit_code: timeline.party_at_entry(e.gate_id, e.stamp_ns) for e in events if e.direction == ENTRY}
 
 
 def as_scored(receipt) -> dict:

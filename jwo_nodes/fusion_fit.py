@@ -25,9 +25,8 @@ from jwo_nodes.core.config import load_store_config
 from jwo_nodes.core.fusion import FusionSettings
 from jwo_nodes.core.fusion.evidence import REACH_SETTINGS, ReachBasis
 from jwo_nodes.core.fusion.receipts import SURE
-from jwo_nodes.core.gate_logic import ENTRY
 from jwo_nodes.core.sim import NS
-from jwo_nodes.fusion_check import add_run_arguments, in_processes, run_scenario, scenario_jobs, tracked
+from jwo_nodes.fusion_check import add_run_arguments, in_processes, run_scenario, scenario_jobs, tracked, visit_parties
 from jwo_nodes.simbag import gate_events
 
 # A true change on the bin this near a weighed change's span is one that made it.
@@ -74,8 +73,7 @@ def captures_of(job: tuple) -> tuple:
     run_scenario(timeline, positions, weighed)
     last = {(change.event_id, change.bin_id): change for change in weighed}
     events, _ = gate_events(timeline, epoch_ns=0)
-    code_of_party = {timeline.party_at_entry(e.gate_id, e.stamp_ns): e.visit_code
-                     for e in events if e.direction == ENTRY}
+    code_of_party = {party: code for code, party in visit_parties(timeline, events).items()}
     found = []
     for change in last.values():
         parties = {e.party_id for e in timeline.weight_events
@@ -114,6 +112,7 @@ def run(args) -> int:
     if args.load and args.scenarios:
         print('error: give scenarios or --load, not both', file=sys.stderr)
         return 2
+    unsaved = False
     if args.load:
         try:
             captures = pickle.loads(Path(args.load).read_bytes())
@@ -128,6 +127,9 @@ def run(args) -> int:
         if not args.scenarios:
             print('error: give scenario files (or --load)', file=sys.stderr)
             return 2
+        if args.save and not Path(args.save).resolve().parent.is_dir():
+            print(f'error: --save {args.save}: no folder {Path(args.save).parent}', file=sys.stderr)
+            return 2
         jobs = scenario_jobs(args)
         if jobs is None:
             return 2
@@ -138,17 +140,26 @@ def run(args) -> int:
             print(f'[{index}/{len(jobs)}] {Path(path).name}: {weighed} changes, {len(found)} one shopper made',
                   flush=True)
         if args.save:
-            Path(args.save).write_bytes(pickle.dumps(captures, protocol=pickle.HIGHEST_PROTOCOL))
-            print(f'wrote {len(captures)} changes to {args.save}')
+            try:
+                Path(args.save).write_bytes(pickle.dumps(captures, protocol=pickle.HIGHEST_PROTOCOL))
+                print(f'wrote {len(captures)} changes to {args.save}')
+            except OSError as error:     # the fit below is still printed
+                print(f'error: --save {args.save}: {error}', file=sys.stderr)
+                unsaved = True
     if not captures:
         print('error: no change one shopper made to fit to', file=sys.stderr)
         return 2
     default = getattr(FusionSettings(), args.setting)
-    fits = {value: fit(captures, dataclasses.replace(FusionSettings(), **{args.setting: value}))
-            for value in sorted(set(values) | {default})}
+    fits = {}
+    for value in sorted(set(values) | {default}):
+        try:
+            fits[value] = fit(captures, dataclasses.replace(FusionSettings(), **{args.setting: value}))
+        except ArithmeticError as error:
+            print(f'error: {args.setting} = {value:g} cannot weigh a change ({error})', file=sys.stderr)
+            return 2
     best = min(fits, key=lambda value: (fits[value].log_loss, value != default))
     for value, f in fits.items():
         marks = ' '.join(mark for mark, on in (('(default)', value == default), ('(best)', value == best)) if on)
         print(f'{args.setting} = {value:g}: log loss of the maker {f.log_loss:.4f}; maker less than {SURE:g} '
               f'sure in {f.unsure} of {f.changes} changes, somebody else likelier in {f.others_first} {marks}'.rstrip())
-    return 0
+    return 2 if unsaved else 0

@@ -64,6 +64,8 @@ def test_captures_are_the_changes_one_shopper_made_weighed_as_fusion_weighed_the
     (['--setting', 'reach_sigma_m', '--values', '0.1'], 'give scenario files (or --load)'),
     (['--setting', 'reach_sigma_m', '--values', '0.1', '--load', 'x.pkl', SCENARIO], 'not both'),
     (['--setting', 'reach_sigma_m', '--values', '0.1', '--load', 'no/such.pkl'], '--load no/such.pkl'),
+    (['--setting', 'reach_sigma_m', '--values', '0.1', '--save', 'no/such/c.pkl', SCENARIO], 'no folder no/such'),
+    (['--setting', 'reach_sigma_m', '--values', '0', SCENARIO], 'reach_sigma_m = 0 cannot weigh a change'),
 ])
 def test_bad_arguments_are_clear_errors(repo, args, says):
     result = fusion_fit(repo, '--store', SUITE, *args)
